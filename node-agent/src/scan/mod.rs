@@ -1,0 +1,222 @@
+//! Reading the machine: `/proc`, cgroupfs and the kubelet's log layout, all
+//! under a configurable host root (`/` on a node, a fixture tree in tests).
+
+pub mod attribution;
+pub mod cgroup;
+pub mod node;
+pub mod parse;
+pub mod pods;
+pub mod procfs;
+pub mod reader;
+
+use attribution::{Attribution, attribute_cgroup_lines};
+use cgroup::{CgroupCpuObs, CpuHierarchy};
+use node::NodeObs;
+use parse::Limit;
+use pods::PodDirectory;
+use procfs::{FdCounting, ProcSnapshot, ProcWalker};
+use reader::ScanCounters;
+use rustix::fd::{AsFd, OwnedFd};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ScanError {
+    #[error("cannot open {path}: {source}")]
+    OpenProc {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything known about one process beyond its stat line; read only for
+/// processes that end up in a report, and cached by (pid, start time).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessDetails {
+    pub nspid: Option<i32>,
+    pub attribution: Attribution,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub container_name: Option<String>,
+}
+
+/// One full observation of the host.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub taken_at: Instant,
+    pub procs: ProcSnapshot,
+    pub node: NodeObs,
+    pub cgroups: Vec<CgroupCpuObs>,
+    pub counters: ScanCounters,
+    pub duration: std::time::Duration,
+}
+
+/// The scanner holds open handles and scratch buffers across scans so that a
+/// watch loop allocates little.
+#[derive(Debug)]
+pub struct Scanner {
+    host_root: PathBuf,
+    proc_dir: OwnedFd,
+    fd_counting: FdCounting,
+    walker: ProcWalker,
+    hierarchies: Vec<CpuHierarchy>,
+    pods: PodDirectory,
+    details: HashMap<(i32, u64), ProcessDetails>,
+    limits: HashMap<(i32, u64), Option<Limit>>,
+    /// Failures while enriching (after the scan's own counters were taken).
+    pub enrich_counters: ScanCounters,
+    clock_ticks: u64,
+}
+
+impl Scanner {
+    pub fn new(host_root: &Path) -> Result<Self, ScanError> {
+        let proc_path = host_root.join("proc");
+        let proc_dir = reader::open_dir(&proc_path).map_err(|e| ScanError::OpenProc {
+            source: std::io::Error::other(format!("{e:?}")),
+            path: proc_path.clone(),
+        })?;
+        let fd_counting = if reader::is_procfs(&proc_dir) {
+            FdCounting::StatThenReaddir
+        } else {
+            FdCounting::Readdir
+        };
+        Ok(Self {
+            host_root: host_root.to_owned(),
+            proc_dir,
+            fd_counting,
+            walker: ProcWalker::new(),
+            hierarchies: cgroup::discover(host_root),
+            pods: PodDirectory::default(),
+            details: HashMap::new(),
+            limits: HashMap::new(),
+            enrich_counters: ScanCounters::default(),
+            clock_ticks: rustix::param::clock_ticks_per_second(),
+        })
+    }
+
+    pub fn host_root(&self) -> &Path {
+        &self.host_root
+    }
+
+    /// Clock ticks per second, the unit of stat's `starttime`.
+    pub fn clock_ticks(&self) -> u64 {
+        self.clock_ticks.max(1)
+    }
+
+    /// The benchmark floor: read every `/proc/PID/stat` and nothing else.
+    pub fn floor(&mut self) -> usize {
+        self.walker.floor(self.proc_dir.as_fd())
+    }
+
+    /// Walks `/proc` only.
+    pub fn scan_processes(&mut self, counters: &mut ScanCounters) -> ProcSnapshot {
+        self.walker
+            .walk(self.proc_dir.as_fd(), self.fd_counting, counters)
+    }
+
+    /// Samples the CPU counters of every interesting cgroup.
+    pub fn scan_cgroups(&mut self, counters: &mut ScanCounters) -> Vec<CgroupCpuObs> {
+        self.hierarchies
+            .iter()
+            .flat_map(|h| cgroup::sample(h, counters))
+            .collect()
+    }
+
+    /// One full observation: processes, node, cgroups.
+    pub fn observe(&mut self) -> Observation {
+        let start = Instant::now();
+        let mut counters = ScanCounters::default();
+        let procs = self.scan_processes(&mut counters);
+        let node = node::read_node(self.proc_dir.as_fd(), &mut counters);
+        let cgroups = self.scan_cgroups(&mut counters);
+        self.pods = PodDirectory::load(&self.host_root);
+        self.prune_caches(&procs);
+        Observation {
+            taken_at: start,
+            procs,
+            node,
+            cgroups,
+            counters,
+            duration: start.elapsed(),
+        }
+    }
+
+    fn prune_caches(&mut self, procs: &ProcSnapshot) {
+        if self.details.is_empty() && self.limits.is_empty() {
+            return;
+        }
+        let alive: std::collections::HashSet<(i32, u64)> = procs
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.starttime))
+            .collect();
+        self.details.retain(|k, _| alive.contains(k));
+        self.limits.retain(|k, _| alive.contains(k));
+    }
+
+    /// NSpid, cgroup attribution and pod names of one process.
+    pub fn details(&mut self, pid: i32, starttime: u64) -> ProcessDetails {
+        if let Some(d) = self.details.get(&(pid, starttime)) {
+            return d.clone();
+        }
+        let counters = &mut self.enrich_counters;
+        let nspid = self
+            .walker
+            .status(self.proc_dir.as_fd(), pid, counters)
+            .and_then(|s| s.innermost_pid());
+        let attribution = self
+            .walker
+            .cgroup_text(self.proc_dir.as_fd(), pid, counters)
+            .and_then(|t| match parse::parse_cgroup_lines(&t) {
+                Ok(lines) => Some(attribute_cgroup_lines(&lines)),
+                Err(_) => {
+                    counters.unparsable += 1;
+                    None
+                }
+            })
+            .unwrap_or_default();
+        let d = self.name_attribution(nspid, attribution);
+        self.details.insert((pid, starttime), d.clone());
+        d
+    }
+
+    /// Adds pod and container names to an attribution.
+    pub fn name_attribution(&self, nspid: Option<i32>, attribution: Attribution) -> ProcessDetails {
+        let pod = attribution
+            .pod_uid
+            .as_deref()
+            .and_then(|u| self.pods.pod(u));
+        let container_name = attribution
+            .container_id
+            .as_deref()
+            .and_then(|c| self.pods.container_name(c))
+            .map(str::to_owned);
+        ProcessDetails {
+            nspid,
+            pod_namespace: pod.map(|p| p.namespace.clone()),
+            pod_name: pod.map(|p| p.name.clone()),
+            container_name,
+            attribution,
+        }
+    }
+
+    /// Soft RLIMIT_NOFILE of one process (cached by identity).
+    pub fn nofile_soft_limit(&mut self, pid: i32, starttime: u64) -> Option<Limit> {
+        if let Some(l) = self.limits.get(&(pid, starttime)) {
+            return *l;
+        }
+        let l =
+            self.walker
+                .nofile_soft_limit(self.proc_dir.as_fd(), pid, &mut self.enrich_counters);
+        self.limits.insert((pid, starttime), l);
+        l
+    }
+
+    /// Re-reads one process's stat line (for signalling).
+    pub fn stat_of(&mut self, pid: i32) -> Result<parse::ProcStat, Option<reader::ReadFailure>> {
+        self.walker.stat_of(self.proc_dir.as_fd(), pid)
+    }
+}

@@ -1,0 +1,456 @@
+//! The per-process and per-thread walk of `/proc`.
+
+use super::parse::{self, Limit};
+use super::reader::{ReadFailure, ScanCounters, for_each_entry, read_at, size_at};
+use rustix::fd::AsFd;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One process, as cheaply as it can be observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessObs {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: u8,
+    pub comm: String,
+    /// Clock ticks since boot; with `pid` it identifies the process.
+    pub starttime: u64,
+    pub num_threads: u32,
+    pub kernel_thread: bool,
+    /// Open fds; `None` when unreadable (permissions, vanished, kernel thread).
+    pub fd_count: Option<u32>,
+}
+
+/// A thread in uninterruptible sleep (state `D`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedThread {
+    pub tgid: i32,
+    pub tid: i32,
+    pub comm: String,
+    pub starttime: u64,
+    /// `se.exec_start` (ns, scheduler clock): when it last ran.
+    pub exec_start_ns: Option<u64>,
+    /// A counter that moves whenever the thread is switched in.
+    pub switches: Option<u64>,
+}
+
+/// A zombie and when it last ran (≈ when it exited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZombieObs {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+    pub starttime: u64,
+    pub exec_start_ns: Option<u64>,
+}
+
+/// Tasks (threads) by state letter, as `ps -eL` would count them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStates {
+    pub running: u64,
+    pub sleeping: u64,
+    pub disk_sleep: u64,
+    pub stopped: u64,
+    pub zombie: u64,
+    pub idle: u64,
+    pub other: u64,
+}
+
+impl TaskStates {
+    pub fn add(&mut self, state: u8) {
+        match state {
+            b'R' => self.running += 1,
+            b'S' => self.sleeping += 1,
+            b'D' => self.disk_sleep += 1,
+            b'T' | b't' => self.stopped += 1,
+            b'Z' => self.zombie += 1,
+            b'I' => self.idle += 1,
+            _ => self.other += 1,
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.running
+            + self.sleeping
+            + self.disk_sleep
+            + self.stopped
+            + self.zombie
+            + self.idle
+            + self.other
+    }
+}
+
+/// Everything one walk of `/proc` produced.
+#[derive(Debug, Clone, Default)]
+pub struct ProcSnapshot {
+    pub processes: Vec<ProcessObs>,
+    pub blocked: Vec<BlockedThread>,
+    pub zombies: Vec<ZombieObs>,
+    pub tasks: TaskStates,
+    /// The scheduler clock "now" (ns), from the scanning thread's own
+    /// `se.exec_start`; compares with the `exec_start_ns` values above.
+    pub sched_now_ns: Option<u64>,
+}
+
+/// How to count open fds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdCounting {
+    /// `st_size` of `/proc/PID/fd` (Linux ≥ 6.2), readdir when it is 0.
+    StatThenReaddir,
+    /// Always readdir (fixture trees are not procfs).
+    Readdir,
+}
+
+/// Reusable state of the walk: scratch buffers only, no per-scan allocation
+/// beyond the results.
+#[derive(Debug, Default)]
+pub struct ProcWalker {
+    buf: Vec<u8>,
+    path: String,
+    pids: Vec<i32>,
+    tids: Vec<i32>,
+}
+
+fn parse_pid(name: &[u8]) -> Option<i32> {
+    if name.is_empty() || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(name).ok()?.parse().ok()
+}
+
+fn note<T>(counters: &mut ScanCounters, r: Result<T, ReadFailure>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            counters.record(e);
+            None
+        }
+    }
+}
+
+impl ProcWalker {
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(4096),
+            ..Self::default()
+        }
+    }
+
+    fn list_pids(&mut self, proc_dir: impl AsFd, counters: &mut ScanCounters) {
+        self.pids.clear();
+        let pids = &mut self.pids;
+        let listed = for_each_entry(proc_dir, "", |name, _| {
+            if let Some(pid) = parse_pid(name) {
+                pids.push(pid);
+            }
+        });
+        note(counters, listed);
+    }
+
+    /// The floor the benchmark compares against: read `/proc/PID/stat` for
+    /// every pid and nothing else. Returns the bytes read.
+    pub fn floor(&mut self, proc_dir: impl AsFd + Copy) -> usize {
+        let mut scratch = ScanCounters::default();
+        self.list_pids(proc_dir, &mut scratch);
+        let mut total = 0;
+        for i in 0..self.pids.len() {
+            self.path.clear();
+            let _ = write!(self.path, "{}/stat", self.pids[i]);
+            if read_at(proc_dir, &self.path, &mut self.buf).is_ok() {
+                total += self.buf.len();
+            }
+        }
+        total
+    }
+
+    /// Reads the stat file at `self.path` into a `ProcStat`, counting failures.
+    fn read_stat(
+        &mut self,
+        proc_dir: impl AsFd,
+        counters: &mut ScanCounters,
+    ) -> Option<parse::ProcStat> {
+        note(counters, read_at(proc_dir, &self.path, &mut self.buf))?;
+        if self.buf.is_empty() {
+            counters.vanished += 1;
+            return None;
+        }
+        match parse::parse_stat(&self.buf) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(path = %self.path, error = %e, "unparsable stat");
+                counters.unparsable += 1;
+                None
+            }
+        }
+    }
+
+    /// Walks every process (and the threads of multi-threaded ones).
+    pub fn walk(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        fd_counting: FdCounting,
+        counters: &mut ScanCounters,
+    ) -> ProcSnapshot {
+        let mut snap = ProcSnapshot {
+            sched_now_ns: self.sched_exec_start(proc_dir, "thread-self/sched", counters),
+            ..ProcSnapshot::default()
+        };
+        self.list_pids(proc_dir, counters);
+        snap.processes.reserve(self.pids.len());
+        for i in 0..self.pids.len() {
+            let pid = self.pids[i];
+            self.path.clear();
+            let _ = write!(self.path, "{pid}/stat");
+            let Some(stat) = self.read_stat(proc_dir, counters) else {
+                continue;
+            };
+            counters.processes += 1;
+            let kernel_thread = stat.is_kernel_thread();
+            let fd_count = if kernel_thread || stat.state == b'Z' {
+                None
+            } else {
+                self.count_fds(proc_dir, pid, fd_counting, counters)
+            };
+            if stat.num_threads > 1 && stat.state != b'Z' {
+                self.walk_threads(proc_dir, pid, &mut snap, counters);
+            } else {
+                counters.threads += 1;
+                snap.tasks.add(stat.state);
+                if stat.state == b'D' {
+                    let blocked = self.blocked_thread(proc_dir, pid, pid, &stat, "", counters);
+                    snap.blocked.push(blocked);
+                }
+            }
+            if stat.state == b'Z' {
+                self.path.clear();
+                let _ = write!(self.path, "{pid}/sched");
+                let exec_start_ns = self.sched_exec_start_at_path(proc_dir, counters);
+                snap.zombies.push(ZombieObs {
+                    pid,
+                    ppid: stat.ppid,
+                    comm: stat.comm.clone(),
+                    starttime: stat.starttime,
+                    exec_start_ns,
+                });
+            }
+            snap.processes.push(ProcessObs {
+                pid,
+                ppid: stat.ppid,
+                state: stat.state,
+                comm: stat.comm,
+                starttime: stat.starttime,
+                num_threads: stat.num_threads,
+                kernel_thread,
+                fd_count,
+            });
+        }
+        snap
+    }
+
+    fn walk_threads(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        pid: i32,
+        snap: &mut ProcSnapshot,
+        counters: &mut ScanCounters,
+    ) {
+        self.tids.clear();
+        self.path.clear();
+        let _ = write!(self.path, "{pid}/task");
+        let tids = &mut self.tids;
+        let listed = for_each_entry(proc_dir, &self.path, |name, _| {
+            if let Some(tid) = parse_pid(name) {
+                tids.push(tid);
+            }
+        });
+        if note(counters, listed).is_none() {
+            return;
+        }
+        for j in 0..self.tids.len() {
+            let tid = self.tids[j];
+            self.path.clear();
+            let _ = write!(self.path, "{pid}/task/{tid}/stat");
+            let Some(stat) = self.read_stat(proc_dir, counters) else {
+                continue;
+            };
+            counters.threads += 1;
+            snap.tasks.add(stat.state);
+            if stat.state == b'D' {
+                let prefix = format!("{pid}/task/{tid}/");
+                let blocked = self.blocked_thread(proc_dir, pid, tid, &stat, &prefix, counters);
+                snap.blocked.push(blocked);
+            }
+        }
+    }
+
+    /// Collects what the hung-task detector needs about a `D` thread.
+    /// `prefix` is the thread's directory relative to /proc, or empty for a
+    /// single-threaded process (then `pid/` is used).
+    fn blocked_thread(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        tgid: i32,
+        tid: i32,
+        stat: &parse::ProcStat,
+        prefix: &str,
+        counters: &mut ScanCounters,
+    ) -> BlockedThread {
+        let dir = if prefix.is_empty() {
+            format!("{tid}/")
+        } else {
+            prefix.to_owned()
+        };
+        self.path.clear();
+        let _ = write!(self.path, "{dir}sched");
+        let exec_start_ns = self.sched_exec_start_at_path(proc_dir, counters);
+        self.path.clear();
+        let _ = write!(self.path, "{dir}schedstat");
+        let switches = match read_at(proc_dir, &self.path, &mut self.buf) {
+            Ok(()) => parse::parse_schedstat_timeslices(&String::from_utf8_lossy(&self.buf)).ok(),
+            Err(_) => None,
+        }
+        .or_else(|| {
+            // Without CONFIG_SCHED_INFO, fall back to the status counters.
+            self.path.clear();
+            let _ = write!(self.path, "{dir}status");
+            read_at(proc_dir, &self.path, &mut self.buf).ok()?;
+            parse::parse_status(&String::from_utf8_lossy(&self.buf))
+                .ok()?
+                .switches()
+        });
+        BlockedThread {
+            tgid,
+            tid,
+            comm: stat.comm.clone(),
+            starttime: stat.starttime,
+            exec_start_ns,
+            switches,
+        }
+    }
+
+    fn sched_exec_start(
+        &mut self,
+        proc_dir: impl AsFd,
+        rel: &str,
+        counters: &mut ScanCounters,
+    ) -> Option<u64> {
+        self.path.clear();
+        self.path.push_str(rel);
+        self.sched_exec_start_at_path(proc_dir, counters)
+    }
+
+    /// `/proc/.../sched` exists only with CONFIG_SCHED_DEBUG; its absence is
+    /// normal and not counted.
+    fn sched_exec_start_at_path(
+        &mut self,
+        proc_dir: impl AsFd,
+        counters: &mut ScanCounters,
+    ) -> Option<u64> {
+        match read_at(proc_dir, &self.path, &mut self.buf) {
+            Ok(()) => match parse::parse_sched_exec_start(&String::from_utf8_lossy(&self.buf)) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    if !self.buf.is_empty() {
+                        counters.unparsable += 1;
+                    }
+                    None
+                }
+            },
+            Err(ReadFailure::Vanished) => None,
+            Err(e) => {
+                counters.record(e);
+                None
+            }
+        }
+    }
+
+    fn count_fds(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        pid: i32,
+        how: FdCounting,
+        counters: &mut ScanCounters,
+    ) -> Option<u32> {
+        self.path.clear();
+        let _ = write!(self.path, "{pid}/fd");
+        if how == FdCounting::StatThenReaddir {
+            match size_at(proc_dir, &self.path) {
+                Ok(n) if n > 0 => return u32::try_from(n).ok(),
+                Ok(_) => {}
+                Err(e) => {
+                    counters.record(e);
+                    return None;
+                }
+            }
+        }
+        let mut n = 0u32;
+        let counted = for_each_entry(proc_dir, &self.path, |_, _| n += 1);
+        note(counters, counted).map(|()| n)
+    }
+
+    /// Soft `RLIMIT_NOFILE` of one process.
+    pub fn nofile_soft_limit(
+        &mut self,
+        proc_dir: impl AsFd,
+        pid: i32,
+        counters: &mut ScanCounters,
+    ) -> Option<Limit> {
+        self.path.clear();
+        let _ = write!(self.path, "{pid}/limits");
+        note(counters, read_at(proc_dir, &self.path, &mut self.buf))?;
+        match parse::parse_nofile_soft_limit(&String::from_utf8_lossy(&self.buf)) {
+            Ok(l) => Some(l),
+            Err(_) => {
+                counters.unparsable += 1;
+                None
+            }
+        }
+    }
+
+    /// NSpid of one process (the PID inside its innermost namespace).
+    pub fn status(
+        &mut self,
+        proc_dir: impl AsFd,
+        pid: i32,
+        counters: &mut ScanCounters,
+    ) -> Option<parse::ProcStatus> {
+        self.path.clear();
+        let _ = write!(self.path, "{pid}/status");
+        note(counters, read_at(proc_dir, &self.path, &mut self.buf))?;
+        match parse::parse_status(&String::from_utf8_lossy(&self.buf)) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                counters.unparsable += 1;
+                None
+            }
+        }
+    }
+
+    /// The raw `/proc/PID/cgroup` text of one process.
+    pub fn cgroup_text(
+        &mut self,
+        proc_dir: impl AsFd,
+        pid: i32,
+        counters: &mut ScanCounters,
+    ) -> Option<String> {
+        self.path.clear();
+        let _ = write!(self.path, "{pid}/cgroup");
+        note(counters, read_at(proc_dir, &self.path, &mut self.buf))?;
+        Some(String::from_utf8_lossy(&self.buf).into_owned())
+    }
+
+    /// Re-reads one process's stat (used by the signalling primitive).
+    pub fn stat_of(
+        &mut self,
+        proc_dir: impl AsFd,
+        pid: i32,
+    ) -> Result<parse::ProcStat, Option<ReadFailure>> {
+        self.path.clear();
+        let _ = write!(self.path, "{pid}/stat");
+        read_at(proc_dir, &self.path, &mut self.buf).map_err(Some)?;
+        if self.buf.is_empty() {
+            return Err(Some(ReadFailure::Vanished));
+        }
+        parse::parse_stat(&self.buf).map_err(|_| None)
+    }
+}
