@@ -1,1 +1,20 @@
-pub fn placeholder() {}
+//! The nodemedic API (`nodemedic.io/v1alpha1`) and the pure logic shared by
+//! the agent and the operator: policy ↔ node matching, threshold evaluation,
+//! duration parsing. No I/O and no Kubernetes client code lives here.
+
+pub mod crd_yaml;
+pub mod duration;
+pub mod policy;
+pub mod report;
+pub mod selector;
+pub mod thresholds;
+
+pub use duration::{KubeDuration, parse_duration};
+pub use policy::{NodeHealthPolicy, NodeHealthPolicySpec, NodeHealthPolicyStatus, PolicyMode};
+pub use report::{NodeHealthReport, NodeHealthReportSpec, NodeHealthReportStatus};
+pub use thresholds::EffectiveThresholds;
+
+/// API group of both kinds.
+pub const GROUP: &str = "nodemedic.io";
+/// API version of both kinds.
+pub const VERSION: &str = "v1alpha1";

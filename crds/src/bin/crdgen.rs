@@ -1,0 +1,38 @@
+//! Writes the CRD YAML for every kind: `crds/yaml/` and the Helm chart copy.
+//! `crdgen --stdout` prints them as one multi-document stream instead.
+
+use std::path::PathBuf;
+use std::{env, fs, process::ExitCode};
+
+use nodemedic_crds::crd_yaml;
+
+fn main() -> ExitCode {
+    let to_stdout = env::args().skip(1).any(|a| a == "--stdout");
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let targets = [
+        crate_dir.join(crd_yaml::YAML_DIR),
+        crate_dir.join("../charts/nodemedic/crds"),
+    ];
+    for (file, crd) in crd_yaml::all() {
+        let text = match crd_yaml::render(&crd) {
+            Ok(text) => text,
+            Err(err) => {
+                eprintln!("crdgen: cannot render {file}: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if to_stdout {
+            print!("---\n{text}");
+            continue;
+        }
+        for dir in &targets {
+            let path = dir.join(&file);
+            if let Err(err) = fs::create_dir_all(dir).and_then(|()| fs::write(&path, &text)) {
+                eprintln!("crdgen: cannot write {}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+            println!("wrote {}", path.display());
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,478 @@
+//! `NodeHealthReport`: one per node (name = node name). The operator writes
+//! node-local action requests into `spec`; the agent writes what it sees and
+//! what it did into `status`.
+
+// Printer columns legitimately repeat `type_ = "integer"`; clippy reads them as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::ParentSignal;
+
+/// Bound on each per-detector findings list (top offenders).
+pub const MAX_FINDINGS_PER_DETECTOR: usize = 20;
+/// Bound on pending action requests per node.
+pub const MAX_ACTION_REQUESTS: usize = 32;
+/// Bound on remembered action results per node.
+pub const MAX_ACTION_RESULTS: usize = 32;
+
+/// Operator → agent: node-local actions to carry out.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "nodemedic.io",
+    version = "v1alpha1",
+    kind = "NodeHealthReport",
+    plural = "nodehealthreports",
+    singular = "nodehealthreport",
+    shortname = "nhr",
+    category = "nodemedic",
+    status = "NodeHealthReportStatus",
+    cel,
+    doc = "The health of one node as seen by the nodemedic agent (status), and the node-local actions the operator asks the agent to carry out (spec). Named after its Node.",
+    printcolumn(
+        name = "Healthy",
+        type_ = "boolean",
+        json_path = ".status.healthy",
+        description = "No detector fires under any policy"
+    ),
+    printcolumn(
+        name = "Problems",
+        type_ = "string",
+        json_path = ".status.problems",
+        description = "Firing detectors and their worst offender"
+    ),
+    printcolumn(
+        name = "Zombies",
+        type_ = "integer",
+        json_path = ".status.summary.tasks.zombie",
+        description = "Zombie processes on the node"
+    ),
+    printcolumn(
+        name = "D-State",
+        type_ = "integer",
+        json_path = ".status.summary.tasks.uninterruptible",
+        description = "Threads in uninterruptible sleep"
+    ),
+    printcolumn(
+        name = "Load1",
+        type_ = "number",
+        json_path = ".status.summary.load.one",
+        description = "1-minute load average"
+    ),
+    printcolumn(
+        name = "Scanned",
+        type_ = "date",
+        json_path = ".status.lastScanTime",
+        description = "Time of the last scan"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHealthReportSpec {
+    /// Node-local actions requested by the operator, oldest first. The agent
+    /// executes each id once and records the outcome in status.actionResults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
+    pub action_requests: Vec<ActionRequest>,
+}
+
+/// One node-local action.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRequest {
+    /// Unique id, chosen by the operator; results refer to it.
+    #[schemars(length(min = 1, max = 128))]
+    pub id: String,
+    /// The action; the agent executes only SignalParent.
+    pub action: NodeAction,
+    /// The process to act on, as observed in the report the decision was
+    /// based on. The agent re-verifies it (pidfd + start time) before acting.
+    pub target: ProcessTarget,
+    /// Signal to send.
+    pub signal: ParentSignal,
+    /// Policy that decided the action.
+    pub policy: String,
+    /// When the operator requested it.
+    pub requested_at: Time,
+    /// Human-readable reason, copied into the Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Actions the agent carries out on its node.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeAction {
+    /// Signal a zombie parent.
+    SignalParent,
+}
+
+/// A process identity that survives PID reuse: pid plus start time.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.startTime > 0").message(
+    "target.startTime must be the process start time (/proc/PID/stat field 22); without it the agent cannot re-verify the target"
+))]
+pub struct ProcessTarget {
+    /// PID in the host PID namespace.
+    #[schemars(range(min = 2))]
+    pub pid: i32,
+    /// Start time in clock ticks after boot (/proc/PID/stat field 22).
+    pub start_time: u64,
+    /// Command name (comm) when observed.
+    #[serde(default)]
+    pub comm: String,
+}
+
+/// Agent → everyone: what the node looks like.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHealthReportStatus {
+    /// When the last scan finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_time: Option<Time>,
+    /// Wall time the last scan took, e.g. "42ms".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_duration: Option<String>,
+    /// Version of the agent that wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// False when any detector fires under any policy.
+    #[serde(default = "yes")]
+    pub healthy: bool,
+    /// Short human summary of what fires, e.g. "zombies(212 under php-fpm)".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub problems: String,
+    /// Node-wide figures.
+    #[serde(default)]
+    pub summary: NodeSummary,
+    /// Top offenders per detector, also below thresholds.
+    #[serde(default)]
+    pub findings: Findings,
+    /// Per policy and detector: is it firing, since when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["policy".into(), "type".into()]))]
+    pub conditions: Vec<PolicyCondition>,
+    /// Outcomes of spec.actionRequests, most recent last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
+    pub action_results: Vec<ActionResult>,
+    /// Problems reading /proc and cgroupfs during the last scan.
+    #[serde(default)]
+    pub scan_errors: ScanErrors,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Node-wide figures from /proc.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSummary {
+    /// Tasks by state (processes, plus threads for D state).
+    #[serde(default)]
+    pub tasks: TaskCounts,
+    /// Load average, split into its runnable and blocked parts.
+    #[serde(default)]
+    pub load: LoadSummary,
+    /// Pressure stall information, where the kernel provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PressureSummary>,
+    /// Allocated file handles (/proc/sys/fs/file-nr).
+    #[serde(default)]
+    pub file_handles_allocated: u64,
+    /// fs.file-max.
+    #[serde(default)]
+    pub file_handles_max: u64,
+    /// kernel.hung_task_timeout_secs, when the kernel has the hung-task detector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hung_task_timeout_secs: Option<u64>,
+}
+
+/// Counts by /proc state letter.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCounts {
+    /// Processes.
+    pub processes: u32,
+    /// Threads (all tasks).
+    pub threads: u32,
+    /// Processes in R.
+    pub running: u32,
+    /// Processes in S.
+    pub sleeping: u32,
+    /// Threads in D (uninterruptible sleep).
+    pub uninterruptible: u32,
+    /// Processes in Z.
+    pub zombie: u32,
+    /// Processes in T or t.
+    pub stopped: u32,
+    /// Processes in I (idle kernel threads).
+    pub idle: u32,
+}
+
+/// /proc/loadavg, with the instantaneous split that explains it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSummary {
+    /// 1-minute load average.
+    pub one: f64,
+    /// 5-minute load average.
+    pub five: f64,
+    /// 15-minute load average.
+    pub fifteen: f64,
+    /// Runnable tasks now (procs_running).
+    pub runnable: u32,
+    /// Tasks blocked on I/O now (procs_blocked). High load with low CPU and a
+    /// high blocked count means D-state tasks, not CPU demand.
+    pub blocked: u32,
+    /// Online CPUs, to read the load against.
+    pub cpus: u32,
+}
+
+/// PSI for the node (/proc/pressure).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PressureSummary {
+    /// CPU pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Pressure>,
+    /// Memory pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Pressure>,
+    /// I/O pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<Pressure>,
+}
+
+/// avg10 percentages from one pressure file.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pressure {
+    /// Percent of the last 10 s in which some task stalled.
+    pub some_avg10: f64,
+    /// Percent of the last 10 s in which all non-idle tasks stalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_avg10: Option<f64>,
+}
+
+/// Top offenders per detector.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Findings {
+    /// Parents with the most zombies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub zombies: Vec<ZombieFinding>,
+    /// Threads in D state, longest blocked first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub hung_tasks: Vec<HungTaskFinding>,
+    /// Processes closest to their fd limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub fd_leak: Vec<FdLeakFinding>,
+    /// Most throttled containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub cpu_throttling: Vec<CpuThrottlingFinding>,
+}
+
+/// A process as the agent saw it, with its workload.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessRef {
+    /// PID in the host PID namespace.
+    pub host_pid: i32,
+    /// PID inside the process's own PID namespace (innermost NSpid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<i32>,
+    /// Command name (comm).
+    pub comm: String,
+    /// Start time in clock ticks after boot; with hostPid it identifies the
+    /// process across PID reuse.
+    pub start_time: u64,
+    /// Pod and container, when the cgroup names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+}
+
+/// The pod and container a process belongs to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// Pod UID from the cgroup path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Pod namespace, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// Pod name, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Container name, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Container ID from the cgroup path (64 hex characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Container runtime the cgroup path belongs to: containerd, cri-o or docker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+/// A parent holding zombies.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZombieFinding {
+    /// The parent that does not reap.
+    pub parent: ProcessRef,
+    /// Zombies under this parent.
+    pub zombies: u32,
+    /// Zombies older than the policy's minAge.
+    pub zombies_past_min_age: u32,
+    /// Age of the oldest zombie, seconds.
+    pub oldest_age_seconds: u64,
+    /// Whether this parent exceeds perParentThreshold.
+    pub exceeded: bool,
+}
+
+/// A thread in D state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HungTaskFinding {
+    /// The process owning the thread.
+    pub process: ProcessRef,
+    /// Thread id (host namespace).
+    pub tid: i32,
+    /// Thread name.
+    pub thread_comm: String,
+    /// How long it has been in D state without a context switch, seconds.
+    pub blocked_seconds: u64,
+    /// Kernel function it waits in (/proc/TID/wchan), when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// Whether it is blocked longer than minDuration.
+    pub exceeded: bool,
+}
+
+/// A process and its fd usage.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FdLeakFinding {
+    /// The process.
+    pub process: ProcessRef,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// Soft RLIMIT_NOFILE, when finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_limit: Option<u64>,
+    /// openFds / softLimit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_ratio: Option<f64>,
+    /// Growth in fds per minute over the growth window, when watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_per_minute: Option<f64>,
+    /// Whether usageRatio (or the growth rule) is exceeded.
+    pub exceeded: bool,
+}
+
+/// A throttled container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuThrottlingFinding {
+    /// Pod and container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+    /// cgroup path relative to the cgroup mount.
+    pub cgroup: String,
+    /// CPU limit in cores (quota / period); absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_cores: Option<f64>,
+    /// CFS periods elapsed in the window.
+    pub periods: u64,
+    /// Periods in which the container was throttled.
+    pub throttled_periods: u64,
+    /// throttledPeriods / periods.
+    pub throttled_ratio: f64,
+    /// Total time throttled in the window, seconds.
+    pub throttled_seconds: f64,
+    /// cpu.pressure some avg10 of the cgroup (cgroup v2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure_some_avg10: Option<f64>,
+    /// Whether throttledRatio is exceeded.
+    pub exceeded: bool,
+}
+
+/// Whether a detector fires for a node under one policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCondition {
+    /// Policy name.
+    pub policy: String,
+    /// ZombiesDetected, HungTasksDetected, FdLeakDetected or CpuThrottlingDetected.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True" while firing (after `for`), "False" otherwise.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human explanation with the worst offender.
+    #[serde(default)]
+    pub message: String,
+    /// When status last changed.
+    pub last_transition_time: Time,
+}
+
+/// Outcome of an action request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResult {
+    /// The request id.
+    pub id: String,
+    /// What happened.
+    pub outcome: ActionResultOutcome,
+    /// Details, e.g. the refusal reason.
+    #[serde(default)]
+    pub message: String,
+    /// When the agent finished handling it.
+    pub completed_at: Time,
+}
+
+/// Outcomes of a node-local action.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionResultOutcome {
+    /// The signal was delivered to the verified target.
+    Signalled,
+    /// The target had exited.
+    TargetGone,
+    /// The pid now belongs to another process (start time or parent differ).
+    TargetChanged,
+    /// Refused: PID 1, kernel thread, protected process, or the agent itself.
+    Refused,
+    /// The attempt failed (e.g. permission denied).
+    Failed,
+}
+
+/// Read problems counted during a scan; a scan never aborts on them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanErrors {
+    /// Processes or threads that exited while being read.
+    pub vanished: u64,
+    /// Files the agent was not allowed to read.
+    pub permission_denied: u64,
+    /// Files whose content could not be parsed.
+    pub unparsable: u64,
+}

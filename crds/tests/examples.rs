@@ -1,0 +1,107 @@
+//! Every policy in `examples/` must pass the API's CEL rules (client-side, with
+//! the same rules the API server runs); every policy in `examples/invalid/`
+//! must fail with the message its `# expect-error:` header names.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nodemedic_crds::{EffectiveThresholds, NodeHealthPolicy};
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn expected_errors(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# expect-error:"))
+        .map(|m| m.trim().to_owned())
+        .collect()
+}
+
+fn load(path: &Path) -> (String, NodeHealthPolicy) {
+    let text = fs::read_to_string(path).expect("readable example");
+    let policy: NodeHealthPolicy = serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} does not deserialize: {e}", path.display()));
+    (text, policy)
+}
+
+#[test]
+fn valid_examples_pass_validation() {
+    let files = yaml_files(&examples_dir());
+    assert!(
+        files.len() >= 4,
+        "want at least 4 valid examples, found {}",
+        files.len()
+    );
+    for path in files {
+        let (text, policy) = load(&path);
+        assert!(
+            text.starts_with('#'),
+            "{} needs a comment header",
+            path.display()
+        );
+        assert!(
+            expected_errors(&text).is_empty(),
+            "{} is valid but has expect-error",
+            path.display()
+        );
+        if let Err(errors) = policy.validate_cel() {
+            panic!("{} fails CEL validation: {errors:?}", path.display());
+        }
+        EffectiveThresholds::from_spec(&policy.spec)
+            .unwrap_or_else(|e| panic!("{}: thresholds: {e}", path.display()));
+    }
+}
+
+#[test]
+fn invalid_examples_fail_with_their_message() {
+    let files = yaml_files(&examples_dir().join("invalid"));
+    assert!(
+        files.len() >= 6,
+        "want at least 6 invalid examples, found {}",
+        files.len()
+    );
+    for path in files {
+        let (text, policy) = load(&path);
+        let expected = expected_errors(&text);
+        assert!(
+            !expected.is_empty(),
+            "{} has no # expect-error: line",
+            path.display()
+        );
+        let errors = match policy.validate_cel() {
+            Ok(()) => panic!(
+                "{} passed validation but must fail with {expected:?}",
+                path.display()
+            ),
+            Err(errors) => errors,
+        };
+        let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        // Each invalid example breaks exactly the rules it names, so a rule
+        // that starts rejecting valid input shows up here too.
+        for actual in &messages {
+            assert!(
+                expected.iter().any(|m| actual.contains(m.as_str())),
+                "{}: unexpected extra error {actual:?}",
+                path.display()
+            );
+        }
+        for message in &expected {
+            assert!(
+                messages.iter().any(|m| m.contains(message.as_str())),
+                "{}: expected {message:?} among {messages:?}",
+                path.display()
+            );
+        }
+    }
+}
