@@ -2,6 +2,7 @@
 //! the agent and the operator: policy ↔ node matching, threshold evaluation,
 //! duration parsing. No I/O and no Kubernetes client code lives here.
 
+pub mod api_doc;
 pub mod crd_yaml;
 pub mod duration;
 pub mod policy;

@@ -355,7 +355,8 @@ pub enum ActionKind {
     RequestReboot,
 }
 
-/// Signals SignalParent may send.
+// No type-level doc: on an optional enum it would replace the field's doc in
+// the generated schema (the `kubectl explain` text).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum ParentSignal {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use nodemedic_crds::crd_yaml;
+use nodemedic_crds::{api_doc, crd_yaml};
 
 #[test]
 fn committed_crds_match_the_types() {
@@ -63,6 +63,29 @@ fn crds_carry_what_kubectl_needs() {
         assert!(
             schema.contains("x-kubernetes-validations"),
             "{file}: CEL rules"
+        );
+    }
+}
+
+#[test]
+fn committed_field_reference_matches_the_types() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let crds: Vec<_> = crd_yaml::all().into_iter().map(|(_, crd)| crd).collect();
+    let path = root.join(api_doc::REFERENCE_PATH);
+    let committed = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        committed == api_doc::render(&crds),
+        "{} is out of date; run `cargo run -p nodemedic-crds --bin crdgen`",
+        path.display()
+    );
+    for field in [
+        "spec.detectors.zombies.perParentThreshold",
+        "spec.safety.maxUnhealthy",
+        "status.findings.hungTasks[].blockedSeconds",
+    ] {
+        assert!(
+            committed.contains(&format!("`{field}`")),
+            "reference lacks {field}"
         );
     }
 }

@@ -1,10 +1,11 @@
-//! Writes the CRD YAML for every kind: `crds/yaml/` and the Helm chart copy.
+//! Writes the CRD YAML for every kind (`crds/yaml/` and the Helm chart copy)
+//! and the generated field reference `docs/api-reference.md`.
 //! `crdgen --stdout` prints them as one multi-document stream instead.
 
 use std::path::PathBuf;
 use std::{env, fs, process::ExitCode};
 
-use nodemedic_crds::crd_yaml;
+use nodemedic_crds::{api_doc, crd_yaml};
 
 fn main() -> ExitCode {
     let to_stdout = env::args().skip(1).any(|a| a == "--stdout");
@@ -34,5 +35,16 @@ fn main() -> ExitCode {
             println!("wrote {}", path.display());
         }
     }
+    let crds: Vec<_> = crd_yaml::all().into_iter().map(|(_, crd)| crd).collect();
+    let reference = api_doc::render(&crds);
+    if to_stdout {
+        return ExitCode::SUCCESS;
+    }
+    let path = crate_dir.join("..").join(api_doc::REFERENCE_PATH);
+    if let Err(err) = fs::write(&path, reference) {
+        eprintln!("crdgen: cannot write {}: {err}", path.display());
+        return ExitCode::FAILURE;
+    }
+    println!("wrote {}", path.display());
     ExitCode::SUCCESS
 }
