@@ -16,6 +16,7 @@ pub const HEADER: &str =
 pub fn all() -> Vec<(String, CustomResourceDefinition)> {
     [NodeHealthPolicy::crd(), NodeHealthReport::crd()]
         .into_iter()
+        .map(drop_unsigned_formats)
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
             (format!("{name}.yaml"), crd)
@@ -26,4 +27,31 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
 /// The YAML text of one CRD, as committed.
 pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
     Ok(format!("{HEADER}{}", serde_yaml::to_string(crd)?))
+}
+
+/// schemars marks unsigned integers `format: uint32`/`uint64`, which the API
+/// server does not know and warns about on every apply. `minimum: 0` already
+/// says what matters, so the format is dropped.
+fn drop_unsigned_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .is_some_and(|f| f.starts_with("uint"))
+                {
+                    map.remove("format");
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
