@@ -2,4 +2,9 @@
 //! hung (D-state) tasks, fd leaks and CPU throttling, and signals processes
 //! safely when the operator asks it to.
 
+pub mod cli;
+pub mod detect;
+pub mod output;
+pub mod report;
 pub mod scan;
+pub mod scan_command;

@@ -24,6 +24,18 @@ pub enum Runtime {
     Unknown,
 }
 
+impl Runtime {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Containerd => "containerd",
+            Runtime::Crio => "cri-o",
+            Runtime::Docker => "docker",
+            Runtime::Unknown => "unknown",
+        }
+    }
+}
+
 /// Who owns a cgroup.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

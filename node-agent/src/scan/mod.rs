@@ -144,6 +144,21 @@ impl Scanner {
         }
     }
 
+    /// Only the cgroup counters (the first sample of a one-shot scan).
+    pub fn observe_cgroups_only(&mut self) -> Observation {
+        let start = Instant::now();
+        let mut counters = ScanCounters::default();
+        let cgroups = self.scan_cgroups(&mut counters);
+        Observation {
+            taken_at: start,
+            procs: ProcSnapshot::default(),
+            node: NodeObs::default(),
+            cgroups,
+            counters,
+            duration: start.elapsed(),
+        }
+    }
+
     fn prune_caches(&mut self, procs: &ProcSnapshot) {
         if self.details.is_empty() && self.limits.is_empty() {
             return;

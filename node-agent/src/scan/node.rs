@@ -13,6 +13,8 @@ pub struct NodeObs {
     pub load: Option<LoadAvg>,
     pub procs_running: Option<u64>,
     pub procs_blocked: Option<u64>,
+    /// Online CPUs (the `cpuN` lines of /proc/stat).
+    pub cpus: Option<u32>,
     pub psi_cpu: Option<Pressure>,
     pub psi_memory: Option<Pressure>,
     pub psi_io: Option<Pressure>,
@@ -70,6 +72,7 @@ pub fn read_node(proc_dir: impl AsFd + Copy, counters: &mut ScanCounters) -> Nod
     {
         node.procs_running = Some(r);
         node.procs_blocked = Some(b);
+        node.cpus = Some(parse::count_cpus(&t));
     }
     for (rel, slot) in [
         ("pressure/cpu", &mut node.psi_cpu),

@@ -291,6 +291,17 @@ pub fn parse_proc_stat_procs(text: &str) -> Result<(u64, u64), ParseError> {
     ))
 }
 
+/// Online CPUs: the `cpuN` lines of `/proc/stat`.
+pub fn count_cpus(text: &str) -> u32 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .and_then(|r| r.split_ascii_whitespace().next())
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count() as u32
+}
+
 /// One PSI resource (`/proc/pressure/*` or a cgroup's `*.pressure`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -563,6 +574,7 @@ mod tests {
             parse_proc_stat_procs("cpu 1 2\nprocs_running 4\nprocs_blocked 2\n"),
             Ok((4, 2))
         );
+        assert_eq!(count_cpus("cpu  1 2\ncpu0 1 2\ncpu1 3 4\nintr 5\n"), 2);
         assert_eq!(parse_file_nr("413\t0\t2466190\n"), Ok((413, 2466190)));
         let p = parse_pressure(
             "some avg10=6.91 avg60=3.42 avg300=2.40 total=11566394\nfull avg10=0.50 avg60=0.00 avg300=0.00 total=0\n",

@@ -32,6 +32,8 @@ pub struct BlockedThread {
     pub exec_start_ns: Option<u64>,
     /// A counter that moves whenever the thread is switched in.
     pub switches: Option<u64>,
+    /// The kernel function it sleeps in (`/proc/.../wchan`), when readable.
+    pub wchan: Option<String>,
 }
 
 /// A zombie and when it last ran (≈ when it exited).
@@ -318,6 +320,12 @@ impl ProcWalker {
                 .ok()?
                 .switches()
         });
+        self.path.clear();
+        let _ = write!(self.path, "{dir}wchan");
+        let wchan = read_at(proc_dir, &self.path, &mut self.buf)
+            .ok()
+            .map(|()| String::from_utf8_lossy(&self.buf).trim().to_owned())
+            .filter(|w| !w.is_empty() && w != "0");
         BlockedThread {
             tgid,
             tid,
@@ -325,6 +333,7 @@ impl ProcWalker {
             starttime: stat.starttime,
             exec_start_ns,
             switches,
+            wchan,
         }
     }
 

@@ -1,0 +1,113 @@
+//! Command line of the `nodemedic-agent` binary. Every flag can also be set
+//! through the environment, which is how the DaemonSet configures it.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "nodemedic-agent", version, about = "nodemedic node agent")]
+pub struct Cli {
+    /// Log filter (tracing-subscriber EnvFilter syntax); logs go to stderr.
+    #[arg(long, env = "NODEMEDIC_LOG", default_value = "warn", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan this machine once (or repeatedly with --watch) and print the
+    /// node summary and the top offenders of each detector.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Root of the host filesystem: /proc and /sys/fs/cgroup are read below it.
+    #[arg(long, env = "NODEMEDIC_HOST_ROOT", default_value = "/")]
+    pub host_root: PathBuf,
+    /// A NodeHealthPolicy YAML file whose thresholds replace the built-in defaults.
+    #[arg(long, env = "NODEMEDIC_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Output format.
+    #[arg(
+        long,
+        short = 'o',
+        env = "NODEMEDIC_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: OutputFormat,
+    /// Scan repeatedly at this interval (e.g. 10s, 1m) instead of once.
+    #[arg(long, env = "NODEMEDIC_WATCH", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+    /// Exit with status 2 when a threshold is exceeded (with --watch: when a
+    /// detector fires, i.e. has been exceeded for its `for` duration).
+    #[arg(long, env = "NODEMEDIC_FAIL_ON_FINDINGS")]
+    pub fail_on_findings: bool,
+    /// Gap between the two cgroup samples a one-shot scan takes to measure
+    /// throttling deltas.
+    #[arg(long, env = "NODEMEDIC_SAMPLE_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub sample_interval: Duration,
+    /// Stop after this many scans in --watch mode (0 = forever).
+    #[arg(long, env = "NODEMEDIC_COUNT", default_value_t = 0)]
+    pub count: u64,
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration unit {unit:?} in {s:?}")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var() {
+        let cmd = Cli::command();
+        let scan = cmd.find_subcommand("scan").expect("scan subcommand");
+        for arg in scan.get_arguments().chain(cmd.get_arguments()) {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            assert!(arg.get_env().is_some(), "flag {id} has no env var");
+        }
+        cmd.debug_assert();
+    }
+}

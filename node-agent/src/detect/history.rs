@@ -1,0 +1,162 @@
+//! What the detectors remember between scans: when a zombie was first
+//! seen, since when a thread has been blocked without being switched in,
+//! fd counts and cgroup counters over a window, and since when each
+//! detector's condition has held.
+
+use super::finding::DetectorKind;
+use crate::scan::Observation;
+use crate::scan::cgroup::CgroupVersion;
+use crate::scan::parse::CpuStat;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Processes with fewer open fds are not tracked for growth (bounds memory).
+const FD_TRACK_MIN: u32 = 16;
+
+#[derive(Debug, Default)]
+pub struct History {
+    zombies: HashMap<(i32, u64), Instant>,
+    blocked: HashMap<(i32, u64), (Option<u64>, Instant)>,
+    fds: HashMap<(i32, u64), VecDeque<(Instant, u32)>>,
+    cpu: HashMap<(CgroupVersion, String), VecDeque<(Instant, CpuStat)>>,
+    exceeded_since: HashMap<DetectorKind, Instant>,
+}
+
+/// Retention for the windowed series.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub fd_window: Option<Duration>,
+    pub cpu_window: Duration,
+}
+
+impl History {
+    /// Folds one observation in. Call before detecting on it.
+    pub fn record(&mut self, obs: &Observation, keep: Retention) {
+        let now = obs.taken_at;
+        let mut zombies = HashMap::with_capacity(obs.procs.zombies.len());
+        for z in &obs.procs.zombies {
+            let key = (z.pid, z.starttime);
+            zombies.insert(key, self.zombies.get(&key).copied().unwrap_or(now));
+        }
+        self.zombies = zombies;
+
+        // khungtaskd semantics: a thread's blocked clock restarts whenever its
+        // context-switch counter has moved since the last look.
+        let mut blocked = HashMap::with_capacity(obs.procs.blocked.len());
+        for b in &obs.procs.blocked {
+            let key = (b.tid, b.starttime);
+            let since = match self.blocked.get(&key) {
+                Some(&(switches, since)) if switches == b.switches => since,
+                _ => now,
+            };
+            blocked.insert(key, (b.switches, since));
+        }
+        self.blocked = blocked;
+
+        if let Some(window) = keep.fd_window {
+            let mut fds = HashMap::new();
+            for p in &obs.procs.processes {
+                let Some(n) = p.fd_count.filter(|&n| n >= FD_TRACK_MIN) else {
+                    continue;
+                };
+                let key = (p.pid, p.starttime);
+                let mut series = self.fds.remove(&key).unwrap_or_default();
+                series.push_back((now, n));
+                prune(&mut series, now, window);
+                fds.insert(key, series);
+            }
+            self.fds = fds;
+        } else {
+            self.fds.clear();
+        }
+
+        let mut cpu = HashMap::with_capacity(obs.cgroups.len());
+        for cg in &obs.cgroups {
+            let key = (cg.version, cg.path.clone());
+            let mut series = self.cpu.remove(&key).unwrap_or_default();
+            series.push_back((now, cg.stat));
+            prune(&mut series, now, keep.cpu_window);
+            cpu.insert(key, series);
+        }
+        self.cpu = cpu;
+    }
+
+    pub fn zombie_first_seen(&self, pid: i32, starttime: u64) -> Option<Instant> {
+        self.zombies.get(&(pid, starttime)).copied()
+    }
+
+    pub fn blocked_since(&self, tid: i32, starttime: u64) -> Option<Instant> {
+        self.blocked.get(&(tid, starttime)).map(|&(_, since)| since)
+    }
+
+    /// Growth in fds per minute over the window; `None` until the series
+    /// spans at least half the window (a shorter span is too noisy).
+    pub fn fd_growth_per_minute(
+        &self,
+        pid: i32,
+        starttime: u64,
+        window: Duration,
+        now: Instant,
+    ) -> Option<f64> {
+        let series = self.fds.get(&(pid, starttime))?;
+        let &(first_at, first) = series.front()?;
+        let &(last_at, last) = series.back()?;
+        let span = last_at.saturating_duration_since(first_at);
+        if span < window / 2 || span.is_zero() || last_at > now {
+            return None;
+        }
+        Some((f64::from(last) - f64::from(first)) / (span.as_secs_f64() / 60.0))
+    }
+
+    /// Counter movement between the oldest sample in the window and `current`.
+    /// `None` with fewer than two samples or when the counters went backwards
+    /// (the cgroup was recreated).
+    pub fn cpu_delta(
+        &self,
+        version: CgroupVersion,
+        path: &str,
+        current: &CpuStat,
+        window: Duration,
+        now: Instant,
+    ) -> Option<CpuStat> {
+        let series = self.cpu.get(&(version, path.to_owned()))?;
+        let (first_at, first) = series
+            .iter()
+            .find(|(at, _)| now.saturating_duration_since(*at) <= window)?;
+        if *first_at >= now {
+            return None;
+        }
+        Some(CpuStat {
+            nr_periods: current.nr_periods.checked_sub(first.nr_periods)?,
+            nr_throttled: current.nr_throttled.checked_sub(first.nr_throttled)?,
+            throttled_ns: current.throttled_ns.checked_sub(first.throttled_ns)?,
+        })
+    }
+
+    /// Hysteresis: returns (firing, seconds the condition has held).
+    pub fn hold(
+        &mut self,
+        kind: DetectorKind,
+        exceeded: bool,
+        for_duration: Duration,
+        now: Instant,
+    ) -> (bool, f64) {
+        if !exceeded {
+            self.exceeded_since.remove(&kind);
+            return (false, 0.0);
+        }
+        let since = *self.exceeded_since.entry(kind).or_insert(now);
+        let held = now.saturating_duration_since(since);
+        (held >= for_duration, held.as_secs_f64())
+    }
+}
+
+fn prune<T>(series: &mut VecDeque<(Instant, T)>, now: Instant, window: Duration) {
+    // The window is measured from the oldest sample still inside it.
+    while series
+        .front()
+        .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
+    {
+        series.pop_front();
+    }
+}
