@@ -8,3 +8,4 @@ pub mod output;
 pub mod report;
 pub mod scan;
 pub mod scan_command;
+pub mod workload;

@@ -1,1 +1,255 @@
-fn main() {}
+//! Workload generator: real zombies, D-state tasks, fd hoarders, threads and
+//! throttled busy loops, for benchmarks and demos. It makes itself a child
+//! subreaper, and on exit (duration elapsed, stdin closed, SIGINT/SIGTERM)
+//! kills and reaps everything it started, including reparented orphans.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use nodemedic_agent::cli::parse_duration;
+use nodemedic_agent::workload::{self, DStateTask, Spawned, ThrottledSpinner};
+use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nodemedic-workload",
+    about = "spawns real problem processes; cleans up on exit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Spawn a mixed workload and hold it until the duration elapses,
+    /// SIGINT/SIGTERM arrives, or (with --stop-on-stdin-eof) stdin closes.
+    Run(RunArgs),
+    /// (helper) Open N fds under a lowered soft RLIMIT_NOFILE, then sleep.
+    HoldFds {
+        count: u64,
+        #[arg(long)]
+        soft_limit: Option<u64>,
+    },
+    /// (helper) Burn CPU forever.
+    Spin,
+    /// (helper) Set this process's comm to NAME, then sleep.
+    Rename { name: String },
+    /// (helper) Start N sleeping threads, then sleep.
+    Threads { count: usize },
+    /// Thaw, kill and remove cgroups left by a generator killed with SIGKILL.
+    Cleanup,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[arg(long, env = "NODEMEDIC_WL_SLEEPERS", default_value_t = 5000)]
+    sleepers: usize,
+    #[arg(long, env = "NODEMEDIC_WL_ZOMBIE_PARENTS", default_value_t = 2)]
+    zombie_parents: usize,
+    #[arg(long, env = "NODEMEDIC_WL_ZOMBIES_PER_PARENT", default_value_t = 25)]
+    zombies_per_parent: usize,
+    #[arg(long, env = "NODEMEDIC_WL_D_STATE", default_value_t = 2)]
+    d_state: usize,
+    #[arg(long, env = "NODEMEDIC_WL_FD_HOARDERS", default_value_t = 2)]
+    fd_hoarders: usize,
+    #[arg(long, env = "NODEMEDIC_WL_FDS_EACH", default_value_t = 900)]
+    fds_each: u64,
+    #[arg(long, env = "NODEMEDIC_WL_FD_SOFT_LIMIT", default_value_t = 1024)]
+    fd_soft_limit: u64,
+    /// Threads in one multi-threaded process.
+    #[arg(long, env = "NODEMEDIC_WL_THREADS", default_value_t = 64)]
+    threads: usize,
+    /// Busy loops, each in its own cgroup v1 CPU group with a 10% quota.
+    #[arg(long, env = "NODEMEDIC_WL_SPINNERS", default_value_t = 1)]
+    spinners: usize,
+    /// Also stop when stdin reaches end of file (for a parent holding a pipe).
+    #[arg(long, env = "NODEMEDIC_WL_STOP_ON_STDIN_EOF")]
+    stop_on_stdin_eof: bool,
+    /// Hold the workload this long at most.
+    #[arg(long, env = "NODEMEDIC_WL_DURATION", value_parser = parse_duration, default_value = "10m")]
+    duration: Duration,
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Helpers die with their parent so that nothing outlives a crashed generator.
+fn die_with_parent() {
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::HoldFds { count, soft_limit } => {
+            die_with_parent();
+            if let Some(soft) = soft_limit {
+                let cur = rustix::process::getrlimit(Resource::Nofile);
+                rustix::process::setrlimit(
+                    Resource::Nofile,
+                    Rlimit {
+                        current: Some(soft),
+                        maximum: cur.maximum,
+                    },
+                )
+                .context("lowering RLIMIT_NOFILE")?;
+            }
+            let files = (0..count)
+                .map(|_| std::fs::File::open("/dev/null"))
+                .collect::<std::io::Result<Vec<_>>>()
+                .context("opening fds")?;
+            workload::announce_ready();
+            let _keep = files;
+            sleep_forever()
+        }
+        Cmd::Spin => {
+            die_with_parent();
+            workload::announce_ready();
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        Cmd::Rename { name } => {
+            die_with_parent();
+            let c = std::ffi::CString::new(name).context("name contains NUL")?;
+            rustix::thread::set_name(&c).context("prctl(PR_SET_NAME)")?;
+            workload::announce_ready();
+            sleep_forever()
+        }
+        Cmd::Threads { count } => {
+            die_with_parent();
+            for _ in 0..count {
+                std::thread::spawn(|| sleep_forever());
+            }
+            workload::announce_ready();
+            sleep_forever()
+        }
+        Cmd::Cleanup => {
+            let n = workload::cleanup_stale_groups();
+            println!("removed {n} stale cgroup(s)");
+            Ok(())
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .context("PR_SET_CHILD_SUBREAPER")?;
+    let exe = std::env::current_exe().context("locating own binary")?;
+    let lifetime = args.duration + Duration::from_secs(30);
+    let started = Instant::now();
+    // Everything lives in these; dropping them kills and reaps.
+    let mut plain: Vec<Spawned> = Vec::new();
+    let mut d_tasks: Vec<DStateTask> = Vec::new();
+    let mut spinners: Vec<ThrottledSpinner> = Vec::new();
+    let result = (|| -> Result<()> {
+        plain.extend(workload::sleepers(args.sleepers, lifetime).context("spawning sleepers")?);
+        for _ in 0..args.zombie_parents {
+            plain.push(workload::zombie_parent(args.zombies_per_parent, lifetime)?);
+        }
+        for _ in 0..args.d_state {
+            d_tasks.push(DStateTask::spawn(lifetime).context("spawning a D-state task")?);
+        }
+        for _ in 0..args.fd_hoarders {
+            plain.push(workload::fd_hoarder(
+                &exe,
+                args.fds_each,
+                args.fd_soft_limit,
+            )?);
+        }
+        if args.threads > 0 {
+            plain.push(workload::helper(
+                &exe,
+                &["threads", &args.threads.to_string()],
+            )?);
+        }
+        for _ in 0..args.spinners {
+            spinners.push(ThrottledSpinner::spawn(&exe, 10_000, 100_000)?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!("spawning failed, cleaning up: {e:#}");
+    } else {
+        println!(
+            "ready: {} processes spawned in {:.1}s (pid {})",
+            plain.len() + d_tasks.len() + spinners.len(),
+            started.elapsed().as_secs_f64(),
+            std::process::id()
+        );
+        wait_for_stop(args.duration, args.stop_on_stdin_eof)?;
+    }
+    drop(spinners);
+    drop(d_tasks);
+    drop(plain);
+    reap_orphans();
+    Ok(())
+}
+
+/// Blocks until the duration elapses, stdin reaches EOF, or a stop signal.
+fn wait_for_stop(duration: Duration, stop_on_stdin_eof: bool) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let stdin_eof = async move {
+            if !stop_on_stdin_eof {
+                return std::future::pending().await;
+            }
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = [0u8; 64];
+                let mut stdin = std::io::stdin();
+                while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            })
+            .await;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = stdin_eof => {}
+        }
+        Ok(())
+    })
+}
+
+/// Kills children reparented to us (orphaned zombies' siblings, vfork
+/// children) and reaps until none is left.
+fn reap_orphans() {
+    let me = std::process::id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let ppid = std::fs::read(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|b| nodemedic_agent::scan::parse::parse_stat(&b).ok())
+                    .map(|s| s.ppid.to_string());
+                if ppid.as_deref() == Some(me.as_str())
+                    && let Some(p) = Pid::from_raw(pid)
+                {
+                    let _ = rustix::process::kill_process(p, Signal::KILL);
+                }
+            }
+        }
+        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some(_)) => continue,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => break, // ECHILD: nothing left; or the deadline passed.
+        }
+    }
+}

@@ -296,8 +296,8 @@ pub fn count_cpus(text: &str) -> u32 {
     text.lines()
         .filter(|l| {
             l.strip_prefix("cpu")
-                .and_then(|r| r.split_ascii_whitespace().next())
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|r| r.split_once(' '))
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         })
         .count() as u32
 }

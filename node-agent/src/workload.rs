@@ -1,0 +1,313 @@
+//! Real problem processes for tests, benchmarks and demos: zombies under one
+//! parent, D-state tasks, fd hoarders under a lowered limit, throttled busy
+//! loops in a cgroup v1 CPU group, hostile names. Each handle kills and
+//! reaps what it started when dropped, even if a test fails half-way.
+//!
+//! Helpers that need code in the child run the `nodemedic-workload` binary
+//! (its path is passed in), because doing work between fork and exec needs
+//! `unsafe`, which this workspace forbids.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Prefix of every cgroup directory this module creates.
+pub const CGROUP_PREFIX: &str = "nodemedic-test-";
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name() -> String {
+    format!(
+        "{CGROUP_PREFIX}{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A child process that is killed and reaped on drop.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Option<Child>,
+}
+
+impl Spawned {
+    pub fn new(child: Child) -> Self {
+        Self { child: Some(child) }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .map_or(0, |c| i32::try_from(c.id()).unwrap_or(0))
+    }
+
+    /// Waits for the child to print one line (its "ready" handshake).
+    pub fn wait_ready(&mut self) -> std::io::Result<String> {
+        let out = self
+            .child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .ok_or_else(|| std::io::Error::other("child has no piped stdout"))?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        if line.is_empty() {
+            return Err(std::io::Error::other("child exited before it was ready"));
+        }
+        Ok(line.trim().to_owned())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A parent (`sleep`) with `n` zombie children it never reaps. The shell
+/// starts `n` short sleeps in the background, then execs into `sleep`, which
+/// keeps the pid and the children but never calls wait(). The children
+/// outlive the exec by `delay`, so none is reaped by the shell.
+pub fn zombie_parent(n: usize, lifetime: Duration) -> std::io::Result<Spawned> {
+    let mut script = String::new();
+    for _ in 0..n {
+        script.push_str("sleep 0.3 & ");
+    }
+    script.push_str(&format!("exec sleep {}", lifetime.as_secs().max(1)));
+    Ok(Spawned::new(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()?,
+    ))
+}
+
+/// `n` plain `sleep` processes (they exit on their own after `lifetime`).
+pub fn sleepers(n: usize, lifetime: Duration) -> std::io::Result<Vec<Spawned>> {
+    (0..n)
+        .map(|_| {
+            Command::new("sleep")
+                .arg(lifetime.as_secs().max(1).to_string())
+                .stdin(Stdio::null())
+                .spawn()
+                .map(Spawned::new)
+        })
+        .collect()
+}
+
+/// A cgroup v1 directory removed on drop (after its tasks are gone).
+#[derive(Debug)]
+pub struct CgroupDir {
+    pub path: PathBuf,
+}
+
+impl CgroupDir {
+    pub fn create(hierarchy: &Path) -> std::io::Result<Self> {
+        let path = hierarchy.join(unique_name());
+        std::fs::create_dir(&path)?;
+        Ok(Self { path })
+    }
+
+    pub fn write(&self, file: &str, value: &str) -> std::io::Result<()> {
+        std::fs::write(self.path.join(file), value)
+    }
+
+    pub fn add(&self, pid: i32) -> std::io::Result<()> {
+        self.write("cgroup.procs", &pid.to_string())
+    }
+}
+
+impl Drop for CgroupDir {
+    fn drop(&mut self) {
+        // Tasks may take a moment to leave after being killed.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The v1 freezer hierarchy, if mounted.
+pub fn freezer_hierarchy() -> Option<PathBuf> {
+    let p = PathBuf::from("/sys/fs/cgroup/freezer");
+    p.join("tasks").exists().then_some(p)
+}
+
+/// The v1 cpu hierarchy, if mounted.
+pub fn cpu_v1_hierarchy() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cpu.cfs_quota_us").exists())
+}
+
+/// A task in uninterruptible sleep: a `sleep` inside a frozen cgroup v1
+/// freezer group (frozen tasks show state `D`), or, without that freezer, a
+/// python3 parent blocked in vfork() while its child sleeps. Dropping thaws,
+/// kills and reaps it.
+#[derive(Debug)]
+pub struct DStateTask {
+    pub pid: i32,
+    freezer: Option<CgroupDir>,
+    child: Spawned,
+}
+
+impl DStateTask {
+    pub fn spawn(lifetime: Duration) -> std::io::Result<Self> {
+        if let Some(h) = freezer_hierarchy() {
+            let group = CgroupDir::create(&h)?;
+            let child = Spawned::new(
+                Command::new("sleep")
+                    .arg(lifetime.as_secs().max(1).to_string())
+                    .stdin(Stdio::null())
+                    .spawn()?,
+            );
+            group.add(child.pid())?;
+            group.write("freezer.state", "FROZEN")?;
+            return Ok(Self {
+                pid: child.pid(),
+                freezer: Some(group),
+                child,
+            });
+        }
+        let script = format!(
+            "import ctypes\nlibc = ctypes.CDLL(None)\nif libc.vfork() == 0:\n    libc.sleep({})\n    libc._exit(0)\n",
+            lifetime.as_secs().max(1)
+        );
+        let child = Spawned::new(
+            Command::new("python3")
+                .arg("-c")
+                .arg(script)
+                .stdin(Stdio::null())
+                .spawn()?,
+        );
+        Ok(Self {
+            pid: child.pid(),
+            freezer: None,
+            child,
+        })
+    }
+}
+
+impl Drop for DStateTask {
+    fn drop(&mut self) {
+        // A frozen task cannot act on SIGKILL until thawed.
+        if let Some(g) = &self.freezer {
+            let _ = g.write("freezer.state", "THAWED");
+        }
+        self.child.kill();
+        self.freezer.take();
+    }
+}
+
+/// Runs `nodemedic-workload <args>` and waits for its ready line.
+pub fn helper(exe: &Path, args: &[&str]) -> std::io::Result<Spawned> {
+    let mut s = Spawned::new(
+        Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    s.wait_ready()?;
+    Ok(s)
+}
+
+/// A process holding `count` extra fds under a soft RLIMIT_NOFILE of `soft`.
+pub fn fd_hoarder(exe: &Path, count: u64, soft: u64) -> std::io::Result<Spawned> {
+    helper(
+        exe,
+        &[
+            "hold-fds",
+            &count.to_string(),
+            "--soft-limit",
+            &soft.to_string(),
+        ],
+    )
+}
+
+/// A process whose comm is `name` (at most 15 bytes are kept by the kernel).
+pub fn renamed(exe: &Path, name: &str) -> std::io::Result<Spawned> {
+    helper(exe, &["rename", name])
+}
+
+/// A busy loop in a fresh cgroup v1 CPU group limited to `quota_us` per
+/// `period_us`. Drop order (process, then group) is the field order.
+#[derive(Debug)]
+pub struct ThrottledSpinner {
+    pub spinner: Spawned,
+    pub group: CgroupDir,
+}
+
+impl ThrottledSpinner {
+    pub fn spawn(exe: &Path, quota_us: u64, period_us: u64) -> std::io::Result<Self> {
+        let h = cpu_v1_hierarchy()
+            .ok_or_else(|| std::io::Error::other("no cgroup v1 cpu hierarchy"))?;
+        let group = CgroupDir::create(&h)?;
+        group.write("cpu.cfs_period_us", &period_us.to_string())?;
+        group.write("cpu.cfs_quota_us", &quota_us.to_string())?;
+        let spinner = helper(exe, &["spin"])?;
+        group.add(spinner.pid())?;
+        Ok(Self { spinner, group })
+    }
+
+    /// Path of the group below the cpu hierarchy's mount (as the scanner reports it).
+    pub fn cgroup_path(&self) -> String {
+        format!(
+            "/{}",
+            self.group
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Removes groups left behind by a generator that was killed with SIGKILL:
+/// thaws and kills their tasks, then removes them. Returns how many.
+pub fn cleanup_stale_groups() -> usize {
+    let mut removed = 0;
+    for h in [freezer_hierarchy(), cpu_v1_hierarchy()]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(entries) = std::fs::read_dir(&h) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with(CGROUP_PREFIX) {
+                continue;
+            }
+            let dir = e.path();
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
+            }
+            let g = CgroupDir { path: dir };
+            drop(g);
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Prints the ready line a helper's parent waits for.
+pub fn announce_ready() {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready {}", std::process::id());
+    let _ = out.flush();
+}
