@@ -1,0 +1,770 @@
+//! The nodemedic API against a real kube-apiserver: the CRDs from `crds/yaml/`, the
+//! policies under `examples/` (valid and deliberately invalid), printer columns,
+//! `kubectl explain` text, the status subresource and server-side defaulting.
+//!
+//! All tests of this binary share one control plane (see `ControlPlane::shared`);
+//! each test uses unique object names.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::discovery::{ApiResource, Scope};
+use kube::{Client, Resource as _};
+use nodemedic_crds::report::{NodeSummary, TaskCounts};
+use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportStatus, PolicyMode};
+use nodemedic_tests::control_plane::{FIELD_MANAGER, read_yaml_documents, yaml_files_in};
+use nodemedic_tests::{ControlPlane, repo_root, unique_name};
+use serde_json::json;
+
+const POLICY_CRD: &str = "nodehealthpolicies.nodemedic.io";
+const REPORT_CRD: &str = "nodehealthreports.nodemedic.io";
+
+async fn cp() -> &'static ControlPlane {
+    match ControlPlane::shared().await {
+        Ok(cp) => cp,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn examples_dir() -> PathBuf {
+    repo_root().join("examples")
+}
+
+fn valid_examples() -> Vec<PathBuf> {
+    let files = yaml_files_in(&examples_dir()).expect("list examples/");
+    assert!(!files.is_empty(), "no examples/*.yaml found");
+    files
+}
+
+fn invalid_examples() -> Vec<PathBuf> {
+    let files = yaml_files_in(&examples_dir().join("invalid")).expect("list examples/invalid/");
+    assert!(!files.is_empty(), "no examples/invalid/*.yaml found");
+    files
+}
+
+/// The `# expect-error: <text>` header lines of an invalid example.
+fn expected_errors(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("read example");
+    let expected: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("# expect-error:"))
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(
+        !expected.is_empty(),
+        "{} has no `# expect-error: <message>` line",
+        path.display()
+    );
+    expected
+}
+
+fn gvk_of(obj: &DynamicObject) -> GroupVersionKind {
+    let types = obj.types.as_ref().expect("apiVersion and kind in example");
+    GroupVersionKind::try_from(types).expect("parse apiVersion")
+}
+
+/// An `Api<DynamicObject>` for the kind of `obj`, resolved by discovery.
+async fn dynamic_api(client: &Client, obj: &DynamicObject) -> Api<DynamicObject> {
+    let gvk = gvk_of(obj);
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
+    match caps.scope {
+        Scope::Cluster => Api::all_with(client.clone(), &ar),
+        Scope::Namespaced => {
+            let ns = obj.metadata.namespace.as_deref().unwrap_or("default");
+            Api::namespaced_with(client.clone(), ns, &ar)
+        }
+    }
+}
+
+fn policy_resource() -> ApiResource {
+    ApiResource::erase::<NodeHealthPolicy>(&())
+}
+
+fn report_resource() -> ApiResource {
+    ApiResource::erase::<NodeHealthReport>(&())
+}
+
+/// Paths where `served` and `generated` differ (at most 20 shown by callers).
+fn json_diff(
+    path: &str,
+    served: &serde_json::Value,
+    generated: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (served, generated) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                json_diff(
+                    &format!("{path}.{k}"),
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                json_diff(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        (a, b) if a != b => out.push(format!("{path}: served {a} != generated {b}")),
+        _ => {}
+    }
+}
+
+fn normalize_ws(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+// ---------------------------------------------------------------- CRDs
+
+#[tokio::test]
+async fn both_crds_are_established_cluster_scoped_with_short_names() {
+    let cp = cp().await;
+    let installed = cp.installed_crds();
+    for name in [POLICY_CRD, REPORT_CRD] {
+        assert!(
+            installed.iter().any(|n| n == name),
+            "{name} not installed from crds/yaml (installed: {installed:?})"
+        );
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(cp.client().await.expect("client"));
+    for (name, short) in [(POLICY_CRD, "nhp"), (REPORT_CRD, "nhr")] {
+        let crd = api.get(name).await.expect("get CRD");
+        let conditions = crd
+            .status
+            .and_then(|s| s.conditions)
+            .expect("CRD conditions");
+        for wanted in ["Established", "NamesAccepted"] {
+            assert!(
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == wanted && c.status == "True"),
+                "{name}: {wanted} not True in {conditions:?}"
+            );
+        }
+        assert_eq!(crd.spec.scope, "Cluster", "{name}");
+        assert_eq!(crd.spec.group, "nodemedic.io");
+        assert!(
+            crd.spec
+                .names
+                .short_names
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s == short),
+            "{name} lacks short name {short}"
+        );
+        let version = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.name == "v1alpha1")
+            .expect("v1alpha1 served");
+        assert!(version.served && version.storage);
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{name} must have the status subresource"
+        );
+    }
+}
+
+/// The server stores exactly the schema the Rust types generate (as committed), so the
+/// operator and agent compile against what the API server validates.
+#[tokio::test]
+async fn served_crds_match_the_rust_types() {
+    let cp = cp().await;
+    let api: Api<CustomResourceDefinition> = Api::all(cp.client().await.expect("client"));
+    let generated = nodemedic_crds::crd_yaml::all();
+    assert_eq!(generated.len(), 2);
+    for (_, crd) in generated {
+        let name = crd.metadata.name.clone().expect("crd name");
+        let served = api.get(&name).await.expect("get CRD");
+        let mut diffs = Vec::new();
+        // Compare what the types define; the server adds defaults of its own
+        // (conversion strategy, listKind) that the generator leaves out.
+        json_diff(
+            "spec.versions",
+            &serde_json::to_value(&served.spec.versions).expect("served versions"),
+            &serde_json::to_value(&crd.spec.versions).expect("generated versions"),
+            &mut diffs,
+        );
+        assert_eq!(served.spec.scope, crd.spec.scope);
+        assert_eq!(served.spec.names.plural, crd.spec.names.plural);
+        assert_eq!(served.spec.names.short_names, crd.spec.names.short_names);
+        assert_eq!(served.spec.names.categories, crd.spec.names.categories);
+        assert!(
+            diffs.is_empty(),
+            "{name}: served CRD differs from the Rust types (regenerate crds/yaml):\n{}",
+            diffs.join("\n")
+        );
+    }
+}
+
+/// The committed CRDs apply without any API server warning (unknown formats, etc.).
+#[tokio::test]
+async fn crds_apply_without_warnings() {
+    let cp = cp().await;
+    let dir = repo_root().join("crds").join("yaml");
+    let out = cp
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager=warnings-check",
+            "--force-conflicts",
+            "-f",
+            dir.to_str().expect("utf-8 path"),
+        ])
+        .await
+        .expect("kubectl apply CRDs");
+    assert!(out.success, "{out}");
+    assert!(
+        !out.stderr.contains("Warning"),
+        "API server warnings: {out}"
+    );
+}
+
+// ---------------------------------------------------------------- kubectl get / explain
+
+/// Column headers kubectl prints for a CRD: its printer column names, upper-cased.
+async fn printer_headers(cp: &ControlPlane, crd: &str) -> Vec<String> {
+    let api: Api<CustomResourceDefinition> = Api::all(cp.client().await.expect("client"));
+    let crd = api.get(crd).await.expect("get CRD");
+    crd.spec.versions[0]
+        .additional_printer_columns
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.name.to_uppercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn kubectl_get_nhp_shows_the_printer_columns() {
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    let name = unique_name("columns");
+    let api: Api<DynamicObject> = Api::all_with(client, &policy_resource());
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthPolicy",
+        "metadata": {"name": name},
+        "spec": {"mode": "Enforce", "detectors": {"zombies": {}}},
+    }))
+    .expect("policy object");
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(&policy),
+    )
+    .await
+    .expect("apply policy");
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "matchedNodes": 7, "unhealthyNodes": 2, "actionsLast24h": 5
+        }})),
+    )
+    .await
+    .expect("write status");
+
+    let headers = printer_headers(cp, POLICY_CRD).await;
+    // DESIGN.md: Mode, Matched, Unhealthy, Actions(24h), Age.
+    for h in ["MODE", "MATCHED", "UNHEALTHY", "ACTIONS", "AGE"] {
+        assert!(
+            headers.iter().any(|x| x == h),
+            "CRD lacks column {h}: {headers:?}"
+        );
+    }
+    let out = cp
+        .kubectl(&["get", "nhp", &name])
+        .await
+        .expect("kubectl get");
+    assert!(out.success, "{out}");
+    let mut lines = out.stdout.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("header line")
+        .split_whitespace()
+        .collect();
+    let row: Vec<&str> = lines.next().expect("row line").split_whitespace().collect();
+    let mut expected_header = vec!["NAME".to_string()];
+    expected_header.extend(headers);
+    assert_eq!(header, expected_header, "{out}");
+    assert_eq!(
+        &row[..5],
+        &[name.as_str(), "Enforce", "7", "2", "5"],
+        "{out}"
+    );
+
+    // The short name and the category work too.
+    let out = cp
+        .kubectl(&["get", "nodemedic", "-o", "name"])
+        .await
+        .expect("kubectl get category");
+    assert!(
+        out.success
+            && out
+                .stdout
+                .contains(&format!("nodehealthpolicy.nodemedic.io/{name}")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_get_nhr_shows_the_printer_columns() {
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    let name = unique_name("node");
+    let api: Api<NodeHealthReport> = Api::all(client);
+    let report = NodeHealthReport::new(&name, Default::default());
+    api.create(&PostParams::default(), &report)
+        .await
+        .expect("create report");
+    let status = NodeHealthReportStatus {
+        healthy: false,
+        problems: "zombies(212 under php-fpm)".into(),
+        summary: NodeSummary {
+            tasks: TaskCounts {
+                zombie: 212,
+                uninterruptible: 3,
+                ..TaskCounts::default()
+            },
+            ..NodeSummary::default()
+        },
+        ..NodeHealthReportStatus::default()
+    };
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .expect("write typed status through /status");
+
+    let headers = printer_headers(cp, REPORT_CRD).await;
+    let out = cp
+        .kubectl(&["get", "nhr", &name])
+        .await
+        .expect("kubectl get");
+    assert!(out.success, "{out}");
+    let mut lines = out.stdout.lines();
+    let header = normalize_ws(lines.next().expect("header"));
+    let mut expected = vec!["NAME".to_string()];
+    expected.extend(headers);
+    assert_eq!(header, expected.join(" "), "{out}");
+    let row = lines.next().expect("row");
+    assert!(row.starts_with(&name), "{out}");
+    for cell in ["false", "zombies(212 under php-fpm)", "212", "3"] {
+        assert!(row.contains(cell), "row lacks {cell:?}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn kubectl_explain_shows_the_doc_text() {
+    let cp = cp().await;
+    let out = cp
+        .kubectl(&["explain", "nodehealthpolicy.spec.detectors"])
+        .await
+        .expect("kubectl explain");
+    assert!(out.success, "{out}");
+    let text = normalize_ws(&out.stdout);
+    // The field's own doc comment, and each detector with its doc text.
+    let crds: Vec<CustomResourceDefinition> = read_yaml_documents(
+        &repo_root()
+            .join("crds/yaml")
+            .join(format!("{POLICY_CRD}.yaml")),
+    )
+    .expect("read CRD yaml");
+    let schema = serde_json::to_value(&crds[0].spec.versions[0].schema).expect("schema");
+    let detectors = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["detectors"];
+    let description = detectors["description"].as_str().expect("detectors doc");
+    assert!(
+        text.contains(&normalize_ws(description)),
+        "explain lacks the detectors doc {description:?}:\n{}",
+        out.stdout
+    );
+    let props = detectors["properties"]
+        .as_object()
+        .expect("detector fields");
+    for field in ["zombies", "hungTasks", "fdLeak", "cpuThrottling"] {
+        assert!(props.contains_key(field), "schema lacks {field}");
+        assert!(
+            text.contains(field),
+            "explain lacks {field}:\n{}",
+            out.stdout
+        );
+        let doc = props[field]["description"].as_str().expect("field doc");
+        // kubectl shows the first part of each field's description.
+        let first_words: String = normalize_ws(doc).chars().take(40).collect();
+        assert!(
+            text.contains(&first_words),
+            "explain lacks the start of {field}'s doc {first_words:?}:\n{}",
+            out.stdout
+        );
+    }
+    assert!(text.contains("Problem detectors") || !description.is_empty());
+
+    let out = cp
+        .kubectl(&["explain", "nhr.status.summary.tasks.zombie"])
+        .await
+        .expect("kubectl explain nhr");
+    assert!(out.success, "{out}");
+}
+
+// ---------------------------------------------------------------- examples
+
+#[tokio::test]
+async fn valid_examples_apply_server_side_through_kube_rs() {
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    for file in valid_examples() {
+        let docs: Vec<DynamicObject> = read_yaml_documents(&file).expect("parse example");
+        assert!(!docs.is_empty(), "{} is empty", file.display());
+        for mut obj in docs {
+            let original = obj.metadata.name.clone().expect("example has a name");
+            let name = unique_name(&format!("ssa-{}", &original[..original.len().min(30)]));
+            obj.metadata.name = Some(name.clone());
+            let api = dynamic_api(&client, &obj).await;
+            let applied = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{} rejected by server-side apply: {e}", file.display())
+                });
+            assert_eq!(applied.metadata.name.as_deref(), Some(name.as_str()));
+            if gvk_of(&obj).kind == "NodeHealthPolicy" {
+                // What the server stored reads back into the Rust type.
+                let typed: NodeHealthPolicy =
+                    serde_json::from_value(serde_json::to_value(&applied).expect("to json"))
+                        .unwrap_or_else(|e| {
+                            panic!("{}: stored policy does not parse: {e}", file.display())
+                        });
+                assert_eq!(typed.meta().name.as_deref(), Some(name.as_str()));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn valid_examples_apply_with_kubectl() {
+    let cp = cp().await;
+    for file in valid_examples() {
+        let path = file.to_str().expect("utf-8 path");
+        let out = cp
+            .kubectl(&["apply", "-f", path])
+            .await
+            .expect("kubectl apply");
+        assert!(out.success, "kubectl apply -f {}: {out}", file.display());
+        assert!(
+            out.stdout.contains("created") || out.stdout.contains("configured"),
+            "{out}"
+        );
+        assert!(
+            !out.stderr.contains("Warning"),
+            "API server warnings: {out}"
+        );
+        // Re-applying the same file changes nothing in storage. (kubectl may still say
+        // "configured": server defaults inside list items, e.g. a ladder step's
+        // `after`, make its client-side merge patch non-empty.)
+        let get_rv = || async {
+            let got = cp
+                .kubectl(&[
+                    "get",
+                    "-f",
+                    path,
+                    "-o",
+                    "jsonpath={.metadata.resourceVersion}",
+                ])
+                .await
+                .expect("kubectl get");
+            assert!(got.success, "{got}");
+            got.stdout
+        };
+        let before = get_rv().await;
+        let again = cp
+            .kubectl(&["apply", "-f", path])
+            .await
+            .expect("kubectl apply");
+        assert!(again.success, "{again}");
+        assert_eq!(
+            get_rv().await,
+            before,
+            "re-applying {} changed the object",
+            file.display()
+        );
+        let out = cp
+            .kubectl(&[
+                "apply",
+                "--server-side",
+                "--field-manager=kubectl-ssa-test",
+                "--force-conflicts",
+                "-f",
+                path,
+            ])
+            .await
+            .expect("kubectl apply --server-side");
+        assert!(
+            out.success,
+            "kubectl apply --server-side -f {}: {out}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_examples_are_rejected_through_kube_rs() {
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    for file in invalid_examples() {
+        let expected = expected_errors(&file);
+        let docs: Vec<DynamicObject> = read_yaml_documents(&file).expect("parse example");
+        assert_eq!(
+            docs.len(),
+            1,
+            "{}: one object per invalid example",
+            file.display()
+        );
+        let mut obj = docs.into_iter().next().expect("one doc");
+        let name = unique_name("invalid");
+        obj.metadata.name = Some(name.clone());
+        let api = dynamic_api(&client, &obj).await;
+        for how in ["create", "server-side apply"] {
+            let res = if how == "create" {
+                api.create(&PostParams::default(), &obj).await
+            } else {
+                api.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER),
+                    &Patch::Apply(&obj),
+                )
+                .await
+            };
+            match res {
+                Ok(_) => panic!("{} was accepted by {how}", file.display()),
+                Err(kube::Error::Api(status)) => {
+                    assert_eq!(status.code, 422, "{}: {status:?}", file.display());
+                    for msg in &expected {
+                        assert!(
+                            status.message.contains(msg.as_str()),
+                            "{} ({how}): expected {msg:?} in {:?}",
+                            file.display(),
+                            status.message
+                        );
+                    }
+                }
+                Err(e) => panic!("{}: unexpected error {e}", file.display()),
+            }
+        }
+        assert!(
+            api.get_opt(&name).await.expect("get").is_none(),
+            "{} was stored",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_examples_are_rejected_by_kubectl_apply() {
+    let cp = cp().await;
+    for file in invalid_examples() {
+        let expected = expected_errors(&file);
+        let path = file.to_str().expect("utf-8 path");
+        let out = cp
+            .kubectl(&["apply", "-f", path])
+            .await
+            .expect("kubectl apply");
+        assert!(!out.success, "kubectl accepted {}: {out}", file.display());
+        for msg in &expected {
+            assert!(
+                out.stderr.contains(msg.as_str()),
+                "kubectl apply -f {}: expected {msg:?} in stderr: {out}",
+                file.display()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- status subresource
+
+/// Writing status through `/status` works; a status change sent to the main
+/// resource is ignored (and a spec change sent to `/status` too).
+async fn check_status_subresource(
+    cp: &ControlPlane,
+    ar: &ApiResource,
+    name: &str,
+    spec: serde_json::Value,
+    status_a: serde_json::Value,
+    status_b: serde_json::Value,
+    spec_change: serde_json::Value,
+) {
+    let client = cp.client().await.expect("client");
+    let api: Api<DynamicObject> = Api::all_with(client, ar);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": ar.api_version,
+        "kind": ar.kind,
+        "metadata": {"name": name},
+        "spec": spec,
+        "status": status_b,
+    }))
+    .expect("object");
+    let created = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    // Status in a create is dropped too.
+    assert!(
+        created.data.get("status").is_none_or(|s| s != &status_b),
+        "status sent with create was stored: {:?}",
+        created.data.get("status")
+    );
+    let generation = created.metadata.generation.expect("generation");
+
+    let after_status = api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status_a })),
+        )
+        .await
+        .expect("write via /status");
+    for (k, v) in status_a.as_object().expect("status object") {
+        assert_eq!(
+            &after_status.data["status"][k], v,
+            "status.{k} after /status write"
+        );
+    }
+    assert_eq!(
+        after_status.metadata.generation,
+        Some(generation),
+        "a status write must not bump generation"
+    );
+
+    // Status change through the main resource: accepted but ignored.
+    let after_main = api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status_b })),
+        )
+        .await
+        .expect("patch main resource");
+    assert_eq!(after_main.data["status"], after_status.data["status"]);
+    let fresh = api.get(name).await.expect("get");
+    assert_eq!(
+        fresh.data["status"], after_status.data["status"],
+        "status changed via main resource"
+    );
+
+    // Spec change through /status: ignored.
+    let after = api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec_change })),
+        )
+        .await
+        .expect("patch spec via /status");
+    assert_eq!(
+        after.data["spec"], fresh.data["spec"],
+        "spec changed via /status"
+    );
+    assert_eq!(after.metadata.generation, Some(generation));
+}
+
+#[tokio::test]
+async fn policy_status_subresource() {
+    let cp = cp().await;
+    check_status_subresource(
+        cp,
+        &policy_resource(),
+        &unique_name("status-nhp"),
+        json!({"detectors": {"zombies": {}}}),
+        json!({"matchedNodes": 3, "unhealthyNodes": 1, "actionsLast24h": 0}),
+        json!({"matchedNodes": 99, "unhealthyNodes": 42, "actionsLast24h": 9}),
+        json!({"mode": "Enforce"}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn report_status_subresource() {
+    let cp = cp().await;
+    check_status_subresource(
+        cp,
+        &report_resource(),
+        &unique_name("status-nhr"),
+        json!({}),
+        json!({"healthy": false, "problems": "zombies(3 under sh)"}),
+        json!({"healthy": true, "problems": "forged"}),
+        json!({"actionRequests": []}),
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------- defaults
+
+#[tokio::test]
+async fn server_applies_the_documented_defaults() {
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    let name = unique_name("defaults");
+    let minimal = json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthPolicy",
+        "metadata": {"name": name},
+        "spec": {"detectors": {"zombies": {}, "hungTasks": {}, "fdLeak": {}, "cpuThrottling": {}}},
+    });
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &policy_resource());
+    let obj: DynamicObject = serde_json::from_value(minimal.clone()).expect("object");
+    let stored = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create minimal policy");
+    assert_eq!(
+        stored.data["spec"]["mode"],
+        json!("DryRun"),
+        "{:?}",
+        stored.data
+    );
+
+    // Server-side defaults equal the client-side (serde) defaults of the Rust types,
+    // so the operator sees the same policy whether or not it round-trips the server.
+    let server: NodeHealthPolicy =
+        serde_json::from_value(serde_json::to_value(&stored).expect("json")).expect("typed");
+    let local: NodeHealthPolicy = serde_json::from_value(minimal).expect("local typed");
+    assert_eq!(server.spec.mode, PolicyMode::DryRun);
+    assert_eq!(
+        server.spec, local.spec,
+        "server-side defaults differ from the Rust defaults"
+    );
+    // And every defaulted field is really in the stored object (not just filled by serde).
+    let zombies = &stored.data["spec"]["detectors"]["zombies"];
+    assert!(
+        zombies.as_object().is_some_and(|o| !o.is_empty()),
+        "zombies detector not defaulted by the server: {zombies}"
+    );
+    let safety = &stored.data["spec"]["safety"];
+    assert!(
+        safety.is_object(),
+        "spec.safety not defaulted by the server: {:?}",
+        stored.data["spec"]
+    );
+}
