@@ -2,6 +2,7 @@
 //! hung (D-state) tasks, fd leaks and CPU throttling, and signals processes
 //! safely when the operator asks it to.
 
+pub mod act;
 pub mod cli;
 pub mod detect;
 pub mod output;

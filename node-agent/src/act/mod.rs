@@ -1,0 +1,260 @@
+//! The one way the agent signals a process: pin it with a pidfd, re-verify
+//! that it is still the process the request was about (start time, and
+//! parent or state where given), refuse anything that must never be hit,
+//! then signal through the pidfd so PID reuse cannot redirect the signal.
+
+use crate::scan::parse::{self, ProcStat};
+use crate::scan::reader::{self, ReadFailure};
+use nodemedic_crds::report::ActionResultOutcome;
+use rustix::fd::OwnedFd;
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal};
+use serde::Serialize;
+use std::path::Path;
+use thiserror::Error;
+
+/// Process names (comm) never signalled, whatever a policy says. A
+/// trailing `*` matches a prefix.
+pub const BUILTIN_PROTECTED: &[&str] = &[
+    "kubelet",
+    "containerd",
+    "containerd-shim*",
+    "crio",
+    "cri-o",
+    "conmon",
+    "dockerd",
+    "systemd",
+    "sshd",
+    "nodemedic-agent",
+];
+
+/// The process a request is about, as it was observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub pid: i32,
+    /// stat field 22 when observed; a different value means PID reuse.
+    pub start_time: u64,
+    /// When set, the parent must still be this pid.
+    pub expected_ppid: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RefusalReason {
+    /// PID 1 (of the host namespace) or a non-positive pid.
+    InitOrInvalidPid,
+    KernelThread,
+    /// The agent itself.
+    OwnProcess,
+    /// A protected name matched (the pattern that matched).
+    Protected(String),
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalReason::InitOrInvalidPid => f.write_str("PID 1 or an invalid pid"),
+            RefusalReason::KernelThread => f.write_str("kernel thread"),
+            RefusalReason::OwnProcess => f.write_str("the agent itself"),
+            RefusalReason::Protected(p) => write!(f, "protected process (matches {p:?})"),
+        }
+    }
+}
+
+/// What happened to a signal request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SignalOutcome {
+    Signalled {
+        comm: String,
+    },
+    TargetGone,
+    /// The pid belongs to a different process now, or its parent changed.
+    TargetChanged {
+        detail: String,
+    },
+    Refused {
+        reason: RefusalReason,
+    },
+}
+
+impl SignalOutcome {
+    pub fn to_api(&self) -> ActionResultOutcome {
+        match self {
+            SignalOutcome::Signalled { .. } => ActionResultOutcome::Signalled,
+            SignalOutcome::TargetGone => ActionResultOutcome::TargetGone,
+            SignalOutcome::TargetChanged { .. } => ActionResultOutcome::TargetChanged,
+            SignalOutcome::Refused { .. } => ActionResultOutcome::Refused,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SignalError {
+    #[error("pidfd_open({pid}): {errno}")]
+    PidfdOpen { pid: i32, errno: Errno },
+    #[error("pidfd_send_signal({pid}): {errno}")]
+    Send { pid: i32, errno: Errno },
+    #[error("cannot re-read /proc/{pid}/stat: {failure:?}")]
+    Reread { pid: i32, failure: ReadFailure },
+    #[error("/proc/{pid}/stat is unparsable")]
+    Unparsable { pid: i32 },
+}
+
+/// Does `comm` match a protected pattern (exact, or prefix with `*`)?
+pub fn protected_match<'a>(
+    comm: &str,
+    patterns: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    patterns.into_iter().find(|p| match p.strip_suffix('*') {
+        Some(prefix) => comm.starts_with(prefix),
+        None => comm == *p,
+    })
+}
+
+/// Signals processes safely. `proc_root` is the host's /proc (the agent
+/// runs with hostPID, so pids are the host's).
+#[derive(Debug)]
+pub struct Signaller {
+    proc_dir: OwnedFd,
+    protected: Vec<String>,
+    own_pid: i32,
+}
+
+impl Signaller {
+    /// `extra_protected` adds to the built-in protected names.
+    pub fn new(proc_root: &Path, extra_protected: &[String]) -> Result<Self, ReadFailure> {
+        let mut protected: Vec<String> =
+            BUILTIN_PROTECTED.iter().map(|s| (*s).to_owned()).collect();
+        protected.extend(extra_protected.iter().cloned());
+        Ok(Self {
+            proc_dir: reader::open_dir(proc_root)?,
+            protected,
+            own_pid: rustix::process::getpid().as_raw_nonzero().get(),
+        })
+    }
+
+    fn read_stat(&self, pid: i32) -> Result<Option<ProcStat>, SignalError> {
+        let mut buf = Vec::with_capacity(1024);
+        match reader::read_at(&self.proc_dir, &format!("{pid}/stat"), &mut buf) {
+            Ok(()) if buf.is_empty() => Ok(None),
+            Ok(()) => parse::parse_stat(&buf)
+                .map(Some)
+                .map_err(|_| SignalError::Unparsable { pid }),
+            Err(ReadFailure::Vanished) => Ok(None),
+            Err(failure) => Err(SignalError::Reread { pid, failure }),
+        }
+    }
+
+    /// Checks everything that does not need the process: pid 1, ourselves.
+    fn refuse_by_pid(&self, pid: i32) -> Option<RefusalReason> {
+        if pid <= 1 {
+            Some(RefusalReason::InitOrInvalidPid)
+        } else if pid == self.own_pid {
+            Some(RefusalReason::OwnProcess)
+        } else {
+            None
+        }
+    }
+
+    /// Verifies `target` and sends `signal` to it.
+    pub fn signal(&self, target: &Target, signal: Signal) -> Result<SignalOutcome, SignalError> {
+        if let Some(reason) = self.refuse_by_pid(target.pid) {
+            return Ok(SignalOutcome::Refused { reason });
+        }
+        let Some(pid) = Pid::from_raw(target.pid) else {
+            return Ok(SignalOutcome::Refused {
+                reason: RefusalReason::InitOrInvalidPid,
+            });
+        };
+        // From here on the pidfd names one process: if the pid is reused
+        // later, signals through the pidfd fail with ESRCH instead of
+        // reaching the newcomer.
+        let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::SRCH) => return Ok(SignalOutcome::TargetGone),
+            Err(errno) => {
+                return Err(SignalError::PidfdOpen {
+                    pid: target.pid,
+                    errno,
+                });
+            }
+        };
+        let Some(stat) = self.read_stat(target.pid)? else {
+            return Ok(SignalOutcome::TargetGone);
+        };
+        if stat.starttime != target.start_time {
+            return Ok(SignalOutcome::TargetChanged {
+                detail: format!(
+                    "start time is {} (expected {}): the pid was reused",
+                    stat.starttime, target.start_time
+                ),
+            });
+        }
+        if let Some(ppid) = target.expected_ppid
+            && stat.ppid != ppid
+        {
+            return Ok(SignalOutcome::TargetChanged {
+                detail: format!("parent is {} (expected {ppid})", stat.ppid),
+            });
+        }
+        if stat.is_kernel_thread() {
+            return Ok(SignalOutcome::Refused {
+                reason: RefusalReason::KernelThread,
+            });
+        }
+        if let Some(p) = protected_match(&stat.comm, self.protected.iter().map(String::as_str)) {
+            return Ok(SignalOutcome::Refused {
+                reason: RefusalReason::Protected(p.to_owned()),
+            });
+        }
+        match rustix::process::pidfd_send_signal(&pidfd, signal) {
+            Ok(()) => Ok(SignalOutcome::Signalled { comm: stat.comm }),
+            Err(Errno::SRCH) => Ok(SignalOutcome::TargetGone),
+            Err(errno) => Err(SignalError::Send {
+                pid: target.pid,
+                errno,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_patterns() {
+        let p = BUILTIN_PROTECTED.iter().copied();
+        assert_eq!(
+            protected_match("containerd-shim", p.clone()),
+            Some("containerd-shim*")
+        );
+        assert_eq!(protected_match("kubelet", p.clone()), Some("kubelet"));
+        assert_eq!(protected_match("kubelet2", p.clone()), None);
+        assert_eq!(protected_match("php-fpm", p), None);
+    }
+
+    #[test]
+    fn refuses_pid_1_and_itself_without_touching_them() {
+        let s = Signaller::new(Path::new("/proc"), &[]).expect("open /proc");
+        let own = rustix::process::getpid().as_raw_nonzero().get();
+        for (pid, reason) in [
+            (1, RefusalReason::InitOrInvalidPid),
+            (0, RefusalReason::InitOrInvalidPid),
+            (-5, RefusalReason::InitOrInvalidPid),
+            (own, RefusalReason::OwnProcess),
+        ] {
+            let t = Target {
+                pid,
+                start_time: 1,
+                expected_ppid: None,
+            };
+            assert_eq!(
+                s.signal(&t, Signal::TERM).expect("no error"),
+                SignalOutcome::Refused { reason },
+                "pid {pid}"
+            );
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Real-host tests: real zombies, D-state tasks, fd hoarders, throttled
+//! cgroups and hostile names, observed by the real scanner. They need root
+//! (cgroups, freezer) and skip LOUDLY otherwise. Each is bounded to a few
+//! seconds and cleans up through Drop guards even when an assertion fails.
+
+use nodemedic_agent::act::{SignalOutcome, Signaller, Target};
+use nodemedic_agent::detect::finding::{DetectorKind, DurationSource, Finding};
+use nodemedic_agent::detect::thresholds::{
+    CpuThrottlingThresholds, EffectiveThresholds, FdLeakThresholds, HungTaskThresholds,
+    ZombieThresholds,
+};
+use nodemedic_agent::detect::{Assessment, Engine};
+use nodemedic_agent::scan::Scanner;
+use nodemedic_agent::workload::{self, DStateTask, ThrottledSpinner};
+use rustix::process::Signal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_nodemedic-workload");
+
+fn is_root() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPING real-host test: not root. Run `cargo test` as root to !!!\n\
+         !!! exercise real zombies, D-state tasks and cgroup throttling.    !!!\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    false
+}
+
+fn workload_exe() -> PathBuf {
+    PathBuf::from(WORKLOAD)
+}
+
+fn no_detectors() -> EffectiveThresholds {
+    EffectiveThresholds::default()
+}
+
+/// Polls `cond` every 20 ms for up to `limit`.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn state_of(pid: i32) -> Option<u8> {
+    let buf = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    nodemedic_agent::scan::parse::parse_stat(&buf)
+        .ok()
+        .map(|s| s.state)
+}
+
+fn assess(scanner: &mut Scanner, engine: &mut Engine) -> Assessment {
+    let obs = scanner.observe();
+    engine.assess(scanner, &obs)
+}
+
+fn findings(a: &Assessment, kind: DetectorKind) -> Vec<Finding> {
+    a.detectors
+        .iter()
+        .find(|d| d.detector == kind)
+        .map(|d| d.findings.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn zombies_are_counted_under_their_parent() {
+    if !is_root() {
+        return;
+    }
+    let parent = workload::zombie_parent(6, Duration::from_secs(60)).expect("spawn zombie parent");
+    let pid = parent.pid();
+    let zombie_children = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|p| {
+                let buf = std::fs::read(format!("/proc/{p}/stat")).ok()?;
+                nodemedic_agent::scan::parse::parse_stat(&buf).ok()
+            })
+            .filter(|s| s.ppid == pid && s.state == b'Z')
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || zombie_children() == 6),
+        "the workload did not produce 6 zombies"
+    );
+
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut engine = Engine::new(EffectiveThresholds {
+        zombies: Some(ZombieThresholds {
+            threshold: 10_000,
+            per_parent_threshold: 6,
+            min_age: Duration::ZERO,
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let a = assess(&mut scanner, &mut engine);
+    let f = findings(&a, DetectorKind::Zombies)
+        .into_iter()
+        .find(|f| f.host_pid == Some(pid))
+        .expect("zombie parent listed");
+    assert_eq!(f.zombies, Some(6));
+    assert_eq!(f.comm.as_deref(), Some("sleep"));
+    assert!(f.exceeds, "6 zombies reach perParentThreshold 6");
+    assert!(f.start_time.is_some_and(|s| s > 0));
+
+    // A min age longer than the zombies have existed excludes them.
+    let mut strict = Engine::new(EffectiveThresholds {
+        zombies: Some(ZombieThresholds {
+            threshold: 10_000,
+            per_parent_threshold: 6,
+            min_age: Duration::from_secs(3600),
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let a = assess(&mut scanner, &mut strict);
+    let f = findings(&a, DetectorKind::Zombies)
+        .into_iter()
+        .find(|f| f.host_pid == Some(pid))
+        .expect("zombie parent still listed below threshold");
+    assert_eq!(f.zombies_past_min_age, Some(0));
+    assert!(!f.exceeds);
+}
+
+#[test]
+fn d_state_task_blocked_duration_grows() {
+    if !is_root() {
+        return;
+    }
+    let task = DStateTask::spawn(Duration::from_secs(60)).expect("spawn D-state task");
+    assert!(
+        wait_until(Duration::from_secs(5), || state_of(task.pid) == Some(b'D')),
+        "task {} never entered D state",
+        task.pid
+    );
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut engine = Engine::new(EffectiveThresholds {
+        hung_tasks: Some(HungTaskThresholds {
+            min_duration: Duration::from_millis(1500),
+            threshold: 1,
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let blocked = |a: &Assessment| {
+        findings(a, DetectorKind::HungTasks)
+            .into_iter()
+            .find(|f| f.host_pid == Some(task.pid))
+            .expect("D-state task listed")
+    };
+    let first = blocked(&assess(&mut scanner, &mut engine));
+    std::thread::sleep(Duration::from_millis(1600));
+    let second = blocked(&assess(&mut scanner, &mut engine));
+    let (s1, s2) = (
+        first.blocked_seconds.expect("duration"),
+        second.blocked_seconds.expect("duration"),
+    );
+    assert!(s2 >= s1 + 1.4, "blocked time grew from {s1} to {s2}");
+    assert!(second.exceeds, "blocked {s2}s >= minDuration 1.5s");
+    assert_eq!(second.tid, Some(task.pid));
+    // With CONFIG_SCHED_DEBUG the duration is exact even in one scan.
+    if Path::new("/proc/self/sched").exists() {
+        assert_eq!(second.blocked_source, Some(DurationSource::Sched));
+    }
+}
+
+#[test]
+fn fd_hoarder_under_lowered_soft_limit() {
+    if !is_root() {
+        return;
+    }
+    let hoarder = workload::fd_hoarder(&workload_exe(), 300, 350).expect("spawn hoarder");
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut engine = Engine::new(EffectiveThresholds {
+        fd_leak: Some(FdLeakThresholds {
+            usage_ratio: 0.8,
+            min_open_fds: 200,
+            growth: None,
+            node_file_ratio: 1.0,
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let a = assess(&mut scanner, &mut engine);
+    let f = findings(&a, DetectorKind::FdLeak)
+        .into_iter()
+        .find(|f| f.host_pid == Some(hoarder.pid()))
+        .expect("hoarder listed");
+    assert_eq!(f.fd_soft_limit, Some(350));
+    let open = f.open_fds.expect("fd count");
+    assert!((300..310).contains(&open), "open fds {open}");
+    assert!(f.exceeds, "{open}/350 >= 0.8");
+
+    // The same process under a more lenient ratio does not exceed.
+    let mut lenient = Engine::new(EffectiveThresholds {
+        fd_leak: Some(FdLeakThresholds {
+            usage_ratio: 0.95,
+            min_open_fds: 200,
+            growth: None,
+            node_file_ratio: 1.0,
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let a = assess(&mut scanner, &mut lenient);
+    let f = findings(&a, DetectorKind::FdLeak)
+        .into_iter()
+        .find(|f| f.host_pid == Some(hoarder.pid()))
+        .expect("hoarder listed");
+    assert!(!f.exceeds);
+}
+
+#[test]
+fn throttled_cgroup_v1_group() {
+    if !is_root() {
+        return;
+    }
+    if workload::cpu_v1_hierarchy().is_none() {
+        eprintln!("!!! SKIPPING throttled_cgroup_v1_group: no cgroup v1 cpu hierarchy !!!");
+        return;
+    }
+    let spinner = ThrottledSpinner::spawn(&workload_exe(), 10_000, 100_000).expect("spinner");
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut engine = Engine::new(EffectiveThresholds {
+        cpu_throttling: Some(CpuThrottlingThresholds {
+            throttled_ratio: 0.5,
+            min_periods: 5,
+            window: Duration::from_secs(60),
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let first = scanner.observe_cgroups_only();
+    engine.prime(&first);
+    std::thread::sleep(Duration::from_millis(1200));
+    let a = assess(&mut scanner, &mut engine);
+    let path = spinner.cgroup_path();
+    let f = findings(&a, DetectorKind::CpuThrottling)
+        .into_iter()
+        .find(|f| f.cgroup.as_deref() == Some(path.as_str()))
+        .unwrap_or_else(|| panic!("cgroup {path} listed"));
+    let periods = f.periods.expect("periods");
+    assert!(
+        periods >= 8,
+        "about 12 periods of 100ms elapsed, saw {periods}"
+    );
+    assert!(f.throttled_ratio.expect("ratio") >= 0.8, "{f:?}");
+    assert!(f.exceeds);
+    assert_eq!(f.quota_cores, Some(0.1));
+}
+
+#[test]
+fn hostile_comm_is_parsed_intact() {
+    if !is_root() {
+        return;
+    }
+    let hostile = "a) Z (b";
+    let p = workload::renamed(&workload_exe(), hostile).expect("spawn renamed");
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut counters = Default::default();
+    let snap = scanner.scan_processes(&mut counters);
+    let seen = snap
+        .processes
+        .iter()
+        .find(|x| x.pid == p.pid())
+        .expect("renamed process listed");
+    assert_eq!(seen.comm, hostile);
+    assert_eq!(
+        seen.state, b'S',
+        "the fake ' Z ' in the name is not the state"
+    );
+    assert_eq!(seen.ppid, rustix::process::getpid().as_raw_nonzero().get());
+}
+
+#[test]
+fn signalling_refuses_a_target_whose_start_time_changed() {
+    if !is_root() {
+        return;
+    }
+    let mut victim = workload::sleepers(1, Duration::from_secs(60))
+        .expect("spawn")
+        .pop()
+        .expect("one sleeper");
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let stat = scanner.stat_of(victim.pid()).expect("stat");
+    let signaller = Signaller::new(Path::new("/proc"), &[]).expect("signaller");
+
+    let stale = Target {
+        pid: victim.pid(),
+        start_time: stat.starttime + 1,
+        expected_ppid: None,
+    };
+    let out = signaller.signal(&stale, Signal::KILL).expect("no error");
+    assert!(
+        matches!(out, SignalOutcome::TargetChanged { .. }),
+        "{out:?}"
+    );
+    assert_eq!(
+        state_of(victim.pid()),
+        Some(b'S'),
+        "the process was not hit"
+    );
+
+    let wrong_parent = Target {
+        pid: victim.pid(),
+        start_time: stat.starttime,
+        expected_ppid: Some(1),
+    };
+    let out = signaller
+        .signal(&wrong_parent, Signal::KILL)
+        .expect("no error");
+    assert!(
+        matches!(out, SignalOutcome::TargetChanged { .. }),
+        "{out:?}"
+    );
+
+    let protected = Signaller::new(Path::new("/proc"), &["slee*".to_owned()]).expect("signaller");
+    let exact = Target {
+        pid: victim.pid(),
+        start_time: stat.starttime,
+        expected_ppid: Some(stat.ppid),
+    };
+    let out = protected.signal(&exact, Signal::KILL).expect("no error");
+    assert!(matches!(out, SignalOutcome::Refused { .. }), "{out:?}");
+
+    let out = signaller.signal(&exact, Signal::TERM).expect("no error");
+    assert!(matches!(out, SignalOutcome::Signalled { .. }), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || matches!(
+            state_of(victim.pid()),
+            Some(b'Z') | None
+        )),
+        "SIGTERM ended the sleeper"
+    );
+    victim.kill();
+    let out = signaller.signal(&exact, Signal::TERM).expect("no error");
+    assert_eq!(out, SignalOutcome::TargetGone);
+}
+
+#[test]
+fn signalling_refuses_kernel_threads() {
+    if !is_root() {
+        return;
+    }
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    // kthreadd is pid 2 on every Linux host namespace.
+    let Ok(stat) = scanner.stat_of(2) else {
+        eprintln!("!!! SKIPPING: no pid 2 (not the host PID namespace) !!!");
+        return;
+    };
+    if !stat.is_kernel_thread() {
+        eprintln!("!!! SKIPPING: pid 2 is not a kernel thread here !!!");
+        return;
+    }
+    let signaller = Signaller::new(Path::new("/proc"), &[]).expect("signaller");
+    let out = signaller
+        .signal(
+            &Target {
+                pid: 2,
+                start_time: stat.starttime,
+                expected_ppid: None,
+            },
+            Signal::TERM,
+        )
+        .expect("no error");
+    assert!(matches!(out, SignalOutcome::Refused { .. }), "{out:?}");
+}
+
+#[test]
+fn multi_threaded_process_threads_are_counted() {
+    if !is_root() {
+        return;
+    }
+    let p = workload::helper(&workload_exe(), &["threads", "12"]).expect("spawn threads");
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut counters = Default::default();
+    let snap = scanner.scan_processes(&mut counters);
+    let seen = snap
+        .processes
+        .iter()
+        .find(|x| x.pid == p.pid())
+        .expect("listed");
+    assert_eq!(seen.num_threads, 13);
+    assert!(counters.threads >= counters.processes + 12);
+}
