@@ -109,7 +109,7 @@ build() {
     fi
     log "$name: building $pkg (this can take several minutes on a cold cache)"
     local start=$SECONDS
-    (cd "$moddir" && go build -p "$go_p" -trimpath -ldflags "$ldflags" -o "$dest/.$name.tmp" "$pkg") >&2
+    (cd "$moddir" && go build -p "$go_p" -buildvcs=false -trimpath -ldflags "$ldflags" -o "$dest/.$name.tmp" "$pkg") >&2
     mv -f "$dest/.$name.tmp" "$dest/$name"
     echo "$stamp" >"$dest/.$name.stamp"
     log "$name: built in $((SECONDS - start))s"
