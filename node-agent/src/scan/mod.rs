@@ -89,7 +89,7 @@ impl Scanner {
             fd_counting,
             walker: ProcWalker::new(),
             hierarchies: cgroup::discover(host_root),
-            pods: PodDirectory::default(),
+            pods: PodDirectory::load(host_root),
             details: HashMap::new(),
             limits: HashMap::new(),
             enrich_counters: ScanCounters::default(),

@@ -1,0 +1,331 @@
+//! Detectors and attribution over fixture host roots (no root needed).
+
+use nodemedic_agent::detect::finding::{DetectorKind, DurationSource, Finding};
+use nodemedic_agent::detect::thresholds::EffectiveThresholds;
+use nodemedic_agent::detect::{Assessment, Engine};
+use nodemedic_agent::scan::Scanner;
+use nodemedic_agent::scan_command::load_policy;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn strict() -> EffectiveThresholds {
+    load_policy(&fixture("policy-strict.yaml"))
+        .expect("fixture policy loads")
+        .1
+}
+
+fn assess_once(root: &Path, t: EffectiveThresholds) -> Assessment {
+    let mut scanner = Scanner::new(root).expect("scanner");
+    let mut engine = Engine::new(t);
+    let obs = scanner.observe();
+    engine.assess(&mut scanner, &obs)
+}
+
+fn findings(a: &Assessment, kind: DetectorKind) -> &[Finding] {
+    a.detectors
+        .iter()
+        .find(|d| d.detector == kind)
+        .map(|d| d.findings.as_slice())
+        .unwrap_or_default()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("readdir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn kind_node_zombies_are_attributed_to_the_pod() {
+    let a = assess_once(&fixture("kind-v2-systemd"), strict());
+    let z = findings(&a, DetectorKind::Zombies);
+    let parent = z
+        .iter()
+        .find(|f| f.host_pid == Some(100))
+        .expect("php-fpm listed");
+    assert_eq!(parent.zombies, Some(3));
+    // Ages from se.exec_start against "now" 1000 s: 100 s, 150 s and 10 s.
+    assert_eq!(parent.zombies_past_min_age, Some(2));
+    assert!(
+        parent.exceeds,
+        "2 zombies past minAge reach perParentThreshold 2"
+    );
+    assert_eq!(parent.oldest_zombie_age_seconds, Some(150.0));
+    assert_eq!(parent.ns_pid, Some(1));
+    assert_eq!(parent.pod_namespace.as_deref(), Some("shop"));
+    assert_eq!(parent.pod_name.as_deref(), Some("php-7d9f"));
+    assert_eq!(parent.container.as_deref(), Some("php"));
+    assert_eq!(parent.runtime.as_deref(), Some("containerd"));
+    assert_eq!(
+        parent.pod_uid.as_deref(),
+        Some("0d8a5f7e-1c2b-4a3d-9e8f-123456789abc")
+    );
+    assert_eq!(a.summary.process_states.zombie, 3);
+}
+
+#[test]
+fn kind_node_hung_thread_in_multithreaded_process() {
+    let a = assess_once(&fixture("kind-v2-systemd"), strict());
+    let h = findings(&a, DetectorKind::HungTasks);
+    assert_eq!(h.len(), 1, "{h:?}");
+    let t = &h[0];
+    assert_eq!((t.host_pid, t.tid), (Some(200), Some(201)));
+    assert_eq!(t.comm.as_deref(), Some("java"));
+    assert_eq!(t.thread_comm.as_deref(), Some("nfs-writer"));
+    assert_eq!(t.blocked_seconds, Some(300.0));
+    assert_eq!(t.blocked_source, Some(DurationSource::Sched));
+    assert_eq!(t.wchan.as_deref(), Some("rpc_wait_bit_killable"));
+    assert!(t.exceeds);
+    assert_eq!(t.pod_name.as_deref(), Some("report-job-x1"));
+    assert_eq!(a.summary.tasks.disk_sleep, 1);
+    // Seven single-threaded processes plus java's three threads.
+    assert_eq!(a.summary.threads, 7 + 3);
+}
+
+#[test]
+fn kind_node_fd_usage_and_node_summary() {
+    let a = assess_once(&fixture("kind-v2-systemd"), strict());
+    let f = findings(&a, DetectorKind::FdLeak);
+    let leaky = f
+        .iter()
+        .find(|f| f.host_pid == Some(300))
+        .expect("leaky listed");
+    assert_eq!(leaky.open_fds, Some(90));
+    assert_eq!(leaky.fd_soft_limit, Some(100));
+    assert!(leaky.exceeds);
+    let php = f
+        .iter()
+        .find(|f| f.host_pid == Some(100))
+        .expect("php listed");
+    assert!(!php.exceeds, "8 fds is below minOpenFds");
+    let node = f
+        .iter()
+        .find(|f| f.host_pid.is_none())
+        .expect("node file-nr");
+    assert!(node.exceeds, "9500/10000 >= 0.9");
+
+    let s = &a.summary;
+    assert_eq!(a.node.as_deref(), Some("kind-worker"));
+    assert_eq!(a.kernel.as_deref(), Some("6.1.0-fixture"));
+    assert_eq!(
+        (s.load1, s.runnable, s.blocked),
+        (Some(2.5), Some(3), Some(1))
+    );
+    assert_eq!(s.cpus, Some(2));
+    assert_eq!(s.psi_io_full_avg10, Some(20.0));
+    assert_eq!(s.hung_task_timeout_secs, Some(120));
+    assert_eq!(a.skipped.unparsable, 0);
+}
+
+#[test]
+fn kind_node_throttling_needs_two_samples() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&fixture("kind-v2-systemd"), dir.path());
+    let mut scanner = Scanner::new(dir.path()).expect("scanner");
+    let mut engine = Engine::new(strict());
+    let first = scanner.observe_cgroups_only();
+    assert_eq!(
+        first.cgroups.len(),
+        2,
+        "two containers, the pod level skipped"
+    );
+    engine.prime(&first);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    let cg = "kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod0d8a5f7e_1c2b_4a3d_9e8f_123456789abc.slice/cri-containerd-3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899.scope";
+    std::fs::write(
+        dir.path().join("sys/fs/cgroup").join(cg).join("cpu.stat"),
+        "usage_usec 200\nnr_periods 1100\nnr_throttled 180\nthrottled_usec 9000000\n",
+    )
+    .expect("advance counters");
+    let obs = scanner.observe();
+    let a = engine.assess(&mut scanner, &obs);
+    let t = findings(&a, DetectorKind::CpuThrottling);
+    assert_eq!(
+        t.len(),
+        1,
+        "the unchanged container has no periods in the window"
+    );
+    let f = &t[0];
+    assert_eq!((f.periods, f.throttled_periods), (Some(100), Some(80)));
+    assert_eq!(f.throttled_ratio, Some(0.8));
+    assert_eq!(f.throttled_seconds, Some(4.0));
+    assert_eq!(f.quota_cores, Some(0.5));
+    assert_eq!(f.cpu_pressure_some_avg10, Some(40.0));
+    assert!(f.exceeds);
+    assert_eq!(f.pod_name.as_deref(), Some("php-7d9f"));
+    assert_eq!(f.container.as_deref(), Some("php"));
+}
+
+#[test]
+fn v1_cgroupfs_crio_attribution_and_throttling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&fixture("v1-cgroupfs-crio"), dir.path());
+    let mut scanner = Scanner::new(dir.path()).expect("scanner");
+    let d = scanner.details(500, 1000);
+    assert_eq!(d.pod_namespace.as_deref(), Some("web"));
+    assert_eq!(d.pod_name.as_deref(), Some("nginx-0"));
+    assert_eq!(d.container_name.as_deref(), Some("nginx"));
+    assert_eq!(d.nspid, Some(1));
+    assert_eq!(d.attribution.runtime.map(|r| r.name()), Some("cri-o"));
+    let redis = scanner.details(600, 1000);
+    assert_eq!(
+        redis.attribution.container_id.as_deref(),
+        Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+    );
+    assert!(redis.pod_name.is_none(), "no kubelet log dir for that pod");
+
+    let mut engine = Engine::new(strict());
+    let first = scanner.observe_cgroups_only();
+    let paths: Vec<&str> = first.cgroups.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    assert!(paths.contains(&"/batch-jobs"));
+    assert!(!paths.iter().any(|p| p.contains("conmon")));
+    engine.prime(&first);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(
+        dir.path()
+            .join("sys/fs/cgroup/cpu,cpuacct/batch-jobs/cpu.stat"),
+        "nr_periods 30\nnr_throttled 29\nthrottled_time 2900000000\n",
+    )
+    .expect("advance");
+    let obs = scanner.observe();
+    let a = engine.assess(&mut scanner, &obs);
+    let t = findings(&a, DetectorKind::CpuThrottling);
+    let f = t
+        .iter()
+        .find(|f| f.cgroup.as_deref() == Some("/batch-jobs"))
+        .expect("batch-jobs listed");
+    assert_eq!(f.throttled_ratio, Some(19.0 / 20.0));
+    assert!(f.exceeds);
+    assert_eq!(f.quota_cores, Some(0.1));
+}
+
+#[test]
+fn malformed_files_are_counted_not_fatal() {
+    let a = assess_once(&fixture("malformed"), strict());
+    let k = a.skipped;
+    // stat of 10 and 11, loadavg, file-nr, pressure/cpu, 13's status, limits
+    // and cgroup, 14's sched, the container's cpu.stat.
+    assert!(k.unparsable >= 8, "{k:?}");
+    assert!(
+        k.vanished >= 1,
+        "empty stat of 12 counts as vanished: {k:?}"
+    );
+    assert_eq!(k.processes, 3, "1, 13 and 14 parse");
+    assert!(a.summary.load1.is_none());
+    assert!(a.summary.file_handles_max.is_none());
+    let hung = findings(&a, DetectorKind::HungTasks);
+    assert_eq!(hung.len(), 1);
+    assert_eq!(hung[0].blocked_source, Some(DurationSource::Tracked));
+    let fd = findings(&a, DetectorKind::FdLeak);
+    let hostile = fd
+        .iter()
+        .find(|f| f.host_pid == Some(13))
+        .expect("13 listed");
+    assert_eq!(hostile.comm.as_deref(), Some("a) Z (b"));
+    assert_eq!(hostile.fd_soft_limit, None, "limits unparsable");
+    assert_eq!(hostile.ns_pid, None, "NSpid unparsable");
+    assert!(!hostile.exceeds, "no limit, no ratio");
+}
+
+fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nodemedic-agent"))
+}
+
+#[test]
+fn scan_command_json_is_a_node_health_report() {
+    let out = agent()
+        .args([
+            "scan",
+            "--output",
+            "json",
+            "--sample-interval",
+            "10ms",
+            "--policy",
+        ])
+        .arg(fixture("policy-strict.yaml"))
+        .arg("--host-root")
+        .arg(fixture("kind-v2-systemd"))
+        .output()
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: nodemedic_crds::NodeHealthReport =
+        serde_json::from_slice(&out.stdout).expect("stdout is a NodeHealthReport");
+    assert_eq!(report.metadata.name.as_deref(), Some("kind-worker"));
+    let status = report.status.expect("status");
+    assert!(!status.healthy, "for: 0s, so exceeded detectors fire");
+    assert_eq!(status.findings.zombies[0].parent.host_pid, 100);
+    assert_eq!(status.findings.hung_tasks[0].tid, 201);
+    assert_eq!(status.summary.tasks.zombie, 3);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.policy == "fixture-strict"
+                && c.type_ == "ZombiesDetected"
+                && c.status == "True")
+    );
+}
+
+#[test]
+fn scan_command_fail_on_findings_exit_status() {
+    let run = |root: &str, extra: &[&str]| {
+        agent()
+            .args(["scan", "--sample-interval", "10ms", "--host-root"])
+            .arg(fixture(root))
+            .args(extra)
+            .output()
+            .expect("run agent")
+    };
+    let bad = run("kind-v2-systemd", &["--fail-on-findings"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let table = String::from_utf8_lossy(&bad.stdout);
+    assert!(table.contains("EXCEEDED"), "{table}");
+    assert!(table.contains("shop/php-7d9f"), "{table}");
+    // Without the flag, findings do not change the exit status.
+    assert_eq!(run("kind-v2-systemd", &[]).status.code(), Some(0));
+    let yaml = run("v1-cgroupfs-crio", &["-o", "yaml"]);
+    assert!(yaml.status.success());
+    let _: nodemedic_crds::NodeHealthReport =
+        serde_yaml::from_slice(&yaml.stdout).expect("yaml report");
+}
+
+#[test]
+fn scan_command_rejects_a_bad_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(
+        &p,
+        "apiVersion: nodemedic.io/v1alpha1\nkind: NodeHealthPolicy\nmetadata: {name: bad}\nspec:\n  detectors:\n    fdLeak: {usageRatio: 1.5}\n",
+    )
+    .expect("write");
+    let out = agent()
+        .args(["scan", "--policy"])
+        .arg(&p)
+        .output()
+        .expect("run agent");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fdLeak.usageRatio"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
