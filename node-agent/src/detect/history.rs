@@ -160,3 +160,125 @@ fn prune<T>(series: &mut VecDeque<(Instant, T)>, now: Instant, window: Duration)
         series.pop_front();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::procfs::{BlockedThread, ProcSnapshot};
+    use crate::scan::reader::ScanCounters;
+
+    fn obs_with(at: Instant, blocked: Vec<BlockedThread>, cpu: Option<CpuStat>) -> Observation {
+        Observation {
+            taken_at: at,
+            procs: ProcSnapshot {
+                blocked,
+                ..ProcSnapshot::default()
+            },
+            node: Default::default(),
+            cgroups: cpu
+                .map(|stat| crate::scan::cgroup::CgroupCpuObs {
+                    version: CgroupVersion::V2,
+                    path: "/c".to_owned(),
+                    quota: None,
+                    stat,
+                    pressure: None,
+                    attribution: Default::default(),
+                })
+                .into_iter()
+                .collect(),
+            counters: ScanCounters::default(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn d(switches: u64) -> BlockedThread {
+        BlockedThread {
+            tgid: 7,
+            tid: 7,
+            comm: "x".to_owned(),
+            starttime: 99,
+            exec_start_ns: None,
+            switches: Some(switches),
+            wchan: None,
+        }
+    }
+
+    const KEEP: Retention = Retention {
+        fd_window: None,
+        cpu_window: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn blocked_clock_runs_while_switch_counter_is_still() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        h.record(&obs_with(t0, vec![d(5)], None), KEEP);
+        h.record(
+            &obs_with(t0 + Duration::from_secs(10), vec![d(5)], None),
+            KEEP,
+        );
+        assert_eq!(h.blocked_since(7, 99), Some(t0));
+    }
+
+    #[test]
+    fn blocked_clock_restarts_when_the_thread_ran() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(10);
+        let mut h = History::default();
+        h.record(&obs_with(t0, vec![d(5)], None), KEEP);
+        h.record(&obs_with(t1, vec![d(6)], None), KEEP);
+        assert_eq!(h.blocked_since(7, 99), Some(t1));
+        // Leaving D state forgets the thread.
+        h.record(&obs_with(t1 + Duration::from_secs(1), vec![], None), KEEP);
+        assert_eq!(h.blocked_since(7, 99), None);
+    }
+
+    #[test]
+    fn cpu_delta_over_window_and_counter_reset() {
+        let t0 = Instant::now();
+        let s = |p, t| CpuStat {
+            nr_periods: p,
+            nr_throttled: t,
+            throttled_ns: t * 10,
+        };
+        let mut h = History::default();
+        h.record(&obs_with(t0, vec![], Some(s(100, 10))), KEEP);
+        let t1 = t0 + Duration::from_secs(30);
+        h.record(&obs_with(t1, vec![], Some(s(400, 160))), KEEP);
+        let delta = h
+            .cpu_delta(CgroupVersion::V2, "/c", &s(400, 160), KEEP.cpu_window, t1)
+            .expect("delta");
+        assert_eq!((delta.nr_periods, delta.nr_throttled), (300, 150));
+        // Outside the window the old sample no longer counts.
+        let t2 = t0 + Duration::from_secs(70);
+        h.record(&obs_with(t2, vec![], Some(s(500, 170))), KEEP);
+        let delta = h
+            .cpu_delta(CgroupVersion::V2, "/c", &s(500, 170), KEEP.cpu_window, t2)
+            .expect("delta");
+        assert_eq!(delta.nr_periods, 100);
+        // A recreated cgroup (counters went down) yields no delta.
+        assert!(
+            h.cpu_delta(CgroupVersion::V2, "/c", &s(5, 1), KEEP.cpu_window, t2)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn hysteresis_holds_for_the_duration() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        let k = DetectorKind::Zombies;
+        let f = Duration::from_secs(60);
+        assert_eq!(h.hold(k, true, f, t0), (false, 0.0));
+        assert_eq!(h.hold(k, true, f, t0 + Duration::from_secs(30)).0, false);
+        assert_eq!(
+            h.hold(k, true, f, t0 + Duration::from_secs(60)),
+            (true, 60.0)
+        );
+        assert_eq!(
+            h.hold(k, false, f, t0 + Duration::from_secs(61)),
+            (false, 0.0)
+        );
+        assert_eq!(h.hold(k, true, f, t0 + Duration::from_secs(62)).0, false);
+    }
+}
