@@ -270,7 +270,7 @@ mod tests {
         let k = DetectorKind::Zombies;
         let f = Duration::from_secs(60);
         assert_eq!(h.hold(k, true, f, t0), (false, 0.0));
-        assert_eq!(h.hold(k, true, f, t0 + Duration::from_secs(30)).0, false);
+        assert!(!h.hold(k, true, f, t0 + Duration::from_secs(30)).0);
         assert_eq!(
             h.hold(k, true, f, t0 + Duration::from_secs(60)),
             (true, 60.0)
@@ -279,6 +279,6 @@ mod tests {
             h.hold(k, false, f, t0 + Duration::from_secs(61)),
             (false, 0.0)
         );
-        assert_eq!(h.hold(k, true, f, t0 + Duration::from_secs(62)).0, false);
+        assert!(!h.hold(k, true, f, t0 + Duration::from_secs(62)).0);
     }
 }
