@@ -155,13 +155,31 @@ impl ControlPlane {
     }
 
     /// Start a new control plane. Prefer [`ControlPlane::shared`] in tests.
+    /// Free ports are picked by binding and releasing them; if another process takes
+    /// one in between, the start is retried with new ports (up to 3 attempts).
     pub async fn start(opts: ControlPlaneOptions) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&opts).await {
+                Err(Error::ProcessExited { process, tail, .. })
+                    if attempt < 3 && tail.contains("address already in use") =>
+                {
+                    tracing::warn!(process, attempt, "port taken while starting; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(opts: &ControlPlaneOptions) -> Result<Self> {
         let started_at = Instant::now();
-        let dir = tempfile::Builder::new()
+        // Removed on early errors; handed to the supervisor once it runs.
+        let tmp = tempfile::Builder::new()
             .prefix("nodemedic-cp-")
             .tempdir()
-            .map_err(|e| Error::io("create control-plane temp dir", e))?
-            .keep();
+            .map_err(|e| Error::io("create control-plane temp dir", e))?;
+        let dir = tmp.path().to_path_buf();
         let pki = pki::generate(&dir.join("pki"))?;
         let [etcd_port, etcd_peer_port, api_port] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -222,10 +240,13 @@ impl ControlPlane {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::io("spawn bash (control-plane supervisor)", e))?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| Error::Other("supervisor stdin not captured".into()))?;
+        // From here on the supervisor removes the directory.
+        let _ = tmp.keep();
+        let Some(stdin) = child.stdin.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Other("supervisor stdin not captured".into()));
+        };
 
         let admin_kubeconfig = dir.join("admin.kubeconfig");
         write_kubeconfig(
