@@ -458,6 +458,43 @@ impl ControlPlane {
         Ok(name)
     }
 
+    /// Create a Node object named `<prefix>-<pid>-<n>` with `labels` and a `Ready=True`
+    /// condition (no kubelet runs: the Node is only an API object, which is what the
+    /// operator watches). Returns its name.
+    pub async fn create_node(&self, prefix: &str, labels: &[(&str, &str)]) -> Result<String> {
+        use k8s_openapi::api::core::v1::Node;
+        let name = unique_name(prefix);
+        let api: Api<Node> = Api::all(self.client().await?);
+        let mut all_labels: std::collections::BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all_labels.insert("kubernetes.io/hostname".into(), name.clone());
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(all_labels),
+                ..ObjectMeta::default()
+            },
+            ..Node::default()
+        };
+        api.create(&PostParams::default(), &node).await?;
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let status = serde_json::json!({"status": {"conditions": [{
+            "type": "Ready",
+            "status": "True",
+            "reason": "NodemedicTestHarness",
+            "message": "created by nodemedic-tests (no kubelet)",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }]}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        Ok(name)
+    }
+
     /// Run `kubectl` as the admin against this control plane.
     pub async fn kubectl(&self, args: &[&str]) -> Result<CmdOutput> {
         self.kubectl_with(&self.admin_kubeconfig, args, None).await

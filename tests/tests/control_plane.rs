@@ -345,3 +345,57 @@ fn missing_binaries_error_is_actionable() {
     let err = Assets::in_dir(dir.path()).expect_err("must fail");
     assert!(err.to_string().contains("KUBEBUILDER_ASSETS"), "{err}");
 }
+
+/// Nodes can be created as plain API objects (no kubelet) for operator tests.
+#[tokio::test]
+async fn nodes_can_be_created_with_labels_and_ready_condition() {
+    let cp = cp().await;
+    let name = cp
+        .create_node("worker", &[("pool", "batch")])
+        .await
+        .expect("create node");
+    let client = cp.client().await.expect("admin client");
+    let nodes: Api<Node> = Api::all(client);
+    let selected = nodes
+        .list(&ListParams::default().labels("pool=batch"))
+        .await
+        .expect("list nodes by label");
+    let node = selected
+        .items
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+        .expect("created node selected by its label");
+    let ready = node
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready.status, "True");
+}
+
+/// helm (provisioned next to kubectl) talks to the test control plane.
+#[tokio::test]
+async fn helm_talks_to_the_control_plane() {
+    let cp = cp().await;
+    if cp.assets().helm.is_none() && std::env::var_os("KUBEBUILDER_ASSETS").is_some() {
+        eprintln!("SKIP: no helm in KUBEBUILDER_ASSETS={:?}", cp.assets().dir);
+        return;
+    }
+    let version = cp
+        .helm(&["version", "--short"])
+        .await
+        .expect("helm version");
+    assert!(
+        version.success && version.stdout.starts_with("v3."),
+        "{version}"
+    );
+    let ns = cp.create_namespace("helm").await.expect("namespace");
+    let list = cp
+        .helm(&["list", "-n", &ns, "-o", "json"])
+        .await
+        .expect("helm list");
+    assert!(list.success, "{list}");
+    assert_eq!(list.stdout.trim(), "[]", "{list}");
+}
