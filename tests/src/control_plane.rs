@@ -361,8 +361,23 @@ impl ControlPlane {
                 names.push(name);
             }
         }
+        let mut published = Vec::new();
         for name in &names {
-            wait_crd_established(&api, name, Duration::from_secs(30)).await?;
+            let crd = wait_crd_established(&api, name, Duration::from_secs(30)).await?;
+            for v in crd.spec.versions.iter().filter(|v| v.served) {
+                published.push((
+                    crd.spec.group.clone(),
+                    v.name.clone(),
+                    crd.spec.names.kind.clone(),
+                ));
+            }
+        }
+        // `kubectl explain` and other OpenAPI clients need the CRD in /openapi/v3,
+        // which the API server publishes a moment after Established.
+        let client = self.client().await?;
+        for (group, version, kind) in published {
+            wait_openapi_published(&client, &group, &version, &kind, Duration::from_secs(60))
+                .await?;
         }
         Ok(names)
     }
@@ -633,11 +648,47 @@ pub fn read_yaml_documents<T: serde::de::DeserializeOwned>(path: &Path) -> Resul
     Ok(out)
 }
 
+async fn wait_openapi_published(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let path = format!("/openapi/v3/apis/{group}/{version}");
+    let suffix = format!(".{kind}");
+    loop {
+        let last = match http::Request::get(path.as_str()).body(Vec::new()) {
+            Ok(req) => match client.request::<serde_json::Value>(req).await {
+                Ok(doc) => {
+                    let found = doc["components"]["schemas"]
+                        .as_object()
+                        .is_some_and(|m| m.keys().any(|k| k.ends_with(&suffix)));
+                    if found {
+                        return Ok(());
+                    }
+                    format!("{kind} not yet in {path}")
+                }
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!(
+                "{kind} ({group}/{version}) not published in OpenAPI v3 within {}s: {last}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_crd_established(
     api: &Api<CustomResourceDefinition>,
     name: &str,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<CustomResourceDefinition> {
     let deadline = Instant::now() + timeout;
     loop {
         let crd = api.get(name).await?;
@@ -650,7 +701,7 @@ async fn wait_crd_established(
             .iter()
             .any(|c| c.type_ == "Established" && c.status == "True")
         {
-            return Ok(());
+            return Ok(crd);
         }
         if Instant::now() > deadline {
             return Err(Error::CrdNotEstablished {
