@@ -73,9 +73,12 @@ pub fn read_at(dir: impl AsFd, rel: &str, buf: &mut Vec<u8>) -> Result<(), ReadF
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(4096);
         }
+        let offered = buf.capacity() - buf.len();
         let n = rustix::io::read(&fd, rustix::buffer::spare_capacity(buf))?;
-        if n == 0 || buf.len() > 1 << 20 {
-            // No file the agent reads is larger than 1 MiB; stop rather than grow.
+        // procfs, sysfs and cgroupfs files produce their content in one go: a
+        // short read is the end, which saves the extra read() that returns 0.
+        // No file the agent reads is larger than 1 MiB; stop rather than grow.
+        if n < offered || buf.len() > 1 << 20 {
             break;
         }
     }
