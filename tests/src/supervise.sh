@@ -43,9 +43,9 @@ running() {
 }
 
 stop() {
-    local pid=$1 i
+    local pid=$1 _
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         running "$pid" || break
         sleep 0.1
     done

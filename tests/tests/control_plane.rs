@@ -399,3 +399,50 @@ async fn helm_talks_to_the_control_plane() {
     assert!(list.success, "{list}");
     assert_eq!(list.stdout.trim(), "[]", "{list}");
 }
+
+fn provision_script() -> std::path::PathBuf {
+    nodemedic_tests::repo_root()
+        .join("tests")
+        .join("envtest")
+        .join("provision.sh")
+}
+
+/// `provision.sh` honours KUBEBUILDER_ASSETS: builds nothing and prints the export line.
+#[test]
+fn provision_script_uses_kubebuilder_assets() {
+    let assets = Assets::locate().expect("provisioned assets");
+    let out = std::process::Command::new("bash")
+        .arg(provision_script())
+        .arg("--print-env")
+        .env("KUBEBUILDER_ASSETS", &assets.dir)
+        .output()
+        .expect("run provision.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("export KUBEBUILDER_ASSETS={}", assets.dir.display()).as_str()),
+        "{stdout}"
+    );
+}
+
+/// `provision.sh` refuses a KUBEBUILDER_ASSETS folder without the binaries.
+#[test]
+fn provision_script_rejects_incomplete_kubebuilder_assets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new("bash")
+        .arg(provision_script())
+        .env("KUBEBUILDER_ASSETS", dir.path())
+        .output()
+        .expect("run provision.sh");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lacks kube-apiserver, etcd or kubectl"),
+        "{stderr}"
+    );
+}
