@@ -57,6 +57,10 @@ pub struct ScanArgs {
     /// throttling deltas.
     #[arg(long, env = "NODEMEDIC_SAMPLE_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub sample_interval: Duration,
+    /// In --watch mode, recount the fds of processes holding fewer than 64
+    /// every N scans instead of every scan (staggered; 1 = every scan).
+    #[arg(long, env = "NODEMEDIC_FD_RECOUNT_EVERY", default_value_t = 3)]
+    pub fd_recount_every: u32,
     /// Stop after this many scans in --watch mode (0 = forever).
     #[arg(long, env = "NODEMEDIC_COUNT", default_value_t = 0)]
     pub count: u64,

@@ -4,6 +4,7 @@ use crate::cli::{OutputFormat, ScanArgs};
 use crate::detect::Engine;
 use crate::detect::thresholds::{EffectiveThresholds, ThresholdError};
 use crate::report::to_report;
+use crate::scan::procfs::FdRecount;
 use crate::scan::{ScanError, Scanner};
 use crate::{output, report};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -104,6 +105,10 @@ pub fn run(args: &ScanArgs) -> Result<i32, ScanCommandError> {
         });
     };
 
+    scanner.set_fd_recount(FdRecount {
+        every: args.fd_recount_every,
+        ..FdRecount::default()
+    });
     let mut n = 0u64;
     loop {
         let obs = scanner.observe();

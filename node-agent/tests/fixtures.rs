@@ -329,3 +329,45 @@ fn scan_command_rejects_a_bad_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn watch_mode_recounts_small_fd_holders_within_n_scans_and_big_ones_always() {
+    use nodemedic_agent::scan::procfs::FdRecount;
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&fixture("kind-v2-systemd"), dir.path());
+    let mut scanner = Scanner::new(dir.path()).expect("scanner");
+    scanner.set_fd_recount(FdRecount {
+        every: 3,
+        always_at: 64,
+    });
+    let mut fds_of = |scanner: &mut Scanner, pid: i32| {
+        let mut c = Default::default();
+        scanner
+            .scan_processes(&mut c)
+            .processes
+            .into_iter()
+            .find(|p| p.pid == pid)
+            .and_then(|p| p.fd_count)
+    };
+    assert_eq!(fds_of(&mut scanner, 100), Some(8));
+    assert_eq!(fds_of(&mut scanner, 300), Some(90));
+    for i in 8..20 {
+        std::fs::write(dir.path().join(format!("proc/100/fd/{i}")), "").expect("add fd");
+    }
+    for i in 90..95 {
+        std::fs::write(dir.path().join(format!("proc/300/fd/{i}")), "").expect("add fd");
+    }
+    assert_eq!(
+        fds_of(&mut scanner, 300),
+        Some(95),
+        "at/above 64: every scan"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(fds_of(&mut scanner, 100));
+    }
+    assert!(
+        seen.contains(&Some(20)),
+        "recounted within 3 scans: {seen:?}"
+    );
+}

@@ -270,18 +270,24 @@ fn hostile_comm_is_parsed_intact() {
     let hostile = "a) Z (b";
     let p = workload::renamed(&workload_exe(), hostile).expect("spawn renamed");
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut counters = Default::default();
-    let snap = scanner.scan_processes(&mut counters);
-    let seen = snap
-        .processes
-        .iter()
-        .find(|x| x.pid == p.pid())
-        .expect("renamed process listed");
-    assert_eq!(seen.comm, hostile);
-    assert_eq!(
-        seen.state, b'S',
-        "the fake ' Z ' in the name is not the state"
+    let mut scan = || {
+        let mut counters = Default::default();
+        scanner
+            .scan_processes(&mut counters)
+            .processes
+            .into_iter()
+            .find(|x| x.pid == p.pid())
+            .expect("renamed process listed")
+    };
+    // Right after its ready line the helper may still be running (R); it
+    // settles into S within moments. A parser fooled by the name would see
+    // 'Z' (or fail) forever.
+    assert!(
+        wait_until(Duration::from_secs(3), || scan().state == b'S'),
+        "state of the renamed process never parsed as S"
     );
+    let seen = scan();
+    assert_eq!(seen.comm, hostile);
     assert_eq!(seen.ppid, rustix::process::getpid().as_raw_nonzero().get());
 }
 
@@ -295,6 +301,12 @@ fn signalling_refuses_a_target_whose_start_time_changed() {
         .pop()
         .expect("one sleeper");
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    // Wait until the child has exec'd sleep and gone to sleep.
+    assert!(wait_until(Duration::from_secs(3), || {
+        scanner
+            .stat_of(victim.pid())
+            .is_ok_and(|s| s.state == b'S' && s.comm == "sleep")
+    }));
     let stat = scanner.stat_of(victim.pid()).expect("stat");
     let signaller = Signaller::new(Path::new("/proc"), &[]).expect("signaller");
 

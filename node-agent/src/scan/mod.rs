@@ -106,6 +106,11 @@ impl Scanner {
         self.clock_ticks.max(1)
     }
 
+    /// Sets how often fds are recounted across repeated scans.
+    pub fn set_fd_recount(&mut self, policy: procfs::FdRecount) {
+        self.walker.set_fd_recount(policy);
+    }
+
     /// The benchmark floor: read every `/proc/PID/stat` and nothing else.
     pub fn floor(&mut self) -> usize {
         self.walker.floor(self.proc_dir.as_fd())

@@ -4,6 +4,7 @@ use super::parse::{self, Limit};
 use super::reader::{ReadFailure, ScanCounters, for_each_entry, read_at, size_at};
 use rustix::fd::AsFd;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// One process, as cheaply as it can be observed.
@@ -111,6 +112,30 @@ pub struct ProcWalker {
     path: String,
     pids: Vec<i32>,
     tids: Vec<i32>,
+    fd_policy: FdRecount,
+    /// (pid, starttime) → (fd count, scan number it was counted in, last seen).
+    fd_cache: HashMap<(i32, u64), (u32, u64, u64)>,
+    scan_seq: u64,
+}
+
+/// How often fds are recounted in repeated scans. Counting is one `stat()`
+/// per process; in a watch loop most processes hold a handful of fds, so
+/// they are recounted every `every` scans (staggered by pid) while any
+/// process at or above `always_at` fds is recounted on every scan. A one-shot
+/// scan counts everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdRecount {
+    pub every: u32,
+    pub always_at: u32,
+}
+
+impl Default for FdRecount {
+    fn default() -> Self {
+        Self {
+            every: 1,
+            always_at: 64,
+        }
+    }
 }
 
 fn parse_pid(name: &[u8]) -> Option<i32> {
@@ -136,6 +161,41 @@ impl ProcWalker {
             buf: Vec::with_capacity(4096),
             ..Self::default()
         }
+    }
+
+    pub fn set_fd_recount(&mut self, policy: FdRecount) {
+        self.fd_policy = FdRecount {
+            every: policy.every.max(1),
+            ..policy
+        };
+    }
+
+    /// The fd count of one process, from the cache when it is recent enough.
+    fn fd_count_amortized(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        pid: i32,
+        starttime: u64,
+        fd_counting: FdCounting,
+        counters: &mut ScanCounters,
+    ) -> Option<u32> {
+        let seq = self.scan_seq;
+        let every = u64::from(self.fd_policy.every);
+        if every > 1
+            && let Some(entry) = self.fd_cache.get_mut(&(pid, starttime))
+        {
+            entry.2 = seq;
+            let (count, counted_at, _) = *entry;
+            let due = (seq + u64::from(pid.unsigned_abs())).is_multiple_of(every);
+            if count < self.fd_policy.always_at && !due && seq - counted_at < every {
+                return Some(count);
+            }
+        }
+        let n = self.count_fds(proc_dir, pid, fd_counting, counters)?;
+        if every > 1 {
+            self.fd_cache.insert((pid, starttime), (n, seq, seq));
+        }
+        Some(n)
     }
 
     fn list_pids(&mut self, proc_dir: impl AsFd, counters: &mut ScanCounters) {
@@ -197,6 +257,7 @@ impl ProcWalker {
             sched_now_ns: self.sched_exec_start(proc_dir, "thread-self/sched", counters),
             ..ProcSnapshot::default()
         };
+        self.scan_seq += 1;
         self.list_pids(proc_dir, counters);
         snap.processes.reserve(self.pids.len());
         for i in 0..self.pids.len() {
@@ -211,10 +272,10 @@ impl ProcWalker {
             let fd_count = if kernel_thread || stat.state == b'Z' {
                 None
             } else {
-                self.count_fds(proc_dir, pid, fd_counting, counters)
+                self.fd_count_amortized(proc_dir, pid, stat.starttime, fd_counting, counters)
             };
             if stat.num_threads > 1 && stat.state != b'Z' {
-                self.walk_threads(proc_dir, pid, &mut snap, counters);
+                self.walk_threads(proc_dir, &stat, &mut snap, counters);
             } else {
                 counters.threads += 1;
                 snap.tasks.add(stat.state);
@@ -246,16 +307,21 @@ impl ProcWalker {
                 fd_count,
             });
         }
+        if !self.fd_cache.is_empty() {
+            let seq = self.scan_seq;
+            self.fd_cache.retain(|_, e| e.2 == seq);
+        }
         snap
     }
 
     fn walk_threads(
         &mut self,
         proc_dir: impl AsFd + Copy,
-        pid: i32,
+        leader: &parse::ProcStat,
         snap: &mut ProcSnapshot,
         counters: &mut ScanCounters,
     ) {
+        let pid = leader.pid;
         self.tids.clear();
         self.path.clear();
         let _ = write!(self.path, "{pid}/task");
@@ -270,10 +336,16 @@ impl ProcWalker {
         }
         for j in 0..self.tids.len() {
             let tid = self.tids[j];
-            self.path.clear();
-            let _ = write!(self.path, "{pid}/task/{tid}/stat");
-            let Some(stat) = self.read_stat(proc_dir, counters) else {
-                continue;
+            // /proc/PID/stat already is the leader's own state.
+            let stat = if tid == pid {
+                leader.clone()
+            } else {
+                self.path.clear();
+                let _ = write!(self.path, "{pid}/task/{tid}/stat");
+                let Some(stat) = self.read_stat(proc_dir, counters) else {
+                    continue;
+                };
+                stat
             };
             counters.threads += 1;
             snap.tasks.add(stat.state);
