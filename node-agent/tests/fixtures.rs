@@ -340,7 +340,7 @@ fn watch_mode_recounts_small_fd_holders_within_n_scans_and_big_ones_always() {
         every: 3,
         always_at: 64,
     });
-    let mut fds_of = |scanner: &mut Scanner, pid: i32| {
+    let fds_of = |scanner: &mut Scanner, pid: i32| {
         let mut c = Default::default();
         scanner
             .scan_processes(&mut c)
