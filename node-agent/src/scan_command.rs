@@ -97,7 +97,9 @@ pub fn run(args: &ScanArgs) -> Result<i32, ScanCommandError> {
         std::thread::sleep(args.sample_interval);
         let obs = scanner.observe();
         let a = engine.assess(&mut scanner, &obs);
-        print(&mut stdout.lock(), args.output, &a, &policy, false)?;
+        if stopped_reading(print(&mut stdout.lock(), args.output, &a, &policy, false))? {
+            return Ok(0);
+        }
         return Ok(if args.fail_on_findings && a.exceeded {
             EXIT_FINDINGS
         } else {
@@ -113,7 +115,9 @@ pub fn run(args: &ScanArgs) -> Result<i32, ScanCommandError> {
     loop {
         let obs = scanner.observe();
         let a = engine.assess(&mut scanner, &obs);
-        print(&mut stdout.lock(), args.output, &a, &policy, true)?;
+        if stopped_reading(print(&mut stdout.lock(), args.output, &a, &policy, true))? {
+            return Ok(0);
+        }
         if args.fail_on_findings && a.firing {
             return Ok(EXIT_FINDINGS);
         }
@@ -122,6 +126,16 @@ pub fn run(args: &ScanArgs) -> Result<i32, ScanCommandError> {
             return Ok(0);
         }
         std::thread::sleep(interval.saturating_sub(obs.duration));
+    }
+}
+
+/// A closed stdout (`scan | head`) ends the command quietly, as for other
+/// Unix tools. Returns whether it happened.
+fn stopped_reading(r: Result<(), ScanCommandError>) -> Result<bool, ScanCommandError> {
+    match r {
+        Ok(()) => Ok(false),
+        Err(ScanCommandError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(e),
     }
 }
 

@@ -371,3 +371,61 @@ fn watch_mode_recounts_small_fd_holders_within_n_scans_and_big_ones_always() {
         "recounted within 3 scans: {seen:?}"
     );
 }
+
+#[test]
+fn scan_command_watch_prints_one_json_object_per_scan() {
+    let out = agent()
+        .args([
+            "scan",
+            "--watch",
+            "20ms",
+            "--count",
+            "3",
+            "-o",
+            "json",
+            "--host-root",
+        ])
+        .arg(fixture("kind-v2-systemd"))
+        .output()
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<nodemedic_crds::NodeHealthReport> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one report per line"))
+        .collect();
+    assert_eq!(reports.len(), 3);
+    // Built-in defaults: two old zombies under one parent are below the
+    // per-parent default of 20.
+    let status = reports[2].status.as_ref().expect("status");
+    let zombies = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ZombiesDetected")
+        .expect("zombie condition");
+    assert_eq!(zombies.policy, "builtin-defaults");
+    assert_eq!(
+        (zombies.status.as_str(), zombies.reason.as_str()),
+        ("False", "BelowThreshold")
+    );
+    let reason = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+            .expect("condition")
+    };
+    // The 300 s D-state thread fires at once (hungTasks `for` defaults to 0s)...
+    assert_eq!(
+        reason("HungTasksDetected"),
+        ("True".into(), "ThresholdExceeded".into())
+    );
+    // ...while the node's file-nr at 95% waits for fdLeak's default `for` of 2m.
+    assert_eq!(reason("FdLeakDetected"), ("False".into(), "Pending".into()));
+    assert!(!status.healthy);
+}
