@@ -349,7 +349,16 @@ fn signalling_refuses_a_target_whose_start_time_changed() {
     assert!(matches!(out, SignalOutcome::Refused { .. }), "{out:?}");
 
     let out = signaller.signal(&exact, Signal::TERM).expect("no error");
-    assert!(matches!(out, SignalOutcome::Signalled { .. }), "{out:?}");
+    assert!(
+        matches!(
+            out,
+            SignalOutcome::Signalled {
+                container_init: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
     assert!(
         wait_until(Duration::from_secs(5), || matches!(
             state_of(victim.pid()),
@@ -407,4 +416,59 @@ fn multi_threaded_process_threads_are_counted() {
         .expect("listed");
     assert_eq!(seen.num_threads, 13);
     assert!(counters.threads >= counters.processes + 12);
+}
+
+#[test]
+fn signalling_a_namespace_init_is_reported_as_such() {
+    if !is_root() {
+        return;
+    }
+    // `unshare --pid --fork` forks a child that is PID 1 of a new namespace
+    // (a container's init, as far as the kernel is concerned).
+    let Ok(child) = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "sleep", "60"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("!!! SKIPPING: unshare(1) not available !!!");
+        return;
+    };
+    let unshare = workload::Spawned::new(child);
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut init = None;
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let mut c = Default::default();
+            init = scanner
+                .scan_processes(&mut c)
+                .processes
+                .into_iter()
+                .find(|p| p.ppid == unshare.pid() && p.comm == "sleep");
+            init.is_some()
+        }),
+        "namespaced sleep appeared"
+    );
+    let init = init.expect("found");
+    assert_eq!(scanner.details(init.pid, init.starttime).nspid, Some(1));
+    let signaller = Signaller::new(Path::new("/proc"), &[]).expect("signaller");
+    let out = signaller
+        .signal(
+            &Target {
+                pid: init.pid,
+                start_time: init.starttime,
+                expected_ppid: Some(unshare.pid()),
+            },
+            Signal::KILL,
+        )
+        .expect("no error");
+    assert!(
+        matches!(
+            out,
+            SignalOutcome::Signalled {
+                container_init: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
 }

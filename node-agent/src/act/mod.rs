@@ -67,6 +67,9 @@ impl std::fmt::Display for RefusalReason {
 pub enum SignalOutcome {
     Signalled {
         comm: String,
+        /// The target is PID 1 of its own PID namespace (a container's init):
+        /// killing it restarts the container rather than just the process.
+        container_init: bool,
     },
     TargetGone,
     /// The pid belongs to a different process now, or its parent changed.
@@ -146,6 +149,14 @@ impl Signaller {
         }
     }
 
+    /// NSpid has more than one level and ends in 1: init of a child namespace.
+    fn is_namespace_init(&self, pid: i32) -> bool {
+        let mut buf = Vec::with_capacity(2048);
+        reader::read_at(&self.proc_dir, &format!("{pid}/status"), &mut buf).is_ok()
+            && parse::parse_status(&String::from_utf8_lossy(&buf))
+                .is_ok_and(|s| s.nspid.len() > 1 && s.innermost_pid() == Some(1))
+    }
+
     /// Checks everything that does not need the process: pid 1, ourselves.
     fn refuse_by_pid(&self, pid: i32) -> Option<RefusalReason> {
         if pid <= 1 {
@@ -208,8 +219,12 @@ impl Signaller {
                 reason: RefusalReason::Protected(p.to_owned()),
             });
         }
+        let container_init = self.is_namespace_init(target.pid);
         match rustix::process::pidfd_send_signal(&pidfd, signal) {
-            Ok(()) => Ok(SignalOutcome::Signalled { comm: stat.comm }),
+            Ok(()) => Ok(SignalOutcome::Signalled {
+                comm: stat.comm,
+                container_init,
+            }),
             Err(Errno::SRCH) => Ok(SignalOutcome::TargetGone),
             Err(errno) => Err(SignalError::Send {
                 pid: target.pid,
