@@ -40,13 +40,11 @@ pub fn detect(
             (Some(g), Some(rate)) => rate >= g.min_fds_per_minute && fds >= t.min_open_fds,
             _ => false,
         };
-        let could_matter = fds >= t.min_open_fds || growth_exceeds;
+        // Both rules need minOpenFds, and the list is sorted by fd count:
+        // past the top-N, the first process below it ends the search.
+        let could_matter = fds >= t.min_open_fds;
         if rank >= TOP_USERS && !could_matter {
-            // Sorted by fd count: nothing further down can exceed the ratio.
-            if t.growth.is_none() {
-                break;
-            }
-            continue;
+            break;
         }
         if could_matter {
             candidates += 1;
@@ -83,7 +81,6 @@ pub fn detect(
             .cmp(&a.severity)
             .then(b.open_fds.cmp(&a.open_fds))
     });
-    let process_findings = findings.len();
     findings.truncate(TOP_USERS.max(findings.iter().filter(|f| f.exceeds).count()));
     let node_ratio = obs.node.file_ratio();
     let node_exceeds = node_ratio.is_some_and(|r| r >= t.node_file_ratio);
@@ -108,7 +105,6 @@ pub fn detect(
         .filter(|f| f.host_pid.is_some())
         .filter_map(|f| f.fd_usage_ratio)
         .fold(0.0f64, f64::max);
-    let _ = process_findings;
     DetectorReport {
         detector: DetectorKind::FdLeak,
         enabled: true,

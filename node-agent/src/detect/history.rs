@@ -264,6 +264,44 @@ mod tests {
     }
 
     #[test]
+    fn fd_growth_needs_half_a_window_of_samples() {
+        use crate::scan::procfs::ProcessObs;
+        let proc_with = |fds: u32| ProcessObs {
+            pid: 42,
+            ppid: 1,
+            state: b'S',
+            comm: "leaky".to_owned(),
+            starttime: 5,
+            num_threads: 1,
+            kernel_thread: false,
+            fd_count: Some(fds),
+        };
+        let keep = Retention {
+            fd_window: Some(Duration::from_secs(600)),
+            cpu_window: Duration::from_secs(60),
+        };
+        let mut h = History::default();
+        let t0 = Instant::now();
+        for (i, fds) in [100u32, 160, 220, 280, 340, 400].into_iter().enumerate() {
+            let mut o = obs_with(t0 + Duration::from_secs(60 * i as u64), vec![], None);
+            o.procs.processes.push(proc_with(fds));
+            h.record(&o, keep);
+            let now = o.taken_at;
+            let rate = h.fd_growth_per_minute(42, 5, Duration::from_secs(600), now);
+            if i < 5 {
+                assert_eq!(rate, None, "{i} minutes is less than half the window");
+            } else {
+                assert_eq!(rate, Some(60.0));
+            }
+        }
+        // A different start time is a different process.
+        assert_eq!(
+            h.fd_growth_per_minute(42, 6, Duration::from_secs(600), t0),
+            None
+        );
+    }
+
+    #[test]
     fn hysteresis_holds_for_the_duration() {
         let t0 = Instant::now();
         let mut h = History::default();
