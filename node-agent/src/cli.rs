@@ -49,7 +49,7 @@ pub struct ScanArgs {
     /// Scan repeatedly at this interval (e.g. 10s, 1m) instead of once.
     #[arg(long, env = "NODEMEDIC_WATCH", value_parser = parse_duration)]
     pub watch: Option<Duration>,
-    /// Exit with status 2 when a threshold is exceeded (with --watch: when a
+    /// Exit with status 3 when a threshold is exceeded (with --watch: when a
     /// detector fires, i.e. has been exceeded for its `for` duration).
     #[arg(long, env = "NODEMEDIC_FAIL_ON_FINDINGS")]
     pub fail_on_findings: bool,

@@ -13,8 +13,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Exit status when `--fail-on-findings` trips.
-pub const EXIT_FINDINGS: i32 = 2;
+/// Exit status when `--fail-on-findings` trips (1 is an error, 2 a usage
+/// error from the argument parser).
+pub const EXIT_FINDINGS: i32 = 3;
 
 /// Name used in conditions when no policy file is given.
 pub const BUILTIN_POLICY: &str = "builtin-defaults";

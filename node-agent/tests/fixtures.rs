@@ -296,7 +296,7 @@ fn scan_command_fail_on_findings_exit_status() {
             .expect("run agent")
     };
     let bad = run("kind-v2-systemd", &["--fail-on-findings"]);
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(bad.status.code(), Some(3));
     let table = String::from_utf8_lossy(&bad.stdout);
     assert!(table.contains("EXCEEDED"), "{table}");
     assert!(table.contains("shop/php-7d9f"), "{table}");

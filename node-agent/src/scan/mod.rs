@@ -74,8 +74,15 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(host_root: &Path) -> Result<Self, ScanError> {
         let proc_path = host_root.join("proc");
-        let proc_dir = reader::open_dir(&proc_path).map_err(|e| ScanError::OpenProc {
-            source: std::io::Error::other(format!("{e:?}")),
+        let proc_dir = rustix::fs::open(
+            &proc_path,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| ScanError::OpenProc {
+            source: std::io::Error::from_raw_os_error(e.raw_os_error()),
             path: proc_path.clone(),
         })?;
         let fd_counting = if reader::is_procfs(&proc_dir) {
