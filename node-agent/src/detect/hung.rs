@@ -10,8 +10,9 @@ use crate::scan::Observation;
 pub const MAX_LISTED: usize = 50;
 
 /// Blocked duration of one D thread. The scheduler's `se.exec_start` gives
-/// it directly; otherwise the history's khungtaskd-style tracking (which
-/// restarts whenever the thread's switch counter moves) gives a lower bound.
+/// it directly; the history's khungtaskd-style tracking (which restarts
+/// whenever the thread's switch counter moves) gives a lower bound; the
+/// larger wins.
 pub fn blocked_for(
     obs: &Observation,
     history: &History,
@@ -19,16 +20,23 @@ pub fn blocked_for(
     starttime: u64,
     exec_start_ns: Option<u64>,
 ) -> (f64, DurationSource) {
-    if let (Some(now), Some(ran)) = (obs.procs.sched_now_ns, exec_start_ns) {
-        return (now.saturating_sub(ran) as f64 / 1e9, DurationSource::Sched);
-    }
     let since = history
         .blocked_since(tid, starttime)
         .unwrap_or(obs.taken_at);
-    (
-        obs.taken_at.saturating_duration_since(since).as_secs_f64(),
-        DurationSource::Tracked,
-    )
+    let tracked = obs.taken_at.saturating_duration_since(since).as_secs_f64();
+    // The scheduler clock excludes steal and IRQ time, so on a busy VM it can
+    // trail the wall clock; the tracked value is a wall-clock lower bound.
+    match (obs.procs.sched_now_ns, exec_start_ns) {
+        (Some(now), Some(ran)) => {
+            let sched = now.saturating_sub(ran) as f64 / 1e9;
+            if tracked > sched {
+                (tracked, DurationSource::Tracked)
+            } else {
+                (sched, DurationSource::Sched)
+            }
+        }
+        _ => (tracked, DurationSource::Tracked),
+    }
 }
 
 pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> DetectorReport {

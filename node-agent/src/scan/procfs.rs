@@ -274,7 +274,10 @@ impl ProcWalker {
             } else {
                 self.fd_count_amortized(proc_dir, pid, stat.starttime, fd_counting, counters)
             };
-            if stat.num_threads > 1 && stat.state != b'Z' {
+            // A zombie leader whose other threads still run ("Zl" in ps) is
+            // not a zombie yet: its threads are walked and it is not counted.
+            let zombie = stat.state == b'Z' && stat.num_threads <= 1;
+            if stat.num_threads > 1 {
                 self.walk_threads(proc_dir, &stat, &mut snap, counters);
             } else {
                 counters.threads += 1;
@@ -284,7 +287,7 @@ impl ProcWalker {
                     snap.blocked.push(blocked);
                 }
             }
-            if stat.state == b'Z' {
+            if zombie {
                 self.path.clear();
                 let _ = write!(self.path, "{pid}/sched");
                 let exec_start_ns = self.sched_exec_start_at_path(proc_dir, counters);
