@@ -73,7 +73,15 @@ fn kind_node_zombies_are_attributed_to_the_pod() {
         parent.pod_uid.as_deref(),
         Some("0d8a5f7e-1c2b-4a3d-9e8f-123456789abc")
     );
-    assert_eq!(a.summary.process_states.zombie, 3);
+    // 700 is a "Zl" leader whose thread still runs: shown in state Z, but not
+    // a zombie anyone could reap.
+    assert_eq!(a.summary.process_states.zombie, 4);
+    assert!(
+        z.iter()
+            .all(|f| f.host_pid != Some(1) || f.zombies == Some(3))
+    );
+    let zombie_total: u64 = z.iter().filter_map(|f| f.zombies).sum();
+    assert_eq!(zombie_total, 3);
 }
 
 #[test]
@@ -91,8 +99,10 @@ fn kind_node_hung_thread_in_multithreaded_process() {
     assert!(t.exceeds);
     assert_eq!(t.pod_name.as_deref(), Some("report-job-x1"));
     assert_eq!(a.summary.tasks.disk_sleep, 1);
-    // Seven single-threaded processes plus java's three threads.
-    assert_eq!(a.summary.threads, 7 + 3);
+    // Seven single-threaded processes, java's three threads and the Zl
+    // leader's two.
+    assert_eq!(a.summary.threads, 7 + 3 + 2);
+    assert_eq!(a.summary.tasks.zombie, 3 + 1);
 }
 
 #[test]
@@ -274,7 +284,10 @@ fn scan_command_json_is_a_node_health_report() {
     assert!(!status.healthy, "for: 0s, so exceeded detectors fire");
     assert_eq!(status.findings.zombies[0].parent.host_pid, 100);
     assert_eq!(status.findings.hung_tasks[0].tid, 201);
-    assert_eq!(status.summary.tasks.zombie, 3);
+    assert_eq!(
+        status.summary.tasks.zombie, 4,
+        "processes in state Z, the Zl leader included"
+    );
     assert!(
         status
             .conditions
