@@ -162,23 +162,35 @@ pub struct DStateTask {
 }
 
 impl DStateTask {
+    /// A frozen sleeper where the v1 freezer exists, else a vfork parent.
     pub fn spawn(lifetime: Duration) -> std::io::Result<Self> {
-        if let Some(h) = freezer_hierarchy() {
-            let group = CgroupDir::create(&h)?;
-            let child = Spawned::new(
-                Command::new("sleep")
-                    .arg(lifetime.as_secs().max(1).to_string())
-                    .stdin(Stdio::null())
-                    .spawn()?,
-            );
-            group.add(child.pid())?;
-            group.write("freezer.state", "FROZEN")?;
-            return Ok(Self {
-                pid: child.pid(),
-                freezer: Some(group),
-                child,
-            });
+        match freezer_hierarchy() {
+            Some(h) => Self::spawn_frozen(&h, lifetime),
+            None => Self::spawn_vfork(lifetime),
         }
+    }
+
+    /// A `sleep` in a frozen cgroup v1 freezer group.
+    pub fn spawn_frozen(freezer: &Path, lifetime: Duration) -> std::io::Result<Self> {
+        let group = CgroupDir::create(freezer)?;
+        let child = Spawned::new(
+            Command::new("sleep")
+                .arg(lifetime.as_secs().max(1).to_string())
+                .stdin(Stdio::null())
+                .spawn()?,
+        );
+        group.add(child.pid())?;
+        group.write("freezer.state", "FROZEN")?;
+        Ok(Self {
+            pid: child.pid(),
+            freezer: Some(group),
+            child,
+        })
+    }
+
+    /// A python3 process blocked in vfork() (a killable uninterruptible
+    /// wait, shown as `D`) while its child sleeps before exiting.
+    pub fn spawn_vfork(lifetime: Duration) -> std::io::Result<Self> {
         let script = format!(
             "import ctypes\nlibc = ctypes.CDLL(None)\nif libc.vfork() == 0:\n    libc.sleep({})\n    libc._exit(0)\n",
             lifetime.as_secs().max(1)
@@ -198,12 +210,35 @@ impl DStateTask {
     }
 }
 
+/// SIGKILLs every process whose parent is `ppid` (read from /proc).
+pub fn kill_children_of(ppid: i32) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let parent = std::fs::read(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|b| crate::scan::parse::parse_stat(&b).ok())
+            .map(|s| s.ppid);
+        if parent == Some(ppid)
+            && let Some(p) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl Drop for DStateTask {
     fn drop(&mut self) {
         // A frozen task cannot act on SIGKILL until thawed.
         if let Some(g) = &self.freezer {
             let _ = g.write("freezer.state", "THAWED");
         }
+        // The vfork child would otherwise sleep on as an orphan.
+        kill_children_of(self.pid);
         self.child.kill();
         self.freezer.take();
     }

@@ -474,3 +474,38 @@ fn signalling_a_namespace_init_is_reported_as_such() {
         "{out:?}"
     );
 }
+
+#[test]
+fn vfork_parent_whose_child_sleeps_is_in_d_state() {
+    if !is_root() {
+        return;
+    }
+    let Ok(task) = DStateTask::spawn_vfork(Duration::from_secs(30)) else {
+        eprintln!("!!! SKIPPING vfork D-state test: python3 not available !!!");
+        return;
+    };
+    if !wait_until(Duration::from_secs(5), || state_of(task.pid) == Some(b'D')) {
+        // python3 exists but could not vfork through ctypes (e.g. no libc
+        // symbol); the freezer-based test covers D state.
+        eprintln!("!!! SKIPPING vfork D-state test: parent never entered D !!!");
+        return;
+    }
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut engine = Engine::new(EffectiveThresholds {
+        hung_tasks: Some(HungTaskThresholds {
+            min_duration: Duration::from_secs(3600),
+            threshold: 1,
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let a = assess(&mut scanner, &mut engine);
+    let f = findings(&a, DetectorKind::HungTasks)
+        .into_iter()
+        .find(|f| f.host_pid == Some(task.pid))
+        .expect("vfork parent listed as a D-state task");
+    assert_eq!(f.comm.as_deref(), Some("python3"));
+    assert!(!f.exceeds, "not blocked for an hour");
+    assert_eq!(a.detectors[1].detector, DetectorKind::HungTasks);
+    assert!(!a.detectors[1].exceeded);
+}
