@@ -19,7 +19,15 @@ pub struct History {
     blocked: HashMap<(i32, u64), (Option<u64>, Instant)>,
     fds: HashMap<(i32, u64), VecDeque<(Instant, u32)>>,
     cpu: HashMap<(CgroupVersion, String), VecDeque<(Instant, CpuStat)>>,
-    exceeded_since: HashMap<DetectorKind, Instant>,
+    holds: HashMap<DetectorKind, Hold>,
+}
+
+/// Hysteresis state of one detector.
+#[derive(Debug, Default, Clone, Copy)]
+struct Hold {
+    exceeded_since: Option<Instant>,
+    clear_since: Option<Instant>,
+    firing: bool,
 }
 
 /// Retention for the windowed series.
@@ -108,7 +116,8 @@ impl History {
         Some((f64::from(last) - f64::from(first)) / (span.as_secs_f64() / 60.0))
     }
 
-    /// Counter movement between the oldest sample in the window and `current`.
+    /// Counter movement between the oldest sample in the window and
+    /// `current`, and the time it spans.
     /// `None` with fewer than two samples or when the counters went backwards
     /// (the cgroup was recreated).
     pub fn cpu_delta(
@@ -118,7 +127,7 @@ impl History {
         current: &CpuStat,
         window: Duration,
         now: Instant,
-    ) -> Option<CpuStat> {
+    ) -> Option<(CpuStat, Duration)> {
         let series = self.cpu.get(&(version, path.to_owned()))?;
         let (first_at, first) = series
             .iter()
@@ -126,14 +135,18 @@ impl History {
         if *first_at >= now {
             return None;
         }
-        Some(CpuStat {
+        let delta = CpuStat {
             nr_periods: current.nr_periods.checked_sub(first.nr_periods)?,
             nr_throttled: current.nr_throttled.checked_sub(first.nr_throttled)?,
             throttled_ns: current.throttled_ns.checked_sub(first.throttled_ns)?,
-        })
+        };
+        Some((delta, now.saturating_duration_since(*first_at)))
     }
 
-    /// Hysteresis: returns (firing, seconds the condition has held).
+    /// Hysteresis, as the policy's `for` reads: a detector fires once its
+    /// condition has held continuously for `for_duration`, and resolves once
+    /// it has been clear for as long. Returns (firing, seconds the condition
+    /// has held).
     pub fn hold(
         &mut self,
         kind: DetectorKind,
@@ -141,13 +154,26 @@ impl History {
         for_duration: Duration,
         now: Instant,
     ) -> (bool, f64) {
-        if !exceeded {
-            self.exceeded_since.remove(&kind);
-            return (false, 0.0);
+        let h = self.holds.entry(kind).or_default();
+        if exceeded {
+            h.clear_since = None;
+            let since = *h.exceeded_since.get_or_insert(now);
+            let held = now.saturating_duration_since(since);
+            if held >= for_duration {
+                h.firing = true;
+            }
+            (h.firing, held.as_secs_f64())
+        } else {
+            h.exceeded_since = None;
+            if h.firing {
+                let clear = *h.clear_since.get_or_insert(now);
+                if now.saturating_duration_since(clear) >= for_duration {
+                    h.firing = false;
+                    h.clear_since = None;
+                }
+            }
+            (h.firing, 0.0)
         }
-        let since = *self.exceeded_since.entry(kind).or_insert(now);
-        let held = now.saturating_duration_since(since);
-        (held >= for_duration, held.as_secs_f64())
     }
 }
 
@@ -245,14 +271,15 @@ mod tests {
         h.record(&obs_with(t0, vec![], Some(s(100, 10))), KEEP);
         let t1 = t0 + Duration::from_secs(30);
         h.record(&obs_with(t1, vec![], Some(s(400, 160))), KEEP);
-        let delta = h
+        let (delta, span) = h
             .cpu_delta(CgroupVersion::V2, "/c", &s(400, 160), KEEP.cpu_window, t1)
             .expect("delta");
         assert_eq!((delta.nr_periods, delta.nr_throttled), (300, 150));
+        assert_eq!(span, Duration::from_secs(30));
         // Outside the window the old sample no longer counts.
         let t2 = t0 + Duration::from_secs(70);
         h.record(&obs_with(t2, vec![], Some(s(500, 170))), KEEP);
-        let delta = h
+        let (delta, _) = h
             .cpu_delta(CgroupVersion::V2, "/c", &s(500, 170), KEEP.cpu_window, t2)
             .expect("delta");
         assert_eq!(delta.nr_periods, 100);
@@ -302,21 +329,36 @@ mod tests {
     }
 
     #[test]
-    fn hysteresis_holds_for_the_duration() {
+    fn hysteresis_holds_for_the_duration_both_ways() {
         let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
         let mut h = History::default();
         let k = DetectorKind::Zombies;
         let f = Duration::from_secs(60);
         assert_eq!(h.hold(k, true, f, t0), (false, 0.0));
-        assert!(!h.hold(k, true, f, t0 + Duration::from_secs(30)).0);
-        assert_eq!(
-            h.hold(k, true, f, t0 + Duration::from_secs(60)),
-            (true, 60.0)
+        assert!(!h.hold(k, true, f, at(30)).0);
+        assert_eq!(h.hold(k, true, f, at(60)), (true, 60.0));
+        // Clear, but not yet for `for`: still firing.
+        assert_eq!(h.hold(k, false, f, at(61)), (true, 0.0));
+        assert!(h.hold(k, false, f, at(100)).0);
+        // Exceeded again before resolving: the clear clock restarts.
+        assert!(h.hold(k, true, f, at(110)).0);
+        assert!(h.hold(k, false, f, at(120)).0);
+        assert!(h.hold(k, false, f, at(179)).0);
+        assert!(!h.hold(k, false, f, at(180)).0, "clear for 60 s resolves");
+        // A fresh episode needs the full `for` again.
+        assert!(!h.hold(k, true, f, at(190)).0);
+    }
+
+    #[test]
+    fn zero_for_fires_and_resolves_at_once() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        let k = DetectorKind::HungTasks;
+        assert!(h.hold(k, true, Duration::ZERO, t0).0);
+        assert!(
+            !h.hold(k, false, Duration::ZERO, t0 + Duration::from_secs(1))
+                .0
         );
-        assert_eq!(
-            h.hold(k, false, f, t0 + Duration::from_secs(61)),
-            (false, 0.0)
-        );
-        assert!(!h.hold(k, true, f, t0 + Duration::from_secs(62)).0);
     }
 }

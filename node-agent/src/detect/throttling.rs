@@ -5,14 +5,27 @@ use super::finding::{DetectorKind, DetectorReport, Finding, Severity};
 use super::history::History;
 use super::thresholds::CpuThrottlingThresholds;
 use crate::scan::Observation;
+use std::time::Duration;
 
 /// How many cgroups to list.
 pub const TOP_CGROUPS: usize = 10;
 
+/// `minPeriods` applies to a full window; a shorter span (a one-shot scan's
+/// two samples, or the first minutes of watching) needs the same rate of
+/// periods, i.e. proportionally fewer, and at least one.
+pub fn required_periods(t: &CpuThrottlingThresholds, span: Duration) -> u64 {
+    if t.window.is_zero() || span >= t.window {
+        return t.min_periods;
+    }
+    let scaled = t.min_periods as f64 * span.as_secs_f64() / t.window.as_secs_f64();
+    (scaled.ceil() as u64).max(1)
+}
+
 pub fn detect(obs: &Observation, t: &CpuThrottlingThresholds, history: &History) -> DetectorReport {
     let mut findings: Vec<Finding> = Vec::new();
     for cg in &obs.cgroups {
-        let Some(delta) = history.cpu_delta(cg.version, &cg.path, &cg.stat, t.window, obs.taken_at)
+        let Some((delta, span)) =
+            history.cpu_delta(cg.version, &cg.path, &cg.stat, t.window, obs.taken_at)
         else {
             continue;
         };
@@ -20,7 +33,7 @@ pub fn detect(obs: &Observation, t: &CpuThrottlingThresholds, history: &History)
             continue;
         }
         let ratio = delta.nr_throttled as f64 / delta.nr_periods as f64;
-        let exceeds = delta.nr_periods >= t.min_periods && ratio >= t.throttled_ratio;
+        let exceeds = delta.nr_periods >= required_periods(t, span) && ratio >= t.throttled_ratio;
         let fraction = ratio / t.throttled_ratio.max(f64::MIN_POSITIVE);
         let severity = if exceeds {
             Severity::Exceeded
@@ -70,5 +83,25 @@ pub fn detect(obs: &Observation, t: &CpuThrottlingThresholds, history: &History)
         unit: "throttled cgroups",
         candidates,
         findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_periods_scale_with_the_span() {
+        let t = CpuThrottlingThresholds {
+            throttled_ratio: 0.25,
+            min_periods: 100,
+            window: Duration::from_secs(300),
+            for_duration: Duration::ZERO,
+        };
+        assert_eq!(required_periods(&t, Duration::from_secs(300)), 100);
+        assert_eq!(required_periods(&t, Duration::from_secs(600)), 100);
+        assert_eq!(required_periods(&t, Duration::from_secs(30)), 10);
+        assert_eq!(required_periods(&t, Duration::from_secs(1)), 1);
+        assert_eq!(required_periods(&t, Duration::ZERO), 1);
     }
 }
