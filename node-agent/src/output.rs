@@ -137,7 +137,7 @@ pub fn table(a: &Assessment) -> String {
                 "-".to_owned()
             },
             if r.enabled {
-                trim_num(r.threshold)
+                r.threshold_text.clone()
             } else {
                 "-".to_owned()
             },

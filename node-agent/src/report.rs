@@ -191,8 +191,8 @@ pub fn to_report(a: &Assessment, node: &str, policy: &str, now: Time) -> NodeHea
             }
             .to_owned(),
             message: format!(
-                "{} {} (threshold {}); exceeded for {:.0}s",
-                r.value, r.unit, r.threshold, r.exceeded_for_seconds
+                "{} {} (threshold: {}); exceeded for {:.0}s",
+                r.value, r.unit, r.threshold_text, r.exceeded_for_seconds
             ),
             last_transition_time: now.clone(),
         });

@@ -114,6 +114,10 @@ pub fn detect(
         value: worst_ratio,
         threshold: t.usage_ratio,
         unit: "of soft RLIMIT_NOFILE (worst process)",
+        threshold_text: format!(
+            "{} of the limit with {}+ fds; node {} of file-max",
+            t.usage_ratio, t.min_open_fds, t.node_file_ratio
+        ),
         candidates,
         findings,
     }

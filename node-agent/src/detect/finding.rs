@@ -153,6 +153,8 @@ pub struct DetectorReport {
     pub value: f64,
     pub threshold: f64,
     pub unit: &'static str,
+    /// The thresholds that apply, for people (e.g. "50 per node, 20 per parent").
+    pub threshold_text: String,
     /// Candidates considered before the top-N cut.
     pub candidates: u64,
     pub findings: Vec<Finding>,
@@ -169,6 +171,7 @@ impl DetectorReport {
             value: 0.0,
             threshold: 0.0,
             unit: "",
+            threshold_text: String::new(),
             candidates: 0,
             findings: Vec::new(),
         }

@@ -90,6 +90,11 @@ pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> D
         value: hung as f64,
         threshold: f64::from(t.threshold),
         unit: "hung threads",
+        threshold_text: format!(
+            "{} thread(s) in D for {}s",
+            t.threshold,
+            t.min_duration.as_secs()
+        ),
         candidates,
         findings: rows,
     }

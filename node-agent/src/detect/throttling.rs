@@ -81,6 +81,12 @@ pub fn detect(obs: &Observation, t: &CpuThrottlingThresholds, history: &History)
         value: exceeding as f64,
         threshold: t.throttled_ratio,
         unit: "throttled cgroups",
+        threshold_text: format!(
+            "{} of {}+ periods per {}s",
+            t.throttled_ratio,
+            t.min_periods,
+            t.window.as_secs()
+        ),
         candidates,
         findings,
     }

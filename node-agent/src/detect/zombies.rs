@@ -114,6 +114,12 @@ pub fn detect(
         value: total as f64,
         threshold: f64::from(t.threshold),
         unit: "zombies",
+        threshold_text: format!(
+            "{} per node, {} per parent (older than {}s)",
+            t.threshold,
+            t.per_parent_threshold,
+            t.min_age.as_secs()
+        ),
         candidates,
         findings,
     }
