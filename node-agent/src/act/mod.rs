@@ -3,6 +3,8 @@
 //! parent or state where given), refuse anything that must never be hit,
 //! then signal through the pidfd so PID reuse cannot redirect the signal.
 
+pub mod request;
+
 use crate::scan::parse::{self, ProcStat};
 use crate::scan::reader::{self, ReadFailure};
 use nodemedic_crds::report::ActionResultOutcome;
