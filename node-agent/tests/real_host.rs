@@ -484,7 +484,24 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
         eprintln!("!!! SKIPPING vfork D-state test: python3 not available !!!");
         return;
     };
-    if !wait_until(Duration::from_secs(5), || state_of(task.pid) == Some(b'D')) {
+    // Python's start-up can block on disk I/O (a transient D); the vfork is
+    // in place once the sleeping child exists.
+    let has_child = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .any(|p| {
+                std::fs::read(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|b| nodemedic_agent::scan::parse::parse_stat(&b).ok())
+                    .is_some_and(|s| s.ppid == task.pid)
+            })
+    };
+    if !wait_until(Duration::from_secs(5), || {
+        state_of(task.pid) == Some(b'D') && has_child()
+    }) {
         // python3 exists but could not vfork through ctypes (e.g. no libc
         // symbol); the freezer-based test covers D state.
         eprintln!("!!! SKIPPING vfork D-state test: parent never entered D !!!");
@@ -508,4 +525,54 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
     assert!(!f.exceeds, "not blocked for an hour");
     assert_eq!(a.detectors[1].detector, DetectorKind::HungTasks);
     assert!(!a.detectors[1].exceeded);
+}
+
+#[test]
+fn fd_growth_is_detected_while_watching() {
+    if !is_root() {
+        return;
+    }
+    let leaker = workload::helper(
+        &workload_exe(),
+        &["hold-fds", "20", "--leak-per-second", "50"],
+    )
+    .expect("spawn leaker");
+    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
+    let mut engine = Engine::new(EffectiveThresholds {
+        fd_leak: Some(FdLeakThresholds {
+            usage_ratio: 1.0,
+            min_open_fds: 10,
+            growth: Some(nodemedic_agent::detect::thresholds::FdGrowthThresholds {
+                // 50/s is 3000/min; a stalled process would show 0.
+                min_fds_per_minute: 600.0,
+                window: Duration::from_secs(2),
+            }),
+            node_file_ratio: 1.0,
+            for_duration: Duration::ZERO,
+        }),
+        ..no_detectors()
+    });
+    let mut last = None;
+    for _ in 0..8 {
+        let a = assess(&mut scanner, &mut engine);
+        last = findings(&a, DetectorKind::FdLeak)
+            .into_iter()
+            .find(|f| f.host_pid == Some(leaker.pid()));
+        if last
+            .as_ref()
+            .is_some_and(|f| f.fd_growth_per_minute.is_some())
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let f = last.expect("leaker listed");
+    let rate = f
+        .fd_growth_per_minute
+        .expect("growth measured within the window");
+    assert!(
+        (1200.0..4000.0).contains(&rate),
+        "about 3000 fds/min, measured {rate}"
+    );
+    assert!(f.exceeds, "growth rule fires before the ratio: {f:?}");
 }

@@ -31,6 +31,9 @@ enum Cmd {
         count: u64,
         #[arg(long)]
         soft_limit: Option<u64>,
+        /// After the first COUNT, keep opening this many more per second (a leak).
+        #[arg(long, default_value_t = 0)]
+        leak_per_second: u64,
     },
     /// (helper) Burn CPU forever.
     Spin,
@@ -87,7 +90,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Run(args) => run(args),
-        Cmd::HoldFds { count, soft_limit } => {
+        Cmd::HoldFds {
+            count,
+            soft_limit,
+            leak_per_second,
+        } => {
             die_with_parent();
             if let Some(soft) = soft_limit {
                 let cur = rustix::process::getrlimit(Resource::Nofile);
@@ -105,8 +112,18 @@ fn main() -> Result<()> {
                 .collect::<std::io::Result<Vec<_>>>()
                 .context("opening fds")?;
             workload::announce_ready();
-            let _keep = files;
-            sleep_forever()
+            let mut files = files;
+            if leak_per_second == 0 {
+                sleep_forever()
+            }
+            let pause = Duration::from_secs(1) / u32::try_from(leak_per_second).unwrap_or(u32::MAX);
+            loop {
+                std::thread::sleep(pause);
+                // At the limit (EMFILE) the leak simply stops growing.
+                if let Ok(f) = std::fs::File::open("/dev/null") {
+                    files.push(f);
+                }
+            }
         }
         Cmd::Spin => {
             die_with_parent();

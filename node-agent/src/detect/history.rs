@@ -226,6 +226,7 @@ mod tests {
             exec_start_ns: None,
             switches: Some(switches),
             wchan: None,
+            cpu: None,
         }
     }
 

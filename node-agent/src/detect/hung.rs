@@ -19,6 +19,7 @@ pub fn blocked_for(
     tid: i32,
     starttime: u64,
     exec_start_ns: Option<u64>,
+    cpu: Option<u32>,
 ) -> (f64, DurationSource) {
     let since = history
         .blocked_since(tid, starttime)
@@ -26,7 +27,7 @@ pub fn blocked_for(
     let tracked = obs.taken_at.saturating_duration_since(since).as_secs_f64();
     // The scheduler clock excludes steal and IRQ time, so on a busy VM it can
     // trail the wall clock; the tracked value is a wall-clock lower bound.
-    match (obs.procs.sched_now_ns, exec_start_ns) {
+    match (obs.procs.sched_now_for(cpu), exec_start_ns) {
         (Some(now), Some(ran)) => {
             let sched = now.saturating_sub(ran) as f64 / 1e9;
             if tracked > sched {
@@ -53,7 +54,8 @@ pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> D
         .blocked
         .iter()
         .map(|b| {
-            let (secs, source) = blocked_for(obs, history, b.tid, b.starttime, b.exec_start_ns);
+            let (secs, source) =
+                blocked_for(obs, history, b.tid, b.starttime, b.exec_start_ns, b.cpu);
             let owner = owners.get(&b.tgid);
             let fraction = if min > 0.0 { secs / min } else { 1.0 };
             Finding {

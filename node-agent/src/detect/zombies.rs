@@ -17,9 +17,10 @@ pub fn zombie_age(
     pid: i32,
     starttime: u64,
     exec_start_ns: Option<u64>,
+    cpu: Option<u32>,
     clock_ticks: u64,
 ) -> (f64, DurationSource) {
-    if let (Some(now), Some(exited)) = (obs.procs.sched_now_ns, exec_start_ns) {
+    if let (Some(now), Some(exited)) = (obs.procs.sched_now_for(cpu), exec_start_ns) {
         return (
             now.saturating_sub(exited) as f64 / 1e9,
             DurationSource::Sched,
@@ -57,6 +58,7 @@ pub fn detect(
             z.pid,
             z.starttime,
             z.exec_start_ns,
+            z.cpu,
             clock_ticks,
         );
         let p = parents.entry(z.ppid).or_insert(Parent {

@@ -28,6 +28,9 @@ pub struct ProcStat {
     pub num_threads: u32,
     /// Clock ticks since boot.
     pub starttime: u64,
+    /// CPU it last ran on (field 39); its `se.exec_start` is in that CPU's
+    /// scheduler clock.
+    pub processor: Option<u32>,
 }
 
 /// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread.
@@ -76,6 +79,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<ProcStat, ParseError> {
     let flags = num(rest.nth(4), "flags")?;
     let num_threads = num(rest.nth(10), "num_threads")?;
     let starttime = num(rest.nth(1), "starttime")?;
+    let processor = rest.nth(16).and_then(|f| num(Some(f), "processor").ok());
     Ok(ProcStat {
         pid,
         comm,
@@ -84,6 +88,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<ProcStat, ParseError> {
         flags,
         num_threads,
         starttime,
+        processor,
     })
 }
 
@@ -513,6 +518,7 @@ mod tests {
         assert_eq!(s.flags, 4194560);
         assert_eq!(s.num_threads, 3);
         assert_eq!(s.starttime, 98765);
+        assert_eq!(s.processor, Some(1));
         assert!(!s.is_kernel_thread());
     }
 

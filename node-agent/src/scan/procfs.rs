@@ -35,6 +35,8 @@ pub struct BlockedThread {
     pub switches: Option<u64>,
     /// The kernel function it sleeps in (`/proc/.../wchan`), when readable.
     pub wchan: Option<String>,
+    /// The CPU whose scheduler clock `exec_start_ns` is in.
+    pub cpu: Option<u32>,
 }
 
 /// A zombie and when it last ran (≈ when it exited).
@@ -45,6 +47,7 @@ pub struct ZombieObs {
     pub comm: String,
     pub starttime: u64,
     pub exec_start_ns: Option<u64>,
+    pub cpu: Option<u32>,
 }
 
 /// Tasks (threads) by state letter, as `ps -eL` would count them.
@@ -93,6 +96,23 @@ pub struct ProcSnapshot {
     /// The scheduler clock "now" (ns), from the scanning thread's own
     /// `se.exec_start`; compares with the `exec_start_ns` values above.
     pub sched_now_ns: Option<u64>,
+    /// The same, per CPU, for the CPUs blocked threads and zombies last ran
+    /// on: each CPU's clock excludes its own IRQ and steal time, so clocks
+    /// of different CPUs drift apart and only same-CPU values compare.
+    pub sched_now_by_cpu: Vec<(u32, u64)>,
+}
+
+impl ProcSnapshot {
+    /// "Now" in the scheduler clock of `cpu` (or of the scanning CPU).
+    pub fn sched_now_for(&self, cpu: Option<u32>) -> Option<u64> {
+        cpu.and_then(|c| {
+            self.sched_now_by_cpu
+                .iter()
+                .find(|(k, _)| *k == c)
+                .map(|&(_, v)| v)
+        })
+        .or(self.sched_now_ns)
+    }
 }
 
 /// How to count open fds.
@@ -253,6 +273,10 @@ impl ProcWalker {
         fd_counting: FdCounting,
         counters: &mut ScanCounters,
     ) -> ProcSnapshot {
+        // The kernel prints a running task's exec_start as of its last
+        // accounting update, which can trail by a tick; yielding makes the
+        // scheduler account this thread now.
+        std::thread::yield_now();
         let mut snap = ProcSnapshot {
             sched_now_ns: self.sched_exec_start(proc_dir, "thread-self/sched", counters),
             ..ProcSnapshot::default()
@@ -297,6 +321,7 @@ impl ProcWalker {
                     comm: stat.comm.clone(),
                     starttime: stat.starttime,
                     exec_start_ns,
+                    cpu: stat.processor,
                 });
             }
             snap.processes.push(ProcessObs {
@@ -314,7 +339,59 @@ impl ProcWalker {
             let seq = self.scan_seq;
             self.fd_cache.retain(|_, e| e.2 == seq);
         }
+        if snap.sched_now_ns.is_some() && fd_counting == FdCounting::StatThenReaddir {
+            self.sched_now_per_cpu(proc_dir, &mut snap, counters);
+        }
         snap
+    }
+
+    /// Reads the scheduler clock of each CPU that a blocked thread or zombie
+    /// last ran on, by briefly moving the scanning thread there. Only done
+    /// on a live host (fixture trees have no CPUs to visit).
+    fn sched_now_per_cpu(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        snap: &mut ProcSnapshot,
+        counters: &mut ScanCounters,
+    ) {
+        let mut cpus: Vec<u32> = snap
+            .blocked
+            .iter()
+            .filter(|b| b.exec_start_ns.is_some())
+            .filter_map(|b| b.cpu)
+            .chain(
+                snap.zombies
+                    .iter()
+                    .filter(|z| z.exec_start_ns.is_some())
+                    .filter_map(|z| z.cpu),
+            )
+            .collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        if cpus.is_empty() {
+            return;
+        }
+        let Ok(original) = rustix::thread::sched_getaffinity(None) else {
+            return;
+        };
+        for cpu in cpus {
+            let idx = cpu as usize;
+            if idx >= rustix::thread::CpuSet::MAX_CPU || !original.is_set(idx) {
+                continue;
+            }
+            let mut only = rustix::thread::CpuSet::new();
+            only.set(idx);
+            if rustix::thread::sched_setaffinity(None, &only).is_err() {
+                continue;
+            }
+            std::thread::yield_now();
+            if let Some(now) = self.sched_exec_start(proc_dir, "thread-self/sched", counters) {
+                snap.sched_now_by_cpu.push((cpu, now));
+            }
+        }
+        if let Err(e) = rustix::thread::sched_setaffinity(None, &original) {
+            tracing::warn!(error = %e, "could not restore the scanner's CPU affinity");
+        }
     }
 
     fn walk_threads(
@@ -409,6 +486,7 @@ impl ProcWalker {
             exec_start_ns,
             switches,
             wchan,
+            cpu: stat.processor,
         }
     }
 
