@@ -484,23 +484,31 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
         eprintln!("!!! SKIPPING vfork D-state test: python3 not available !!!");
         return;
     };
-    // Python's start-up can block on disk I/O (a transient D); the vfork is
-    // in place once the sleeping child exists.
-    let has_child = || {
+    // Python's start-up (a pyenv shim, say) can block on disk I/O (a
+    // transient D) and have children of its own; the vfork is in place once
+    // a child with the parent's own name exists and D persists.
+    let stat_of = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|b| nodemedic_agent::scan::parse::parse_stat(&b).ok())
+    };
+    let vforked = || {
+        let Some(parent) = stat_of(task.pid).filter(|s| s.state == b'D') else {
+            return false;
+        };
         std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .any(|p| {
-                std::fs::read(format!("/proc/{p}/stat"))
-                    .ok()
-                    .and_then(|b| nodemedic_agent::scan::parse::parse_stat(&b).ok())
-                    .is_some_and(|s| s.ppid == task.pid)
-            })
+            .filter_map(stat_of)
+            .any(|c| c.ppid == task.pid && c.comm == parent.comm)
     };
     if !wait_until(Duration::from_secs(5), || {
-        state_of(task.pid) == Some(b'D') && has_child()
+        vforked() && {
+            std::thread::sleep(Duration::from_millis(100));
+            vforked()
+        }
     }) {
         // python3 exists but could not vfork through ctypes (e.g. no libc
         // symbol); the freezer-based test covers D state.
@@ -517,10 +525,22 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
         ..no_detectors()
     });
     let a = assess(&mut scanner, &mut engine);
-    let f = findings(&a, DetectorKind::HungTasks)
-        .into_iter()
+    let listed = findings(&a, DetectorKind::HungTasks);
+    let f = listed
+        .iter()
         .find(|f| f.host_pid == Some(task.pid))
-        .expect("vfork parent listed as a D-state task");
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "vfork parent {} (now {:?}) not among D-state tasks {:?}",
+                task.pid,
+                state_of(task.pid).map(char::from),
+                listed
+                    .iter()
+                    .map(|f| (f.host_pid, f.tid, f.comm.clone()))
+                    .collect::<Vec<_>>()
+            )
+        });
     assert_eq!(f.comm.as_deref(), Some("python3"));
     assert!(!f.exceeds, "not blocked for an hour");
     assert_eq!(a.detectors[1].detector, DetectorKind::HungTasks);
