@@ -85,16 +85,6 @@ pub fn read_at(dir: impl AsFd, rel: &str, buf: &mut Vec<u8>) -> Result<(), ReadF
     Ok(())
 }
 
-/// Reads a file at an absolute or host-root-joined path as text.
-pub fn read_to_string_at(
-    dir: impl AsFd,
-    rel: &str,
-    buf: &mut Vec<u8>,
-) -> Result<String, ReadFailure> {
-    read_at(dir, rel, buf)?;
-    Ok(String::from_utf8_lossy(buf).into_owned())
-}
-
 /// Lists the entries of `dir`/`rel` (or `dir` itself when `rel` is empty),
 /// calling `f` with each name except `.` and `..`.
 pub fn for_each_entry(
