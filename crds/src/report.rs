@@ -475,4 +475,10 @@ pub struct ScanErrors {
     pub permission_denied: u64,
     /// Files whose content could not be parsed.
     pub unparsable: u64,
+    /// Other read errors (EIO and the like, e.g. from a sick disk).
+    #[serde(default)]
+    pub io_errors: u64,
+    /// cgroup directories not walked because the scan's cgroup bound was hit.
+    #[serde(default)]
+    pub cgroups_truncated: u64,
 }

@@ -212,6 +212,8 @@ pub fn to_report(a: &Assessment, node: &str, policy: &str, now: Time) -> NodeHea
             vanished: a.skipped.vanished,
             permission_denied: a.skipped.permission_denied,
             unparsable: a.skipped.unparsable,
+            io_errors: a.skipped.io_errors,
+            cgroups_truncated: a.skipped.cgroups_truncated,
         },
     };
     let mut report = NodeHealthReport::new(node, NodeHealthReportSpec::default());
