@@ -24,19 +24,25 @@ pub const BUILTIN_POLICY: &str = "builtin-defaults";
 pub enum ScanCommandError {
     #[error(transparent)]
     Scan(#[from] ScanError),
-    #[error("reading policy {path}: {source}")]
+    #[error("reading policy {path}")]
     PolicyRead {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("parsing policy {path}: {source}")]
+    #[error("parsing policy {path} as a NodeHealthPolicy")]
     PolicyParse {
         path: PathBuf,
         #[source]
         source: serde_yaml::Error,
     },
-    #[error("policy {path}: {source}")]
+    /// The same rules (and messages) the API server applies on `kubectl apply`.
+    #[error("policy {path} is invalid (the API server would reject it):\n  {}", .problems.join("\n  "))]
+    PolicyInvalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    #[error("policy {path}")]
     PolicyThresholds {
         path: PathBuf,
         #[source]
@@ -44,7 +50,7 @@ pub enum ScanCommandError {
     },
     #[error("encoding output: {0}")]
     Encode(String),
-    #[error("writing output: {0}")]
+    #[error("writing output")]
     Write(#[from] std::io::Error),
 }
 
@@ -59,6 +65,15 @@ pub fn load_policy(path: &Path) -> Result<(String, EffectiveThresholds), ScanCom
             path: path.to_owned(),
             source,
         })?;
+    if let Err(errors) = policy.validate_cel() {
+        return Err(ScanCommandError::PolicyInvalid {
+            path: path.to_owned(),
+            problems: errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field_path, e.message))
+                .collect(),
+        });
+    }
     let thresholds = EffectiveThresholds::from_spec(&policy.spec).map_err(|source| {
         ScanCommandError::PolicyThresholds {
             path: path.to_owned(),

@@ -333,10 +333,49 @@ fn scan_command_rejects_a_bad_policy() {
         .expect("run agent");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("fdLeak.usageRatio"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("spec.detectors.fdLeak: usageRatio must be in (0, 1]"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `--policy` applies the API server's own rules, so a policy file that
+/// `kubectl apply` would reject is rejected here with the same message, on
+/// one line per problem and without a backtrace.
+#[test]
+fn scan_command_rejects_every_invalid_example_with_the_api_message() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/invalid") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read example");
+        let out = agent()
+            .env("RUST_BACKTRACE", "1")
+            .args(["scan", "--policy"])
+            .arg(&path)
+            .output()
+            .expect("run agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
+        assert!(
+            !stderr.contains("backtrace"),
+            "{}: {stderr}",
+            path.display()
+        );
+        for expected in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect-error:"))
+        {
+            assert!(
+                stderr.contains(expected.trim()),
+                "{}: want {expected:?} in {stderr}",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} invalid examples");
 }
 
 #[test]

@@ -24,7 +24,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ScanError {
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path} (is --host-root right, and is procfs mounted there?)")]
     OpenProc {
         path: PathBuf,
         #[source]
