@@ -276,28 +276,28 @@ pub struct Actions {
     /// Ladder for the zombies detector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.map(s, duration(s.after)).isSorted()")
+    #[x_kube(validation = Rule::new("self.map(s, has(s.after) ? duration(s.after) : duration('0s')).isSorted()")
         .message("ladder steps must be in increasing `after` order"))]
     pub zombies: Vec<ActionStep>,
 
     /// Ladder for the hungTasks detector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.map(s, duration(s.after)).isSorted()")
+    #[x_kube(validation = Rule::new("self.map(s, has(s.after) ? duration(s.after) : duration('0s')).isSorted()")
         .message("ladder steps must be in increasing `after` order"))]
     pub hung_tasks: Vec<ActionStep>,
 
     /// Ladder for the fdLeak detector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.map(s, duration(s.after)).isSorted()")
+    #[x_kube(validation = Rule::new("self.map(s, has(s.after) ? duration(s.after) : duration('0s')).isSorted()")
         .message("ladder steps must be in increasing `after` order"))]
     pub fd_leak: Vec<ActionStep>,
 
     /// Ladder for the cpuThrottling detector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.map(s, duration(s.after)).isSorted()")
+    #[x_kube(validation = Rule::new("self.map(s, has(s.after) ? duration(s.after) : duration('0s')).isSorted()")
         .message("ladder steps must be in increasing `after` order"))]
     pub cpu_throttling: Vec<ActionStep>,
 }
@@ -316,9 +316,12 @@ pub struct ActionStep {
     pub action: ActionKind,
 
     /// How long the detector must have been firing on the node before this
-    /// step runs. Steps run in order; later steps need longer. Default "0s".
-    #[serde(default = "defaults::step_after")]
-    pub after: KubeDuration,
+    /// step runs. Steps run in order; later steps need longer. Omitted means
+    /// "0s" (immediately). Not defaulted by the server on purpose: a default
+    /// inside a list item makes every `kubectl apply` and GitOps sync see a
+    /// diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<KubeDuration>,
 
     /// For SignalParent: the signal sent to the zombies' parent. SIGCHLD
     /// nudges a parent that lost a wakeup into reaping; SIGTERM and SIGKILL
@@ -609,9 +612,6 @@ pub mod defaults {
     pub fn throttle_for() -> KubeDuration {
         KubeDuration::from_static("5m")
     }
-    pub fn step_after() -> KubeDuration {
-        KubeDuration::from_static("0s")
-    }
     pub fn max_unhealthy() -> IntOrString {
         IntOrString::String("10%".to_owned())
     }
@@ -632,6 +632,15 @@ pub mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+}
+
+impl ActionStep {
+    /// How long the detector must have fired before this step runs.
+    pub fn after(&self) -> Result<std::time::Duration, crate::duration::DurationError> {
+        self.after
+            .as_ref()
+            .map_or(Ok(std::time::Duration::ZERO), KubeDuration::to_std)
     }
 }
 

@@ -497,9 +497,9 @@ async fn valid_examples_apply_with_kubectl() {
             !out.stderr.contains("Warning"),
             "API server warnings: {out}"
         );
-        // Re-applying the same file changes nothing in storage. (kubectl may still say
-        // "configured": server defaults inside list items, e.g. a ladder step's
-        // `after`, make its client-side merge patch non-empty.)
+        // Re-applying the same file changes nothing in storage, and kubectl
+        // (like a GitOps tool) sees no diff: the schema defaults nothing
+        // inside list items, which would make every merge patch non-empty.
         let get_rv = || async {
             let got = cp
                 .kubectl(&[
@@ -520,6 +520,11 @@ async fn valid_examples_apply_with_kubectl() {
             .await
             .expect("kubectl apply");
         assert!(again.success, "{again}");
+        assert!(
+            again.stdout.contains("unchanged"),
+            "re-applying {} is not a no-op for kubectl: {again}",
+            file.display()
+        );
         assert_eq!(
             get_rv().await,
             before,
