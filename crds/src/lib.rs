@@ -3,17 +3,21 @@
 //! duration parsing. No I/O and no Kubernetes client code lives here.
 
 pub mod api_doc;
+pub mod conditions;
 pub mod crd_yaml;
 pub mod duration;
 pub mod policy;
+pub mod policy_document;
 pub mod report;
+pub mod schema_check;
 pub mod selector;
 pub mod thresholds;
 
 pub use duration::{KubeDuration, parse_duration};
 pub use policy::{NodeHealthPolicy, NodeHealthPolicySpec, NodeHealthPolicyStatus, PolicyMode};
 pub use report::{NodeHealthReport, NodeHealthReportSpec, NodeHealthReportStatus};
-pub use thresholds::EffectiveThresholds;
+pub use conditions::Detector;
+pub use thresholds::{EffectiveThresholds, NodePolicies, SelectedPolicy};
 
 /// API group of both kinds.
 pub const GROUP: &str = "nodemedic.io";

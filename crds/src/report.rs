@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::conditions::{ConditionReason, ConditionStatus, ConditionType};
 use crate::policy::ParentSignal;
 
 /// Bound on each per-detector findings list (top offenders).
@@ -88,31 +89,45 @@ pub struct NodeHealthReportSpec {
 /// One node-local action.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.action != 'SignalParent' || (has(self.target) && has(self.signal))")
+    .message("a SignalParent request needs target and signal"))]
+#[x_kube(validation = Rule::new("self.action == 'SignalParent' || (!has(self.target) && !has(self.signal))")
+    .message("target and signal are only meaningful for SignalParent"))]
 pub struct ActionRequest {
-    /// Unique id, chosen by the operator; results refer to it.
+    /// Unique id, chosen by the operator; results refer to it. The agent
+    /// executes each id at most once.
     #[schemars(length(min = 1, max = 128))]
     pub id: String,
-    /// The action; the agent executes only SignalParent.
+    /// The action.
     pub action: NodeAction,
-    /// The process to act on, as observed in the report the decision was
-    /// based on. The agent re-verifies it (pidfd + start time) before acting.
-    pub target: ProcessTarget,
-    /// Signal to send.
-    pub signal: ParentSignal,
+    /// SignalParent: the process to signal, as observed in the report the
+    /// decision was based on. The agent re-verifies it (pidfd + start time)
+    /// before acting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ProcessTarget>,
+    /// SignalParent: the signal to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<ParentSignal>,
     /// Policy that decided the action.
+    #[schemars(length(min = 1, max = 253))]
     pub policy: String,
-    /// When the operator requested it.
+    /// When the operator requested it. The agent refuses requests older
+    /// than its action TTL (default 10m).
     pub requested_at: Time,
     /// Human-readable reason, copied into the Event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub reason: Option<String>,
 }
 
 /// Actions the agent carries out on its node.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeAction {
-    /// Signal a zombie parent.
+    /// Signal a zombie parent (pidfd + start-time re-verification).
     SignalParent,
+    /// Create the reboot daemon's sentinel file (e.g. kured's
+    /// /var/run/reboot-required) on the node.
+    RequestReboot,
 }
 
 /// A process identity that survives PID reuse: pid plus start time.
@@ -145,6 +160,14 @@ pub struct NodeHealthReportStatus {
     /// Version of the agent that wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// How often the agent scans, e.g. "10s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_interval: Option<String>,
+    /// The longest the agent goes without writing this status, e.g. "5m".
+    /// A report whose lastScanTime is older than three heartbeats is stale:
+    /// the operator plans nothing from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<String>,
     /// False when any detector fires under any policy.
     #[serde(default = "yes")]
     pub healthy: bool,
@@ -283,10 +306,60 @@ pub struct Findings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub fd_leak: Vec<FdLeakFinding>,
+    /// The node's file table (file-nr against fs.file-max), part of the
+    /// fdLeak detector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_file_handles: Option<NodeFileHandlesFinding>,
     /// Most throttled containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub cpu_throttling: Vec<CpuThrottlingFinding>,
+    /// Offenders left out of the lists above by their size bound.
+    #[serde(default, skip_serializing_if = "OmittedFindings::is_empty")]
+    pub omitted: OmittedFindings,
+}
+
+/// How many offenders per detector did not fit into the report.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OmittedFindings {
+    /// Zombie parents not listed.
+    #[serde(default)]
+    pub zombies: u32,
+    /// D-state threads not listed.
+    #[serde(default)]
+    pub hung_tasks: u32,
+    /// fd users not listed.
+    #[serde(default)]
+    pub fd_leak: u32,
+    /// Throttled cgroups not listed.
+    #[serde(default)]
+    pub cpu_throttling: u32,
+}
+
+impl OmittedFindings {
+    /// Nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The node's file table.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFileHandlesFinding {
+    /// Allocated file handles (file-nr).
+    pub allocated: u64,
+    /// fs.file-max.
+    pub max: u64,
+    /// allocated / max.
+    pub ratio: f64,
+    /// Whether nodeFileRatio is reached under any policy.
+    pub exceeded: bool,
+    /// Policies under whose thresholds it is exceeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exceeded_under: Vec<String>,
 }
 
 /// A process as the agent saw it, with its workload.
@@ -344,8 +417,12 @@ pub struct ZombieFinding {
     pub zombies_past_min_age: u32,
     /// Age of the oldest zombie, seconds.
     pub oldest_age_seconds: u64,
-    /// Whether this parent exceeds perParentThreshold.
+    /// Whether this parent exceeds perParentThreshold under any policy.
     pub exceeded: bool,
+    /// Policies under whose thresholds it exceeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exceeded_under: Vec<String>,
 }
 
 /// A thread in D state.
@@ -363,8 +440,12 @@ pub struct HungTaskFinding {
     /// Kernel function it waits in (/proc/TID/wchan), when readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wchan: Option<String>,
-    /// Whether it is blocked longer than minDuration.
+    /// Whether it is blocked longer than minDuration under any policy.
     pub exceeded: bool,
+    /// Policies under whose thresholds it exceeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exceeded_under: Vec<String>,
 }
 
 /// A process and its fd usage.
@@ -384,8 +465,12 @@ pub struct FdLeakFinding {
     /// Growth in fds per minute over the growth window, when watched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth_per_minute: Option<f64>,
-    /// Whether usageRatio (or the growth rule) is exceeded.
+    /// Whether usageRatio (or the growth rule) is exceeded under any policy.
     pub exceeded: bool,
+    /// Policies under whose thresholds it exceeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exceeded_under: Vec<String>,
 }
 
 /// A throttled container.
@@ -411,8 +496,12 @@ pub struct CpuThrottlingFinding {
     /// cpu.pressure some avg10 of the cgroup (cgroup v2 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pressure_some_avg10: Option<f64>,
-    /// Whether throttledRatio is exceeded.
+    /// Whether throttledRatio is exceeded under any policy.
     pub exceeded: bool,
+    /// Policies under whose thresholds it exceeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exceeded_under: Vec<String>,
 }
 
 /// Whether a detector fires for a node under one policy.
@@ -420,19 +509,27 @@ pub struct CpuThrottlingFinding {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyCondition {
     /// Policy name.
+    #[schemars(length(min = 1, max = 253))]
     pub policy: String,
     /// ZombiesDetected, HungTasksDetected, FdLeakDetected or CpuThrottlingDetected.
     #[serde(rename = "type")]
-    pub type_: String,
-    /// "True" while firing (after `for`), "False" otherwise.
-    pub status: String,
-    /// CamelCase reason.
-    pub reason: String,
+    pub type_: ConditionType,
+    /// True while firing (exceeded for the detector's `for`, and until it has
+    /// been clear for as long), otherwise False.
+    pub status: ConditionStatus,
+    /// ThresholdExceeded, Clearing (True); Pending, BelowThreshold (False).
+    pub reason: ConditionReason,
     /// Human explanation with the worst offender.
     #[serde(default)]
+    #[schemars(length(max = 1024))]
     pub message: String,
-    /// When status last changed.
+    /// When status last changed: for a True condition, when the detector
+    /// started firing. Survives agent restarts.
     pub last_transition_time: Time,
+    /// Since when the threshold has been exceeded without a break (absent
+    /// while below it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exceeded_since: Option<Time>,
 }
 
 /// Outcome of an action request.
@@ -440,29 +537,66 @@ pub struct PolicyCondition {
 #[serde(rename_all = "camelCase")]
 pub struct ActionResult {
     /// The request id.
+    #[schemars(length(min = 1, max = 128))]
     pub id: String,
     /// What happened.
     pub outcome: ActionResultOutcome,
     /// Details, e.g. the refusal reason.
     #[serde(default)]
+    #[schemars(length(max = 1024))]
     pub message: String,
-    /// When the agent finished handling it.
+    /// When the agent finished handling it (for InProgress: when it accepted it).
     pub completed_at: Time,
+    /// For a delivered SignalParent: what became of the zombies under the
+    /// signalled parent, from the scans after the signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<SignalFollowUp>,
+}
+
+/// What the scans after a SignalParent saw.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalFollowUp {
+    /// Zombies under the parent when it was signalled.
+    pub zombies_before: u32,
+    /// Zombies under the same parent (pid and start time) now; 0 once the
+    /// parent has exited.
+    pub zombies_now: u32,
+    /// The parent process has exited.
+    pub parent_exited: bool,
+    /// Every zombie that was there at signal time has been reaped.
+    pub reaped: bool,
+    /// When the agent last checked.
+    pub checked_at: Time,
 }
 
 /// Outcomes of a node-local action.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ActionResultOutcome {
+    /// Accepted and being carried out. Written before acting, so that a
+    /// restarted agent never executes the same request twice.
+    InProgress,
     /// The signal was delivered to the verified target.
     Signalled,
+    /// A non-signal action (RequestReboot) was carried out.
+    Completed,
     /// The target had exited.
     TargetGone,
     /// The pid now belongs to another process (start time or parent differ).
     TargetChanged,
-    /// Refused: PID 1, kernel thread, protected process, or the agent itself.
+    /// Refused: PID 1, kernel thread, protected process, the agent itself,
+    /// or a request older than the agent's action TTL.
     Refused,
-    /// The attempt failed (e.g. permission denied).
+    /// The attempt failed (e.g. permission denied), or an InProgress request
+    /// was interrupted by an agent restart and is not retried.
     Failed,
+}
+
+impl ActionResultOutcome {
+    /// Whether the agent is done with the request.
+    pub fn is_final(self) -> bool {
+        self != ActionResultOutcome::InProgress
+    }
 }
 
 /// Read problems counted during a scan; a scan never aborts on them.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::conditions::Detector;
 use crate::duration::{DurationError, parse_duration};
 use crate::policy::{
     CpuThrottlingDetector, FdLeakDetector, HungTaskDetector, NodeHealthPolicy,
@@ -25,6 +26,12 @@ pub enum ThresholdError {
         field: &'static str,
         value: String,
         range: &'static str,
+    },
+    #[error("policy {policy}: {source}")]
+    Policy {
+        policy: String,
+        #[source]
+        source: Box<ThresholdError>,
     },
     #[error("policy {policy}: nodeSelector: {source}")]
     Selector {
@@ -112,14 +119,6 @@ impl ZombieThresholds {
         })
     }
 
-    fn strictest(self, other: Self) -> Self {
-        Self {
-            threshold: self.threshold.min(other.threshold),
-            per_parent_threshold: self.per_parent_threshold.min(other.per_parent_threshold),
-            min_age: self.min_age.min(other.min_age),
-            for_duration: self.for_duration.min(other.for_duration),
-        }
-    }
 }
 
 impl HungTaskThresholds {
@@ -131,13 +130,6 @@ impl HungTaskThresholds {
         })
     }
 
-    fn strictest(self, other: Self) -> Self {
-        Self {
-            min_duration: self.min_duration.min(other.min_duration),
-            threshold: self.threshold.min(other.threshold),
-            for_duration: self.for_duration.min(other.for_duration),
-        }
-    }
 }
 
 impl FdLeakThresholds {
@@ -166,22 +158,6 @@ impl FdLeakThresholds {
         })
     }
 
-    fn strictest(self, other: Self) -> Self {
-        let growth = match (self.growth, other.growth) {
-            (Some(a), Some(b)) => Some(FdGrowthThresholds {
-                min_fds_per_minute: a.min_fds_per_minute.min(b.min_fds_per_minute),
-                window: a.window.min(b.window),
-            }),
-            (a, b) => a.or(b),
-        };
-        Self {
-            usage_ratio: self.usage_ratio.min(other.usage_ratio),
-            min_open_fds: self.min_open_fds.min(other.min_open_fds),
-            growth,
-            node_file_ratio: self.node_file_ratio.min(other.node_file_ratio),
-            for_duration: self.for_duration.min(other.for_duration),
-        }
-    }
 }
 
 impl CpuThrottlingThresholds {
@@ -194,21 +170,6 @@ impl CpuThrottlingThresholds {
         })
     }
 
-    fn strictest(self, other: Self) -> Self {
-        Self {
-            throttled_ratio: self.throttled_ratio.min(other.throttled_ratio),
-            min_periods: self.min_periods.min(other.min_periods),
-            window: self.window.min(other.window),
-            for_duration: self.for_duration.min(other.for_duration),
-        }
-    }
-}
-
-fn merge<T>(a: Option<T>, b: Option<T>, strictest: fn(T, T) -> T) -> Option<T> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(strictest(a, b)),
-        (a, b) => a.or(b),
-    }
 }
 
 impl EffectiveThresholds {
@@ -255,51 +216,88 @@ impl EffectiveThresholds {
         })
     }
 
-    /// Combines two threshold sets so that whatever either would report is
-    /// reported: a detector is on if either has it, with the lower bar.
-    pub fn strictest(self, other: Self) -> Self {
-        Self {
-            zombies: merge(self.zombies, other.zombies, ZombieThresholds::strictest),
-            hung_tasks: merge(
-                self.hung_tasks,
-                other.hung_tasks,
-                HungTaskThresholds::strictest,
-            ),
-            fd_leak: merge(self.fd_leak, other.fd_leak, FdLeakThresholds::strictest),
-            cpu_throttling: merge(
-                self.cpu_throttling,
-                other.cpu_throttling,
-                CpuThrottlingThresholds::strictest,
-            ),
+    /// Whether `detector` is configured.
+    pub fn enabled(&self, detector: Detector) -> bool {
+        match detector {
+            Detector::Zombies => self.zombies.is_some(),
+            Detector::HungTasks => self.hung_tasks.is_some(),
+            Detector::FdLeak => self.fd_leak.is_some(),
+            Detector::CpuThrottling => self.cpu_throttling.is_some(),
         }
     }
 
-    /// The thresholds that apply to a node with `labels`: the strictest
-    /// combination over every policy selecting it. `None` when no policy
-    /// selects the node.
+    /// The detector's `for` (hysteresis) duration, when it is configured.
+    pub fn for_duration(&self, detector: Detector) -> Option<Duration> {
+        match detector {
+            Detector::Zombies => self.zombies.as_ref().map(|t| t.for_duration),
+            Detector::HungTasks => self.hung_tasks.as_ref().map(|t| t.for_duration),
+            Detector::FdLeak => self.fd_leak.as_ref().map(|t| t.for_duration),
+            Detector::CpuThrottling => self.cpu_throttling.as_ref().map(|t| t.for_duration),
+        }
+    }
+}
+
+/// One policy as it applies to a node: its name, thresholds and the
+/// processes it protects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectedPolicy {
+    pub name: String,
+    pub thresholds: EffectiveThresholds,
+    /// `safety.protectedProcesses` (added to the agent's built-ins).
+    pub protected_processes: Vec<String>,
+}
+
+impl SelectedPolicy {
+    /// Reads one policy's thresholds.
+    pub fn from_policy(policy: &NodeHealthPolicy) -> Result<Self, ThresholdError> {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let thresholds =
+            EffectiveThresholds::from_spec(&policy.spec).map_err(|e| ThresholdError::Policy {
+                policy: name.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(Self {
+            name,
+            thresholds,
+            protected_processes: policy.spec.safety.protected_processes.clone(),
+        })
+    }
+}
+
+/// The policies that apply to a node, each evaluated on its own, and the
+/// ones that could not be read (a bad selector or threshold in one policy
+/// never stops the others).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodePolicies {
+    /// Policies selecting the node, sorted by name.
+    pub selected: Vec<SelectedPolicy>,
+    /// Policies that could not be evaluated, with the reason.
+    pub rejected: Vec<ThresholdError>,
+}
+
+impl NodePolicies {
+    /// Every policy whose nodeSelector selects a node with `labels`.
     pub fn for_node<'a>(
         policies: impl IntoIterator<Item = &'a NodeHealthPolicy>,
         labels: &BTreeMap<String, String>,
-    ) -> Result<Option<Self>, ThresholdError> {
-        let mut combined: Option<Self> = None;
+    ) -> Self {
+        let mut out = Self::default();
         for policy in policies {
-            let selected =
-                selects(policy.spec.node_selector.as_ref(), labels).map_err(|source| {
-                    ThresholdError::Selector {
-                        policy: policy.metadata.name.clone().unwrap_or_default(),
-                        source,
-                    }
-                })?;
-            if !selected {
-                continue;
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            match selects(policy.spec.node_selector.as_ref(), labels) {
+                Ok(false) => {}
+                Ok(true) => match SelectedPolicy::from_policy(policy) {
+                    Ok(p) => out.selected.push(p),
+                    Err(e) => out.rejected.push(e),
+                },
+                Err(source) => out.rejected.push(ThresholdError::Selector {
+                    policy: name,
+                    source,
+                }),
             }
-            let these = Self::from_spec(&policy.spec)?;
-            combined = Some(match combined {
-                Some(existing) => existing.strictest(these),
-                None => these,
-            });
         }
-        Ok(combined)
+        out.selected.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 }
 
@@ -380,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn for_node_takes_the_strictest_of_matching_policies() {
+    fn each_selecting_policy_keeps_its_own_thresholds() {
         let lenient = policy(
             "lenient",
             Detectors {
@@ -408,40 +406,96 @@ mod tests {
                     min_age: KubeDuration::from_static("30s"),
                     ..Default::default()
                 }),
-                fd_leak: Some(FdLeakDetector {
-                    usage_ratio: 0.5,
-                    ..Default::default()
-                }),
                 ..Default::default()
             },
             Some("batch"),
         );
-        let policies = [lenient, strict_batch];
+        let policies = [strict_batch, lenient];
         let web: BTreeMap<String, String> = [("pool".to_owned(), "web".to_owned())].into();
         let batch: BTreeMap<String, String> = [("pool".to_owned(), "batch".to_owned())].into();
 
-        let on_web = EffectiveThresholds::for_node(&policies, &web)
-            .expect("valid")
-            .expect("lenient selects all");
-        assert_eq!(on_web.zombies.as_ref().map(|z| z.threshold), Some(100));
+        let on_web = NodePolicies::for_node(&policies, &web);
+        assert!(on_web.rejected.is_empty());
+        let names: Vec<&str> = on_web.selected.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["lenient"]);
 
-        let on_batch = EffectiveThresholds::for_node(&policies, &batch)
-            .expect("valid")
-            .expect("both select batch");
-        let z = on_batch.zombies.expect("zombies on");
-        assert_eq!(z.threshold, 10);
-        assert_eq!(z.min_age, Duration::from_secs(30));
-        let f = on_batch.fd_leak.expect("fd on");
-        assert_eq!(f.usage_ratio, 0.5);
-        // Growth rule kept from the only policy that has one.
-        assert_eq!(f.growth.map(|g| g.min_fds_per_minute), Some(10.0));
-        assert!(on_batch.hung_tasks.is_none());
+        let on_batch = NodePolicies::for_node(&policies, &batch);
+        let names: Vec<&str> = on_batch.selected.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["lenient", "strict-batch"], "sorted by name");
+        let lenient = &on_batch.selected[0].thresholds;
+        let strict = &on_batch.selected[1].thresholds;
+        assert_eq!(lenient.zombies.as_ref().map(|z| z.threshold), Some(100));
+        assert_eq!(strict.zombies.as_ref().map(|z| z.threshold), Some(10));
+        assert_eq!(
+            strict.zombies.as_ref().map(|z| z.min_age),
+            Some(Duration::from_secs(30))
+        );
+        assert!(lenient.enabled(Detector::FdLeak) && !strict.enabled(Detector::FdLeak));
+        assert_eq!(
+            strict.for_duration(Detector::Zombies),
+            Some(Duration::from_secs(120))
+        );
     }
 
     #[test]
-    fn for_node_none_when_nothing_selects() {
+    fn a_broken_policy_does_not_stop_the_others() {
+        let mut broken = policy(
+            "broken",
+            Detectors {
+                zombies: Some(ZombieDetector::default()),
+                ..Default::default()
+            },
+            None,
+        );
+        broken.spec.node_selector = Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: "pool".to_owned(),
+                    operator: "Near".to_owned(),
+                    values: None,
+                },
+            ]),
+        });
+        let mut bad_duration = policy(
+            "bad-duration",
+            Detectors {
+                hung_tasks: Some(HungTaskDetector::default()),
+                ..Default::default()
+            },
+            None,
+        );
+        if let Some(h) = bad_duration.spec.detectors.hung_tasks.as_mut() {
+            h.min_duration = KubeDuration::from_static("soon");
+        }
+        let fine = policy(
+            "fine",
+            Detectors {
+                zombies: Some(ZombieDetector::default()),
+                ..Default::default()
+            },
+            None,
+        );
+        let labels: BTreeMap<String, String> = [("pool".to_owned(), "web".to_owned())].into();
+        let got = NodePolicies::for_node([&broken, &bad_duration, &fine], &labels);
+        let names: Vec<&str> = got.selected.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["fine"]);
+        let errors: Vec<String> = got.rejected.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("policy broken: nodeSelector:"), "{errors:?}");
+        assert!(
+            errors[1].starts_with("policy bad-duration: hungTasks.minDuration:"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_selected_when_no_selector_matches() {
         let only_batch = policy("batch", Detectors::default(), Some("batch"));
         let web: BTreeMap<String, String> = [("pool".to_owned(), "web".to_owned())].into();
-        assert_eq!(EffectiveThresholds::for_node([&only_batch], &web), Ok(None));
+        assert_eq!(
+            NodePolicies::for_node([&only_batch], &web),
+            NodePolicies::default()
+        );
     }
 }

@@ -1,0 +1,181 @@
+//! Reading a NodeHealthPolicy from a YAML document the way `kubectl apply`
+//! and the API server would: strict decoding, the structural schema, then
+//! the CEL rules, each failure worded as the API server words it.
+
+use serde_json::Value;
+
+use crate::NodeHealthPolicy;
+use crate::schema_check::{self, SchemaRejection};
+
+/// Why a document is not a valid NodeHealthPolicy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyDocumentError {
+    #[error("not YAML: {0}")]
+    Yaml(#[source] serde_yaml::Error),
+    #[error("expected apiVersion nodemedic.io/v1alpha1 and kind NodeHealthPolicy, found {found}")]
+    WrongKind { found: String },
+    /// The API server would reject it; one line per problem, in its words.
+    #[error("the API server would reject it:\n  {}", .0.join("\n  "))]
+    Rejected(Vec<String>),
+}
+
+/// The policy CRD's `openAPIV3Schema`, as served.
+pub fn policy_schema() -> Value {
+    use kube::CustomResourceExt as _;
+    let crd = NodeHealthPolicy::crd();
+    crd.spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Parses and validates one policy document.
+pub fn parse_policy(text: &str) -> Result<NodeHealthPolicy, PolicyDocumentError> {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(PolicyDocumentError::Yaml)?;
+    let object: Value = serde_json::to_value(&yaml)
+        .map_err(|e| PolicyDocumentError::Rejected(vec![format!("not a JSON object: {e}")]))?;
+    let api_version = object.get("apiVersion").and_then(Value::as_str);
+    let kind = object.get("kind").and_then(Value::as_str);
+    if api_version != Some("nodemedic.io/v1alpha1") || kind != Some("NodeHealthPolicy") {
+        return Err(PolicyDocumentError::WrongKind {
+            found: format!(
+                "apiVersion {} and kind {}",
+                api_version.unwrap_or("(none)"),
+                kind.unwrap_or("(none)")
+            ),
+        });
+    }
+    let mut problems = match schema_check::validate(&policy_schema(), &object) {
+        Ok(()) => Vec::new(),
+        // Strict decoding stops the API server before validation.
+        Err(rejection @ SchemaRejection::UnknownFields(_)) => {
+            return Err(PolicyDocumentError::Rejected(rejection.lines()));
+        }
+        Err(rejection) => rejection.lines(),
+    };
+    let policy: NodeHealthPolicy = match serde_json::from_value(object) {
+        Ok(p) => p,
+        // A schema error already explains why typed decoding failed.
+        Err(_) if !problems.is_empty() => return Err(PolicyDocumentError::Rejected(problems)),
+        Err(e) => return Err(PolicyDocumentError::Rejected(vec![e.to_string()])),
+    };
+    if let Err(errors) = policy.validate_cel() {
+        let typed = serde_json::to_value(&policy).unwrap_or(Value::Null);
+        problems.extend(errors.as_slice().iter().map(|e| {
+            format!(
+                "{}: Invalid value: {:?}: {}",
+                e.field_path,
+                value_kind(lookup(&typed, &e.field_path)),
+                e.message
+            )
+        }));
+    }
+    if problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(PolicyDocumentError::Rejected(problems))
+    }
+}
+
+/// The API server prints the JSON type of a value a CEL rule rejected.
+fn value_kind(value: Option<&Value>) -> &'static str {
+    match value {
+        Some(Value::Object(_)) | None => "object",
+        Some(Value::Array(_)) => "array",
+        Some(Value::String(_)) => "string",
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => "integer",
+        Some(Value::Number(_)) => "number",
+        Some(Value::Bool(_)) => "boolean",
+        Some(Value::Null) => "null",
+    }
+}
+
+/// The value at a path such as `spec.actions.zombies[0].taint`.
+fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut at = root;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            at = at.get(name)?;
+        }
+        for idx in indexes
+            .split(['[', ']'])
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<usize>)
+        {
+            at = at.get(idx.ok()?)?;
+        }
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "apiVersion: nodemedic.io/v1alpha1\nkind: NodeHealthPolicy\nmetadata:\n  name: t\n";
+
+    fn problems(body: &str) -> Vec<String> {
+        match parse_policy(&format!("{HEAD}{body}")) {
+            Ok(_) => Vec::new(),
+            Err(PolicyDocumentError::Rejected(p)) => p,
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_valid_policy_parses_with_defaults() {
+        let p = parse_policy(&format!("{HEAD}spec:\n  detectors:\n    zombies: {{}}\n"))
+            .expect("valid");
+        assert_eq!(p.spec.detectors.zombies.map(|z| z.threshold), Some(50));
+    }
+
+    #[test]
+    fn what_the_cel_rules_alone_missed() {
+        assert_eq!(
+            problems("spec:\n  detectors:\n    zombie: {}\n"),
+            ["strict decoding error: unknown field \"spec.detectors.zombie\""]
+        );
+        assert_eq!(
+            problems("spec:\n  detectors:\n    zombies: {threshold: 0}\n"),
+            [
+                "spec.detectors.zombies.threshold: Invalid value: 0: spec.detectors.zombies.threshold in body should be greater than or equal to 1"
+            ]
+        );
+        let nine = "      - action: Event\n".repeat(9);
+        assert_eq!(
+            problems(&format!(
+                "spec:\n  detectors:\n    zombies: {{}}\n  actions:\n    zombies:\n{nine}"
+            )),
+            ["spec.actions.zombies: Too many: 9: must have at most 8 items"]
+        );
+    }
+
+    #[test]
+    fn cel_failures_name_the_field_and_type() {
+        assert_eq!(
+            problems("spec:\n  detectors:\n    fdLeak: {usageRatio: 1.5}\n"),
+            ["spec.detectors.fdLeak: Invalid value: \"object\": usageRatio must be in (0, 1]"]
+        );
+    }
+
+    #[test]
+    fn wrong_kind_is_named() {
+        let err = parse_policy("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+            .expect_err("not a policy");
+        assert!(err.to_string().contains("kind ConfigMap"), "{err}");
+    }
+
+    #[test]
+    fn lookup_walks_indexes() {
+        let v = serde_json::json!({"spec": {"a": [{"b": 1}, {"b": 2}]}});
+        assert_eq!(lookup(&v, "spec.a[1].b"), Some(&serde_json::json!(2)));
+        assert_eq!(lookup(&v, "spec.a[5]"), None);
+    }
+}
