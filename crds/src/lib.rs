@@ -13,10 +13,10 @@ pub mod schema_check;
 pub mod selector;
 pub mod thresholds;
 
+pub use conditions::Detector;
 pub use duration::{KubeDuration, parse_duration};
 pub use policy::{NodeHealthPolicy, NodeHealthPolicySpec, NodeHealthPolicyStatus, PolicyMode};
 pub use report::{NodeHealthReport, NodeHealthReportSpec, NodeHealthReportStatus};
-pub use conditions::Detector;
 pub use thresholds::{EffectiveThresholds, NodePolicies, SelectedPolicy};
 
 /// API group of both kinds.

@@ -119,7 +119,8 @@ fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
 mod tests {
     use super::*;
 
-    const HEAD: &str = "apiVersion: nodemedic.io/v1alpha1\nkind: NodeHealthPolicy\nmetadata:\n  name: t\n";
+    const HEAD: &str =
+        "apiVersion: nodemedic.io/v1alpha1\nkind: NodeHealthPolicy\nmetadata:\n  name: t\n";
 
     fn problems(body: &str) -> Vec<String> {
         match parse_policy(&format!("{HEAD}{body}")) {

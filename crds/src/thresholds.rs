@@ -118,7 +118,6 @@ impl ZombieThresholds {
             for_duration: duration("zombies.for", d.for_duration.as_str())?,
         })
     }
-
 }
 
 impl HungTaskThresholds {
@@ -129,7 +128,6 @@ impl HungTaskThresholds {
             for_duration: duration("hungTasks.for", d.for_duration.as_str())?,
         })
     }
-
 }
 
 impl FdLeakThresholds {
@@ -157,7 +155,6 @@ impl FdLeakThresholds {
             for_duration: duration("fdLeak.for", d.for_duration.as_str())?,
         })
     }
-
 }
 
 impl CpuThrottlingThresholds {
@@ -169,7 +166,6 @@ impl CpuThrottlingThresholds {
             for_duration: duration("cpuThrottling.for", d.for_duration.as_str())?,
         })
     }
-
 }
 
 impl EffectiveThresholds {
@@ -482,7 +478,10 @@ mod tests {
         assert_eq!(names, ["fine"]);
         let errors: Vec<String> = got.rejected.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with("policy broken: nodeSelector:"), "{errors:?}");
+        assert!(
+            errors[0].starts_with("policy broken: nodeSelector:"),
+            "{errors:?}"
+        );
         assert!(
             errors[1].starts_with("policy bad-duration: hungTasks.minDuration:"),
             "{errors:?}"

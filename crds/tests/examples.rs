@@ -53,8 +53,8 @@ fn valid_examples_pass_validation() {
             "{} is valid but has expect-error",
             path.display()
         );
-        let policy = parse_policy(&text)
-            .unwrap_or_else(|e| panic!("{} is rejected: {e}", path.display()));
+        let policy =
+            parse_policy(&text).unwrap_or_else(|e| panic!("{} is rejected: {e}", path.display()));
         EffectiveThresholds::from_spec(&policy.spec)
             .unwrap_or_else(|e| panic!("{}: thresholds: {e}", path.display()));
     }

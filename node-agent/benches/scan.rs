@@ -14,9 +14,9 @@
 //! NODEMEDIC_BENCH_ITERS (default 30).
 
 use nodemedic_agent::detect::Engine;
-use nodemedic_agent::detect::thresholds::EffectiveThresholds;
 use nodemedic_agent::scan::Scanner;
 use nodemedic_agent::scan::procfs::FdRecount;
+use nodemedic_agent::scan_command::{builtin_policy, scan_once};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -39,7 +39,7 @@ struct Workload {
 
 impl Workload {
     fn start(sleepers: usize, root: bool) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodemedic-workload"));
+        let mut cmd = Command::new(nodemedic_testkit::workload_exe());
         cmd.args(["run", "--stop-on-stdin-eof", "--duration", "20m"])
             .args(["--sleepers", &sleepers.to_string()])
             .args(["--zombie-parents", "2", "--zombies-per-parent", "25"])
@@ -81,9 +81,12 @@ fn thread_cpu_ns() -> u64 {
 }
 
 fn full_scan(scanner: &mut Scanner, engine: &mut Engine) -> usize {
-    let obs = scanner.observe();
-    let a = engine.assess(scanner, &obs);
-    a.detectors.iter().map(|d| d.findings.len()).sum()
+    let scan = scan_once(scanner, engine, &builtin_policy());
+    scan.assessment
+        .detectors
+        .iter()
+        .map(|d| d.verdict.offenders.len())
+        .sum()
 }
 
 fn time_ps() -> Duration {
@@ -100,9 +103,9 @@ fn time_ps() -> Duration {
 /// Child mode: one full scan in a fresh process, then report peak RSS.
 fn rss_child() {
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut engine = Engine::new(EffectiveThresholds::builtin_defaults());
+    let mut engine = Engine::new();
     let first = scanner.observe_cgroups_only();
-    engine.prime(&first);
+    engine.prime(&first, &[builtin_policy()]);
     let n = full_scan(&mut scanner, &mut engine);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm = status
@@ -141,7 +144,7 @@ fn main() {
     let (floor, full, full_amortized, ps, cpu_per_scan, cpu_amortized, seen) = {
         let _w = Workload::start(procs, root);
         let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-        let mut engine = Engine::new(EffectiveThresholds::builtin_defaults());
+        let mut engine = Engine::new();
         let seen = scanner_processes(&mut scanner);
         // Warm up caches (dentries, allocator) for both paths.
         for _ in 0..3 {
@@ -155,7 +158,7 @@ fn main() {
             every: 3,
             ..FdRecount::default()
         });
-        let mut watch_engine = Engine::new(EffectiveThresholds::builtin_defaults());
+        let mut watch_engine = Engine::new();
         for _ in 0..3 {
             full_scan(&mut watching, &mut watch_engine);
         }

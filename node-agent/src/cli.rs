@@ -66,24 +66,10 @@ pub struct ScanArgs {
     pub count: u64,
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+/// Durations on the command line use the same grammar as policies
+/// (`500ms`, `10s`, `5m`, `1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration unit {unit:?} in {s:?}")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    nodemedic_crds::parse_duration(s.trim()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -96,7 +82,9 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        // One grammar for flags and policies: a unit is required.
+        assert!(parse_duration("3").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }

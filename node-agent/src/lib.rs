@@ -9,4 +9,3 @@ pub mod output;
 pub mod report;
 pub mod scan;
 pub mod scan_command;
-pub mod workload;

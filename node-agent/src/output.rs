@@ -1,8 +1,11 @@
-//! Renders an assessment as an aligned table for people, or JSON/YAML for
-//! scripts.
+//! Renders one scan as an aligned table for people (`scan -o table`);
+//! JSON and YAML print the `NodeHealthReport` itself.
 
-use crate::detect::Assessment;
-use crate::detect::finding::{DetectorReport, Severity};
+use crate::detect::PolicyAssessment;
+use crate::detect::finding::{Offenders, ProcessId, Severity, Verdict};
+use crate::report::build::{node_summary, trim_num};
+use crate::scan::Observation;
+use crate::scan::enrich::Enrichment;
 use std::fmt::Write as _;
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -13,23 +16,11 @@ fn f2(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
-fn severity_label(s: Option<Severity>) -> &'static str {
+fn severity_label(s: Severity) -> &'static str {
     match s {
-        Some(Severity::Exceeded) => "EXCEEDED",
-        Some(Severity::Warning) => "warning",
-        Some(Severity::Info) | None => "info",
-    }
-}
-
-fn detector_status(r: &DetectorReport) -> &'static str {
-    if !r.enabled {
-        "disabled"
-    } else if r.firing {
-        "FIRING"
-    } else if r.exceeded {
-        "EXCEEDED"
-    } else {
-        "ok"
+        Severity::Exceeded => "EXCEEDED",
+        Severity::Warning => "warning",
+        Severity::Info => "info",
     }
 }
 
@@ -68,19 +59,156 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
-pub fn table(a: &Assessment) -> String {
-    let s = &a.summary;
+/// One row of the offender table.
+struct Row {
+    severity: Severity,
+    detector: &'static str,
+    pid: Option<i32>,
+    tid: Option<i32>,
+    process: Option<(i32, u64)>,
+    comm: String,
+    cgroup: Option<String>,
+    detail: String,
+}
+
+fn process_row(
+    severity: Severity,
+    detector: &'static str,
+    p: &ProcessId,
+    tid: Option<i32>,
+    detail: String,
+) -> Row {
+    Row {
+        severity,
+        detector,
+        pid: Some(p.pid),
+        tid,
+        process: Some(p.key()),
+        comm: p.comm.clone(),
+        cgroup: None,
+        detail,
+    }
+}
+
+fn rows_of(v: &Verdict) -> Vec<Row> {
+    let name = v.detector.name();
+    match &v.offenders {
+        Offenders::Zombies(z) => z
+            .iter()
+            .map(|z| {
+                process_row(
+                    z.severity,
+                    name,
+                    &z.parent,
+                    None,
+                    format!(
+                        "{} zombie children ({} past minAge), oldest {:.0}s",
+                        z.zombies, z.past_min_age, z.oldest_age_seconds
+                    ),
+                )
+            })
+            .collect(),
+        Offenders::HungTasks(h) => h
+            .iter()
+            .map(|h| {
+                process_row(
+                    h.severity,
+                    name,
+                    &h.process,
+                    Some(h.tid),
+                    format!(
+                        "thread {} in D state for {:.1}s{}",
+                        printable(&h.thread_comm),
+                        h.blocked_seconds,
+                        h.wchan
+                            .as_ref()
+                            .map(|w| format!(" in {w}"))
+                            .unwrap_or_default()
+                    ),
+                )
+            })
+            .collect(),
+        Offenders::FdLeak { processes, node } => {
+            let mut rows: Vec<Row> = processes
+                .iter()
+                .map(|f| {
+                    let limit = f
+                        .soft_limit
+                        .map_or("unlimited".to_owned(), |l| l.to_string());
+                    let growth = f
+                        .growth_per_minute
+                        .map(|g| format!(", +{g:.1}/min"))
+                        .unwrap_or_default();
+                    process_row(
+                        f.severity,
+                        name,
+                        &f.process,
+                        None,
+                        format!("{} fds of {limit} soft limit{growth}", f.open_fds),
+                    )
+                })
+                .collect();
+            if let Some(n) = node {
+                rows.push(Row {
+                    severity: n.severity,
+                    detector: name,
+                    pid: None,
+                    tid: None,
+                    process: None,
+                    comm: "-".to_owned(),
+                    cgroup: None,
+                    detail: format!("node file handles {} of {} (file-nr)", n.allocated, n.max),
+                });
+            }
+            rows
+        }
+        Offenders::CpuThrottling(c) => c
+            .iter()
+            .map(|c| Row {
+                severity: c.severity,
+                detector: name,
+                pid: None,
+                tid: None,
+                process: None,
+                comm: "-".to_owned(),
+                cgroup: Some(c.cgroup.clone()),
+                detail: format!(
+                    "{}/{} periods throttled ({:.0}%), {:.2}s lost",
+                    c.throttled_periods,
+                    c.periods,
+                    c.throttled_ratio * 100.0,
+                    c.throttled_seconds
+                ),
+            })
+            .collect(),
+    }
+}
+
+fn detector_status(firing: bool, exceeded: bool) -> &'static str {
+    if firing {
+        "FIRING"
+    } else if exceeded {
+        "EXCEEDED"
+    } else {
+        "ok"
+    }
+}
+
+/// The table `scan` prints for one policy's assessment of one observation.
+pub fn table(obs: &Observation, a: &PolicyAssessment, e: &Enrichment) -> String {
+    let s = node_summary(obs);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "node {}  kernel {}  scan {:.1} ms  processes {}  threads {}",
-        opt(a.node.as_deref()),
-        opt(a.kernel.as_deref()),
-        a.scan_duration_seconds * 1000.0,
-        s.processes,
-        s.threads
+        "node {}  kernel {}  policy {}  scan {:.1} ms  processes {}  threads {}",
+        opt(obs.hostname.as_deref()),
+        opt(obs.node.kernel.as_deref()),
+        a.policy,
+        obs.duration.as_secs_f64() * 1000.0,
+        s.tasks.processes,
+        s.tasks.threads
     );
-    let t = &s.tasks;
+    let t = &obs.procs.tasks;
     let _ = writeln!(
         out,
         "tasks   R {}  S {}  D {}  Z {}  T {}  I {}  other {}",
@@ -88,80 +216,81 @@ pub fn table(a: &Assessment) -> String {
     );
     let _ = writeln!(
         out,
-        "load    {} {} {}  (runnable {}, blocked {})",
-        f2(s.load1),
-        f2(s.load5),
-        f2(s.load15),
-        opt(s.runnable),
-        opt(s.blocked)
+        "load    {:.2} {:.2} {:.2}  (runnable {}, blocked {})",
+        s.load.one, s.load.five, s.load.fifteen, s.load.runnable, s.load.blocked
     );
+    let psi = s.psi.clone().unwrap_or_default();
     let _ = writeln!(
         out,
         "psi     cpu some {}  memory some {} full {}  io some {} full {}",
-        f2(s.psi_cpu_some_avg10),
-        f2(s.psi_memory_some_avg10),
-        f2(s.psi_memory_full_avg10),
-        f2(s.psi_io_some_avg10),
-        f2(s.psi_io_full_avg10)
+        f2(psi.cpu.as_ref().map(|p| p.some_avg10)),
+        f2(psi.memory.as_ref().map(|p| p.some_avg10)),
+        f2(psi.memory.as_ref().and_then(|p| p.full_avg10)),
+        f2(psi.io.as_ref().map(|p| p.some_avg10)),
+        f2(psi.io.as_ref().and_then(|p| p.full_avg10))
     );
     let _ = writeln!(
         out,
         "files   {} of {} handles  hung_task_timeout_secs {}",
-        opt(s.file_handles_allocated),
-        opt(s.file_handles_max),
+        s.file_handles_allocated,
+        s.file_handles_max,
         opt(s.hung_task_timeout_secs)
     );
-    let k = &a.skipped;
+    let k = &obs.counters;
+    let x = &e.counters;
     let _ = writeln!(
         out,
         "skipped vanished {}  permission-denied {}  unparsable {}  io-errors {}  cgroups-truncated {}",
-        k.vanished, k.permission_denied, k.unparsable, k.io_errors, k.cgroups_truncated
+        k.vanished + x.vanished,
+        k.permission_denied + x.permission_denied,
+        k.unparsable + x.unparsable,
+        k.io_errors + x.io_errors,
+        k.cgroups_truncated
     );
     out.push('\n');
 
-    let mut rows = vec![vec![
-        "DETECTOR".to_owned(),
-        "STATUS".to_owned(),
-        "VALUE".to_owned(),
-        "THRESHOLD".to_owned(),
-        "HELD".to_owned(),
-        "OFFENDERS".to_owned(),
-    ]];
-    for r in &a.detectors {
+    let mut rows = vec![
+        [
+            "DETECTOR",
+            "STATUS",
+            "VALUE",
+            "THRESHOLD",
+            "HELD",
+            "OFFENDERS",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect::<Vec<_>>(),
+    ];
+    for d in &a.detectors {
+        let v = &d.verdict;
         rows.push(vec![
-            r.detector.name().to_owned(),
-            detector_status(r).to_owned(),
-            if r.enabled {
-                format!("{} {}", trim_num(r.value), r.unit)
+            v.detector.name().to_owned(),
+            detector_status(d.hold.firing, v.exceeded).to_owned(),
+            format!("{} {}", trim_num(v.value), v.unit),
+            v.threshold_text.clone(),
+            if v.exceeded {
+                format!("{:.0}s", d.hold.exceeded_for.as_secs_f64())
             } else {
                 "-".to_owned()
             },
-            if r.enabled {
-                r.threshold_text.clone()
+            if v.omitted > 0 {
+                format!("{} ({} not listed)", v.candidates, v.omitted)
             } else {
-                "-".to_owned()
+                v.candidates.to_string()
             },
-            if r.exceeded {
-                format!("{:.0}s", r.exceeded_for_seconds)
-            } else {
-                "-".to_owned()
-            },
-            r.candidates.to_string(),
         ]);
     }
     out.push_str(&columns(&rows));
     out.push('\n');
 
-    let mut findings: Vec<(&DetectorReport, &crate::detect::finding::Finding)> = a
+    let mut findings: Vec<Row> = a
         .detectors
         .iter()
-        .flat_map(|r| r.findings.iter().map(move |f| (r, f)))
+        .flat_map(|d| rows_of(&d.verdict))
         .collect();
-    findings.sort_by(|x, y| {
-        y.1.severity
-            .cmp(&x.1.severity)
-            .then(x.0.detector.cmp(&y.0.detector))
-    });
+    // Stable: within a severity, detectors keep their order.
+    findings.sort_by(|x, y| y.severity.cmp(&x.severity));
     if findings.is_empty() {
         out.push_str("no offenders\n");
         return out;
@@ -182,42 +311,43 @@ pub fn table(a: &Assessment) -> String {
         .map(|s| (*s).to_owned())
         .collect::<Vec<_>>(),
     ];
-    for (r, f) in findings {
-        let pod = match (&f.pod_namespace, &f.pod_name, &f.pod_uid) {
-            (Some(ns), Some(name), _) => format!("{ns}/{name}"),
-            (_, _, Some(uid)) => format!("uid:{uid}"),
-            _ => "-".to_owned(),
+    for r in findings {
+        let details = match (&r.process, &r.cgroup) {
+            (Some(key), _) => e.process(*key),
+            (None, Some(cg)) => e.cgroup(cg),
+            _ => None,
         };
-        let container = f
-            .container
-            .clone()
-            .or_else(|| {
-                f.container_id
-                    .as_ref()
-                    .map(|c| c.chars().take(13).collect())
+        let pod = details.map_or_else(
+            || "-".to_owned(),
+            |d| match (&d.pod_namespace, &d.pod_name, &d.attribution.pod_uid) {
+                (Some(ns), Some(name), _) => format!("{ns}/{name}"),
+                (_, _, Some(uid)) => format!("uid:{uid}"),
+                _ => "-".to_owned(),
+            },
+        );
+        let container = details
+            .and_then(|d| {
+                d.container_name.clone().or_else(|| {
+                    d.attribution
+                        .container_id
+                        .as_ref()
+                        .map(|c| c.chars().take(13).collect())
+                })
             })
-            .or_else(|| f.cgroup.clone())
+            .or_else(|| r.cgroup.clone())
             .unwrap_or_else(|| "-".to_owned());
         rows.push(vec![
-            severity_label(f.severity).to_owned(),
-            r.detector.name().to_owned(),
-            opt(f.host_pid),
-            opt(f.tid),
-            opt(f.ns_pid),
-            printable(f.comm.as_deref().unwrap_or("-")),
+            severity_label(r.severity).to_owned(),
+            r.detector.to_owned(),
+            opt(r.pid),
+            opt(r.tid),
+            opt(details.and_then(|d| d.nspid)),
+            printable(&r.comm),
             pod,
             container,
-            f.summary.clone(),
+            r.detail,
         ]);
     }
     out.push_str(&columns(&rows));
     out
-}
-
-fn trim_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
 }

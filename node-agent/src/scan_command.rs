@@ -1,14 +1,15 @@
 //! `nodemedic-agent scan`: observe, assess, print; once or in a loop.
 
 use crate::cli::{OutputFormat, ScanArgs};
-use crate::detect::Engine;
-use crate::detect::thresholds::{EffectiveThresholds, ThresholdError};
-use crate::report::to_report;
+use crate::detect::{Engine, PolicyAssessment};
+use crate::output;
+use crate::report::build::{self, AgentMeta};
+use crate::scan::enrich::{Enrichment, enrich};
 use crate::scan::procfs::FdRecount;
-use crate::scan::{ScanError, Scanner};
-use crate::{output, report};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use nodemedic_crds::NodeHealthPolicy;
+use crate::scan::{Observation, ScanError, ScanPlan, Scanner};
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::policy_document::{PolicyDocumentError, parse_policy};
+use nodemedic_crds::thresholds::{EffectiveThresholds, SelectedPolicy, ThresholdError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -30,17 +31,13 @@ pub enum ScanCommandError {
         #[source]
         source: std::io::Error,
     },
-    #[error("parsing policy {path} as a NodeHealthPolicy")]
-    PolicyParse {
-        path: PathBuf,
-        #[source]
-        source: serde_yaml::Error,
-    },
-    /// The same rules (and messages) the API server applies on `kubectl apply`.
-    #[error("policy {path} is invalid (the API server would reject it):\n  {}", .problems.join("\n  "))]
+    /// Not YAML, not a NodeHealthPolicy, or rejected exactly as the API
+    /// server would reject it (schema, unknown fields, CEL rules).
+    #[error("policy {path}")]
     PolicyInvalid {
         path: PathBuf,
-        problems: Vec<String>,
+        #[source]
+        source: PolicyDocumentError,
     },
     #[error("policy {path}")]
     PolicyThresholds {
@@ -54,69 +51,77 @@ pub enum ScanCommandError {
     Write(#[from] std::io::Error),
 }
 
-/// Loads the thresholds (and the policy's name) from a NodeHealthPolicy YAML.
-pub fn load_policy(path: &Path) -> Result<(String, EffectiveThresholds), ScanCommandError> {
+/// Loads a NodeHealthPolicy YAML file, checked as the API server would.
+pub fn load_policy(path: &Path) -> Result<SelectedPolicy, ScanCommandError> {
     let text = std::fs::read_to_string(path).map_err(|source| ScanCommandError::PolicyRead {
         path: path.to_owned(),
         source,
     })?;
-    let policy: NodeHealthPolicy =
-        serde_yaml::from_str(&text).map_err(|source| ScanCommandError::PolicyParse {
-            path: path.to_owned(),
-            source,
-        })?;
-    if let Err(errors) = policy.validate_cel() {
-        return Err(ScanCommandError::PolicyInvalid {
-            path: path.to_owned(),
-            problems: errors
-                .iter()
-                .map(|e| format!("{}: {}", e.field_path, e.message))
-                .collect(),
-        });
-    }
-    let thresholds = EffectiveThresholds::from_spec(&policy.spec).map_err(|source| {
-        ScanCommandError::PolicyThresholds {
-            path: path.to_owned(),
-            source,
-        }
+    let policy = parse_policy(&text).map_err(|source| ScanCommandError::PolicyInvalid {
+        path: path.to_owned(),
+        source,
     })?;
-    let name = policy
-        .metadata
-        .name
-        .clone()
-        .unwrap_or_else(|| path.display().to_string());
-    Ok((name, thresholds))
+    SelectedPolicy::from_policy(&policy).map_err(|source| ScanCommandError::PolicyThresholds {
+        path: path.to_owned(),
+        source,
+    })
 }
 
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+/// Every detector with the API defaults, when no policy file is given.
+pub fn builtin_policy() -> SelectedPolicy {
+    SelectedPolicy {
+        name: BUILTIN_POLICY.to_owned(),
+        thresholds: EffectiveThresholds::builtin_defaults(),
+        protected_processes: Vec::new(),
+    }
+}
+
+/// One scan, assessed: what `scan` prints.
+#[derive(Debug)]
+pub struct Scan {
+    pub observation: Observation,
+    pub assessment: PolicyAssessment,
+    pub enrichment: Enrichment,
+}
+
+/// Observes, assesses under `policy` and enriches the offenders.
+pub fn scan_once(scanner: &mut Scanner, engine: &mut Engine, policy: &SelectedPolicy) -> Scan {
+    let policies = std::slice::from_ref(policy);
+    let observation = scanner.observe(&ScanPlan::for_policies(policies));
+    let mut assessments = engine.assess(&observation, policies, Timestamp::now());
+    let enrichment = enrich(scanner, &assessments);
+    Scan {
+        observation,
+        // One policy in, one assessment out.
+        assessment: assessments.pop().unwrap_or(PolicyAssessment {
+            policy: policy.name.clone(),
+            detectors: Vec::new(),
+        }),
+        enrichment,
+    }
 }
 
 /// Runs the command; returns the process exit status.
 pub fn run(args: &ScanArgs) -> Result<i32, ScanCommandError> {
-    let (policy, thresholds) = match &args.policy {
+    let policy = match &args.policy {
         Some(p) => load_policy(p)?,
-        None => (
-            BUILTIN_POLICY.to_owned(),
-            EffectiveThresholds::builtin_defaults(),
-        ),
+        None => builtin_policy(),
     };
     let mut scanner = Scanner::new(&args.host_root)?;
-    let mut engine = Engine::new(thresholds);
+    let mut engine = Engine::new();
     let stdout = std::io::stdout();
 
     let Some(interval) = args.watch else {
         // One shot: a first cgroup sample, then the full scan a moment later
         // so that throttling is measured as a delta, not a lifetime average.
         let first = scanner.observe_cgroups_only();
-        engine.prime(&first);
+        engine.prime(&first, std::slice::from_ref(&policy));
         std::thread::sleep(args.sample_interval);
-        let obs = scanner.observe();
-        let a = engine.assess(&mut scanner, &obs);
-        if stopped_reading(print(&mut stdout.lock(), args.output, &a, &policy, false))? {
+        let scan = scan_once(&mut scanner, &mut engine, &policy);
+        if stopped_reading(print(&mut stdout.lock(), args.output, &scan, None))? {
             return Ok(0);
         }
-        return Ok(if args.fail_on_findings && a.exceeded {
+        return Ok(if args.fail_on_findings && scan.assessment.exceeded() {
             EXIT_FINDINGS
         } else {
             0
@@ -129,19 +134,23 @@ pub fn run(args: &ScanArgs) -> Result<i32, ScanCommandError> {
     });
     let mut n = 0u64;
     loop {
-        let obs = scanner.observe();
-        let a = engine.assess(&mut scanner, &obs);
-        if stopped_reading(print(&mut stdout.lock(), args.output, &a, &policy, true))? {
+        let scan = scan_once(&mut scanner, &mut engine, &policy);
+        if stopped_reading(print(
+            &mut stdout.lock(),
+            args.output,
+            &scan,
+            Some(interval),
+        ))? {
             return Ok(0);
         }
-        if args.fail_on_findings && a.firing {
+        if args.fail_on_findings && scan.assessment.firing() {
             return Ok(EXIT_FINDINGS);
         }
         n += 1;
         if args.count > 0 && n >= args.count {
             return Ok(0);
         }
-        std::thread::sleep(interval.saturating_sub(obs.duration));
+        std::thread::sleep(interval.saturating_sub(scan.observation.duration));
     }
 }
 
@@ -158,21 +167,39 @@ fn stopped_reading(r: Result<(), ScanCommandError>) -> Result<bool, ScanCommandE
 fn print(
     out: &mut impl Write,
     format: OutputFormat,
-    a: &crate::detect::Assessment,
-    policy: &str,
-    watching: bool,
+    scan: &Scan,
+    watching: Option<std::time::Duration>,
 ) -> Result<(), ScanCommandError> {
-    let node = a.node.clone().unwrap_or_else(|| "localhost".to_owned());
+    let report = || {
+        let node = scan
+            .observation
+            .hostname
+            .clone()
+            .unwrap_or_else(|| "localhost".to_owned());
+        let status = build::status(
+            &scan.observation,
+            std::slice::from_ref(&scan.assessment),
+            &scan.enrichment,
+            Timestamp::now(),
+            AgentMeta {
+                scan_interval: watching,
+                heartbeat: None,
+            },
+        );
+        build::report(&node, status)
+    };
     match format {
         OutputFormat::Table => {
-            if watching {
-                writeln!(out, "--- {}", now().0)?;
+            if watching.is_some() {
+                writeln!(out, "--- {}", Timestamp::now())?;
             }
-            out.write_all(output::table(a).as_bytes())?;
+            out.write_all(
+                output::table(&scan.observation, &scan.assessment, &scan.enrichment).as_bytes(),
+            )?;
         }
         OutputFormat::Json => {
-            let r = report::to_report(a, &node, policy, now());
-            let text = if watching {
+            let r = report();
+            let text = if watching.is_some() {
                 serde_json::to_string(&r)
             } else {
                 serde_json::to_string_pretty(&r)
@@ -181,10 +208,9 @@ fn print(
             writeln!(out, "{text}")?;
         }
         OutputFormat::Yaml => {
-            let r = to_report(a, &node, policy, now());
-            let text =
-                serde_yaml::to_string(&r).map_err(|e| ScanCommandError::Encode(e.to_string()))?;
-            if watching {
+            let text = serde_yaml::to_string(&report())
+                .map_err(|e| ScanCommandError::Encode(e.to_string()))?;
+            if watching.is_some() {
                 writeln!(out, "---")?;
             }
             out.write_all(text.as_bytes())?;

@@ -1,10 +1,14 @@
 //! Detectors and attribution over fixture host roots (no root needed).
 
-use nodemedic_agent::detect::finding::{DetectorKind, DurationSource, Finding};
-use nodemedic_agent::detect::thresholds::EffectiveThresholds;
-use nodemedic_agent::detect::{Assessment, Engine};
+mod common;
+
+use common::{details, fd_users, hung, throttled, verdict, zombies};
+use nodemedic_agent::detect::Engine;
+use nodemedic_agent::detect::finding::{DurationSource, Offenders};
 use nodemedic_agent::scan::Scanner;
-use nodemedic_agent::scan_command::load_policy;
+use nodemedic_agent::scan_command::{Scan, load_policy, scan_once};
+use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, ConditionType};
+use nodemedic_crds::{Detector, SelectedPolicy};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,25 +18,14 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn strict() -> EffectiveThresholds {
-    load_policy(&fixture("policy-strict.yaml"))
-        .expect("fixture policy loads")
-        .1
+fn strict() -> SelectedPolicy {
+    load_policy(&fixture("policy-strict.yaml")).expect("fixture policy loads")
 }
 
-fn assess_once(root: &Path, t: EffectiveThresholds) -> Assessment {
+fn assess_once(root: &Path, policy: &SelectedPolicy) -> Scan {
     let mut scanner = Scanner::new(root).expect("scanner");
-    let mut engine = Engine::new(t);
-    let obs = scanner.observe();
-    engine.assess(&mut scanner, &obs)
-}
-
-fn findings(a: &Assessment, kind: DetectorKind) -> &[Finding] {
-    a.detectors
-        .iter()
-        .find(|d| d.detector == kind)
-        .map(|d| d.findings.as_slice())
-        .unwrap_or_default()
+    let mut engine = Engine::new();
+    scan_once(&mut scanner, &mut engine, policy)
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -50,105 +43,114 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn kind_node_zombies_are_attributed_to_the_pod() {
-    let a = assess_once(&fixture("kind-v2-systemd"), strict());
-    let z = findings(&a, DetectorKind::Zombies);
+    let a = assess_once(&fixture("kind-v2-systemd"), &strict());
+    let z = zombies(&a);
     let parent = z
         .iter()
-        .find(|f| f.host_pid == Some(100))
+        .find(|f| f.parent.pid == 100)
         .expect("php-fpm listed");
-    assert_eq!(parent.zombies, Some(3));
+    assert_eq!(parent.zombies, 3);
     // Ages from se.exec_start against "now" 1000 s: 100 s, 150 s and 10 s.
-    assert_eq!(parent.zombies_past_min_age, Some(2));
+    assert_eq!(parent.past_min_age, 2);
     assert!(
         parent.exceeds,
         "2 zombies past minAge reach perParentThreshold 2"
     );
-    assert_eq!(parent.oldest_zombie_age_seconds, Some(150.0));
-    assert_eq!(parent.ns_pid, Some(1));
-    assert_eq!(parent.pod_namespace.as_deref(), Some("shop"));
-    assert_eq!(parent.pod_name.as_deref(), Some("php-7d9f"));
-    assert_eq!(parent.container.as_deref(), Some("php"));
-    assert_eq!(parent.runtime.as_deref(), Some("containerd"));
+    assert_eq!(parent.oldest_age_seconds, 150.0);
+    assert_eq!(parent.age_source, DurationSource::Sched);
+    let d = details(&a, parent.parent.key());
+    assert_eq!(d.nspid, Some(1));
+    assert_eq!(d.pod_namespace.as_deref(), Some("shop"));
+    assert_eq!(d.pod_name.as_deref(), Some("php-7d9f"));
+    assert_eq!(d.container_name.as_deref(), Some("php"));
+    assert_eq!(d.attribution.runtime.map(|r| r.name()), Some("containerd"));
     assert_eq!(
-        parent.pod_uid.as_deref(),
+        d.attribution.pod_uid.as_deref(),
         Some("0d8a5f7e-1c2b-4a3d-9e8f-123456789abc")
     );
     // 700 is a "Zl" leader whose thread still runs: shown in state Z, but not
     // a zombie anyone could reap.
-    assert_eq!(a.summary.process_states.zombie, 4);
-    let zombie_total: u64 = z.iter().filter_map(|f| f.zombies).sum();
+    let summary = nodemedic_agent::report::build::node_summary(&a.observation);
+    assert_eq!(summary.tasks.zombie, 4);
+    let zombie_total: u32 = z.iter().map(|f| f.zombies).sum();
     assert_eq!(zombie_total, 3);
 }
 
 #[test]
 fn kind_node_hung_thread_in_multithreaded_process() {
-    let a = assess_once(&fixture("kind-v2-systemd"), strict());
-    let h = findings(&a, DetectorKind::HungTasks);
+    let a = assess_once(&fixture("kind-v2-systemd"), &strict());
+    let h = hung(&a);
     assert_eq!(h.len(), 1, "{h:?}");
     let t = &h[0];
-    assert_eq!((t.host_pid, t.tid), (Some(200), Some(201)));
-    assert_eq!(t.comm.as_deref(), Some("java"));
-    assert_eq!(t.thread_comm.as_deref(), Some("nfs-writer"));
-    assert_eq!(t.blocked_seconds, Some(300.0));
-    assert_eq!(t.blocked_source, Some(DurationSource::Sched));
+    assert_eq!((t.process.pid, t.tid), (200, 201));
+    assert_eq!(t.process.comm, "java");
+    assert_eq!(t.thread_comm, "nfs-writer");
+    assert_eq!(t.blocked_seconds, 300.0);
+    assert_eq!(t.blocked_source, DurationSource::Sched);
     assert_eq!(t.wchan.as_deref(), Some("rpc_wait_bit_killable"));
     assert!(t.exceeds);
-    assert_eq!(t.pod_name.as_deref(), Some("report-job-x1"));
-    assert_eq!(a.summary.tasks.disk_sleep, 1);
+    assert_eq!(
+        details(&a, t.process.key()).pod_name.as_deref(),
+        Some("report-job-x1")
+    );
+    assert_eq!(a.observation.procs.tasks.disk_sleep, 1);
     // Seven single-threaded processes, java's three threads and the Zl
     // leader's two.
-    assert_eq!(a.summary.threads, 7 + 3 + 2);
-    assert_eq!(a.summary.tasks.zombie, 3 + 1);
+    assert_eq!(a.observation.counters.threads, 7 + 3 + 2);
+    assert_eq!(a.observation.procs.tasks.zombie, 3 + 1);
 }
 
 #[test]
 fn kind_node_fd_usage_and_node_summary() {
-    let a = assess_once(&fixture("kind-v2-systemd"), strict());
-    let f = findings(&a, DetectorKind::FdLeak);
+    let a = assess_once(&fixture("kind-v2-systemd"), &strict());
+    let f = fd_users(&a);
     let leaky = f
         .iter()
-        .find(|f| f.host_pid == Some(300))
+        .find(|f| f.process.pid == 300)
         .expect("leaky listed");
-    assert_eq!(leaky.open_fds, Some(90));
-    assert_eq!(leaky.fd_soft_limit, Some(100));
+    assert_eq!(leaky.open_fds, 90);
+    assert_eq!(leaky.soft_limit, Some(100));
     assert!(leaky.exceeds);
-    let php = f
-        .iter()
-        .find(|f| f.host_pid == Some(100))
-        .expect("php listed");
+    let php = f.iter().find(|f| f.process.pid == 100).expect("php listed");
     assert!(!php.exceeds, "8 fds is below minOpenFds");
-    let node = f
-        .iter()
-        .find(|f| f.host_pid.is_none())
-        .expect("node file-nr");
+    let Offenders::FdLeak {
+        node: Some(node), ..
+    } = &verdict(&a, Detector::FdLeak).offenders
+    else {
+        panic!("node file-nr listed");
+    };
     assert!(node.exceeds, "9500/10000 >= 0.9");
 
-    let s = &a.summary;
-    assert_eq!(a.node.as_deref(), Some("kind-worker"));
-    assert_eq!(a.kernel.as_deref(), Some("6.1.0-fixture"));
+    let s = nodemedic_agent::report::build::node_summary(&a.observation);
+    assert_eq!(a.observation.hostname.as_deref(), Some("kind-worker"));
+    assert_eq!(a.observation.node.kernel.as_deref(), Some("6.1.0-fixture"));
+    assert_eq!((s.load.one, s.load.runnable, s.load.blocked), (2.5, 3, 1));
+    assert_eq!(s.load.cpus, 2);
     assert_eq!(
-        (s.load1, s.runnable, s.blocked),
-        (Some(2.5), Some(3), Some(1))
+        s.psi
+            .as_ref()
+            .and_then(|p| p.io.as_ref())
+            .and_then(|p| p.full_avg10),
+        Some(20.0)
     );
-    assert_eq!(s.cpus, Some(2));
-    assert_eq!(s.psi_io_full_avg10, Some(20.0));
     assert_eq!(s.hung_task_timeout_secs, Some(120));
-    assert_eq!(a.skipped.unparsable, 0);
+    assert_eq!(a.observation.counters.unparsable, 0);
 }
 
 #[test]
 fn kind_node_throttling_needs_two_samples() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(&fixture("kind-v2-systemd"), dir.path());
+    let policy = strict();
     let mut scanner = Scanner::new(dir.path()).expect("scanner");
-    let mut engine = Engine::new(strict());
+    let mut engine = Engine::new();
     let first = scanner.observe_cgroups_only();
     assert_eq!(
         first.cgroups.len(),
         2,
         "two containers, the pod level skipped"
     );
-    engine.prime(&first);
+    engine.prime(&first, std::slice::from_ref(&policy));
     std::thread::sleep(std::time::Duration::from_millis(20));
 
     let cg = "kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod0d8a5f7e_1c2b_4a3d_9e8f_123456789abc.slice/cri-containerd-3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899.scope";
@@ -157,50 +159,52 @@ fn kind_node_throttling_needs_two_samples() {
         "usage_usec 200\nnr_periods 1100\nnr_throttled 180\nthrottled_usec 9000000\n",
     )
     .expect("advance counters");
-    let obs = scanner.observe();
-    let a = engine.assess(&mut scanner, &obs);
-    let t = findings(&a, DetectorKind::CpuThrottling);
+    let a = scan_once(&mut scanner, &mut engine, &policy);
+    let t = throttled(&a);
     assert_eq!(
         t.len(),
         1,
         "the unchanged container has no periods in the window"
     );
     let f = &t[0];
-    assert_eq!((f.periods, f.throttled_periods), (Some(100), Some(80)));
-    assert_eq!(f.throttled_ratio, Some(0.8));
-    assert_eq!(f.throttled_seconds, Some(4.0));
+    assert_eq!((f.periods, f.throttled_periods), (100, 80));
+    assert_eq!(f.throttled_ratio, 0.8);
+    assert_eq!(f.throttled_seconds, 4.0);
     assert_eq!(f.quota_cores, Some(0.5));
-    assert_eq!(f.cpu_pressure_some_avg10, Some(40.0));
+    assert_eq!(f.pressure_some_avg10, Some(40.0));
     assert!(f.exceeds);
-    assert_eq!(f.pod_name.as_deref(), Some("php-7d9f"));
-    assert_eq!(f.container.as_deref(), Some("php"));
+    let d = a.enrichment.cgroup(&f.cgroup).expect("cgroup enriched");
+    assert_eq!(d.pod_name.as_deref(), Some("php-7d9f"));
+    assert_eq!(d.container_name.as_deref(), Some("php"));
 }
 
 #[test]
 fn v1_cgroupfs_crio_attribution_and_throttling() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(&fixture("v1-cgroupfs-crio"), dir.path());
+    let policy = strict();
     let mut scanner = Scanner::new(dir.path()).expect("scanner");
-    let d = scanner.details(500, 1000);
+    let mut counters = Default::default();
+    let d = scanner.details(500, 1000, &mut counters);
     assert_eq!(d.pod_namespace.as_deref(), Some("web"));
     assert_eq!(d.pod_name.as_deref(), Some("nginx-0"));
     assert_eq!(d.container_name.as_deref(), Some("nginx"));
     assert_eq!(d.nspid, Some(1));
     assert_eq!(d.attribution.runtime.map(|r| r.name()), Some("cri-o"));
-    let redis = scanner.details(600, 1000);
+    let redis = scanner.details(600, 1000, &mut counters);
     assert_eq!(
         redis.attribution.container_id.as_deref(),
         Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
     );
     assert!(redis.pod_name.is_none(), "no kubelet log dir for that pod");
 
-    let mut engine = Engine::new(strict());
+    let mut engine = Engine::new();
     let first = scanner.observe_cgroups_only();
     let paths: Vec<&str> = first.cgroups.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(paths.len(), 3, "{paths:?}");
     assert!(paths.contains(&"/batch-jobs"));
     assert!(!paths.iter().any(|p| p.contains("conmon")));
-    engine.prime(&first);
+    engine.prime(&first, std::slice::from_ref(&policy));
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(
         dir.path()
@@ -208,43 +212,45 @@ fn v1_cgroupfs_crio_attribution_and_throttling() {
         "nr_periods 30\nnr_throttled 29\nthrottled_time 2900000000\n",
     )
     .expect("advance");
-    let obs = scanner.observe();
-    let a = engine.assess(&mut scanner, &obs);
-    let t = findings(&a, DetectorKind::CpuThrottling);
+    let a = scan_once(&mut scanner, &mut engine, &policy);
+    let t = throttled(&a);
     let f = t
         .iter()
-        .find(|f| f.cgroup.as_deref() == Some("/batch-jobs"))
+        .find(|f| f.cgroup == "/batch-jobs")
         .expect("batch-jobs listed");
-    assert_eq!(f.throttled_ratio, Some(19.0 / 20.0));
+    assert_eq!(f.throttled_ratio, 19.0 / 20.0);
     assert!(f.exceeds);
     assert_eq!(f.quota_cores, Some(0.1));
 }
 
 #[test]
 fn malformed_files_are_counted_not_fatal() {
-    let a = assess_once(&fixture("malformed"), strict());
-    let k = a.skipped;
-    // stat of 10 and 11, loadavg, file-nr, pressure/cpu, 13's status, limits
-    // and cgroup, 14's sched, the container's cpu.stat.
-    assert!(k.unparsable >= 8, "{k:?}");
+    let a = assess_once(&fixture("malformed"), &strict());
+    let k = a.observation.counters;
+    // stat of 10 and 11, loadavg, file-nr, pressure/cpu, 14's sched, the
+    // container's cpu.stat; 13's status, limits and cgroup are read by the
+    // enrichment stage and counted there.
+    let unparsable = k.unparsable + a.enrichment.counters.unparsable;
+    assert!(unparsable >= 8, "{k:?} {:?}", a.enrichment.counters);
     assert!(
         k.vanished >= 1,
         "empty stat of 12 counts as vanished: {k:?}"
     );
     assert_eq!(k.processes, 3, "1, 13 and 14 parse");
-    assert!(a.summary.load1.is_none());
-    assert!(a.summary.file_handles_max.is_none());
-    let hung = findings(&a, DetectorKind::HungTasks);
+    assert!(a.observation.node.load.is_none());
+    assert!(a.observation.node.file_handles_max.is_none());
+    let hung = hung(&a);
     assert_eq!(hung.len(), 1);
-    assert_eq!(hung[0].blocked_source, Some(DurationSource::Tracked));
-    let fd = findings(&a, DetectorKind::FdLeak);
-    let hostile = fd
-        .iter()
-        .find(|f| f.host_pid == Some(13))
-        .expect("13 listed");
-    assert_eq!(hostile.comm.as_deref(), Some("a) Z (b"));
-    assert_eq!(hostile.fd_soft_limit, None, "limits unparsable");
-    assert_eq!(hostile.ns_pid, None, "NSpid unparsable");
+    assert_eq!(hung[0].blocked_source, DurationSource::Tracked);
+    let fd = fd_users(&a);
+    let hostile = fd.iter().find(|f| f.process.pid == 13).expect("13 listed");
+    assert_eq!(hostile.process.comm, "a) Z (b");
+    assert_eq!(hostile.soft_limit, None, "limits unparsable");
+    assert_eq!(
+        details(&a, hostile.process.key()).nspid,
+        None,
+        "NSpid unparsable"
+    );
     assert!(!hostile.exceeds, "no limit, no ratio");
 }
 
@@ -289,9 +295,12 @@ fn scan_command_json_is_a_node_health_report() {
             .conditions
             .iter()
             .any(|c| c.policy == "fixture-strict"
-                && c.type_ == "ZombiesDetected"
-                && c.status == "True")
+                && c.type_ == ConditionType::ZombiesDetected
+                && c.status == ConditionStatus::True)
     );
+    // The node's file table is reported, not dropped on the way.
+    let files = status.findings.node_file_handles.expect("file-nr finding");
+    assert!(files.exceeded && files.exceeded_under == ["fixture-strict"]);
 }
 
 #[test]
@@ -333,8 +342,9 @@ fn scan_command_rejects_a_bad_policy() {
         .expect("run agent");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("spec.detectors.fdLeak: usageRatio must be in (0, 1]"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "spec.detectors.fdLeak: Invalid value: \"object\": usageRatio must be in (0, 1]"
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -453,27 +463,43 @@ fn scan_command_watch_prints_one_json_object_per_scan() {
     let zombies = status
         .conditions
         .iter()
-        .find(|c| c.type_ == "ZombiesDetected")
+        .find(|c| c.type_ == ConditionType::ZombiesDetected)
         .expect("zombie condition");
     assert_eq!(zombies.policy, "builtin-defaults");
     assert_eq!(
-        (zombies.status.as_str(), zombies.reason.as_str()),
-        ("False", "BelowThreshold")
+        (zombies.status, zombies.reason),
+        (ConditionStatus::False, ConditionReason::BelowThreshold)
     );
-    let reason = |t: &str| {
+    let reason = |t: ConditionType| {
         status
             .conditions
             .iter()
             .find(|c| c.type_ == t)
-            .map(|c| (c.status.clone(), c.reason.clone()))
+            .map(|c| (c.status, c.reason))
             .expect("condition")
     };
     // The 300 s D-state thread fires at once (hungTasks `for` defaults to 0s)...
     assert_eq!(
-        reason("HungTasksDetected"),
-        ("True".into(), "ThresholdExceeded".into())
+        reason(ConditionType::HungTasksDetected),
+        (ConditionStatus::True, ConditionReason::ThresholdExceeded)
     );
     // ...while the node's file-nr at 95% waits for fdLeak's default `for` of 2m.
-    assert_eq!(reason("FdLeakDetected"), ("False".into(), "Pending".into()));
+    assert_eq!(
+        reason(ConditionType::FdLeakDetected),
+        (ConditionStatus::False, ConditionReason::Pending)
+    );
+    // The transition time is when the condition was first set, the same
+    // in every scan, not "now".
+    let first = reports[0].status.as_ref().expect("status");
+    let t = |s: &nodemedic_crds::NodeHealthReportStatus, ty| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == ty)
+            .map(|c| c.last_transition_time.clone())
+    };
+    assert_eq!(
+        t(first, ConditionType::FdLeakDetected),
+        t(status, ConditionType::FdLeakDetected)
+    );
     assert!(!status.healthy);
 }

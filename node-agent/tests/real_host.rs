@@ -1,38 +1,33 @@
 //! Real-host tests: real zombies, D-state tasks, fd hoarders, throttled
 //! cgroups and hostile names, observed by the real scanner. They need root
-//! (cgroups, freezer) and skip LOUDLY otherwise. Each is bounded to a few
-//! seconds and cleans up through Drop guards even when an assertion fails.
+//! (cgroups, freezer) and skip LOUDLY otherwise — except in CI, where
+//! `NODEMEDIC_REQUIRE_REAL_HOST=1` turns every skip into a failure. Each is
+//! bounded to a few seconds and cleans up through Drop guards even when an
+//! assertion fails.
 
+mod common;
+
+use common::{fd_users, hung, policy, throttled, zombies};
 use nodemedic_agent::act::{SignalOutcome, Signaller, Target};
-use nodemedic_agent::detect::finding::{DetectorKind, DurationSource, Finding};
-use nodemedic_agent::detect::thresholds::{
-    CpuThrottlingThresholds, EffectiveThresholds, FdLeakThresholds, HungTaskThresholds,
-    ZombieThresholds,
-};
-use nodemedic_agent::detect::{Assessment, Engine};
+use nodemedic_agent::detect::Engine;
+use nodemedic_agent::detect::finding::DurationSource;
 use nodemedic_agent::scan::Scanner;
-use nodemedic_agent::workload::{self, DStateTask, ThrottledSpinner};
+use nodemedic_agent::scan::parse::ProcStat;
+use nodemedic_agent::scan_command::{Scan, scan_once};
+use nodemedic_crds::thresholds::{
+    CpuThrottlingThresholds, EffectiveThresholds, FdGrowthThresholds, FdLeakThresholds,
+    HungTaskThresholds, SelectedPolicy, ZombieThresholds,
+};
+use nodemedic_testkit::real_host::{is_root, skip};
+use nodemedic_testkit::workload::{self, DStateTask, ThrottledSpinner};
+use nodemedic_testkit::workload_exe;
 use rustix::process::Signal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const WORKLOAD: &str = env!("CARGO_BIN_EXE_nodemedic-workload");
-
-fn is_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    eprintln!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPING real-host test: not root. Run `cargo test` as root to !!!\n\
-         !!! exercise real zombies, D-state tasks and cgroup throttling.    !!!\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    false
-}
-
-fn workload_exe() -> PathBuf {
-    PathBuf::from(WORKLOAD)
+fn stat_of(pid: i32) -> Option<ProcStat> {
+    let buf = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    nodemedic_agent::scan::parse::parse_stat(&buf).ok()
 }
 
 fn no_detectors() -> EffectiveThresholds {
@@ -52,23 +47,11 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 fn state_of(pid: i32) -> Option<u8> {
-    let buf = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    nodemedic_agent::scan::parse::parse_stat(&buf)
-        .ok()
-        .map(|s| s.state)
+    stat_of(pid).map(|s| s.state)
 }
 
-fn assess(scanner: &mut Scanner, engine: &mut Engine) -> Assessment {
-    let obs = scanner.observe();
-    engine.assess(scanner, &obs)
-}
-
-fn findings(a: &Assessment, kind: DetectorKind) -> Vec<Finding> {
-    a.detectors
-        .iter()
-        .find(|d| d.detector == kind)
-        .map(|d| d.findings.clone())
-        .unwrap_or_default()
+fn assess(scanner: &mut Scanner, engine: &mut Engine, policy: &SelectedPolicy) -> Scan {
+    scan_once(scanner, engine, policy)
 }
 
 #[test]
@@ -84,10 +67,7 @@ fn zombies_are_counted_under_their_parent() {
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter_map(|p| {
-                let buf = std::fs::read(format!("/proc/{p}/stat")).ok()?;
-                nodemedic_agent::scan::parse::parse_stat(&buf).ok()
-            })
+            .filter_map(stat_of)
             .filter(|s| s.ppid == pid && s.state == b'Z')
             .count()
     };
@@ -97,7 +77,8 @@ fn zombies_are_counted_under_their_parent() {
     );
 
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut engine = Engine::new(EffectiveThresholds {
+    let mut engine = Engine::new();
+    let p = policy(EffectiveThresholds {
         zombies: Some(ZombieThresholds {
             threshold: 10_000,
             per_parent_threshold: 6,
@@ -106,18 +87,19 @@ fn zombies_are_counted_under_their_parent() {
         }),
         ..no_detectors()
     });
-    let a = assess(&mut scanner, &mut engine);
-    let f = findings(&a, DetectorKind::Zombies)
-        .into_iter()
-        .find(|f| f.host_pid == Some(pid))
+    let a = assess(&mut scanner, &mut engine, &p);
+    let f = zombies(&a)
+        .iter()
+        .find(|f| f.parent.pid == pid)
         .expect("zombie parent listed");
-    assert_eq!(f.zombies, Some(6));
-    assert_eq!(f.comm.as_deref(), Some("sleep"));
+    assert_eq!(f.zombies, 6);
+    assert_eq!(f.parent.comm, "sleep");
     assert!(f.exceeds, "6 zombies reach perParentThreshold 6");
-    assert!(f.start_time.is_some_and(|s| s > 0));
+    assert!(f.parent.start_time > 0);
 
     // A min age longer than the zombies have existed excludes them.
-    let mut strict = Engine::new(EffectiveThresholds {
+    let mut strict = Engine::new();
+    let p = policy(EffectiveThresholds {
         zombies: Some(ZombieThresholds {
             threshold: 10_000,
             per_parent_threshold: 6,
@@ -126,12 +108,12 @@ fn zombies_are_counted_under_their_parent() {
         }),
         ..no_detectors()
     });
-    let a = assess(&mut scanner, &mut strict);
-    let f = findings(&a, DetectorKind::Zombies)
-        .into_iter()
-        .find(|f| f.host_pid == Some(pid))
+    let a = assess(&mut scanner, &mut strict, &p);
+    let f = zombies(&a)
+        .iter()
+        .find(|f| f.parent.pid == pid)
         .expect("zombie parent still listed below threshold");
-    assert_eq!(f.zombies_past_min_age, Some(0));
+    assert_eq!(f.past_min_age, 0);
     assert!(!f.exceeds);
 }
 
@@ -147,7 +129,8 @@ fn d_state_task_blocked_duration_grows() {
         task.pid
     );
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut engine = Engine::new(EffectiveThresholds {
+    let mut engine = Engine::new();
+    let p = policy(EffectiveThresholds {
         hung_tasks: Some(HungTaskThresholds {
             min_duration: Duration::from_millis(1500),
             threshold: 1,
@@ -155,26 +138,24 @@ fn d_state_task_blocked_duration_grows() {
         }),
         ..no_detectors()
     });
-    let blocked = |a: &Assessment| {
-        findings(a, DetectorKind::HungTasks)
-            .into_iter()
-            .find(|f| f.host_pid == Some(task.pid))
+    let blocked = |a: &Scan| {
+        hung(a)
+            .iter()
+            .find(|f| f.process.pid == task.pid)
+            .cloned()
             .expect("D-state task listed")
     };
-    let first = blocked(&assess(&mut scanner, &mut engine));
+    let first = blocked(&assess(&mut scanner, &mut engine, &p));
     std::thread::sleep(Duration::from_millis(1600));
-    let second = blocked(&assess(&mut scanner, &mut engine));
-    let (s1, s2) = (
-        first.blocked_seconds.expect("duration"),
-        second.blocked_seconds.expect("duration"),
-    );
+    let second = blocked(&assess(&mut scanner, &mut engine, &p));
+    let (s1, s2) = (first.blocked_seconds, second.blocked_seconds);
     assert!(s2 >= s1 + 1.4, "blocked time grew from {s1} to {s2}");
     assert!(second.exceeds, "blocked {s2}s >= minDuration 1.5s");
-    assert_eq!(second.tid, Some(task.pid));
+    assert_eq!(second.tid, task.pid);
     // With CONFIG_SCHED_DEBUG the duration is known on first sight (a
     // tracked duration would start at zero).
     if Path::new("/proc/self/sched").exists() {
-        assert_eq!(first.blocked_source, Some(DurationSource::Sched));
+        assert_eq!(first.blocked_source, DurationSource::Sched);
         assert!(s1 > 0.0);
     }
 }
@@ -186,41 +167,35 @@ fn fd_hoarder_under_lowered_soft_limit() {
     }
     let hoarder = workload::fd_hoarder(&workload_exe(), 300, 350).expect("spawn hoarder");
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut engine = Engine::new(EffectiveThresholds {
-        fd_leak: Some(FdLeakThresholds {
-            usage_ratio: 0.8,
-            min_open_fds: 200,
-            growth: None,
-            node_file_ratio: 1.0,
-            for_duration: Duration::ZERO,
-        }),
-        ..no_detectors()
-    });
-    let a = assess(&mut scanner, &mut engine);
-    let f = findings(&a, DetectorKind::FdLeak)
-        .into_iter()
-        .find(|f| f.host_pid == Some(hoarder.pid()))
+    let mut engine = Engine::new();
+    let fd_policy = |usage_ratio| {
+        policy(EffectiveThresholds {
+            fd_leak: Some(FdLeakThresholds {
+                usage_ratio,
+                min_open_fds: 200,
+                growth: None,
+                node_file_ratio: 1.0,
+                for_duration: Duration::ZERO,
+            }),
+            ..no_detectors()
+        })
+    };
+    let a = assess(&mut scanner, &mut engine, &fd_policy(0.8));
+    let f = fd_users(&a)
+        .iter()
+        .find(|f| f.process.pid == hoarder.pid())
         .expect("hoarder listed");
-    assert_eq!(f.fd_soft_limit, Some(350));
-    let open = f.open_fds.expect("fd count");
+    assert_eq!(f.soft_limit, Some(350));
+    let open = f.open_fds;
     assert!((300..310).contains(&open), "open fds {open}");
     assert!(f.exceeds, "{open}/350 >= 0.8");
 
     // The same process under a more lenient ratio does not exceed.
-    let mut lenient = Engine::new(EffectiveThresholds {
-        fd_leak: Some(FdLeakThresholds {
-            usage_ratio: 0.95,
-            min_open_fds: 200,
-            growth: None,
-            node_file_ratio: 1.0,
-            for_duration: Duration::ZERO,
-        }),
-        ..no_detectors()
-    });
-    let a = assess(&mut scanner, &mut lenient);
-    let f = findings(&a, DetectorKind::FdLeak)
-        .into_iter()
-        .find(|f| f.host_pid == Some(hoarder.pid()))
+    let mut lenient = Engine::new();
+    let a = assess(&mut scanner, &mut lenient, &fd_policy(0.95));
+    let f = fd_users(&a)
+        .iter()
+        .find(|f| f.process.pid == hoarder.pid())
         .expect("hoarder listed");
     assert!(!f.exceeds);
 }
@@ -231,12 +206,13 @@ fn throttled_cgroup_v1_group() {
         return;
     }
     if workload::cpu_v1_hierarchy().is_none() {
-        eprintln!("!!! SKIPPING throttled_cgroup_v1_group: no cgroup v1 cpu hierarchy !!!");
+        skip("no cgroup v1 cpu hierarchy for throttled_cgroup_v1_group");
         return;
     }
     let spinner = ThrottledSpinner::spawn(&workload_exe(), 10_000, 100_000).expect("spinner");
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut engine = Engine::new(EffectiveThresholds {
+    let mut engine = Engine::new();
+    let p = policy(EffectiveThresholds {
         cpu_throttling: Some(CpuThrottlingThresholds {
             throttled_ratio: 0.5,
             min_periods: 5,
@@ -246,20 +222,20 @@ fn throttled_cgroup_v1_group() {
         ..no_detectors()
     });
     let first = scanner.observe_cgroups_only();
-    engine.prime(&first);
+    engine.prime(&first, std::slice::from_ref(&p));
     std::thread::sleep(Duration::from_millis(1200));
-    let a = assess(&mut scanner, &mut engine);
+    let a = assess(&mut scanner, &mut engine, &p);
     let path = spinner.cgroup_path();
-    let f = findings(&a, DetectorKind::CpuThrottling)
-        .into_iter()
-        .find(|f| f.cgroup.as_deref() == Some(path.as_str()))
+    let f = throttled(&a)
+        .iter()
+        .find(|f| f.cgroup == path)
         .unwrap_or_else(|| panic!("cgroup {path} listed"));
-    let periods = f.periods.expect("periods");
+    let periods = f.periods;
     assert!(
         periods >= 8,
         "about 12 periods of 100ms elapsed, saw {periods}"
     );
-    assert!(f.throttled_ratio.expect("ratio") >= 0.8, "{f:?}");
+    assert!(f.throttled_ratio >= 0.8, "{f:?}");
     assert!(f.exceeds);
     assert_eq!(f.quota_cores, Some(0.1));
 }
@@ -302,22 +278,21 @@ fn signalling_refuses_a_target_whose_start_time_changed() {
         .expect("spawn")
         .pop()
         .expect("one sleeper");
-    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
     // Wait until the child has exec'd sleep and gone to sleep.
     assert!(wait_until(Duration::from_secs(3), || {
-        scanner
-            .stat_of(victim.pid())
-            .is_ok_and(|s| s.state == b'S' && s.comm == "sleep")
+        stat_of(victim.pid()).is_some_and(|s| s.state == b'S' && s.comm == "sleep")
     }));
-    let stat = scanner.stat_of(victim.pid()).expect("stat");
-    let signaller = Signaller::new(Path::new("/proc"), &[]).expect("signaller");
+    let stat = stat_of(victim.pid()).expect("stat");
+    let signaller = Signaller::new(Path::new("/proc")).expect("signaller");
 
     let stale = Target {
         pid: victim.pid(),
         start_time: stat.starttime + 1,
         expected_ppid: None,
     };
-    let out = signaller.signal(&stale, Signal::KILL).expect("no error");
+    let out = signaller
+        .signal(&stale, Signal::KILL, &[])
+        .expect("no error");
     assert!(
         matches!(out, SignalOutcome::TargetChanged { .. }),
         "{out:?}"
@@ -334,23 +309,27 @@ fn signalling_refuses_a_target_whose_start_time_changed() {
         expected_ppid: Some(1),
     };
     let out = signaller
-        .signal(&wrong_parent, Signal::KILL)
+        .signal(&wrong_parent, Signal::KILL, &[])
         .expect("no error");
     assert!(
         matches!(out, SignalOutcome::TargetChanged { .. }),
         "{out:?}"
     );
 
-    let protected = Signaller::new(Path::new("/proc"), &["slee*".to_owned()]).expect("signaller");
     let exact = Target {
         pid: victim.pid(),
         start_time: stat.starttime,
         expected_ppid: Some(stat.ppid),
     };
-    let out = protected.signal(&exact, Signal::KILL).expect("no error");
+    // A policy's protectedProcesses apply to the requests it makes.
+    let out = signaller
+        .signal(&exact, Signal::KILL, &["slee*".to_owned()])
+        .expect("no error");
     assert!(matches!(out, SignalOutcome::Refused { .. }), "{out:?}");
 
-    let out = signaller.signal(&exact, Signal::TERM).expect("no error");
+    let out = signaller
+        .signal(&exact, Signal::TERM, &[])
+        .expect("no error");
     assert!(
         matches!(
             out,
@@ -369,7 +348,9 @@ fn signalling_refuses_a_target_whose_start_time_changed() {
         "SIGTERM ended the sleeper"
     );
     victim.kill();
-    let out = signaller.signal(&exact, Signal::TERM).expect("no error");
+    let out = signaller
+        .signal(&exact, Signal::TERM, &[])
+        .expect("no error");
     assert_eq!(out, SignalOutcome::TargetGone);
 }
 
@@ -378,17 +359,16 @@ fn signalling_refuses_kernel_threads() {
     if !is_root() {
         return;
     }
-    let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
     // kthreadd is pid 2 on every Linux host namespace.
-    let Ok(stat) = scanner.stat_of(2) else {
-        eprintln!("!!! SKIPPING: no pid 2 (not the host PID namespace) !!!");
+    let Some(stat) = stat_of(2) else {
+        skip("no pid 2 (not the host PID namespace)");
         return;
     };
     if !stat.is_kernel_thread() {
-        eprintln!("!!! SKIPPING: pid 2 is not a kernel thread here !!!");
+        skip("pid 2 is not a kernel thread here");
         return;
     }
-    let signaller = Signaller::new(Path::new("/proc"), &[]).expect("signaller");
+    let signaller = Signaller::new(Path::new("/proc")).expect("signaller");
     let out = signaller
         .signal(
             &Target {
@@ -397,6 +377,7 @@ fn signalling_refuses_kernel_threads() {
                 expected_ppid: None,
             },
             Signal::TERM,
+            &[],
         )
         .expect("no error");
     assert!(matches!(out, SignalOutcome::Refused { .. }), "{out:?}");
@@ -432,7 +413,7 @@ fn signalling_a_namespace_init_is_reported_as_such() {
         .stdin(std::process::Stdio::null())
         .spawn()
     else {
-        eprintln!("!!! SKIPPING: unshare(1) not available !!!");
+        skip("unshare(1) not available");
         return;
     };
     let unshare = workload::Spawned::new(child);
@@ -451,8 +432,14 @@ fn signalling_a_namespace_init_is_reported_as_such() {
         "namespaced sleep appeared"
     );
     let init = init.expect("found");
-    assert_eq!(scanner.details(init.pid, init.starttime).nspid, Some(1));
-    let signaller = Signaller::new(Path::new("/proc"), &[]).expect("signaller");
+    let mut counters = Default::default();
+    assert_eq!(
+        scanner
+            .details(init.pid, init.starttime, &mut counters)
+            .nspid,
+        Some(1)
+    );
+    let signaller = Signaller::new(Path::new("/proc")).expect("signaller");
     let out = signaller
         .signal(
             &Target {
@@ -461,6 +448,7 @@ fn signalling_a_namespace_init_is_reported_as_such() {
                 expected_ppid: Some(unshare.pid()),
             },
             Signal::KILL,
+            &[],
         )
         .expect("no error");
     assert!(
@@ -481,17 +469,12 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
         return;
     }
     let Ok(task) = DStateTask::spawn_vfork(Duration::from_secs(30)) else {
-        eprintln!("!!! SKIPPING vfork D-state test: python3 not available !!!");
+        skip("python3 not available for the vfork D-state test");
         return;
     };
     // Python's start-up (a pyenv shim, say) can block on disk I/O (a
     // transient D) and have children of its own; the vfork is in place once
     // a child with the parent's own name exists and D persists.
-    let stat_of = |pid: i32| {
-        std::fs::read(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|b| nodemedic_agent::scan::parse::parse_stat(&b).ok())
-    };
     let vforked = || {
         let Some(parent) = stat_of(task.pid).filter(|s| s.state == b'D') else {
             return false;
@@ -512,11 +495,12 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
     }) {
         // python3 exists but could not vfork through ctypes (e.g. no libc
         // symbol); the freezer-based test covers D state.
-        eprintln!("!!! SKIPPING vfork D-state test: parent never entered D !!!");
+        skip("the vfork parent never entered D");
         return;
     }
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut engine = Engine::new(EffectiveThresholds {
+    let mut engine = Engine::new();
+    let p = policy(EffectiveThresholds {
         hung_tasks: Some(HungTaskThresholds {
             min_duration: Duration::from_secs(3600),
             threshold: 1,
@@ -524,11 +508,11 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
         }),
         ..no_detectors()
     });
-    let a = assess(&mut scanner, &mut engine);
-    let listed = findings(&a, DetectorKind::HungTasks);
+    let a = assess(&mut scanner, &mut engine, &p);
+    let listed = hung(&a);
     let f = listed
         .iter()
-        .find(|f| f.host_pid == Some(task.pid))
+        .find(|f| f.process.pid == task.pid)
         .cloned()
         .unwrap_or_else(|| {
             panic!(
@@ -537,14 +521,13 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
                 state_of(task.pid).map(char::from),
                 listed
                     .iter()
-                    .map(|f| (f.host_pid, f.tid, f.comm.clone()))
+                    .map(|f| (f.process.pid, f.tid, f.process.comm.clone()))
                     .collect::<Vec<_>>()
             )
         });
-    assert_eq!(f.comm.as_deref(), Some("python3"));
+    assert_eq!(f.process.comm, "python3");
     assert!(!f.exceeds, "not blocked for an hour");
-    assert_eq!(a.detectors[1].detector, DetectorKind::HungTasks);
-    assert!(!a.detectors[1].exceeded);
+    assert!(!common::verdict(&a, nodemedic_crds::Detector::HungTasks).exceeded);
 }
 
 #[test]
@@ -558,11 +541,12 @@ fn fd_growth_is_detected_while_watching() {
     )
     .expect("spawn leaker");
     let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
-    let mut engine = Engine::new(EffectiveThresholds {
+    let mut engine = Engine::new();
+    let p = policy(EffectiveThresholds {
         fd_leak: Some(FdLeakThresholds {
             usage_ratio: 1.0,
             min_open_fds: 10,
-            growth: Some(nodemedic_agent::detect::thresholds::FdGrowthThresholds {
+            growth: Some(FdGrowthThresholds {
                 // 50/s is 3000/min; a stalled process would show 0.
                 min_fds_per_minute: 600.0,
                 window: Duration::from_secs(2),
@@ -574,21 +558,19 @@ fn fd_growth_is_detected_while_watching() {
     });
     let mut last = None;
     for _ in 0..8 {
-        let a = assess(&mut scanner, &mut engine);
-        last = findings(&a, DetectorKind::FdLeak)
-            .into_iter()
-            .find(|f| f.host_pid == Some(leaker.pid()));
-        if last
-            .as_ref()
-            .is_some_and(|f| f.fd_growth_per_minute.is_some())
-        {
+        let a = assess(&mut scanner, &mut engine, &p);
+        last = fd_users(&a)
+            .iter()
+            .find(|f| f.process.pid == leaker.pid())
+            .cloned();
+        if last.as_ref().is_some_and(|f| f.growth_per_minute.is_some()) {
             break;
         }
         std::thread::sleep(Duration::from_millis(400));
     }
     let f = last.expect("leaker listed");
     let rate = f
-        .fd_growth_per_minute
+        .growth_per_minute
         .expect("growth measured within the window");
     assert!(
         (1200.0..4000.0).contains(&rate),

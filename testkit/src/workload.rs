@@ -4,8 +4,8 @@
 //! reaps what it started when dropped, even if a test fails half-way.
 //!
 //! Helpers that need code in the child run the `nodemedic-workload` binary
-//! (its path is passed in), because doing work between fork and exec needs
-//! `unsafe`, which this workspace forbids.
+//! (its path is passed in, see [`crate::workload_exe`]), because doing work
+//! between fork and exec needs `unsafe`, which this workspace forbids.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -56,6 +56,11 @@ impl Spawned {
             return Err(std::io::Error::other("child exited before it was ready"));
         }
         Ok(line.trim().to_owned())
+    }
+
+    /// Gives up the handle of a child that was reaped elsewhere.
+    pub fn forget(&mut self) {
+        self.child = None;
     }
 
     pub fn kill(&mut self) {
@@ -219,11 +224,7 @@ pub fn kill_children_of(ppid: i32) {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let parent = std::fs::read(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|b| crate::scan::parse::parse_stat(&b).ok())
-            .map(|s| s.ppid);
-        if parent == Some(ppid)
+        if crate::ppid_of(pid) == Some(ppid)
             && let Some(p) = rustix::process::Pid::from_raw(pid)
         {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);

@@ -122,19 +122,13 @@ pub fn protected_match<'a>(
 #[derive(Debug)]
 pub struct Signaller {
     proc_dir: OwnedFd,
-    protected: Vec<String>,
     own_pid: i32,
 }
 
 impl Signaller {
-    /// `extra_protected` adds to the built-in protected names.
-    pub fn new(proc_root: &Path, extra_protected: &[String]) -> Result<Self, ReadFailure> {
-        let mut protected: Vec<String> =
-            BUILTIN_PROTECTED.iter().map(|s| (*s).to_owned()).collect();
-        protected.extend(extra_protected.iter().cloned());
+    pub fn new(proc_root: &Path) -> Result<Self, ReadFailure> {
         Ok(Self {
             proc_dir: reader::open_dir(proc_root)?,
-            protected,
             own_pid: rustix::process::getpid().as_raw_nonzero().get(),
         })
     }
@@ -170,8 +164,14 @@ impl Signaller {
         }
     }
 
-    /// Verifies `target` and sends `signal` to it.
-    pub fn signal(&self, target: &Target, signal: Signal) -> Result<SignalOutcome, SignalError> {
+    /// Verifies `target` and sends `signal` to it. `extra_protected` (a
+    /// policy's `protectedProcesses`) adds to the built-in protected names.
+    pub fn signal(
+        &self,
+        target: &Target,
+        signal: Signal,
+        extra_protected: &[String],
+    ) -> Result<SignalOutcome, SignalError> {
         if let Some(reason) = self.refuse_by_pid(target.pid) {
             return Ok(SignalOutcome::Refused { reason });
         }
@@ -216,7 +216,11 @@ impl Signaller {
                 reason: RefusalReason::KernelThread,
             });
         }
-        if let Some(p) = protected_match(&stat.comm, self.protected.iter().map(String::as_str)) {
+        let protected = BUILTIN_PROTECTED
+            .iter()
+            .copied()
+            .chain(extra_protected.iter().map(String::as_str));
+        if let Some(p) = protected_match(&stat.comm, protected) {
             return Ok(SignalOutcome::Refused {
                 reason: RefusalReason::Protected(p.to_owned()),
             });
@@ -254,7 +258,7 @@ mod tests {
 
     #[test]
     fn refuses_pid_1_and_itself_without_touching_them() {
-        let s = Signaller::new(Path::new("/proc"), &[]).expect("open /proc");
+        let s = Signaller::new(Path::new("/proc")).expect("open /proc");
         let own = rustix::process::getpid().as_raw_nonzero().get();
         for (pid, reason) in [
             (1, RefusalReason::InitOrInvalidPid),
@@ -268,7 +272,7 @@ mod tests {
                 expected_ppid: None,
             };
             assert_eq!(
-                s.signal(&t, Signal::TERM).expect("no error"),
+                s.signal(&t, Signal::TERM, &[]).expect("no error"),
                 SignalOutcome::Refused { reason },
                 "pid {pid}"
             );

@@ -1,28 +1,12 @@
-//! The shapes detectors produce.
+//! What detectors produce: one typed offender per detector, and the verdict
+//! of one detector for one policy.
 
+use crate::scan::attribution::Attribution;
+use crate::scan::cgroup::CgroupVersion;
+use nodemedic_crds::Detector;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DetectorKind {
-    Zombies,
-    HungTasks,
-    FdLeak,
-    CpuThrottling,
-}
-
-impl DetectorKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            DetectorKind::Zombies => "zombies",
-            DetectorKind::HungTasks => "hungTasks",
-            DetectorKind::FdLeak => "fdLeak",
-            DetectorKind::CpuThrottling => "cpuThrottling",
-        }
-    }
-}
-
-/// How bad one finding is. Ordered so that sorting descending puts the worst first.
+/// How bad one offender is. Ordered so that sorting descending puts the worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Severity {
@@ -45,6 +29,15 @@ impl Severity {
             Severity::Info
         }
     }
+
+    /// `Exceeded` when `exceeds`, otherwise graded by `fraction` (capped below 1).
+    pub fn graded(exceeds: bool, fraction: f64) -> Self {
+        if exceeds {
+            Severity::Exceeded
+        } else {
+            Severity::from_fraction(fraction.min(0.99))
+        }
+    }
 }
 
 /// Where a duration came from.
@@ -59,121 +52,159 @@ pub enum DurationSource {
     SinceStart,
 }
 
-/// One offender. Identity fields are always present when the detector is
-/// about a process; the value fields depend on the detector.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// A process identity that survives PID reuse.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Finding {
-    pub severity: Option<Severity>,
-    pub exceeds: bool,
-    /// A short human description of the measured value.
-    pub summary: String,
-
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_pid: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tid: Option<i32>,
-    /// stat starttime (clock ticks since boot): with the pid, the identity a
-    /// signal request must quote.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ns_pid: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-
-    // zombies (per parent)
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zombies: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zombies_past_min_age: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldest_zombie_age_seconds: Option<f64>,
-    // hung tasks
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked_source: Option<DurationSource>,
-    /// Thread name (the process comm is in `comm`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread_comm: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wchan: Option<String>,
-    // fd leak
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub open_fds: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fd_soft_limit: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fd_usage_ratio: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fd_growth_per_minute: Option<f64>,
-    // cpu throttling
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub periods: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub throttled_periods: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub throttled_ratio: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub throttled_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quota_cores: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_pressure_some_avg10: Option<f64>,
+pub struct ProcessId {
+    pub pid: i32,
+    /// stat field 22 (clock ticks after boot); 0 when the process could not
+    /// be seen (it exited between the walk's reads).
+    pub start_time: u64,
+    pub comm: String,
 }
 
-/// One detector's verdict for one scan.
+impl ProcessId {
+    /// The key enrichment and merging use.
+    pub fn key(&self) -> (i32, u64) {
+        (self.pid, self.start_time)
+    }
+}
+
+/// A parent holding zombie children.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DetectorReport {
-    pub detector: DetectorKind,
-    pub enabled: bool,
+pub struct ZombieParent {
+    pub parent: ProcessId,
+    pub zombies: u32,
+    pub past_min_age: u32,
+    pub oldest_age_seconds: f64,
+    pub age_source: DurationSource,
+    pub severity: Severity,
+    pub exceeds: bool,
+}
+
+/// A thread in uninterruptible sleep.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HungThread {
+    /// The process owning the thread.
+    pub process: ProcessId,
+    pub tid: i32,
+    pub thread_comm: String,
+    pub blocked_seconds: f64,
+    pub blocked_source: DurationSource,
+    pub wchan: Option<String>,
+    pub severity: Severity,
+    pub exceeds: bool,
+}
+
+/// A process and its open file descriptors.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FdUser {
+    pub process: ProcessId,
+    pub open_fds: u64,
+    /// Soft RLIMIT_NOFILE; `None` when unlimited or unreadable.
+    pub soft_limit: Option<u64>,
+    pub usage_ratio: Option<f64>,
+    pub growth_per_minute: Option<f64>,
+    pub severity: Severity,
+    pub exceeds: bool,
+}
+
+/// The node's file table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFileHandles {
+    pub allocated: u64,
+    pub max: u64,
+    pub ratio: f64,
+    pub severity: Severity,
+    pub exceeds: bool,
+}
+
+/// A cgroup throttled by its CPU quota.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThrottledCgroup {
+    /// Path below the hierarchy's mount point.
+    pub cgroup: String,
+    pub version: CgroupVersion,
+    /// Pod and container the path names.
+    pub attribution: Attribution,
+    pub quota_cores: Option<f64>,
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_ratio: f64,
+    pub throttled_seconds: f64,
+    pub pressure_some_avg10: Option<f64>,
+    pub severity: Severity,
+    pub exceeds: bool,
+}
+
+/// The listed offenders of one detector, worst first, at most
+/// [`nodemedic_crds::report::MAX_FINDINGS_PER_DETECTOR`] each.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "detector")]
+pub enum Offenders {
+    Zombies(Vec<ZombieParent>),
+    HungTasks(Vec<HungThread>),
+    FdLeak {
+        processes: Vec<FdUser>,
+        node: Option<NodeFileHandles>,
+    },
+    CpuThrottling(Vec<ThrottledCgroup>),
+}
+
+impl Offenders {
+    /// The detector these offenders belong to.
+    pub fn detector(&self) -> Detector {
+        match self {
+            Offenders::Zombies(_) => Detector::Zombies,
+            Offenders::HungTasks(_) => Detector::HungTasks,
+            Offenders::FdLeak { .. } => Detector::FdLeak,
+            Offenders::CpuThrottling(_) => Detector::CpuThrottling,
+        }
+    }
+
+    /// Number of listed offenders.
+    pub fn len(&self) -> usize {
+        match self {
+            Offenders::Zombies(v) => v.len(),
+            Offenders::HungTasks(v) => v.len(),
+            Offenders::FdLeak { processes, node } => processes.len() + usize::from(node.is_some()),
+            Offenders::CpuThrottling(v) => v.len(),
+        }
+    }
+
+    /// Nothing listed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One detector's verdict for one policy and one scan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub detector: Detector,
     /// The node-level condition holds in this scan.
     pub exceeded: bool,
-    /// It has held for the policy's `for` duration (hysteresis).
-    pub firing: bool,
-    /// Seconds the condition has held continuously (0 when not exceeded).
-    pub exceeded_for_seconds: f64,
     /// The node-level value compared against the threshold, with its unit.
     pub value: f64,
-    pub threshold: f64,
     pub unit: &'static str,
     /// The thresholds that apply, for people (e.g. "50 per node, 20 per parent").
     pub threshold_text: String,
-    /// Candidates considered before the top-N cut.
+    /// Offenders that would be listed without the size bound.
     pub candidates: u64,
-    pub findings: Vec<Finding>,
+    /// Offenders left out by the size bound.
+    pub omitted: u64,
+    pub offenders: Offenders,
 }
 
-impl DetectorReport {
-    pub fn disabled(detector: DetectorKind) -> Self {
-        Self {
-            detector,
-            enabled: false,
-            exceeded: false,
-            firing: false,
-            exceeded_for_seconds: 0.0,
-            value: 0.0,
-            threshold: 0.0,
-            unit: "",
-            threshold_text: String::new(),
-            candidates: 0,
-            findings: Vec::new(),
-        }
-    }
+/// Keeps the worst `max` of a sorted list and says how many were cut.
+pub(crate) fn bound<T>(items: &mut Vec<T>, max: usize) -> u64 {
+    let cut = items.len().saturating_sub(max);
+    items.truncate(max);
+    cut as u64
 }

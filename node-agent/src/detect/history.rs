@@ -1,9 +1,9 @@
-//! What the detectors remember between scans: when a zombie was first
-//! seen, since when a thread has been blocked without being switched in,
-//! fd counts and cgroup counters over a window, and since when each
-//! detector's condition has held.
+//! What the detectors remember between scans about the machine: when a
+//! zombie was first seen, since when a thread has been blocked without
+//! being switched in, fd counts and cgroup counters over a window. It is
+//! shared by every policy; each policy's hysteresis lives in
+//! [`super::hysteresis`].
 
-use super::finding::DetectorKind;
 use crate::scan::Observation;
 use crate::scan::cgroup::CgroupVersion;
 use crate::scan::parse::CpuStat;
@@ -19,15 +19,6 @@ pub struct History {
     blocked: HashMap<(i32, u64), (Option<u64>, Instant)>,
     fds: HashMap<(i32, u64), VecDeque<(Instant, u32)>>,
     cpu: HashMap<(CgroupVersion, String), VecDeque<(Instant, CpuStat)>>,
-    holds: HashMap<DetectorKind, Hold>,
-}
-
-/// Hysteresis state of one detector.
-#[derive(Debug, Default, Clone, Copy)]
-struct Hold {
-    exceeded_since: Option<Instant>,
-    clear_since: Option<Instant>,
-    firing: bool,
 }
 
 /// Retention for the windowed series.
@@ -142,39 +133,6 @@ impl History {
         };
         Some((delta, now.saturating_duration_since(*first_at)))
     }
-
-    /// Hysteresis, as the policy's `for` reads: a detector fires once its
-    /// condition has held continuously for `for_duration`, and resolves once
-    /// it has been clear for as long. Returns (firing, seconds the condition
-    /// has held).
-    pub fn hold(
-        &mut self,
-        kind: DetectorKind,
-        exceeded: bool,
-        for_duration: Duration,
-        now: Instant,
-    ) -> (bool, f64) {
-        let h = self.holds.entry(kind).or_default();
-        if exceeded {
-            h.clear_since = None;
-            let since = *h.exceeded_since.get_or_insert(now);
-            let held = now.saturating_duration_since(since);
-            if held >= for_duration {
-                h.firing = true;
-            }
-            (h.firing, held.as_secs_f64())
-        } else {
-            h.exceeded_since = None;
-            if h.firing {
-                let clear = *h.clear_since.get_or_insert(now);
-                if now.saturating_duration_since(clear) >= for_duration {
-                    h.firing = false;
-                    h.clear_since = None;
-                }
-            }
-            (h.firing, 0.0)
-        }
-    }
 }
 
 fn prune<T>(series: &mut VecDeque<(Instant, T)>, now: Instant, window: Duration) {
@@ -196,6 +154,8 @@ mod tests {
     fn obs_with(at: Instant, blocked: Vec<BlockedThread>, cpu: Option<CpuStat>) -> Observation {
         Observation {
             taken_at: at,
+            hostname: None,
+            clock_ticks: 100,
             procs: ProcSnapshot {
                 blocked,
                 ..ProcSnapshot::default()
@@ -303,6 +263,7 @@ mod tests {
             num_threads: 1,
             kernel_thread: false,
             fd_count: Some(fds),
+            fd_soft_limit: None,
         };
         let keep = Retention {
             fd_window: Some(Duration::from_secs(600)),
@@ -326,40 +287,6 @@ mod tests {
         assert_eq!(
             h.fd_growth_per_minute(42, 6, Duration::from_secs(600), t0),
             None
-        );
-    }
-
-    #[test]
-    fn hysteresis_holds_for_the_duration_both_ways() {
-        let t0 = Instant::now();
-        let at = |s| t0 + Duration::from_secs(s);
-        let mut h = History::default();
-        let k = DetectorKind::Zombies;
-        let f = Duration::from_secs(60);
-        assert_eq!(h.hold(k, true, f, t0), (false, 0.0));
-        assert!(!h.hold(k, true, f, at(30)).0);
-        assert_eq!(h.hold(k, true, f, at(60)), (true, 60.0));
-        // Clear, but not yet for `for`: still firing.
-        assert_eq!(h.hold(k, false, f, at(61)), (true, 0.0));
-        assert!(h.hold(k, false, f, at(100)).0);
-        // Exceeded again before resolving: the clear clock restarts.
-        assert!(h.hold(k, true, f, at(110)).0);
-        assert!(h.hold(k, false, f, at(120)).0);
-        assert!(h.hold(k, false, f, at(179)).0);
-        assert!(!h.hold(k, false, f, at(180)).0, "clear for 60 s resolves");
-        // A fresh episode needs the full `for` again.
-        assert!(!h.hold(k, true, f, at(190)).0);
-    }
-
-    #[test]
-    fn zero_for_fires_and_resolves_at_once() {
-        let t0 = Instant::now();
-        let mut h = History::default();
-        let k = DetectorKind::HungTasks;
-        assert!(h.hold(k, true, Duration::ZERO, t0).0);
-        assert!(
-            !h.hold(k, false, Duration::ZERO, t0 + Duration::from_secs(1))
-                .0
         );
     }
 }

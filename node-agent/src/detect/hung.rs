@@ -1,13 +1,12 @@
 //! Hung tasks: threads in uninterruptible sleep for longer than
 //! `minDuration`, counted per thread like the kernel's khungtaskd.
 
-use super::finding::{DetectorKind, DetectorReport, DurationSource, Finding, Severity};
+use super::finding::{DurationSource, HungThread, Offenders, ProcessId, Severity, Verdict, bound};
 use super::history::History;
-use super::thresholds::HungTaskThresholds;
 use crate::scan::Observation;
-
-/// How many D-state threads to list.
-pub const MAX_LISTED: usize = 50;
+use nodemedic_crds::Detector;
+use nodemedic_crds::report::MAX_FINDINGS_PER_DETECTOR;
+use nodemedic_crds::thresholds::HungTaskThresholds;
 
 /// Blocked duration of one D thread. The scheduler's `se.exec_start` gives
 /// it directly; the history's khungtaskd-style tracking (which restarts
@@ -40,7 +39,7 @@ pub fn blocked_for(
     }
 }
 
-pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> DetectorReport {
+pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> Verdict {
     let min = t.min_duration.as_secs_f64();
     let owners: std::collections::HashMap<i32, &crate::scan::procfs::ProcessObs> = obs
         .procs
@@ -49,7 +48,7 @@ pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> D
         .filter(|p| p.num_threads > 1)
         .map(|p| (p.pid, p))
         .collect();
-    let mut rows: Vec<Finding> = obs
+    let mut rows: Vec<HungThread> = obs
         .procs
         .blocked
         .iter()
@@ -58,39 +57,34 @@ pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> D
                 blocked_for(obs, history, b.tid, b.starttime, b.exec_start_ns, b.cpu);
             let owner = owners.get(&b.tgid);
             let fraction = if min > 0.0 { secs / min } else { 1.0 };
-            Finding {
-                severity: Some(Severity::from_fraction(fraction)),
-                exceeds: secs >= min,
-                summary: format!("in D state for {secs:.1}s"),
-                host_pid: Some(b.tgid),
-                tid: Some(b.tid),
-                start_time: Some(owner.map_or(b.starttime, |p| p.starttime)),
-                comm: Some(owner.map_or_else(|| b.comm.clone(), |p| p.comm.clone())),
-                thread_comm: Some(b.comm.clone()),
+            HungThread {
+                process: ProcessId {
+                    pid: b.tgid,
+                    start_time: owner.map_or(b.starttime, |p| p.starttime),
+                    comm: owner.map_or_else(|| b.comm.clone(), |p| p.comm.clone()),
+                },
+                tid: b.tid,
+                thread_comm: b.comm.clone(),
+                blocked_seconds: secs,
+                blocked_source: source,
                 wchan: b.wchan.clone(),
-                blocked_seconds: Some(secs),
-                blocked_source: Some(source),
-                ..Finding::default()
+                severity: Severity::from_fraction(fraction),
+                exceeds: secs >= min,
             }
         })
         .collect();
     let hung = rows.iter().filter(|f| f.exceeds).count() as u64;
     rows.sort_by(|a, b| {
         b.blocked_seconds
-            .unwrap_or(0.0)
-            .total_cmp(&a.blocked_seconds.unwrap_or(0.0))
+            .total_cmp(&a.blocked_seconds)
             .then(a.tid.cmp(&b.tid))
     });
     let candidates = rows.len() as u64;
-    rows.truncate(MAX_LISTED);
-    DetectorReport {
-        detector: DetectorKind::HungTasks,
-        enabled: true,
+    let omitted = bound(&mut rows, MAX_FINDINGS_PER_DETECTOR);
+    Verdict {
+        detector: Detector::HungTasks,
         exceeded: t.threshold > 0 && hung >= u64::from(t.threshold),
-        firing: false,
-        exceeded_for_seconds: 0.0,
         value: hung as f64,
-        threshold: f64::from(t.threshold),
         unit: "hung threads",
         threshold_text: format!(
             "{} thread(s) in D for {}s",
@@ -98,6 +92,7 @@ pub fn detect(obs: &Observation, t: &HungTaskThresholds, history: &History) -> D
             t.min_duration.as_secs()
         ),
         candidates,
-        findings: rows,
+        omitted,
+        offenders: Offenders::HungTasks(rows),
     }
 }

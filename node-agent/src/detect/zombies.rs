@@ -1,14 +1,15 @@
 //! Zombie buildup: per node and per parent, ignoring zombies younger than
 //! `minAge` (a parent that reaps promptly is healthy).
 
-use super::finding::{DetectorKind, DetectorReport, DurationSource, Finding, Severity};
+use super::finding::{
+    DurationSource, Offenders, ProcessId, Severity, Verdict, ZombieParent, bound,
+};
 use super::history::History;
-use super::thresholds::ZombieThresholds;
 use crate::scan::Observation;
+use nodemedic_crds::Detector;
+use nodemedic_crds::report::MAX_FINDINGS_PER_DETECTOR;
+use nodemedic_crds::thresholds::ZombieThresholds;
 use std::collections::HashMap;
-
-/// How many zombie parents to list.
-pub const TOP_PARENTS: usize = 10;
 
 /// Age of a zombie in seconds and how it was measured.
 pub fn zombie_age(
@@ -42,17 +43,18 @@ pub fn detect(
     t: &ZombieThresholds,
     history: &History,
     clock_ticks: u64,
-) -> DetectorReport {
+) -> Verdict {
     struct Parent {
-        all: u64,
-        count: u64,
+        all: u32,
+        past_min_age: u32,
         oldest: f64,
+        source: DurationSource,
     }
     let min_age = t.min_age.as_secs_f64();
     let mut parents: HashMap<i32, Parent> = HashMap::new();
     let mut total = 0u64;
     for z in &obs.procs.zombies {
-        let (age, _) = zombie_age(
+        let (age, source) = zombie_age(
             obs,
             history,
             z.pid,
@@ -63,14 +65,18 @@ pub fn detect(
         );
         let p = parents.entry(z.ppid).or_insert(Parent {
             all: 0,
-            count: 0,
+            past_min_age: 0,
             oldest: 0.0,
+            source,
         });
-        p.all += 1;
-        p.oldest = p.oldest.max(age);
+        p.all = p.all.saturating_add(1);
+        if age >= p.oldest {
+            p.oldest = age;
+            p.source = source;
+        }
         if age >= min_age {
             total += 1;
-            p.count += 1;
+            p.past_min_age = p.past_min_age.saturating_add(1);
         }
     }
     let by_pid: HashMap<i32, &crate::scan::procfs::ProcessObs> =
@@ -78,43 +84,37 @@ pub fn detect(
     let per_parent = f64::from(t.per_parent_threshold.max(1));
     let mut ranked: Vec<(i32, Parent)> = parents.into_iter().collect();
     ranked.sort_by(|a, b| {
-        (b.1.count, b.1.all)
-            .cmp(&(a.1.count, a.1.all))
+        (b.1.past_min_age, b.1.all)
+            .cmp(&(a.1.past_min_age, a.1.all))
             .then(a.0.cmp(&b.0))
     });
     let candidates = ranked.len() as u64;
-    let findings: Vec<Finding> = ranked
+    let mut listed: Vec<ZombieParent> = ranked
         .into_iter()
-        .take(TOP_PARENTS)
         .map(|(ppid, p)| {
             let parent = by_pid.get(&ppid);
-            let exceeds = p.count >= u64::from(t.per_parent_threshold);
-            Finding {
-                severity: Some(Severity::from_fraction(p.count as f64 / per_parent)),
+            let exceeds = p.past_min_age >= t.per_parent_threshold;
+            ZombieParent {
+                parent: ProcessId {
+                    pid: ppid,
+                    start_time: parent.map_or(0, |p| p.starttime),
+                    comm: parent.map(|p| p.comm.clone()).unwrap_or_default(),
+                },
+                zombies: p.all,
+                past_min_age: p.past_min_age,
+                oldest_age_seconds: p.oldest,
+                age_source: p.source,
+                severity: Severity::from_fraction(f64::from(p.past_min_age) / per_parent),
                 exceeds,
-                summary: format!(
-                    "{} zombie children ({} past minAge), oldest {:.0}s",
-                    p.all, p.count, p.oldest
-                ),
-                host_pid: Some(ppid),
-                start_time: parent.map(|p| p.starttime),
-                comm: parent.map(|p| p.comm.clone()),
-                zombies: Some(p.all),
-                zombies_past_min_age: Some(p.count),
-                oldest_zombie_age_seconds: Some(p.oldest),
-                ..Finding::default()
             }
         })
         .collect();
-    let exceeded = total >= u64::from(t.threshold) || findings.iter().any(|f| f.exceeds);
-    DetectorReport {
-        detector: DetectorKind::Zombies,
-        enabled: true,
-        exceeded,
-        firing: false,
-        exceeded_for_seconds: 0.0,
+    let any_parent_exceeds = listed.iter().any(|p| p.exceeds);
+    let omitted = bound(&mut listed, MAX_FINDINGS_PER_DETECTOR);
+    Verdict {
+        detector: Detector::Zombies,
+        exceeded: total >= u64::from(t.threshold) || any_parent_exceeds,
         value: total as f64,
-        threshold: f64::from(t.threshold),
         unit: "zombies",
         threshold_text: format!(
             "{} per node, {} per parent (older than {}s)",
@@ -123,6 +123,7 @@ pub fn detect(
             t.min_age.as_secs()
         ),
         candidates,
-        findings,
+        omitted,
+        offenders: Offenders::Zombies(listed),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod attribution;
 pub mod cgroup;
+pub mod enrich;
 pub mod node;
 pub mod parse;
 pub mod pods;
@@ -43,15 +44,44 @@ pub struct ProcessDetails {
     pub container_name: Option<String>,
 }
 
-/// One full observation of the host.
+/// One full observation of the host: plain data, everything detection needs.
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub taken_at: Instant,
+    /// The host's name (`/proc/sys/kernel/hostname`), when readable.
+    pub hostname: Option<String>,
+    /// Clock ticks per second, the unit of stat's `starttime`.
+    pub clock_ticks: u64,
     pub procs: ProcSnapshot,
     pub node: NodeObs,
     pub cgroups: Vec<CgroupCpuObs>,
     pub counters: ScanCounters,
     pub duration: std::time::Duration,
+}
+
+/// What a scan reads beyond the always-read files, derived from the
+/// policies being evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanPlan {
+    /// Read the soft RLIMIT_NOFILE of the `fd_limit_top` biggest fd users
+    /// and of every process holding at least `fd_limit_min_fds` fds.
+    /// `None`: no policy looks at fd usage.
+    pub fd_limit_min_fds: Option<u64>,
+    pub fd_limit_top: usize,
+}
+
+impl ScanPlan {
+    /// The plan that serves every given policy.
+    pub fn for_policies(policies: &[nodemedic_crds::SelectedPolicy]) -> Self {
+        Self {
+            fd_limit_min_fds: policies
+                .iter()
+                .filter_map(|p| p.thresholds.fd_leak.as_ref())
+                .map(|f| f.min_open_fds)
+                .min(),
+            fd_limit_top: crate::detect::fds::TOP_USERS,
+        }
+    }
 }
 
 /// The scanner holds open handles and scratch buffers across scans so that a
@@ -66,8 +96,6 @@ pub struct Scanner {
     pods: PodDirectory,
     details: HashMap<(i32, u64), ProcessDetails>,
     limits: HashMap<(i32, u64), Option<Limit>>,
-    /// Failures while enriching (after the scan's own counters were taken).
-    pub enrich_counters: ScanCounters,
     clock_ticks: u64,
 }
 
@@ -99,7 +127,6 @@ impl Scanner {
             pods: PodDirectory::load(host_root),
             details: HashMap::new(),
             limits: HashMap::new(),
-            enrich_counters: ScanCounters::default(),
             clock_ticks: rustix::param::clock_ticks_per_second(),
         })
     }
@@ -137,17 +164,21 @@ impl Scanner {
             .collect()
     }
 
-    /// One full observation: processes, node, cgroups.
-    pub fn observe(&mut self) -> Observation {
+    /// One full observation: processes (with the fd limits the plan asks
+    /// for), node, cgroups.
+    pub fn observe(&mut self, plan: &ScanPlan) -> Observation {
         let start = Instant::now();
         let mut counters = ScanCounters::default();
-        let procs = self.scan_processes(&mut counters);
+        let mut procs = self.scan_processes(&mut counters);
+        self.read_fd_limits(&mut procs, plan, &mut counters);
         let node = node::read_node(self.proc_dir.as_fd(), &mut counters);
         let cgroups = self.scan_cgroups(&mut counters);
         self.pods = PodDirectory::load(&self.host_root);
         self.prune_caches(&procs);
         Observation {
             taken_at: start,
+            hostname: self.hostname(),
+            clock_ticks: self.clock_ticks(),
             procs,
             node,
             cgroups,
@@ -163,11 +194,58 @@ impl Scanner {
         let cgroups = self.scan_cgroups(&mut counters);
         Observation {
             taken_at: start,
+            hostname: None,
+            clock_ticks: self.clock_ticks(),
             procs: ProcSnapshot::default(),
             node: NodeObs::default(),
             cgroups,
             counters,
             duration: start.elapsed(),
+        }
+    }
+
+    fn hostname(&self) -> Option<String> {
+        let mut buf = Vec::with_capacity(256);
+        reader::read_at(self.proc_dir.as_fd(), "sys/kernel/hostname", &mut buf).ok()?;
+        let name = String::from_utf8_lossy(&buf).trim().to_owned();
+        (!name.is_empty()).then_some(name)
+    }
+
+    /// Soft RLIMIT_NOFILE for the processes the plan names (cached by
+    /// identity: a process's limit rarely changes after it starts).
+    fn read_fd_limits(
+        &mut self,
+        procs: &mut ProcSnapshot,
+        plan: &ScanPlan,
+        counters: &mut ScanCounters,
+    ) {
+        let Some(min_fds) = plan.fd_limit_min_fds else {
+            return;
+        };
+        let mut by_fds: Vec<(u32, usize)> = procs
+            .processes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.fd_count.map(|n| (n, i)))
+            .collect();
+        by_fds.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (rank, (fds, i)) in by_fds.into_iter().enumerate() {
+            if rank >= plan.fd_limit_top && u64::from(fds) < min_fds {
+                break;
+            }
+            let p = &mut procs.processes[i];
+            let key = (p.pid, p.starttime);
+            let limit = match self.limits.get(&key) {
+                Some(l) => *l,
+                None => {
+                    let l = self
+                        .walker
+                        .nofile_soft_limit(self.proc_dir.as_fd(), p.pid, counters);
+                    self.limits.insert(key, l);
+                    l
+                }
+            };
+            p.fd_soft_limit = limit;
         }
     }
 
@@ -184,12 +262,17 @@ impl Scanner {
         self.limits.retain(|k, _| alive.contains(k));
     }
 
-    /// NSpid, cgroup attribution and pod names of one process.
-    pub fn details(&mut self, pid: i32, starttime: u64) -> ProcessDetails {
+    /// NSpid, cgroup attribution and pod names of one process (cached by
+    /// identity); read failures are counted in `counters`.
+    pub fn details(
+        &mut self,
+        pid: i32,
+        starttime: u64,
+        counters: &mut ScanCounters,
+    ) -> ProcessDetails {
         if let Some(d) = self.details.get(&(pid, starttime)) {
             return d.clone();
         }
-        let counters = &mut self.enrich_counters;
         let nspid = self
             .walker
             .status(self.proc_dir.as_fd(), pid, counters)
@@ -228,22 +311,5 @@ impl Scanner {
             container_name,
             attribution,
         }
-    }
-
-    /// Soft RLIMIT_NOFILE of one process (cached by identity).
-    pub fn nofile_soft_limit(&mut self, pid: i32, starttime: u64) -> Option<Limit> {
-        if let Some(l) = self.limits.get(&(pid, starttime)) {
-            return *l;
-        }
-        let l =
-            self.walker
-                .nofile_soft_limit(self.proc_dir.as_fd(), pid, &mut self.enrich_counters);
-        self.limits.insert((pid, starttime), l);
-        l
-    }
-
-    /// Re-reads one process's stat line (for signalling).
-    pub fn stat_of(&mut self, pid: i32) -> Result<parse::ProcStat, Option<reader::ReadFailure>> {
-        self.walker.stat_of(self.proc_dir.as_fd(), pid)
     }
 }

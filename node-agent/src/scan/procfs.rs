@@ -20,6 +20,9 @@ pub struct ProcessObs {
     pub kernel_thread: bool,
     /// Open fds; `None` when unreadable (permissions, vanished, kernel thread).
     pub fd_count: Option<u32>,
+    /// Soft RLIMIT_NOFILE, read only for the processes the scan plan names
+    /// (the biggest fd users); `None` otherwise or when unreadable.
+    pub fd_soft_limit: Option<Limit>,
 }
 
 /// A thread in uninterruptible sleep (state `D`).
@@ -333,6 +336,7 @@ impl ProcWalker {
                 num_threads: stat.num_threads,
                 kernel_thread,
                 fd_count,
+                fd_soft_limit: None,
             });
         }
         if !self.fd_cache.is_empty() {
@@ -599,20 +603,5 @@ impl ProcWalker {
         let _ = write!(self.path, "{pid}/cgroup");
         note(counters, read_at(proc_dir, &self.path, &mut self.buf))?;
         Some(String::from_utf8_lossy(&self.buf).into_owned())
-    }
-
-    /// Re-reads one process's stat (used by the signalling primitive).
-    pub fn stat_of(
-        &mut self,
-        proc_dir: impl AsFd,
-        pid: i32,
-    ) -> Result<parse::ProcStat, Option<ReadFailure>> {
-        self.path.clear();
-        let _ = write!(self.path, "{pid}/stat");
-        read_at(proc_dir, &self.path, &mut self.buf).map_err(Some)?;
-        if self.buf.is_empty() {
-            return Err(Some(ReadFailure::Vanished));
-        }
-        parse::parse_stat(&self.buf).map_err(|_| None)
     }
 }

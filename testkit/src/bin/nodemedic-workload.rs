@@ -5,10 +5,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use nodemedic_agent::cli::parse_duration;
-use nodemedic_agent::workload::{self, DStateTask, Spawned, ThrottledSpinner};
+use nodemedic_testkit::workload::{self, DStateTask, Spawned, ThrottledSpinner};
 use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions};
 use std::io::Read;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
@@ -43,6 +43,32 @@ enum Cmd {
     Threads { count: usize },
     /// Thaw, kill and remove cgroups left by a generator killed with SIGKILL.
     Cleanup,
+    /// Act as a container's init that hosts a zombie factory: become a child
+    /// subreaper, start one parent process that makes COUNT zombies and
+    /// never reaps them, and reap whatever is reparented to us — so that
+    /// when the parent is killed its zombies are reaped, as in a real
+    /// container whose init reaps. Runs until SIGTERM/SIGINT or DURATION.
+    Zombies(ZombiesArgs),
+    /// (helper) Start COUNT children that exit at once, never wait for
+    /// them, then sleep: COUNT zombies under this process.
+    ZombieParent { count: usize },
+    /// (helper) Exit at once.
+    Exit,
+}
+
+#[derive(Debug, clap::Args)]
+struct ZombiesArgs {
+    /// Zombies under the parent.
+    #[arg(long, env = "NODEMEDIC_WL_ZOMBIES", default_value_t = 30)]
+    count: usize,
+    /// Move this process into these cgroup directories first (writes its
+    /// pid into each `cgroup.procs`), e.g. a pod-shaped path in each v1
+    /// hierarchy, so that everything it starts is attributed there.
+    #[arg(long, env = "NODEMEDIC_WL_JOIN_CGROUP")]
+    join_cgroup: Vec<PathBuf>,
+    /// Stop after this long.
+    #[arg(long, env = "NODEMEDIC_WL_DURATION", value_parser = parse_duration, default_value = "1h")]
+    duration: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,12 +174,92 @@ fn main() -> Result<()> {
             workload::announce_ready();
             sleep_forever()
         }
+        Cmd::Zombies(args) => zombies(args),
+        Cmd::ZombieParent { count } => {
+            die_with_parent();
+            let exe = std::env::current_exe().context("locating own binary")?;
+            // Dropping a Child does not wait for it: each exits and stays a zombie.
+            for _ in 0..count {
+                std::process::Command::new(&exe)
+                    .arg("exit")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .context("spawning a child")?;
+            }
+            workload::announce_ready();
+            sleep_forever()
+        }
+        Cmd::Exit => Ok(()),
         Cmd::Cleanup => {
             let n = workload::cleanup_stale_groups();
             println!("removed {n} stale cgroup(s)");
             Ok(())
         }
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    nodemedic_crds::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn zombies(args: ZombiesArgs) -> Result<()> {
+    for dir in &args.join_cgroup {
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining cgroup {}", dir.display()))?;
+    }
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .context("PR_SET_CHILD_SUBREAPER")?;
+    let exe = std::env::current_exe().context("locating own binary")?;
+    let mut parent = workload::helper(&exe, &["zombie-parent", &args.count.to_string()])
+        .context("starting the zombie parent")?;
+    let parent_pid = parent.pid();
+    println!(
+        "ready zombie-parent={parent_pid} zombies={} init={}",
+        args.count,
+        std::process::id()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let deadline = tokio::time::sleep(args.duration);
+        tokio::pin!(deadline);
+        let mut reaped = 0u64;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    // Reap everything that ended: the parent when it is
+                    // killed, and the zombies reparented to us then.
+                    while let Ok(Some((pid, status))) =
+                        rustix::process::waitpid(None, WaitOptions::NOHANG)
+                    {
+                        if pid.as_raw_nonzero().get() == parent_pid {
+                            println!("zombie parent {parent_pid} ended ({status:?})");
+                            parent.forget();
+                        } else {
+                            reaped += 1;
+                        }
+                    }
+                    if reaped > 0 {
+                        println!("reaped {reaped} orphaned children");
+                        reaped = 0;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    drop(parent);
+    reap_orphans();
+    Ok(())
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -252,10 +358,7 @@ fn reap_orphans() {
                 let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
                     continue;
                 };
-                let ppid = std::fs::read(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|b| nodemedic_agent::scan::parse::parse_stat(&b).ok())
-                    .map(|s| s.ppid.to_string());
+                let ppid = nodemedic_testkit::ppid_of(pid).map(|p| p.to_string());
                 if ppid.as_deref() == Some(me.as_str())
                     && let Some(p) = Pid::from_raw(pid)
                 {

@@ -1,0 +1,90 @@
+//! Dev-only test kit of nodemedic: real problem processes for tests,
+//! benchmarks, demos and the kind end-to-end workload image. Nothing here
+//! ships in the agent or the operator.
+
+pub mod workload;
+
+use std::path::PathBuf;
+
+/// The `nodemedic-workload` binary of this workspace, next to the running
+/// test or bench executable (`cargo test --workspace` builds it).
+pub fn workload_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/nodemedic-workload
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|dir| dir.join("nodemedic-workload"))
+        .collect::<Vec<_>>();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "nodemedic-workload not found next to {} (looked in {candidates:?}); build it with `cargo build -p nodemedic-testkit`",
+                exe.display()
+            )
+        })
+}
+
+/// Parent pid from a `/proc/PID/stat` line (comm may hold spaces and
+/// parentheses: split on the last `)`).
+pub fn ppid_of_stat(stat: &[u8]) -> Option<i32> {
+    let text = std::str::from_utf8(stat).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Parent pid of `pid`, read from `/proc`.
+pub fn ppid_of(pid: i32) -> Option<i32> {
+    ppid_of_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ppid_survives_hostile_comms() {
+        assert_eq!(
+            super::ppid_of_stat(b"42 (a) b) (c) S 7 42 42 0 -1"),
+            Some(7)
+        );
+        assert_eq!(super::ppid_of_stat(b"42 (x"), None);
+    }
+}
+
+/// Real-host tests need root (cgroups, freezer, other users' /proc). Where
+/// they cannot run they say so loudly; where they must run — CI, which runs
+/// as root and sets `NODEMEDIC_REQUIRE_REAL_HOST=1` — a skip is a failure.
+pub mod real_host {
+    /// Whether skipping is a failure here.
+    pub fn required() -> bool {
+        std::env::var("NODEMEDIC_REQUIRE_REAL_HOST").is_ok_and(|v| v == "1")
+    }
+
+    /// Skips the calling test with `why`, or fails it when real-host tests
+    /// are required. Returns so that callers can `return` after it.
+    pub fn skip(why: &str) {
+        assert!(
+            !required(),
+            "real-host test cannot run: {why} (NODEMEDIC_REQUIRE_REAL_HOST=1 makes this a failure)"
+        );
+        eprintln!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPING real-host test: {why}\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        );
+    }
+
+    /// True as root; otherwise skips (or fails, when required).
+    pub fn is_root() -> bool {
+        if rustix::process::geteuid().is_root() {
+            return true;
+        }
+        skip(
+            "not root; run `cargo test` as root to exercise real zombies, D-state tasks and cgroups",
+        );
+        false
+    }
+}
