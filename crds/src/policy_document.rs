@@ -19,6 +19,10 @@ pub enum PolicyDocumentError {
     Rejected(Vec<String>),
 }
 
+/// What the API server adds when schema errors kept it from running the
+/// CEL rules (its words, `<nil>` field included).
+pub const CEL_NOT_CHECKED: &str = "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+
 /// The policy CRD's `openAPIV3Schema`, as served.
 pub fn policy_schema() -> Value {
     use kube::CustomResourceExt as _;
@@ -48,14 +52,22 @@ pub fn parse_policy(text: &str) -> Result<NodeHealthPolicy, PolicyDocumentError>
             ),
         });
     }
-    let mut problems = match schema_check::validate(&policy_schema(), &object) {
-        Ok(()) => Vec::new(),
+    let mut problems = Vec::new();
+    match schema_check::validate(&policy_schema(), &object) {
+        Ok(()) => {}
         // Strict decoding stops the API server before validation.
         Err(rejection @ SchemaRejection::UnknownFields(_)) => {
             return Err(PolicyDocumentError::Rejected(rejection.lines()));
         }
-        Err(rejection) => rejection.lines(),
-    };
+        // Like the API server, the CEL rules are not run after a wrong type,
+        // enum value, missing field or exceeded size bound, and it says so.
+        Err(rejection) if rejection.blocks_cel() => {
+            let mut lines = rejection.lines();
+            lines.push(CEL_NOT_CHECKED.to_owned());
+            return Err(PolicyDocumentError::Rejected(lines));
+        }
+        Err(rejection) => problems = rejection.lines(),
+    }
     let policy: NodeHealthPolicy = match serde_json::from_value(object) {
         Ok(p) => p,
         // A schema error already explains why typed decoding failed.
@@ -65,31 +77,22 @@ pub fn parse_policy(text: &str) -> Result<NodeHealthPolicy, PolicyDocumentError>
     if let Err(errors) = policy.validate_cel() {
         let typed = serde_json::to_value(&policy).unwrap_or(Value::Null);
         problems.extend(errors.as_slice().iter().map(|e| {
-            format!(
-                "{}: Invalid value: {:?}: {}",
-                e.field_path,
-                value_kind(lookup(&typed, &e.field_path)),
-                e.message
-            )
+            // The API server prints a scalar value, never an object or list.
+            match lookup(&typed, &e.field_path) {
+                Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => format!(
+                    "{}: Invalid value: {}: {}",
+                    e.field_path,
+                    schema_check::show(v),
+                    e.message
+                ),
+                _ => format!("{}: Invalid value: {}", e.field_path, e.message),
+            }
         }));
     }
     if problems.is_empty() {
         Ok(policy)
     } else {
         Err(PolicyDocumentError::Rejected(problems))
-    }
-}
-
-/// The API server prints the JSON type of a value a CEL rule rejected.
-fn value_kind(value: Option<&Value>) -> &'static str {
-    match value {
-        Some(Value::Object(_)) | None => "object",
-        Some(Value::Array(_)) => "array",
-        Some(Value::String(_)) => "string",
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => "integer",
-        Some(Value::Number(_)) => "number",
-        Some(Value::Bool(_)) => "boolean",
-        Some(Value::Null) => "null",
     }
 }
 
@@ -154,7 +157,10 @@ mod tests {
             problems(&format!(
                 "spec:\n  detectors:\n    zombies: {{}}\n  actions:\n    zombies:\n{nine}"
             )),
-            ["spec.actions.zombies: Too many: 9: must have at most 8 items"]
+            [
+                "spec.actions.zombies: Too many: 9: must have at most 8 items",
+                CEL_NOT_CHECKED
+            ]
         );
     }
 
@@ -162,7 +168,7 @@ mod tests {
     fn cel_failures_name_the_field_and_type() {
         assert_eq!(
             problems("spec:\n  detectors:\n    fdLeak: {usageRatio: 1.5}\n"),
-            ["spec.detectors.fdLeak: Invalid value: \"object\": usageRatio must be in (0, 1]"]
+            ["spec.detectors.fdLeak: Invalid value: usageRatio must be in (0, 1]"]
         );
     }
 

@@ -18,6 +18,10 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong, e.g. `Required value` or `Too many: 9: must have at most 8 items`.
     pub detail: String,
+    /// A wrong type, unsupported enum value, missing required field, or a
+    /// size bound exceeded: the API server does not run the CEL rules on an
+    /// object with such an error.
+    pub blocks_cel: bool,
 }
 
 impl fmt::Display for FieldError {
@@ -37,6 +41,14 @@ pub enum SchemaRejection {
 }
 
 impl SchemaRejection {
+    /// Whether the API server would skip the CEL rules for this object.
+    pub fn blocks_cel(&self) -> bool {
+        match self {
+            SchemaRejection::UnknownFields(_) => true,
+            SchemaRejection::Invalid(errors) => errors.iter().any(|e| e.blocks_cel),
+        }
+    }
+
     /// One line per problem, in the API server's words.
     pub fn lines(&self) -> Vec<String> {
         match self {
@@ -149,12 +161,14 @@ fn check_metadata(object: &Value, errors: &mut Vec<FieldError>) {
         errors.push(FieldError {
             field: "metadata.name".to_owned(),
             detail: "Required value: name or generateName is required".to_owned(),
+            blocks_cel: true,
         });
     }
 }
 
-/// How the API server prints a value inside an error (Go's `%#v`-like).
-fn show(value: &Value) -> String {
+/// How the API server prints a value inside an error: strings quoted,
+/// numbers and booleans bare, objects and arrays by their type.
+pub fn show(value: &Value) -> String {
     match value {
         Value::String(s) => format!("{s:?}"),
         Value::Null => "\"null\"".to_owned(),
@@ -192,6 +206,7 @@ fn invalid(errors: &mut Vec<FieldError>, path: &str, value: &Value, detail: Stri
     errors.push(FieldError {
         field: path.to_owned(),
         detail: format!("Invalid value: {}: {detail}", show(value)),
+        blocks_cel: false,
     });
 }
 
@@ -217,6 +232,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                 detail: format!(
                     "Invalid value: \"null\": {path} in body must be of type {t}: \"null\""
                 ),
+                blocks_cel: true,
             });
         }
         return;
@@ -234,6 +250,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                     show(value),
                     json_type(value)
                 ),
+                blocks_cel: true,
             });
         }
         return;
@@ -248,6 +265,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                 show(value),
                 json_type(value)
             ),
+            blocks_cel: true,
         });
         return;
     }
@@ -268,6 +286,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                 show(value),
                 supported.join(", ")
             ),
+            blocks_cel: true,
         });
     }
     match value {
@@ -281,6 +300,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                 errors.push(FieldError {
                     field: path.to_owned(),
                     detail: format!("Too many: {len}: must have at most {max} items"),
+                    blocks_cel: true,
                 });
             }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
@@ -311,6 +331,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                     errors.push(FieldError {
                         field: child(path, required),
                         detail: "Required value".to_owned(),
+                        blocks_cel: true,
                     });
                 }
             }
@@ -393,6 +414,7 @@ fn check_string(schema: &Value, value: &Value, s: &str, path: &str, errors: &mut
         errors.push(FieldError {
             field: path.to_owned(),
             detail: format!("Too long: may not be more than {max} bytes"),
+            blocks_cel: true,
         });
     }
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64)

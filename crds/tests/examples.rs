@@ -85,8 +85,12 @@ fn invalid_examples_fail_with_their_message() {
             Err(e) => panic!("{}: {e}", path.display()),
         };
         // Each invalid example breaks exactly the rules it names, so a rule
-        // that starts rejecting valid input shows up here too.
-        for actual in &messages {
+        // that starts rejecting valid input shows up here too. (Schema errors
+        // keep the CEL rules from running, which the API server notes.)
+        for actual in messages
+            .iter()
+            .filter(|m| m.as_str() != nodemedic_crds::policy_document::CEL_NOT_CHECKED)
+        {
             assert!(
                 expected.iter().any(|m| actual.contains(m.as_str())),
                 "{}: unexpected extra error {actual:?}",

@@ -567,13 +567,51 @@ async fn invalid_examples_are_rejected_through_kube_rs() {
         let name = unique_name("invalid");
         obj.metadata.name = Some(name.clone());
         let api = dynamic_api(&client, &obj).await;
-        for how in ["create", "server-side apply"] {
+        // Unknown fields are rejected under strict field validation, which
+        // kubectl asks for; kube-rs 5 cannot ask for it on a create (the
+        // server then only warns), and server-side apply rejects them in its
+        // own words. So for those examples only apply is checked here, for
+        // the field path.
+        let unknown: Vec<&str> = expected
+            .iter()
+            .filter_map(|m| m.strip_prefix("unknown field \""))
+            .filter_map(|m| m.strip_suffix('"'))
+            .collect();
+        let strict_only = !unknown.is_empty();
+        if strict_only {
+            let res = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).validation_strict(),
+                    &Patch::Apply(&obj),
+                )
+                .await;
+            match res {
+                Ok(_) => panic!("{} was accepted by server-side apply", file.display()),
+                Err(kube::Error::Api(status)) => {
+                    for field in &unknown {
+                        assert!(
+                            status
+                                .message
+                                .contains(&format!(".{field}: field not declared in schema")),
+                            "{}: expected {field} named in {:?}",
+                            file.display(),
+                            status.message
+                        );
+                    }
+                }
+                Err(e) => panic!("{}: unexpected error {e}", file.display()),
+            }
+            continue;
+        }
+        let hows: &[&str] = &["create", "server-side apply"];
+        for &how in hows {
             let res = if how == "create" {
                 api.create(&PostParams::default(), &obj).await
             } else {
                 api.patch(
                     &name,
-                    &PatchParams::apply(FIELD_MANAGER),
+                    &PatchParams::apply(FIELD_MANAGER).validation_strict(),
                     &Patch::Apply(&obj),
                 )
                 .await
@@ -788,4 +826,75 @@ async fn server_applies_the_documented_defaults() {
         "spec.safety not defaulted by the server: {:?}",
         stored.data["spec"]
     );
+}
+
+/// `nodemedic-agent scan --policy` checks a policy file client-side
+/// (`policy_document::parse_policy`). It must agree with the API server on
+/// every example: the same verdict, and for invalid ones exactly the same
+/// field paths and messages.
+#[tokio::test]
+async fn client_side_policy_check_agrees_with_the_api_server() {
+    use nodemedic_crds::policy_document::{PolicyDocumentError, parse_policy};
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    for file in valid_examples() {
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(
+            parse_policy(&text).is_ok(),
+            "{} is valid for the server but not client-side",
+            file.display()
+        );
+    }
+    for file in invalid_examples() {
+        let text = std::fs::read_to_string(&file).expect("read");
+        let client_lines = match parse_policy(&text) {
+            Err(PolicyDocumentError::Rejected(lines)) => lines,
+            other => panic!("{}: client-side check gave {other:?}", file.display()),
+        };
+        let mut obj: DynamicObject = read_yaml_documents(&file)
+            .expect("parse")
+            .into_iter()
+            .next()
+            .expect("one doc");
+        obj.metadata.name = Some(unique_name("agree"));
+        if client_lines[0].starts_with("strict decoding error:") {
+            // kubectl asks for strict field validation and words it the same.
+            let path = file.to_str().expect("utf-8 path");
+            let out = cp.kubectl(&["apply", "-f", path]).await.expect("kubectl");
+            assert!(!out.success);
+            assert!(
+                out.stderr.contains(&client_lines[0]),
+                "{}: client says {:?}, kubectl says {}",
+                file.display(),
+                client_lines[0],
+                out.stderr
+            );
+            continue;
+        }
+        let api = dynamic_api(&client, &obj).await;
+        let status = match api.create(&PostParams::default(), &obj).await {
+            Err(kube::Error::Api(status)) => status,
+            other => panic!("{}: server gave {other:?}", file.display()),
+        };
+        let mut server_lines: Vec<String> = status
+            .details
+            .as_ref()
+            .map(|d| {
+                d.causes
+                    .iter()
+                    .map(|c| format!("{}: {}", c.field, c.message))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut client_lines = client_lines;
+        server_lines.sort();
+        client_lines.sort();
+        assert_eq!(
+            client_lines,
+            server_lines,
+            "{}: client-side and server disagree (server message: {})",
+            file.display(),
+            status.message
+        );
+    }
 }
