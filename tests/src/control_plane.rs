@@ -129,7 +129,8 @@ pub struct ControlPlane {
     assets: Assets,
     etcd_url: String,
     etcd_pid: u32,
-    apiserver_pid: u32,
+    /// Replaced when the API server is restarted.
+    apiserver_pid: std::sync::atomic::AtomicU32,
     crds: Vec<String>,
     supervisor: Mutex<Option<(Child, ChildStdin)>>,
 }
@@ -215,7 +216,8 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 pki.sa_signing_key.display()
             ),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // Never 10/8, 172.16/12 or 192.168/16: a reserved benchmarking block.
+            "--service-cluster-ip-range=198.19.255.0/24".into(),
             "--allow-privileged=true".into(),
             // No controller-manager runs: nothing would create the `default`
             // ServiceAccount of new namespaces, which this plugin requires for pods.
@@ -289,7 +291,7 @@ impl ControlPlane {
             assets: opts.assets.clone(),
             etcd_url,
             etcd_pid,
-            apiserver_pid,
+            apiserver_pid: std::sync::atomic::AtomicU32::new(apiserver_pid),
             crds: Vec::new(),
             supervisor: Mutex::new(Some((child, stdin))),
         };
@@ -318,7 +320,7 @@ impl ControlPlane {
                     tail: tail(&self.etcd_log(), 40),
                 });
             }
-            if !process_running(self.apiserver_pid) {
+            if !process_running(self.apiserver_pid()) {
                 return Err(Error::ProcessExited {
                     process: "kube-apiserver",
                     log: self.apiserver_log(),
@@ -582,7 +584,67 @@ impl ControlPlane {
     }
     /// Pids of etcd and kube-apiserver.
     pub fn pids(&self) -> (u32, u32) {
-        (self.etcd_pid, self.apiserver_pid)
+        (self.etcd_pid, self.apiserver_pid())
+    }
+
+    fn apiserver_pid(&self) -> u32 {
+        self.apiserver_pid.load(Ordering::SeqCst)
+    }
+
+    fn tell_supervisor(&self, command: &str) -> Result<()> {
+        let mut guard = match self.supervisor.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (_, stdin) = guard
+            .as_mut()
+            .ok_or_else(|| Error::Other("the control plane is shut down".into()))?;
+        stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|e| Error::io(format!("tell the supervisor to {command}"), e))
+    }
+
+    /// Stops kube-apiserver (etcd keeps running): for tests of clients that
+    /// must survive an API server outage. Returns once the process is gone.
+    pub async fn stop_apiserver(&self) -> Result<()> {
+        let pid = self.apiserver_pid();
+        self.tell_supervisor("stop-apiserver")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while process_running(pid) {
+            if Instant::now() > deadline {
+                return Err(Error::Other(format!(
+                    "kube-apiserver {pid} still running 20 s after stop-apiserver"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again with the same flags (same port, same
+    /// etcd, same keys) and waits until it is ready.
+    pub async fn start_apiserver(&self) -> Result<()> {
+        let old = self.apiserver_pid();
+        self.tell_supervisor("start-apiserver")?;
+        let pids_file = self.dir.join("pids");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let new = std::fs::read_to_string(&pids_file)
+                .ok()
+                .and_then(|t| t.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if let Some(pid) = new.filter(|&p| p != old) {
+                self.apiserver_pid.store(pid, Ordering::SeqCst);
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Other(
+                    "the supervisor did not restart kube-apiserver".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.wait_ready(Duration::from_secs(120)).await
     }
     /// kube-apiserver log file.
     pub fn apiserver_log(&self) -> PathBuf {

@@ -269,14 +269,14 @@ async fn shutdown_stops_processes_and_removes_the_temp_dir() {
     assert!(!dir.exists(), "{} not removed", dir.display());
 }
 
-/// The supervisor cleans up even when the process that started the control plane is
-/// killed with SIGKILL (no destructor runs).
-#[tokio::test]
-async fn killed_owner_leaves_no_processes_or_temp_dir() {
+/// A `nodemedic-control-plane` process in its own process group, and what
+/// it printed once ready: its temp dir and the etcd/kube-apiserver pids.
+async fn start_owner() -> (tokio::process::Child, std::path::PathBuf, Vec<u32>) {
     use tokio::io::AsyncBufReadExt as _;
     let bin = env!("CARGO_BIN_EXE_nodemedic-control-plane");
     let mut child = tokio::process::Command::new(bin)
         .arg("--no-crds")
+        .process_group(0)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -307,17 +307,90 @@ async fn killed_owner_leaves_no_processes_or_temp_dir() {
     let dir = dir.expect("dir line");
     let pids = pids.expect("pids line");
     assert!(pids.iter().all(|p| process_running(*p)));
-    child.start_kill().expect("SIGKILL the owner");
-    child.wait().await.expect("reap owner");
+    (child, dir, pids)
+}
 
+async fn assert_cleaned_up(dir: &std::path::Path, pids: &[u32], how: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while (pids.iter().any(|p| process_running(*p)) || dir.exists()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for p in &pids {
-        assert!(!process_running(*p), "pid {p} outlived its killed owner");
+    for p in pids {
+        assert!(!process_running(*p), "pid {p} outlived its owner ({how})");
     }
-    assert!(!dir.exists(), "{} outlived its killed owner", dir.display());
+    assert!(
+        !dir.exists(),
+        "{} outlived its owner ({how})",
+        dir.display()
+    );
+}
+
+/// The supervisor cleans up even when the process that started the control plane is
+/// killed with SIGKILL (no destructor runs).
+#[tokio::test]
+async fn killed_owner_leaves_no_processes_or_temp_dir() {
+    let (mut child, dir, pids) = start_owner().await;
+    child.start_kill().expect("SIGKILL the owner");
+    child.wait().await.expect("reap owner");
+    assert_cleaned_up(&dir, &pids, "SIGKILL").await;
+}
+
+/// What `timeout` does to a hung test run: SIGTERM to the whole process
+/// group. Neither etcd nor kube-apiserver may be left behind.
+#[tokio::test]
+async fn sigterm_to_the_whole_process_group_leaves_nothing_behind() {
+    let (mut child, dir, pids) = start_owner().await;
+    let pgid = child.id().expect("owner pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", "--", &format!("-{pgid}")])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM -{pgid}");
+    child.wait().await.expect("reap owner");
+    assert_cleaned_up(&dir, &pids, "SIGTERM to the process group").await;
+}
+
+/// kube-apiserver can be stopped and started again over the same etcd (for
+/// tests of clients that must ride out an API server outage).
+#[tokio::test]
+async fn apiserver_restarts_over_the_same_etcd() {
+    let opts = ControlPlaneOptions {
+        crd_files: Vec::new(),
+        ..ControlPlaneOptions::from_env().expect("options")
+    };
+    let cp = ControlPlane::start(opts)
+        .await
+        .expect("start private control plane");
+    let client = cp.client().await.expect("client");
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("survives-restart".into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    let (etcd, before) = cp.pids();
+    cp.stop_apiserver().await.expect("stop");
+    assert!(!process_running(before));
+    assert!(process_running(etcd), "etcd keeps running");
+    assert!(
+        cms.get("survives-restart").await.is_err(),
+        "API server down"
+    );
+    cp.start_apiserver().await.expect("start again");
+    let (_, after) = cp.pids();
+    assert_ne!(before, after);
+    let client = cp.client().await.expect("client");
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    cms.get("survives-restart")
+        .await
+        .expect("data kept in etcd");
+    cp.shutdown();
+    assert!(!process_running(after) && !process_running(etcd));
 }
 
 /// An API server that cannot start yields an error carrying the tail of its log.
