@@ -578,6 +578,117 @@ async fn pod_templates_have_the_documented_security_settings() {
     }
 }
 
+/// The metric names of the agent's and the operator's contract (histograms by their
+/// `_bucket` series).
+const METRICS: &[&str] = &[
+    "nodemedic_agent_scan_duration_seconds_bucket",
+    "nodemedic_agent_tasks",
+    "nodemedic_agent_findings",
+    "nodemedic_agent_detector_firing",
+    "nodemedic_agent_scan_errors_total",
+    "nodemedic_agent_report_writes_total",
+    "nodemedic_agent_actions_total",
+    "nodemedic_agent_last_report_timestamp_seconds",
+    "nodemedic_operator_actions_total",
+    "nodemedic_operator_unhealthy_nodes",
+    "nodemedic_operator_stale_reports",
+    "nodemedic_operator_storm_active",
+    "nodemedic_operator_reconcile_duration_seconds_bucket",
+    "nodemedic_operator_reconcile_errors_total",
+    "nodemedic_operator_is_leader",
+];
+
+/// Every alert expression and every dashboard query is valid PromQL and uses only
+/// metric names of the contract.
+#[tokio::test]
+async fn alerts_and_dashboard_queries_are_valid_promql() {
+    if skip_without_helm() {
+        return;
+    }
+    fn check(what: &str, expr: &str, used: &mut BTreeSet<String>) {
+        // Grafana's interval variable is not PromQL; any range stands in for it.
+        let promql = expr.replace("$__rate_interval", "5m");
+        if let Err(e) = promql_parser::parser::parse(&promql) {
+            panic!("{what}: {expr:?} is not valid PromQL: {e}");
+        }
+        let bytes = promql.as_bytes();
+        let mut i = 0;
+        while let Some(pos) = promql[i..].find("nodemedic_") {
+            let start = i + pos;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            let name = &promql[start..end];
+            assert!(
+                METRICS.contains(&name),
+                "{what}: {name} is not a metric of the agent or the operator"
+            );
+            used.insert(name.to_string());
+            i = end;
+        }
+    }
+    let values = all_features_values();
+    let objs = render("nodemedic", "nodemedic", &["--values", values.as_str()]).await;
+    let mut used = BTreeSet::new();
+
+    let rule = objs
+        .iter()
+        .find(|o| kind(o) == "PrometheusRule")
+        .expect("PrometheusRule rendered");
+    let mut alerts = Vec::new();
+    for group in rule["spec"]["groups"].as_array().expect("groups") {
+        for r in group["rules"].as_array().expect("rules") {
+            let alert = r["alert"].as_str().expect("alert name");
+            check(alert, r["expr"].as_str().expect("expr"), &mut used);
+            for key in ["summary", "description"] {
+                assert!(
+                    r["annotations"][key].is_string(),
+                    "{alert} lacks annotation {key}"
+                );
+            }
+            assert_eq!(r["labels"]["severity"], "warning", "{alert}");
+            alerts.push(alert.to_string());
+        }
+    }
+    assert_eq!(
+        alerts,
+        [
+            "NodemedicReportsStale",
+            "NodemedicAgentMetricsAbsent",
+            "NodemedicStormActive",
+            "NodemedicDetectorFiring",
+            "NodemedicOperatorNoLeader",
+        ]
+    );
+
+    let cm = objs
+        .iter()
+        .find(|o| kind(o) == "ConfigMap")
+        .expect("dashboard ConfigMap rendered");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value = serde_json::from_str(
+        cm["data"]["nodemedic.json"]
+            .as_str()
+            .expect("nodemedic.json in the ConfigMap"),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or("?");
+            check(title, target["expr"].as_str().expect("expr"), &mut used);
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "{queries} dashboard queries");
+    let unused: Vec<&&str> = METRICS.iter().filter(|m| !used.contains(**m)).collect();
+    assert!(
+        unused.is_empty(),
+        "metrics neither alerted on nor shown: {unused:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // the real API server
 // ---------------------------------------------------------------------------
