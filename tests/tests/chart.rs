@@ -1263,6 +1263,52 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
             "agent can-i {verb} {resource}: {out}"
         );
     }
+
+    // 7. Defence in depth: even if someone grants the agent `patch` on reports, the
+    //    admission policy keeps spec the operator's.
+    let grant = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": format!("{}-extra", inst.policy)},
+        "rules": [{"apiGroups": ["nodemedic.io"], "resources": ["nodehealthreports"], "verbs": ["patch"]}],
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{}-extra", inst.policy)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{}-extra", inst.policy)},
+        "subjects": [{"kind": "ServiceAccount", "name": inst.agent_sa, "namespace": ns}],
+    });
+    let stream = to_yaml_stream(&[grant, binding]).expect("serialise");
+    let out = cp
+        .kubectl_with(
+            cp.admin_kubeconfig(),
+            &["apply", "--server-side", "-f", "-"],
+            Some(stream.as_bytes()),
+        )
+        .await
+        .expect("kubectl apply");
+    assert!(out.success, "{out}");
+    let spec_change = "the nodemedic agent may not change a NodeHealthReport's spec";
+    eventually("the extra grant to reach the policy's spec rule", || {
+        let reports = reports.clone();
+        let spec_patch = spec_patch.clone();
+        let node_a = node_a.clone();
+        async move {
+            match reports
+                .patch(&node_a, &PatchParams::default(), &Patch::Merge(&spec_patch))
+                .await
+            {
+                Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(spec_change) => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let unchanged = reports.get(&node_a).await.expect("get own report");
+    assert_eq!(unchanged.data["spec"], json!({}), "spec untouched");
 }
 
 /// The operator's ServiceAccount can do every remediation step (cordon, taint,
@@ -1623,7 +1669,7 @@ async fn crds_are_kept_current_by_the_documented_upgrade_step() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     let old_chart_arg = old_chart.display().to_string();
     let chart = chart();
-    helm(s(&[
+    let installed = helm(s(&[
         "install",
         "nodemedic",
         &old_chart_arg,
@@ -1632,6 +1678,20 @@ async fn crds_are_kept_current_by_the_documented_upgrade_step() {
         "--create-namespace",
     ]))
     .await;
+    // NOTES.txt tells the user what to run next.
+    for next in [
+        "kubectl -n nodemedic get pods -l app.kubernetes.io/instance=nodemedic -o wide",
+        "kubectl label namespace nodemedic pod-security.kubernetes.io/enforce=privileged",
+        "kubectl get nhr",
+        "kubectl apply -f examples/observe-only.yaml",
+        "kubectl apply --server-side --force-conflicts -f charts/nodemedic/crds/",
+        "docs/install.md",
+    ] {
+        assert!(
+            installed.stdout.contains(next),
+            "NOTES lack {next:?}:\n{installed}"
+        );
+    }
     let crds: Api<CustomResourceDefinition> = Api::all(cp.client().await.expect("admin"));
     let served = crds
         .get("nodehealthpolicies.nodemedic.io")
