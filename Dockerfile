@@ -14,7 +14,7 @@
 ARG RUST_VERSION=1.89
 
 FROM docker.io/library/rust:${RUST_VERSION}-alpine AS build
-RUN apk add --no-cache musl-dev
+RUN apk add --no-cache gcc musl-dev
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1,10 +1,12 @@
 //! The Helm chart (`charts/nodemedic`) against helm and the real API server:
 //!
 //! * `helm lint --strict` with the default and the all-features values;
+//! * `values.schema.json` rejects bad values with helm's clear message;
+//! * the pod templates carry the contract's security settings; alert and
+//!   dashboard queries are valid PromQL over the contract's metric names;
 //! * every rendered object passes a server-side dry run (strict field
 //!   validation), with minimal ServiceMonitor/PrometheusRule CRDs installed from
 //!   `tests/fixtures/`; the operator's pod passes Pod Security "restricted";
-//! * `values.schema.json` rejects bad values with helm's clear message;
 //! * the rendered RBAC is exactly the contract, and — installed for real — the
 //!   agent's pod-bound token can write only its own node's report (the
 //!   ValidatingAdmissionPolicy), while the operator's token can do every
