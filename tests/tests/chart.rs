@@ -1023,6 +1023,11 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
         Some(&vec!["nodemedic-agent-a".to_string()]),
         "{extra:?}"
     );
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/pod-uid"),
+        Some(&vec![pod.metadata.uid.clone().expect("pod uid")]),
+        "{extra:?}"
+    );
 
     let (reports, ar) = report_api(agent.clone());
     let dry = PostParams {
@@ -1148,6 +1153,19 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
         .service_account_client(ns, &inst.agent_sa)
         .await
         .expect("unbound token client");
+    let unbound_review = Api::<SelfSubjectReview>::all(unbound.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("SelfSubjectReview with an unbound token");
+    let unbound_extra = unbound_review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.extra)
+        .unwrap_or_default();
+    assert!(
+        !unbound_extra.contains_key(NODE_NAME_KEY),
+        "an unbound token names no node: {unbound_extra:?}"
+    );
     let (unbound_reports, _) = report_api(unbound);
     for res in [
         unbound_reports
