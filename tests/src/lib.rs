@@ -16,6 +16,7 @@
 //! stdin, which also happens when the test process dies.
 
 pub mod assets;
+pub mod chart;
 pub mod control_plane;
 pub mod error;
 pub mod pki;
