@@ -9,10 +9,26 @@ use std::time::Duration;
 #[command(name = "nodemedic-agent", version, about = "nodemedic node agent")]
 pub struct Cli {
     /// Log filter (tracing-subscriber EnvFilter syntax); logs go to stderr.
-    #[arg(long, env = "NODEMEDIC_LOG", default_value = "warn", global = true)]
-    pub log: String,
+    /// Default: warn for `scan`, info for `run`.
+    #[arg(long, env = "NODEMEDIC_LOG", global = true)]
+    pub log: Option<String>,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(
+        long,
+        env = "NODEMEDIC_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -20,6 +36,46 @@ pub enum Command {
     /// Scan this machine once (or repeatedly with --watch) and print the
     /// node summary and the top offenders of each detector.
     Scan(ScanArgs),
+    /// Run as the node agent of a cluster (the DaemonSet's process): scan
+    /// every interval, publish this node's NodeHealthReport, execute the
+    /// operator's action requests, serve metrics and health.
+    Run(RunArgs),
+}
+
+/// `nodemedic-agent run`. The API server is found from the in-cluster
+/// service account, or from KUBECONFIG.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Name of the Node this agent runs on (the DaemonSet sets it from
+    /// spec.nodeName through the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Root of the host filesystem: /proc, /sys/fs/cgroup and /var/log/pods
+    /// are read below it.
+    #[arg(long, env = "NODEMEDIC_HOST_ROOT", default_value = "/")]
+    pub host_root: PathBuf,
+    /// Scan interval.
+    #[arg(long, env = "NODEMEDIC_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub interval: Duration,
+    /// Write the report at least this often, even when nothing changed; the
+    /// operator treats a report older than three heartbeats as stale.
+    #[arg(long, env = "NODEMEDIC_HEARTBEAT", value_parser = parse_duration, default_value = "5m")]
+    pub heartbeat: Duration,
+    /// Address of the admin endpoint (/metrics, /livez, /readyz).
+    #[arg(long, env = "NODEMEDIC_ADMIN_ADDR", default_value = "0.0.0.0:9470")]
+    pub admin_addr: std::net::SocketAddr,
+    /// Action requests older than this are refused, not executed.
+    #[arg(long, env = "NODEMEDIC_ACTION_TTL", value_parser = parse_duration, default_value = "10m")]
+    pub action_ttl: Duration,
+    /// The reboot daemon's sentinel file (path on the host, e.g. kured's
+    /// /var/run/reboot-required), created on a RequestReboot request.
+    /// Unset: RequestReboot requests are refused.
+    #[arg(long, env = "NODEMEDIC_REBOOT_SENTINEL")]
+    pub reboot_sentinel: Option<PathBuf>,
+    /// Recount the fds of processes holding fewer than 64 every N scans
+    /// instead of every scan (staggered; 1 = every scan).
+    #[arg(long, env = "NODEMEDIC_FD_RECOUNT_EVERY", default_value_t = 3)]
+    pub fd_recount_every: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,7 +149,12 @@ mod tests {
     fn every_flag_has_an_env_var() {
         let cmd = Cli::command();
         let scan = cmd.find_subcommand("scan").expect("scan subcommand");
-        for arg in scan.get_arguments().chain(cmd.get_arguments()) {
+        let run = cmd.find_subcommand("run").expect("run subcommand");
+        for arg in scan
+            .get_arguments()
+            .chain(run.get_arguments())
+            .chain(cmd.get_arguments())
+        {
             let id = arg.get_id().as_str();
             if id == "help" || id == "version" {
                 continue;

@@ -3,9 +3,11 @@
 //! safely when the operator asks it to.
 
 pub mod act;
+pub mod admin;
 pub mod cli;
 pub mod detect;
 pub mod output;
 pub mod report;
+pub mod run;
 pub mod scan;
 pub mod scan_command;

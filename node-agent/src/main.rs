@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use nodemedic_agent::cli::{Cli, Command};
+use nodemedic_agent::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -16,16 +16,39 @@ fn main() -> ExitCode {
     }
 }
 
+fn init_logging(cli: &Cli) -> Result<()> {
+    let default = match cli.command {
+        Command::Scan(_) => "warn",
+        Command::Run(_) => "info",
+    };
+    let filter = EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
+        .context("invalid --log filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
 fn run() -> Result<u8> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cli)?;
     match cli.command {
         Command::Scan(args) => {
             let code = nodemedic_agent::scan_command::run(&args)?;
             Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(nodemedic_agent::run::run(args))?;
+            Ok(0)
         }
     }
 }

@@ -290,7 +290,7 @@ pub fn table(obs: &Observation, a: &PolicyAssessment, e: &Enrichment) -> String 
         .flat_map(|d| rows_of(&d.verdict))
         .collect();
     // Stable: within a severity, detectors keep their order.
-    findings.sort_by(|x, y| y.severity.cmp(&x.severity));
+    findings.sort_by_key(|r| std::cmp::Reverse(r.severity));
     if findings.is_empty() {
         out.push_str("no offenders\n");
         return out;

@@ -176,3 +176,114 @@ mod tests {
         assert!(chart_dir().join("Chart.yaml").is_file());
     }
 }
+
+/// The chart's RBAC and admission objects of one release, installed for real
+/// in a fresh namespace: what the product binaries run with in tests.
+#[derive(Debug, Clone)]
+pub struct InstalledRbac {
+    /// The release's namespace.
+    pub namespace: String,
+    /// The agent's ServiceAccount.
+    pub agent_service_account: String,
+    /// The operator's ServiceAccount.
+    pub operator_service_account: String,
+}
+
+/// Renders the chart (`helm template` for the pinned Kubernetes version) and
+/// applies its ServiceAccounts, (Cluster)Roles, bindings and the admission
+/// policy to `cp`, so that tests run the binaries with exactly the rights the
+/// chart ships.
+pub async fn install_chart_rbac(cp: &ControlPlane, prefix: &str) -> Result<InstalledRbac> {
+    let namespace = cp.create_namespace(prefix).await?;
+    let release = unique_name("nm");
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    let kube_version = format!(
+        "--kube-version={}",
+        crate::assets::pinned_kubernetes_version()
+    );
+    let out = helm_offline(&[
+        "template",
+        &release,
+        &chart,
+        "--namespace",
+        &namespace,
+        &kube_version,
+    ])
+    .await?;
+    if !out.success {
+        return Err(Error::Other(format!("helm template failed:\n{out}")));
+    }
+    let objs = manifests(&out.stdout)?;
+    let wanted = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ];
+    let kind = |o: &serde_json::Value| o["kind"].as_str().unwrap_or("").to_owned();
+    let selected: Vec<serde_json::Value> = objs
+        .iter()
+        .filter(|o| wanted.contains(&kind(o).as_str()))
+        .cloned()
+        .collect();
+    let stream = to_yaml_stream(&selected)?;
+    let out = cp
+        .kubectl_with(
+            cp.admin_kubeconfig(),
+            &["apply", "--server-side", "--field-manager=helm", "-f", "-"],
+            Some(stream.as_bytes()),
+        )
+        .await?;
+    if !out.success {
+        return Err(Error::Other(format!(
+            "installing the chart's RBAC and admission objects:\n{out}"
+        )));
+    }
+    let sa_of = |component: &str| {
+        objs.iter()
+            .find(|o| {
+                kind(o) == "ServiceAccount"
+                    && o["metadata"]["labels"]["app.kubernetes.io/component"] == component
+            })
+            .and_then(|o| o["metadata"]["name"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Other(format!("the chart renders no {component} ServiceAccount")))
+    };
+    Ok(InstalledRbac {
+        agent_service_account: sa_of("agent")?,
+        operator_service_account: sa_of("operator")?,
+        namespace,
+    })
+}
+
+/// A kubeconfig for the agent on `node`, as in a real pod: a Pod bound to
+/// the node and using the agent ServiceAccount, and a token bound to that Pod
+/// (the API server then knows the caller's node, which the chart's admission
+/// policy checks).
+pub async fn agent_kubeconfig(
+    cp: &ControlPlane,
+    rbac: &InstalledRbac,
+    node: &str,
+) -> Result<PathBuf> {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": unique_name("agent"), "namespace": rbac.namespace},
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": rbac.agent_service_account,
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "agent", "image": "ghcr.io/nodemedic/nodemedic:0.1.0"}],
+        },
+    }))
+    .map_err(|e| Error::Other(format!("agent pod: {e}")))?;
+    let pod = Api::<Pod>::namespaced(cp.client().await?, &rbac.namespace)
+        .create(&PostParams::default(), &pod)
+        .await?;
+    let token = pod_bound_token(cp, &rbac.namespace, &rbac.agent_service_account, &pod).await?;
+    token_kubeconfig(cp, &token)
+}

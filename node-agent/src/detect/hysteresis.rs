@@ -10,6 +10,14 @@ use nodemedic_crds::Detector;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// A condition as an earlier agent published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub firing: bool,
+    pub last_transition: Timestamp,
+    pub exceeded_since: Option<Timestamp>,
+}
+
 /// The hysteresis outcome of one update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HoldState {
@@ -61,20 +69,20 @@ impl Hysteresis {
         &mut self,
         policy: &str,
         detector: Detector,
-        firing: bool,
-        last_transition: Timestamp,
-        exceeded_since: Option<Timestamp>,
+        published: Published,
         now: Instant,
         wall_now: Timestamp,
     ) {
-        let exceeded_since = exceeded_since.map(|t| (instant_at(now, wall_now, t), t));
+        let exceeded_since = published
+            .exceeded_since
+            .map(|t| (instant_at(now, wall_now, t), t));
         self.holds.insert(
             (policy.to_owned(), detector),
             Hold {
-                firing,
+                firing: published.firing,
                 exceeded_since,
                 clear_since: None,
-                last_transition,
+                last_transition: published.last_transition,
             },
         );
     }
@@ -249,9 +257,11 @@ mod tests {
         h.adopt(
             "p",
             Detector::HungTasks,
-            true,
-            fired_at,
-            Some(exceeded_at),
+            Published {
+                firing: true,
+                last_transition: fired_at,
+                exceeded_since: Some(exceeded_at),
+            },
             now,
             wall,
         );
@@ -272,9 +282,11 @@ mod tests {
         h.adopt(
             "p",
             Detector::Zombies,
-            false,
-            exceeded_at,
-            Some(wall - SignedDuration::from_secs(50)),
+            Published {
+                firing: false,
+                last_transition: exceeded_at,
+                exceeded_since: Some(wall - SignedDuration::from_secs(50)),
+            },
             now,
             wall,
         );

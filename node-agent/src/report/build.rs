@@ -178,10 +178,7 @@ struct Done<T> {
 }
 
 /// The verdicts of one detector under every policy that configures it.
-fn verdicts_of<'a>(
-    assessments: &'a [PolicyAssessment],
-    detector: Detector,
-) -> Vec<(&'a str, &'a Verdict)> {
+fn verdicts_of(assessments: &[PolicyAssessment], detector: Detector) -> Vec<(&str, &Verdict)> {
     assessments
         .iter()
         .flat_map(|a| {
@@ -469,8 +466,26 @@ pub fn conditions(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<Polic
             });
         }
     }
+    // The API bounds the list (64): with more (policy, detector) pairs than
+    // that, the firing ones are kept, then the pending ones.
+    if out.len() > MAX_CONDITIONS {
+        out.sort_by_key(|c| match (c.status, c.reason) {
+            (ConditionStatus::True, _) => 0,
+            (_, ConditionReason::Pending) => 1,
+            _ => 2,
+        });
+        tracing::warn!(
+            conditions = out.len(),
+            kept = MAX_CONDITIONS,
+            "more (policy, detector) pairs select this node than a report can hold"
+        );
+        out.truncate(MAX_CONDITIONS);
+    }
     out
 }
+
+/// The API's bound on `status.conditions`.
+pub const MAX_CONDITIONS: usize = 64;
 
 /// "zombies(62 at php-fpm in shop/php-7d9f)" per firing detector.
 pub fn problems(assessments: &[PolicyAssessment], e: &Enrichment) -> String {

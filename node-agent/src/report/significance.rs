@@ -7,23 +7,28 @@ use nodemedic_crds::NodeHealthReportStatus;
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, ConditionType};
 use nodemedic_crds::report::ActionResultOutcome;
 
+/// A condition's status, reason and times, under its policy and type.
+type ConditionKey = (
+    String,
+    ConditionType,
+    ConditionStatus,
+    ConditionReason,
+    String,
+    Option<String>,
+);
+
+/// An action result's id, outcome and (reaped, parent exited).
+type ResultKey = (String, ActionResultOutcome, Option<(bool, bool)>);
+
 /// The part of a status that, when it changes, is written at once.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Significant {
     healthy: bool,
-    conditions: Vec<(
-        String,
-        ConditionType,
-        ConditionStatus,
-        ConditionReason,
-        String,
-        Option<String>,
-    )>,
+    conditions: Vec<ConditionKey>,
     /// (detector, identity, policies under which it exceeds)
     offenders: Vec<(&'static str, String, Vec<String>)>,
     node_file_handles_exceeded: Vec<String>,
-    /// (id, outcome, reaped, parent exited)
-    action_results: Vec<(String, ActionResultOutcome, Option<(bool, bool)>)>,
+    action_results: Vec<ResultKey>,
     intervals: (Option<String>, Option<String>),
 }
 

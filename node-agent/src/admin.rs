@@ -1,0 +1,327 @@
+//! The agent's admin endpoint: Prometheus metrics (`/metrics`), liveness
+//! (`/livez`: a scan finished within three intervals) and readiness
+//! (`/readyz`: the first scan is done and the first report written).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use nodemedic_crds::Detector;
+use nodemedic_crds::report::{ActionResultOutcome, NodeAction};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyDetector {
+    pub policy: String,
+    pub detector: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `ok` or the error's reason (`unavailable`, `conflict`, `forbidden`, ...).
+    pub result: &'static str,
+    /// Why the write happened: `create`, `change`, `heartbeat`, `action`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Every metric the agent exports (names documented in docs/agent.md).
+#[derive(Debug)]
+pub struct Metrics {
+    pub scan_duration: Histogram,
+    pub scans: Counter,
+    pub tasks: Family<StateLabel, Gauge>,
+    pub findings: Family<PolicyDetector, Gauge>,
+    pub firing: Family<PolicyDetector, Gauge>,
+    pub policies: Gauge,
+    pub policies_rejected: Gauge,
+    pub scan_errors: Family<KindLabel, Counter>,
+    pub report_writes: Family<WriteLabels, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
+    pub last_report: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            // 1 ms .. ~4 s
+            scan_duration: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            scans: Counter::default(),
+            tasks: Family::default(),
+            findings: Family::default(),
+            firing: Family::default(),
+            policies: Gauge::default(),
+            policies_rejected: Gauge::default(),
+            scan_errors: Family::default(),
+            report_writes: Family::default(),
+            actions: Family::default(),
+            last_report: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("nodemedic_agent");
+        r.register(
+            "scan_duration_seconds",
+            "Wall time of one scan of /proc and cgroupfs",
+            m.scan_duration.clone(),
+        );
+        r.register("scans", "Scans completed", m.scans.clone());
+        r.register(
+            "tasks",
+            "Tasks on the node by state (processes; D counts threads)",
+            m.tasks.clone(),
+        );
+        r.register(
+            "findings",
+            "Offenders exceeding a threshold, per policy and detector",
+            m.findings.clone(),
+        );
+        r.register(
+            "detector_firing",
+            "1 while a detector fires (exceeded for its `for`) under a policy",
+            m.firing.clone(),
+        );
+        r.register(
+            "policies",
+            "NodeHealthPolicies that select this node",
+            m.policies.clone(),
+        );
+        r.register(
+            "policies_rejected",
+            "Policies that select this node but cannot be evaluated (bad selector or threshold)",
+            m.policies_rejected.clone(),
+        );
+        r.register(
+            "scan_errors",
+            "Files the scan could not use, by kind (vanished, permission_denied, unparsable, io, cgroups_truncated)",
+            m.scan_errors.clone(),
+        );
+        r.register(
+            "report_writes",
+            "Writes of this node's NodeHealthReport by result and reason",
+            m.report_writes.clone(),
+        );
+        r.register(
+            "actions",
+            "Action requests handled, by action and outcome",
+            m.actions.clone(),
+        );
+        r.register(
+            "last_report_timestamp_seconds",
+            "Unix time of the last successful report write",
+            m.last_report.clone(),
+        );
+        m
+    }
+
+    pub fn record_tasks(&self, t: &nodemedic_crds::report::TaskCounts) {
+        for (state, v) in [
+            ("running", t.running),
+            ("sleeping", t.sleeping),
+            ("uninterruptible", t.uninterruptible),
+            ("zombie", t.zombie),
+            ("stopped", t.stopped),
+            ("idle", t.idle),
+        ] {
+            self.tasks
+                .get_or_create(&StateLabel { state })
+                .set(i64::from(v));
+        }
+    }
+
+    pub fn record_scan_errors(&self, e: &nodemedic_crds::report::ScanErrors) {
+        for (kind, v) in [
+            ("vanished", e.vanished),
+            ("permission_denied", e.permission_denied),
+            ("unparsable", e.unparsable),
+            ("io", e.io_errors),
+            ("cgroups_truncated", e.cgroups_truncated),
+        ] {
+            if v > 0 {
+                self.scan_errors
+                    .get_or_create(&KindLabel { kind })
+                    .inc_by(v);
+            }
+        }
+    }
+
+    pub fn record_detector(&self, policy: &str, detector: Detector, offenders: i64, firing: bool) {
+        let key = PolicyDetector {
+            policy: policy.to_owned(),
+            detector: detector.name(),
+        };
+        self.findings.get_or_create(&key).set(offenders);
+        self.firing.get_or_create(&key).set(i64::from(firing));
+    }
+
+    pub fn record_write(&self, result: &'static str, reason: &'static str) {
+        self.report_writes
+            .get_or_create(&WriteLabels { result, reason })
+            .inc();
+        if result == "ok" {
+            self.last_report.set(now_unix());
+        }
+    }
+
+    pub fn record_action(&self, action: NodeAction, outcome: ActionResultOutcome) {
+        self.actions
+            .get_or_create(&ActionLabels {
+                action: match action {
+                    NodeAction::SignalParent => "SignalParent",
+                    NodeAction::RequestReboot => "RequestReboot",
+                },
+                outcome: outcome_name(outcome),
+            })
+            .inc();
+    }
+}
+
+fn outcome_name(o: ActionResultOutcome) -> &'static str {
+    match o {
+        ActionResultOutcome::InProgress => "InProgress",
+        ActionResultOutcome::Signalled => "Signalled",
+        ActionResultOutcome::Completed => "Completed",
+        ActionResultOutcome::TargetGone => "TargetGone",
+        ActionResultOutcome::TargetChanged => "TargetChanged",
+        ActionResultOutcome::Refused => "Refused",
+        ActionResultOutcome::Failed => "Failed",
+    }
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What the health endpoints answer from.
+#[derive(Debug)]
+pub struct Health {
+    interval: Duration,
+    /// Unix seconds of the last finished scan (0: none yet).
+    last_scan: AtomicU64,
+    first_report: AtomicBool,
+}
+
+impl Health {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last_scan: AtomicU64::new(0),
+            first_report: AtomicBool::new(false),
+        }
+    }
+
+    pub fn scan_finished(&self) {
+        self.last_scan.store(now_unix() as u64, Ordering::Relaxed);
+    }
+
+    pub fn report_written(&self) {
+        self.first_report.store(true, Ordering::Relaxed);
+    }
+
+    /// A scan finished within three intervals.
+    pub fn live(&self) -> bool {
+        let last = self.last_scan.load(Ordering::Relaxed);
+        // Before the first scan: live for three intervals after start-up is
+        // the kubelet's initialDelay's business; report not-yet-live.
+        last > 0 && (now_unix() as u64).saturating_sub(last) <= 3 * self.interval.as_secs().max(1)
+    }
+
+    /// The first scan is done and the first report written.
+    pub fn ready(&self) -> bool {
+        self.last_scan.load(Ordering::Relaxed) > 0 && self.first_report.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            e.to_string(),
+        ),
+    }
+}
+
+async fn livez(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.health.live() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no scan finished within three intervals\n",
+        )
+    }
+}
+
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.health.ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first scan and the first report write\n",
+        )
+    }
+}
+
+/// Binds `addr` (errors here are start-up errors) and returns the server
+/// future, which runs until `shutdown` completes.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(AdminState { registry, health });
+    Ok(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    })
+}

@@ -1,0 +1,557 @@
+//! `nodemedic-agent run`: the DaemonSet process. Scans its node every
+//! interval, evaluates every policy that selects the node, publishes the
+//! node's NodeHealthReport (on change and at the heartbeat), executes the
+//! operator's action requests, and serves metrics and health. It never
+//! decides to act on its own, and writes nothing but its own report.
+
+pub mod actions;
+pub mod cluster;
+
+use crate::act::Signaller;
+use crate::act::request::{RequestContext, execute};
+use crate::admin::{self, Health, Metrics};
+use crate::cli::RunArgs;
+use crate::detect::hysteresis::Published;
+use crate::detect::{Engine, PolicyAssessment};
+use crate::report::build::{self, AgentMeta};
+use crate::report::publish::{Publisher, WriteGate, WriteReason, error_reason};
+use crate::report::significance::significant;
+use crate::scan::enrich::{Enrichment, enrich};
+use crate::scan::procfs::FdRecount;
+use crate::scan::{Observation, ScanError, ScanPlan, Scanner};
+use actions::ActionBook;
+use cluster::ClusterView;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Client};
+use nodemedic_crds::NodeHealthReportStatus;
+use nodemedic_crds::conditions::ConditionStatus;
+use nodemedic_crds::report::{ActionRequest, ActionResult};
+use nodemedic_crds::thresholds::{NodePolicies, SelectedPolicy};
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("no Kubernetes API configuration (in-cluster service account or KUBECONFIG)")]
+    Config(#[source] kube::Error),
+    #[error(
+        "Node {0:?} does not exist: --node-name (NODE_NAME) must be the name of the node this agent runs on (in a DaemonSet: the downward API's spec.nodeName)"
+    )]
+    NodeMissing(String),
+    #[error("reading Node {node:?}")]
+    NodeRead {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error("opening {path} for signalling")]
+    Signaller { path: PathBuf },
+    #[error("serving the admin endpoint on {addr}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the scan thread panicked")]
+    ScanThread,
+}
+
+/// The blocking half: the scanner and the detection engine, moved onto a
+/// blocking thread for each scan.
+struct ScanWorker {
+    scanner: Scanner,
+    engine: Engine,
+}
+
+/// One scan's results.
+struct ScanOutput {
+    observation: Observation,
+    assessments: Vec<PolicyAssessment>,
+    enrichment: Enrichment,
+}
+
+impl ScanWorker {
+    fn scan(&mut self, policies: &[SelectedPolicy]) -> ScanOutput {
+        let observation = self.scanner.observe(&ScanPlan::for_policies(policies));
+        let assessments = self.engine.assess(&observation, policies, Timestamp::now());
+        let enrichment = enrich(&mut self.scanner, &assessments);
+        ScanOutput {
+            observation,
+            assessments,
+            enrichment,
+        }
+    }
+}
+
+/// Looks the Node up, retrying while the API server cannot answer; a Node
+/// that does not exist is a configuration error.
+async fn await_node(api: &Api<Node>, node: &str) -> Result<Node, RunError> {
+    let mut delay = Duration::from_millis(500);
+    let mut warned = false;
+    loop {
+        match api.get_opt(node).await {
+            Ok(Some(n)) => return Ok(n),
+            Ok(None) => return Err(RunError::NodeMissing(node.to_owned())),
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 401 => {
+                return Err(RunError::NodeRead {
+                    node: node.to_owned(),
+                    source: kube::Error::Api(s),
+                });
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot reach the API server yet; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The agent's loop state.
+struct Agent {
+    args: RunArgs,
+    view: ClusterView,
+    publisher: Publisher,
+    gate: WriteGate,
+    book: ActionBook,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    signaller: Arc<Signaller>,
+    reboot_sentinel: Option<PathBuf>,
+    /// The status of the latest scan, without action results.
+    last_status: Option<NodeHealthReportStatus>,
+    last_observation: Option<Arc<Observation>>,
+    /// For logging changes only.
+    selected_names: Vec<String>,
+    rejected_lines: Vec<String>,
+    /// When a shutdown began: writes then get what is left of 4.5 s.
+    stopping_since: Option<Instant>,
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Config)?;
+    let node = await_node(&Api::all(client.clone()), &args.node_name).await?;
+    let node_uid = node.metadata.uid.clone().unwrap_or_default();
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let health = Arc::new(Health::new(args.interval));
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = admin::serve(args.admin_addr, Arc::new(registry), health.clone(), async {
+        let _ = admin_stopped.await;
+    })
+    .await
+    .map_err(|source| RunError::Admin {
+        addr: args.admin_addr,
+        source,
+    })?;
+    let admin_task = tokio::spawn(server);
+
+    let mut scanner = Scanner::new(&args.host_root)?;
+    scanner.set_fd_recount(FdRecount {
+        every: args.fd_recount_every,
+        ..FdRecount::default()
+    });
+    let proc_root = args.host_root.join("proc");
+    let signaller = Signaller::new(&proc_root)
+        .map(Arc::new)
+        .map_err(|_| RunError::Signaller { path: proc_root })?;
+
+    let view = ClusterView::start(&client, &args.node_name);
+    view.synced().await;
+
+    // Adopt what the previous agent on this node published: firing
+    // conditions keep their transition times, handled requests stay handled.
+    let mut engine = Engine::new();
+    let now = Timestamp::now();
+    let adopted = view.own_report().and_then(|r| r.status.clone());
+    if let Some(status) = &adopted {
+        let (mono, wall) = (Instant::now(), now);
+        for c in &status.conditions {
+            engine.hysteresis_mut().adopt(
+                &c.policy,
+                c.type_.detector(),
+                Published {
+                    firing: c.status == ConditionStatus::True,
+                    last_transition: c.last_transition_time.0,
+                    exceeded_since: c.exceeded_since.as_ref().map(|t| t.0),
+                },
+                mono,
+                wall,
+            );
+        }
+        tracing::info!(
+            conditions = status.conditions.len(),
+            results = status.action_results.len(),
+            "adopted the conditions and action results of the existing report"
+        );
+    }
+    let book = ActionBook::adopt(
+        adopted
+            .as_ref()
+            .map_or(&[][..], |s| s.action_results.as_slice()),
+        now,
+    );
+
+    let publisher = Publisher::new(Api::all(client.clone()), &args.node_name, &node_uid);
+    let reboot_sentinel = args.reboot_sentinel.as_ref().map(|p| {
+        args.host_root
+            .join(p.strip_prefix("/").unwrap_or(p.as_path()))
+    });
+    tracing::info!(
+        node = %args.node_name,
+        interval = %nodemedic_crds::duration::format_duration(args.interval),
+        heartbeat = %nodemedic_crds::duration::format_duration(args.heartbeat),
+        admin = %args.admin_addr,
+        "agent running"
+    );
+    let mut agent = Agent {
+        gate: WriteGate::new(args.heartbeat),
+        args,
+        view,
+        publisher,
+        book,
+        metrics,
+        health,
+        signaller,
+        reboot_sentinel,
+        last_status: None,
+        last_observation: None,
+        selected_names: Vec::new(),
+        rejected_lines: Vec::new(),
+        stopping_since: None,
+    };
+    let mut worker = Some(ScanWorker { scanner, engine });
+    let result = agent.run_loop(&mut worker).await;
+    let _ = stop_admin.send(());
+    let _ = tokio::time::timeout(Duration::from_millis(500), admin_task).await;
+    result
+}
+
+impl Agent {
+    async fn run_loop(&mut self, worker: &mut Option<ScanWorker>) -> Result<(), RunError> {
+        let mut ticker = tokio::time::interval(self.args.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            let retry = self.gate.retry_at();
+            let retry_sleep = async move {
+                match retry {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = ticker.tick() => {
+                    self.scan_cycle(worker).await?;
+                    self.handle_actions().await;
+                }
+                () = self.view.report_changed.notified() => self.handle_actions().await,
+                () = retry_sleep => {
+                    self.write_if_due(None).await;
+                }
+            }
+        }
+        // Finish what is in flight: one last attempt at an unwritten change.
+        self.stopping_since = Some(Instant::now());
+        tracing::info!("stopping");
+        if self.gate.retry_at().is_some() {
+            self.write_if_due(None).await;
+        }
+        Ok(())
+    }
+
+    fn policies_for_node(&mut self) -> Vec<SelectedPolicy> {
+        let policies = self.view.policies();
+        let np =
+            NodePolicies::for_node(policies.iter().map(AsRef::as_ref), &self.view.node_labels());
+        let names: Vec<String> = np.selected.iter().map(|p| p.name.clone()).collect();
+        if names != self.selected_names {
+            tracing::info!(policies = ?names, "policies selecting this node changed");
+            self.selected_names = names;
+        }
+        let rejected: Vec<String> = np.rejected.iter().map(ToString::to_string).collect();
+        if rejected != self.rejected_lines {
+            for line in rejected.iter().filter(|l| !self.rejected_lines.contains(l)) {
+                tracing::warn!(problem = %line, "a policy cannot be evaluated on this node; the others are");
+            }
+            self.rejected_lines = rejected;
+        }
+        self.metrics.policies.set(np.selected.len() as i64);
+        self.metrics.policies_rejected.set(np.rejected.len() as i64);
+        np.selected
+    }
+
+    async fn scan_cycle(&mut self, worker: &mut Option<ScanWorker>) -> Result<(), RunError> {
+        let policies = self.policies_for_node();
+        let mut w = worker.take().ok_or(RunError::ScanThread)?;
+        let scan_policies = policies.clone();
+        let (w, out) = tokio::task::spawn_blocking(move || {
+            let out = w.scan(&scan_policies);
+            (w, out)
+        })
+        .await
+        .map_err(|_| RunError::ScanThread)?;
+        *worker = Some(w);
+
+        let now = Timestamp::now();
+        let status = build::status(
+            &out.observation,
+            &out.assessments,
+            &out.enrichment,
+            now,
+            AgentMeta {
+                scan_interval: Some(self.args.interval),
+                heartbeat: Some(self.args.heartbeat),
+            },
+        );
+        self.record_scan(&out, &status);
+        self.book.follow_up(&out.observation, now);
+        self.last_status = Some(status);
+        self.last_observation = Some(Arc::new(out.observation));
+        self.health.scan_finished();
+        self.write_if_due(None).await;
+        Ok(())
+    }
+
+    fn record_scan(&self, out: &ScanOutput, status: &NodeHealthReportStatus) {
+        let m = &self.metrics;
+        m.scans.inc();
+        m.scan_duration
+            .observe(out.observation.duration.as_secs_f64());
+        m.record_tasks(&status.summary.tasks);
+        m.record_scan_errors(&status.scan_errors);
+        m.findings.clear();
+        m.firing.clear();
+        for a in &out.assessments {
+            for d in &a.detectors {
+                let exceeding = exceeding_offenders(&d.verdict);
+                m.record_detector(&a.policy, d.verdict.detector, exceeding, d.hold.firing);
+                if d.hold.transitioned {
+                    let condition = status.conditions.iter().find(|c| {
+                        c.policy == a.policy && c.type_ == d.verdict.detector.condition_type()
+                    });
+                    let message = condition.map(|c| c.message.as_str()).unwrap_or_default();
+                    if d.hold.firing {
+                        tracing::warn!(policy = %a.policy, detector = %d.verdict.detector, %message, "detector started firing");
+                    } else {
+                        tracing::info!(policy = %a.policy, detector = %d.verdict.detector, %message, "detector stopped firing");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The status to write now: the latest scan's, with the action results.
+    fn current_status(&self) -> Option<NodeHealthReportStatus> {
+        let mut s = self.last_status.clone()?;
+        s.action_results = self.book.results().to_vec();
+        Some(s)
+    }
+
+    /// How long a write may take: 10 s normally, what is left of 4.5 s
+    /// after a shutdown began (the pod gets SIGKILL 30 s after SIGTERM, but
+    /// the agent promises to exit within 5 s).
+    fn write_budget(&self) -> Duration {
+        match self.stopping_since {
+            Some(t) => Duration::from_millis(4500).saturating_sub(t.elapsed()),
+            None => Duration::from_secs(10),
+        }
+    }
+
+    /// Writes the current status if it is due (or `forced` for actions).
+    /// Returns whether a write succeeded.
+    async fn write_if_due(&mut self, forced: Option<WriteReason>) -> bool {
+        let Some(status) = self.current_status() else {
+            return false;
+        };
+        let sig = significant(&status);
+        let reason = match forced {
+            Some(r) => r,
+            None => match self.gate.due(&sig, Instant::now()) {
+                Some(r) => r,
+                None => return false,
+            },
+        };
+        let write = self.publisher.apply_status(&status);
+        let result = match tokio::time::timeout(self.write_budget(), write).await {
+            Ok(r) => r.map_err(|e| error_reason(&e).to_owned() + ": " + &e.to_string()),
+            Err(_) => Err("timeout: the API server did not answer in time".to_owned()),
+        };
+        match result {
+            Ok(()) => {
+                if self.gate.failures() > 0 {
+                    tracing::info!(
+                        failed_attempts = self.gate.failures(),
+                        "report writes recovered"
+                    );
+                }
+                self.gate.written(sig, Instant::now());
+                self.metrics.record_write("ok", reason.label());
+                self.health.report_written();
+                true
+            }
+            Err(e) => {
+                let first = self.gate.failures() == 0;
+                let delay = self.gate.failed(Instant::now());
+                let label = e.split(':').next().unwrap_or("unavailable");
+                self.metrics
+                    .record_write(static_label(label), reason.label());
+                if first {
+                    tracing::warn!(error = %e, retry_in = ?delay, "writing the report failed; scanning goes on, the newest report is written when the API server answers");
+                }
+                false
+            }
+        }
+    }
+
+    fn requests(&self) -> Vec<ActionRequest> {
+        self.view
+            .own_report()
+            .map(|r| r.spec.action_requests.clone())
+            .unwrap_or_default()
+    }
+
+    /// Executes new action requests, at most once each: marked InProgress
+    /// in the report first (so a restart cannot repeat them), then carried
+    /// out, then the results written.
+    async fn handle_actions(&mut self) {
+        if self.last_status.is_none() {
+            return;
+        }
+        let requests = self.requests();
+        let requested: HashSet<String> = requests.iter().map(|r| r.id.clone()).collect();
+        let before = self.book.results().len();
+        let to_run = self
+            .book
+            .accept(&requests, Timestamp::now(), self.args.action_ttl);
+        if self.book.results().len() == before {
+            self.book.prune(&requested);
+            return;
+        }
+        for r in self.book.results().iter().skip(before) {
+            if r.outcome == nodemedic_crds::report::ActionResultOutcome::Refused {
+                tracing::warn!(id = %r.id, message = %r.message, "action request refused");
+            }
+        }
+        if !self.write_if_due(Some(WriteReason::Action)).await {
+            let ids: Vec<String> = to_run.iter().map(|r| r.id.clone()).collect();
+            self.book.revert(&ids);
+            return;
+        }
+        let policies = self.view.policies();
+        for req in to_run {
+            let protected = policies
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(req.policy.as_str()))
+                .map(|p| p.spec.safety.protected_processes.clone());
+            let result = match protected {
+                Some(protected) => self.execute(req.clone(), protected).await,
+                None => refuse(&req, "the requesting policy no longer exists"),
+            };
+            self.metrics.record_action(req.action, result.outcome);
+            tracing::info!(id = %req.id, policy = %req.policy, action = ?req.action, outcome = ?result.outcome, message = %result.message, "action request handled");
+            let obs = self.last_observation.clone();
+            self.book.complete(&req, result, obs.as_deref());
+        }
+        self.book.prune(&requested);
+        self.write_if_due(Some(WriteReason::Action)).await;
+    }
+
+    async fn execute(&self, req: ActionRequest, protected: Vec<String>) -> ActionResult {
+        let signaller = self.signaller.clone();
+        let ttl = self.args.action_ttl;
+        let sentinel = self.reboot_sentinel.clone();
+        let id = req.id.clone();
+        tokio::task::spawn_blocking(move || {
+            execute(
+                &signaller,
+                &req,
+                RequestContext {
+                    now: Timestamp::now(),
+                    ttl,
+                    protected: &protected,
+                    reboot_sentinel: sentinel.as_deref(),
+                },
+            )
+        })
+        .await
+        .unwrap_or_else(|_| ActionResult {
+            id,
+            outcome: nodemedic_crds::report::ActionResultOutcome::Failed,
+            message: "the action thread panicked".to_owned(),
+            completed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+            follow_up: None,
+        })
+    }
+}
+
+fn refuse(req: &ActionRequest, why: &str) -> ActionResult {
+    ActionResult {
+        id: req.id.clone(),
+        outcome: nodemedic_crds::report::ActionResultOutcome::Refused,
+        message: format!("refused: {why} ({})", req.policy),
+        completed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        follow_up: None,
+    }
+}
+
+/// Offenders of a verdict that exceed its thresholds.
+fn exceeding_offenders(v: &crate::detect::finding::Verdict) -> i64 {
+    use crate::detect::finding::Offenders;
+    let n = match &v.offenders {
+        Offenders::Zombies(z) => z.iter().filter(|x| x.exceeds).count(),
+        Offenders::HungTasks(h) => h.iter().filter(|x| x.exceeds).count(),
+        Offenders::FdLeak { processes, node } => {
+            processes.iter().filter(|x| x.exceeds).count()
+                + usize::from(node.as_ref().is_some_and(|n| n.exceeds))
+        }
+        Offenders::CpuThrottling(c) => c.iter().filter(|x| x.exceeds).count(),
+    };
+    n as i64
+}
+
+/// Metric labels must be static: map the reason words back.
+fn static_label(label: &str) -> &'static str {
+    match label {
+        "forbidden" => "forbidden",
+        "not_found" => "not_found",
+        "conflict" => "conflict",
+        "invalid" => "invalid",
+        "throttled" => "throttled",
+        "server_error" => "server_error",
+        "rejected" => "rejected",
+        "timeout" => "timeout",
+        _ => "unavailable",
+    }
+}

@@ -1,0 +1,899 @@
+//! `nodemedic-agent run` against the real control plane from `tests/`, on
+//! this real host: the agent binary scans the host's /proc while the
+//! project's workload generator makes real zombies in a pod-shaped cgroup,
+//! and it runs with a pod-bound ServiceAccount token holding exactly the
+//! RBAC (and admission policy) the Helm chart ships. Needs root (cgroups,
+//! signalling); in CI a skip is a failure.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams};
+use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, ConditionType, field_manager};
+use nodemedic_crds::report::{ActionResult, ActionResultOutcome, PolicyCondition};
+use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportStatus};
+use nodemedic_testkit::real_host::is_root;
+use nodemedic_testkit::workload::Spawned;
+use nodemedic_tests::chart::{InstalledRbac, agent_kubeconfig, install_chart_rbac};
+use nodemedic_tests::{ControlPlane, ControlPlaneOptions, unique_name};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_nodemedic-agent");
+
+async fn cp() -> &'static ControlPlane {
+    match ControlPlane::shared().await {
+        Ok(cp) => cp,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The chart's RBAC, installed once for this test binary's control plane.
+async fn rbac() -> &'static InstalledRbac {
+    static RBAC: OnceCell<InstalledRbac> = OnceCell::const_new();
+    RBAC.get_or_init(|| async {
+        install_chart_rbac(cp().await, "agent-rbac")
+            .await
+            .expect("install the chart's RBAC")
+    })
+    .await
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+/// A host root for the agent that is this machine (`proc` and `sys` link to
+/// the real ones) plus a kubelet log layout naming one pod, and a real
+/// cgroup (v1 pids hierarchy) shaped like that pod's container.
+struct PodHost {
+    root: tempfile::TempDir,
+    pod: String,
+    container_id: String,
+    /// Cgroup directories created, deepest first (removed on drop).
+    cgroups: Vec<PathBuf>,
+}
+
+impl PodHost {
+    fn new(namespace: &str, pod: &str, container: &str) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink("/proc", root.path().join("proc")).expect("link proc");
+        std::os::unix::fs::symlink("/sys", root.path().join("sys")).expect("link sys");
+        let n = std::process::id();
+        let uid = format!(
+            "{:08x}-1c2b-4a3d-9e8f-{:012x}",
+            n,
+            rand_u64() & 0xffff_ffff_ffff
+        );
+        let container_id = format!("{:016x}", rand_u64()).repeat(4);
+        let pods = root.path().join("var/log/pods");
+        std::fs::create_dir_all(pods.join(format!("{namespace}_{pod}_{uid}/{container}")))
+            .expect("pod log dir");
+        let containers = root.path().join("var/log/containers");
+        std::fs::create_dir_all(&containers).expect("containers dir");
+        std::fs::write(
+            containers.join(format!("{pod}_{namespace}_{container}-{container_id}.log")),
+            "",
+        )
+        .expect("container log");
+        let top = PathBuf::from(format!(
+            "/sys/fs/cgroup/pids/nodemedic-test-{n}-{}",
+            rand_u64() & 0xffff
+        ));
+        let leaf = top
+            .join("kubepods/besteffort")
+            .join(format!("pod{uid}"))
+            .join(&container_id);
+        std::fs::create_dir_all(&leaf).expect("pod-shaped cgroup");
+        let mut cgroups = Vec::new();
+        let mut d = leaf.clone();
+        while d.starts_with(&top) {
+            cgroups.push(d.clone());
+            if !d.pop() {
+                break;
+            }
+        }
+        Self {
+            root,
+            pod: pod.to_owned(),
+            container_id,
+            cgroups,
+        }
+    }
+
+    fn container_cgroup(&self) -> &Path {
+        &self.cgroups[0]
+    }
+}
+
+impl Drop for PodHost {
+    fn drop(&mut self) {
+        for dir in &self.cgroups {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// `nodemedic-workload zombies`: an init-like reaper with one parent holding
+/// `count` zombies, inside `cgroup`.
+struct Zombies {
+    proc: Spawned,
+    parent: i32,
+}
+
+fn zombies(count: usize, cgroup: &Path) -> Zombies {
+    let mut child = Command::new(nodemedic_testkit::workload_exe())
+        .args([
+            "zombies",
+            "--count",
+            &count.to_string(),
+            "--duration",
+            "10m",
+        ])
+        .arg("--join-cgroup")
+        .arg(cgroup)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the zombie workload");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("ready line");
+    let parent = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("zombie-parent="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no zombie parent in {line:?}"));
+    Zombies {
+        proc: Spawned::new(child),
+        parent,
+    }
+}
+
+fn start_time_of(pid: i32) -> u64 {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).expect("stat");
+    nodemedic_agent::scan::parse::parse_stat(&stat)
+        .expect("parse stat")
+        .starttime
+}
+
+/// The agent binary, killed on drop.
+struct Agent {
+    child: Option<Child>,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+struct AgentOptions<'a> {
+    kubeconfig: &'a Path,
+    node: &'a str,
+    host_root: &'a Path,
+    interval: &'a str,
+    heartbeat: &'a str,
+    action_ttl: &'a str,
+}
+
+impl Agent {
+    fn start(o: &AgentOptions<'_>) -> Self {
+        let admin = free_addr();
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("agent")));
+        let file = std::fs::File::create(&log).expect("agent log");
+        let child = Command::new(AGENT)
+            .arg("run")
+            .env("KUBECONFIG", o.kubeconfig)
+            .env("NODE_NAME", o.node)
+            .env("NODEMEDIC_HOST_ROOT", o.host_root)
+            .env("NODEMEDIC_INTERVAL", o.interval)
+            .env("NODEMEDIC_HEARTBEAT", o.heartbeat)
+            .env("NODEMEDIC_ACTION_TTL", o.action_ttl)
+            .env("NODEMEDIC_ADMIN_ADDR", admin.to_string())
+            .env("NODEMEDIC_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start the agent");
+        Self {
+            child: Some(child),
+            admin,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on the admin endpoint: (status code, body).
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+        Some((code, body))
+    }
+
+    /// Sum of a metric's samples whose line starts with `prefix`.
+    async fn metric(&self, prefix: &str) -> f64 {
+        let Some((_, body)) = self.get("/metrics").await else {
+            return f64::NAN;
+        };
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGTERM, then the exit status (waits at most `limit`).
+    fn terminate(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let mut child = self.child.take().expect("running");
+        let t = Instant::now();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        while t.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (status.code(), t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        (None, t.elapsed())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A node labelled for one test, and a policy selecting only it.
+async fn node_and_policy(prefix: &str, spec: serde_json::Value) -> (String, String) {
+    let cp = cp().await;
+    let label = unique_name(prefix);
+    let node = cp
+        .create_node(prefix, &[("nodemedic.io/test-node", label.as_str())])
+        .await
+        .expect("node");
+    let policy = unique_name(prefix);
+    let mut spec = spec;
+    spec["nodeSelector"] = serde_json::json!({"matchLabels": {"nodemedic.io/test-node": label}});
+    let obj: NodeHealthPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthPolicy",
+        "metadata": {"name": policy},
+        "spec": spec,
+    }))
+    .expect("policy");
+    Api::<NodeHealthPolicy>::all(cp.client().await.expect("client"))
+        .patch(
+            &policy,
+            &PatchParams::apply("nodemedic-tests"),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply policy");
+    (node, policy)
+}
+
+async fn report_status(node: &str) -> Option<NodeHealthReportStatus> {
+    Api::<NodeHealthReport>::all(cp().await.client().await.expect("client"))
+        .get_opt(node)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.status)
+}
+
+/// Polls the report until `pred` holds; returns the status that satisfied it.
+async fn wait_report(
+    node: &str,
+    limit: Duration,
+    what: &str,
+    agent: &Agent,
+    pred: impl Fn(&NodeHealthReportStatus) -> bool,
+) -> NodeHealthReportStatus {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(s) = report_status(node).await {
+            if pred(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{what}: not within {limit:?}; last status: {}\nagent log:\n{}",
+        serde_json::to_string_pretty(&last).unwrap_or_default(),
+        agent.log()
+    );
+}
+
+fn condition<'a>(
+    s: &'a NodeHealthReportStatus,
+    policy: &str,
+    t: ConditionType,
+) -> Option<&'a PolicyCondition> {
+    s.conditions
+        .iter()
+        .find(|c| c.policy == policy && c.type_ == t)
+}
+
+fn zombie_spec(for_: &str) -> serde_json::Value {
+    serde_json::json!({
+        "mode": "DryRun",
+        "detectors": {"zombies": {"threshold": 100000, "perParentThreshold": 5, "minAge": "0s", "for": for_}},
+    })
+}
+
+/// Root check, the agent's identity and the pod-shaped host.
+async fn setup(
+    prefix: &str,
+    spec: serde_json::Value,
+) -> Option<(String, String, PathBuf, PodHost)> {
+    if !is_root() {
+        return None;
+    }
+    let cp = cp().await;
+    let (node, policy) = node_and_policy(prefix, spec).await;
+    let kubeconfig = agent_kubeconfig(cp, rbac().await, &node)
+        .await
+        .expect("agent kubeconfig");
+    let host = PodHost::new("shop", &unique_name("php"), "php");
+    Some((node, policy, kubeconfig, host))
+}
+
+#[tokio::test]
+async fn zombies_in_a_pod_are_reported_and_hysteresis_holds_both_ways() {
+    let Some((node, policy, kubeconfig, host)) = setup("zombies", zombie_spec("4s")).await else {
+        return;
+    };
+    let mut z = zombies(8, host.container_cgroup());
+    let started = Instant::now();
+    let agent = Agent::start(&AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "1s",
+        heartbeat: "1m",
+        action_ttl: "10m",
+    });
+    // Within two intervals of the agent's start (plus its start-up), the
+    // finding is there, attributed to the pod by namespace and name.
+    let parent = z.parent;
+    let s = wait_report(
+        &node,
+        Duration::from_secs(10),
+        "zombie finding with the pod",
+        &agent,
+        |s| {
+            s.findings.zombies.iter().any(|f| {
+                f.parent.host_pid == parent
+                    && f.zombies == 8
+                    && f.parent.workload.as_ref().is_some_and(|w| {
+                        w.pod_namespace.as_deref() == Some("shop")
+                            && w.pod_name.as_deref() == Some(host.pod.as_str())
+                            && w.container.as_deref() == Some("php")
+                            && w.container_id.as_deref() == Some(host.container_id.as_str())
+                    })
+            })
+        },
+    )
+    .await;
+    let first_seen = started.elapsed();
+    assert!(first_seen < Duration::from_secs(8), "took {first_seen:?}");
+    let pending = condition(&s, &policy, ConditionType::ZombiesDetected).expect("condition");
+    // `for: 4s`: exceeded, not yet firing.
+    if pending.status == ConditionStatus::False {
+        assert_eq!(pending.reason, ConditionReason::Pending);
+    }
+    assert_eq!(s.heartbeat_interval.as_deref(), Some("1m"));
+    let fired = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "condition True after `for`",
+        &agent,
+        |s| {
+            condition(s, &policy, ConditionType::ZombiesDetected)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        },
+    )
+    .await;
+    let fired_at = condition(&fired, &policy, ConditionType::ZombiesDetected)
+        .expect("condition")
+        .last_transition_time
+        .clone();
+    assert!(!fired.healthy);
+    assert!(fired.problems.contains("zombies"), "{}", fired.problems);
+    let exceeded_since = condition(&fired, &policy, ConditionType::ZombiesDetected)
+        .and_then(|c| c.exceeded_since.clone())
+        .expect("exceededSince");
+    assert!(
+        fired_at.0.duration_since(exceeded_since.0) >= SignedDuration::from_secs(4),
+        "fired {fired_at:?} at least `for` after it was first exceeded ({exceeded_since:?})"
+    );
+    // The transition time stays while it keeps firing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = report_status(&node).await.expect("status");
+    assert_eq!(
+        condition(&later, &policy, ConditionType::ZombiesDetected)
+            .map(|c| c.last_transition_time.clone()),
+        Some(fired_at.clone())
+    );
+
+    // The workload stops: the detector clears, but stays True for `for`.
+    z.proc.kill();
+    let cleared_at = Instant::now();
+    wait_report(
+        &node,
+        Duration::from_secs(10),
+        "Clearing while below the threshold",
+        &agent,
+        |s| {
+            condition(s, &policy, ConditionType::ZombiesDetected).is_some_and(|c| {
+                c.status == ConditionStatus::True && c.reason == ConditionReason::Clearing
+            })
+        },
+    )
+    .await;
+    let resolved = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "False after `for` below",
+        &agent,
+        |s| {
+            condition(s, &policy, ConditionType::ZombiesDetected)
+                .is_some_and(|c| c.status == ConditionStatus::False)
+        },
+    )
+    .await;
+    assert!(
+        cleared_at.elapsed() >= Duration::from_secs(4),
+        "resolved before `for` had passed"
+    );
+    assert!(resolved.healthy);
+}
+
+async fn request_actions(node: &str, requests: serde_json::Value) {
+    let api: Api<NodeHealthReport> = Api::all(cp().await.client().await.expect("client"));
+    let body = serde_json::json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthReport",
+        "metadata": {"name": node},
+        "spec": {"actionRequests": requests},
+    });
+    api.patch(
+        node,
+        &PatchParams::apply(field_manager::OPERATOR).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .expect("write action requests as the operator does");
+}
+
+fn result<'a>(s: &'a NodeHealthReportStatus, id: &str) -> Option<&'a ActionResult> {
+    s.action_results.iter().find(|r| r.id == id)
+}
+
+#[tokio::test]
+async fn action_requests_are_executed_once_with_honest_outcomes() {
+    let mut spec = zombie_spec("0s");
+    spec["safety"] = serde_json::json!({"protectedProcesses": ["sleep"]});
+    let Some((node, policy, kubeconfig, host)) = setup("actions", spec).await else {
+        return;
+    };
+    let z = zombies(6, host.container_cgroup());
+    let agent = Agent::start(&AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "1s",
+        heartbeat: "1m",
+        action_ttl: "10m",
+    });
+    wait_report(
+        &node,
+        Duration::from_secs(15),
+        "zombies reported",
+        &agent,
+        |s| {
+            s.findings
+                .zombies
+                .iter()
+                .any(|f| f.parent.host_pid == z.parent)
+        },
+    )
+    .await;
+    let sleeper = nodemedic_testkit::workload::sleepers(1, Duration::from_secs(120))
+        .expect("sleeper")
+        .pop()
+        .expect("one");
+    // Wait for the sleeper to have exec'd sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && std::fs::read_to_string(format!("/proc/{}/comm", sleeper.pid()))
+            .map(|c| c.trim().to_owned())
+            .ok()
+            .as_deref()
+            != Some("sleep")
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let parent_start = start_time_of(z.parent);
+    let now = Timestamp::now();
+    let target =
+        |pid: i32, start: u64| serde_json::json!({"pid": pid, "startTime": start, "comm": "x"});
+    request_actions(
+        &node,
+        serde_json::json!([
+            {"id": "stale", "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
+             "target": target(z.parent, parent_start + 1), "requestedAt": now},
+            {"id": "protected", "action": "SignalParent", "signal": "SIGTERM", "policy": policy,
+             "target": target(sleeper.pid(), start_time_of(sleeper.pid())), "requestedAt": now},
+            {"id": "expired", "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
+             "target": target(z.parent, parent_start), "requestedAt": now - SignedDuration::from_secs(11 * 60)},
+        ]),
+    )
+    .await;
+    let s = wait_report(
+        &node,
+        Duration::from_secs(10),
+        "three results",
+        &agent,
+        |s| {
+            ["stale", "protected", "expired"]
+                .iter()
+                .all(|id| result(s, id).is_some_and(|r| r.outcome.is_final()))
+        },
+    )
+    .await;
+    let outcome = |id| {
+        result(&s, id)
+            .map(|r| (r.outcome, r.message.clone()))
+            .expect("result")
+    };
+    assert_eq!(
+        outcome("stale").0,
+        ActionResultOutcome::TargetChanged,
+        "{:?}",
+        outcome("stale")
+    );
+    assert_eq!(
+        outcome("protected").0,
+        ActionResultOutcome::Refused,
+        "{:?}",
+        outcome("protected")
+    );
+    assert!(
+        outcome("protected").1.contains("protected"),
+        "{:?}",
+        outcome("protected")
+    );
+    assert_eq!(outcome("expired").0, ActionResultOutcome::Refused);
+    assert!(
+        outcome("expired").1.starts_with("expired"),
+        "{:?}",
+        outcome("expired")
+    );
+    // Nothing was signalled.
+    assert_eq!(
+        start_time_of(z.parent),
+        parent_start,
+        "the zombie parent lives"
+    );
+    assert!(
+        std::fs::metadata(format!("/proc/{}", sleeper.pid())).is_ok(),
+        "the protected sleeper lives"
+    );
+
+    // The real request: SIGKILL the zombie parent; its zombies are reparented
+    // to the workload's init, which reaps them, and the report says so.
+    request_actions(
+        &node,
+        serde_json::json!([
+            {"id": "kill-parent", "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
+             "target": target(z.parent, parent_start), "requestedAt": Timestamp::now(),
+             "reason": "test: zombies under a parent that never reaps"},
+        ]),
+    )
+    .await;
+    let s = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "signalled and reaped",
+        &agent,
+        |s| {
+            result(s, "kill-parent").is_some_and(|r| {
+                r.outcome == ActionResultOutcome::Signalled
+                    && r.follow_up
+                        .as_ref()
+                        .is_some_and(|f| f.reaped && f.parent_exited)
+            })
+        },
+    )
+    .await;
+    let f = result(&s, "kill-parent")
+        .and_then(|r| r.follow_up.clone())
+        .expect("follow-up");
+    assert_eq!(f.zombies_before, 6);
+    assert_eq!(f.zombies_now, 0);
+    assert!(
+        std::fs::read(format!("/proc/{}/stat", z.parent)).is_err()
+            || start_time_of(z.parent) != parent_start,
+        "the parent is gone"
+    );
+    // Results of requests no longer in the spec are kept (bounded), and the
+    // earlier ids are never executed again.
+    assert_eq!(
+        result(&s, "stale").map(|r| r.outcome),
+        Some(ActionResultOutcome::TargetChanged)
+    );
+    assert_eq!(
+        agent
+            .metric("nodemedic_agent_actions_total{action=\"SignalParent\",outcome=\"Signalled\"}")
+            .await,
+        1.0
+    );
+    drop(z);
+}
+
+#[tokio::test]
+async fn a_restarted_agent_keeps_transition_times_and_exits_promptly_on_sigterm() {
+    let Some((node, policy, kubeconfig, host)) = setup("restart", zombie_spec("2s")).await else {
+        return;
+    };
+    let _z = zombies(6, host.container_cgroup());
+    let opts = AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "1s",
+        heartbeat: "1m",
+        action_ttl: "10m",
+    };
+    let mut first = Agent::start(&opts);
+    let s = wait_report(&node, Duration::from_secs(20), "firing", &first, |s| {
+        condition(s, &policy, ConditionType::ZombiesDetected)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    let fired_at = condition(&s, &policy, ConditionType::ZombiesDetected)
+        .expect("condition")
+        .last_transition_time
+        .clone();
+    let (code, took) = first.terminate(Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "exit status after SIGTERM; log:\n{}",
+        first.log()
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+
+    let second = Agent::start(&opts);
+    // The new agent writes its own status (a newer scan) with the old time.
+    let before = s.last_scan_time.clone().expect("scan time");
+    let s = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "the new agent's report",
+        &second,
+        |s| s.last_scan_time.as_ref().is_some_and(|t| t.0 > before.0),
+    )
+    .await;
+    let c = condition(&s, &policy, ConditionType::ZombiesDetected).expect("condition");
+    assert_eq!(c.status, ConditionStatus::True);
+    assert_eq!(
+        c.last_transition_time, fired_at,
+        "lastTransitionTime survived the restart"
+    );
+}
+
+#[tokio::test]
+async fn with_nothing_changing_only_heartbeats_are_written() {
+    // Thresholds nothing on this machine reaches.
+    let spec = serde_json::json!({
+        "mode": "Observe",
+        "detectors": {"zombies": {"threshold": 100000, "perParentThreshold": 100000}},
+    });
+    let Some((node, _policy, kubeconfig, host)) = setup("quiet", spec).await else {
+        return;
+    };
+    let agent = Agent::start(&AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "500ms",
+        heartbeat: "3s",
+        action_ttl: "10m",
+    });
+    wait_report(
+        &node,
+        Duration::from_secs(15),
+        "first report",
+        &agent,
+        |_| true,
+    )
+    .await;
+    let ready = agent.get("/readyz").await.map(|(c, _)| c);
+    assert_eq!(ready, Some(200));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let scans = agent.metric("nodemedic_agent_scans_total").await;
+    let changes = agent
+        .metric("nodemedic_agent_report_writes_total{result=\"ok\",reason=\"change\"}")
+        .await;
+    let heartbeats = agent
+        .metric("nodemedic_agent_report_writes_total{result=\"ok\",reason=\"heartbeat\"}")
+        .await;
+    assert!(scans >= 18.0, "{scans} scans in ~10 s at 500ms");
+    assert_eq!(changes, 1.0, "only the first write is a change");
+    assert!(
+        (2.0..=5.0).contains(&heartbeats),
+        "{heartbeats} heartbeats in ~11 s at 3 s"
+    );
+    assert_eq!(agent.get("/livez").await.map(|(c, _)| c), Some(200));
+}
+
+#[tokio::test]
+async fn rides_out_an_api_server_restart() {
+    if !is_root() {
+        return;
+    }
+    // A private control plane: stopping its API server must not disturb
+    // the other tests.
+    let cp = ControlPlane::start(ControlPlaneOptions::from_env().expect("options"))
+        .await
+        .expect("private control plane");
+    let rbac = install_chart_rbac(&cp, "outage").await.expect("rbac");
+    let node = cp.create_node("outage", &[]).await.expect("node");
+    let policy: NodeHealthPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "nodemedic.io/v1alpha1", "kind": "NodeHealthPolicy",
+        "metadata": {"name": "outage"},
+        "spec": {"mode": "Observe", "detectors": {"zombies": {}}},
+    }))
+    .expect("policy");
+    let client = cp.client().await.expect("client");
+    Api::<NodeHealthPolicy>::all(client)
+        .patch(
+            "outage",
+            &PatchParams::apply("nodemedic-tests"),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .expect("policy");
+    let kubeconfig = agent_kubeconfig(&cp, &rbac, &node)
+        .await
+        .expect("kubeconfig");
+    let host = PodHost::new("shop", "outage", "php");
+    let agent = Agent::start(&AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "500ms",
+        heartbeat: "2s",
+        action_ttl: "10m",
+    });
+    let reports = || async {
+        Api::<NodeHealthReport>::all(cp.client().await.expect("client"))
+            .get_opt(&node)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.status)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reports().await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no first report; log:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cp.stop_apiserver().await.expect("stop the API server");
+    let scans_before = agent.metric("nodemedic_agent_scans_total").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let scans_during = agent.metric("nodemedic_agent_scans_total").await;
+    let failed = agent
+        .metric("nodemedic_agent_report_writes_total{result=\"unavailable\"")
+        .await
+        + agent
+            .metric("nodemedic_agent_report_writes_total{result=\"timeout\"")
+            .await;
+    assert!(
+        scans_during >= scans_before + 8.0,
+        "scanning goes on: {scans_before} -> {scans_during}"
+    );
+    assert!(
+        failed >= 1.0,
+        "writes failed while the API server was down; log:\n{}",
+        agent.log()
+    );
+    let restarted = Instant::now();
+    cp.start_apiserver().await.expect("start the API server");
+    let back = Timestamp::now();
+    // Current within one backoff (30 s at most) of the restart.
+    let deadline = Instant::now() + Duration::from_secs(35);
+    loop {
+        if let Some(s) = reports().await
+            && s.last_scan_time.as_ref().is_some_and(|t| t.0 >= back)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report not current after the restart; log:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "report current {:?} after the API server restart",
+        restarted.elapsed()
+    );
+    assert!(
+        agent.log().contains("report writes recovered"),
+        "{}",
+        agent.log()
+    );
+    drop(agent);
+    cp.shutdown();
+}
+
+#[tokio::test]
+async fn a_missing_node_is_a_clear_error() {
+    let cp = cp().await;
+    let out = Command::new(AGENT)
+        .arg("run")
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .env("NODE_NAME", "no-such-node-for-nodemedic")
+        .env("NODEMEDIC_ADMIN_ADDR", free_addr().to_string())
+        .output()
+        .expect("run agent");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Node \"no-such-node-for-nodemedic\" does not exist"),
+        "{stderr}"
+    );
+    let missing = Command::new(AGENT)
+        .arg("run")
+        .env_remove("NODE_NAME")
+        .output()
+        .expect("run agent");
+    assert_eq!(missing.status.code(), Some(2), "usage error");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--node-name"));
+}

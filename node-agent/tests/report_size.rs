@@ -1,0 +1,173 @@
+//! The report a node publishes stays small whatever the node looks like:
+//! a generated observation of 100,000 processes — every detector drowning in
+//! offenders, under several policies — still serializes under 64 KiB, with
+//! what was left out counted rather than dropped silently.
+
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_agent::detect::Engine;
+use nodemedic_agent::report::build::{self, AgentMeta};
+use nodemedic_agent::scan::Observation;
+use nodemedic_agent::scan::attribution::Attribution;
+use nodemedic_agent::scan::cgroup::{CgroupCpuObs, CgroupVersion};
+use nodemedic_agent::scan::enrich::Enrichment;
+use nodemedic_agent::scan::node::NodeObs;
+use nodemedic_agent::scan::parse::{CpuQuota, CpuStat, Limit};
+use nodemedic_agent::scan::procfs::{BlockedThread, ProcSnapshot, ProcessObs, ZombieObs};
+use nodemedic_agent::scan::reader::ScanCounters;
+use nodemedic_crds::SelectedPolicy;
+use nodemedic_crds::policy::{
+    CpuThrottlingDetector, Detectors, FdLeakDetector, HungTaskDetector, ZombieDetector,
+};
+use nodemedic_crds::thresholds::EffectiveThresholds;
+use std::time::{Duration, Instant};
+
+const PROCESSES: usize = 100_000;
+
+fn observation(at: Instant, throttled: u64) -> Observation {
+    let mut procs = ProcSnapshot::default();
+    for i in 0..PROCESSES {
+        let pid = i as i32 + 2;
+        let zombie = i % 4 == 3;
+        procs.processes.push(ProcessObs {
+            pid,
+            // Every fourth process is a zombie of the one before it.
+            ppid: if zombie { pid - 1 } else { 1 },
+            state: if zombie { b'Z' } else { b'S' },
+            comm: format!("worker-with-a-long-name-{i}"),
+            starttime: 1000 + i as u64,
+            num_threads: 1,
+            kernel_thread: false,
+            fd_count: (!zombie).then_some(900 + (i % 100) as u32),
+            fd_soft_limit: Some(Limit::Value(1000)),
+        });
+        if zombie {
+            procs.zombies.push(ZombieObs {
+                pid,
+                ppid: pid - 1,
+                comm: format!("worker-with-a-long-name-{i}"),
+                starttime: 1000 + i as u64,
+                exec_start_ns: Some(0),
+                cpu: None,
+            });
+        } else if i % 10 == 0 {
+            procs.blocked.push(BlockedThread {
+                tgid: pid,
+                tid: pid,
+                comm: format!("nfs-writer-{i}"),
+                starttime: 1000 + i as u64,
+                exec_start_ns: Some(0),
+                switches: Some(1),
+                wchan: Some("rpc_wait_bit_killable_with_a_long_kernel_symbol".to_owned()),
+                cpu: None,
+            });
+        }
+    }
+    procs.sched_now_ns = Some(3_600_000_000_000);
+    let cgroups = (0..5000)
+        .map(|i| CgroupCpuObs {
+            version: CgroupVersion::V2,
+            path: format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{i:08}_aaaa_bbbb_cccc_dddddddddddd.slice/cri-containerd-{:064x}.scope",
+                i
+            ),
+            quota: Some(CpuQuota {
+                quota_us: 10_000,
+                period_us: 100_000,
+            }),
+            stat: CpuStat {
+                nr_periods: throttled * 2,
+                nr_throttled: throttled,
+                throttled_ns: throttled * 1_000_000,
+            },
+            pressure: None,
+            attribution: Attribution::default(),
+        })
+        .collect();
+    Observation {
+        taken_at: at,
+        hostname: Some("big-node".to_owned()),
+        clock_ticks: 100,
+        procs,
+        node: NodeObs {
+            file_handles_allocated: Some(950_000),
+            file_handles_max: Some(1_000_000),
+            ..NodeObs::default()
+        },
+        cgroups,
+        counters: ScanCounters {
+            processes: PROCESSES as u64,
+            threads: PROCESSES as u64,
+            ..ScanCounters::default()
+        },
+        duration: Duration::from_millis(900),
+    }
+}
+
+fn policy(name: &str, ratio: f64) -> SelectedPolicy {
+    let detectors = Detectors {
+        zombies: Some(ZombieDetector::default()),
+        hung_tasks: Some(HungTaskDetector::default()),
+        fd_leak: Some(FdLeakDetector {
+            usage_ratio: ratio,
+            ..FdLeakDetector::default()
+        }),
+        cpu_throttling: Some(CpuThrottlingDetector::default()),
+    };
+    let spec = nodemedic_crds::NodeHealthPolicySpec {
+        node_selector: None,
+        mode: Default::default(),
+        detectors,
+        actions: Default::default(),
+        safety: Default::default(),
+    };
+    SelectedPolicy {
+        name: name.to_owned(),
+        thresholds: EffectiveThresholds::from_spec(&spec).expect("valid"),
+        protected_processes: Vec::new(),
+    }
+}
+
+#[test]
+fn a_report_of_100000_processes_stays_under_64_kib() {
+    let policies: Vec<SelectedPolicy> = (0..3)
+        .map(|i| {
+            policy(
+                &format!("production-policy-number-{i}"),
+                0.5 + 0.1 * f64::from(i),
+            )
+        })
+        .collect();
+    let mut engine = Engine::new();
+    let t0 = Instant::now();
+    engine.prime(&observation(t0, 0), &policies);
+    let obs = observation(t0 + Duration::from_secs(60), 10_000);
+    let assessments = engine.assess(&obs, &policies, Timestamp::now());
+    let status = build::status(
+        &obs,
+        &assessments,
+        &Enrichment::default(),
+        Timestamp::now(),
+        AgentMeta {
+            scan_interval: Some(Duration::from_secs(10)),
+            heartbeat: Some(Duration::from_secs(300)),
+        },
+    );
+    let report = build::report("big-node", status.clone());
+    let bytes = serde_json::to_vec(&report).expect("serializes").len();
+    assert!(bytes < 64 * 1024, "{bytes} bytes");
+    let f = &status.findings;
+    // Every detector found far more than it may list; what was cut is counted.
+    assert_eq!(f.zombies.len(), 20);
+    assert_eq!(f.hung_tasks.len(), 20);
+    assert_eq!(f.fd_leak.len(), 20);
+    assert_eq!(f.cpu_throttling.len(), 20);
+    assert!(f.omitted.zombies >= 24_000, "{:?}", f.omitted);
+    assert!(f.omitted.hung_tasks >= 7_000, "{:?}", f.omitted);
+    assert!(f.omitted.fd_leak >= 70_000, "{:?}", f.omitted);
+    assert!(f.omitted.cpu_throttling >= 4_980, "{:?}", f.omitted);
+    assert!(f.node_file_handles.as_ref().is_some_and(|n| n.exceeded));
+    assert_eq!(status.conditions.len(), 3 * 4);
+    // fd ratios of 0.9 and more exceed 0.5, 0.6 and 0.7: all three policies.
+    assert!(f.fd_leak.iter().all(|x| x.exceeded_under.len() == 3));
+    eprintln!("report of {PROCESSES} processes: {bytes} bytes");
+}
