@@ -188,6 +188,9 @@ struct AgentOptions<'a> {
     interval: &'a str,
     heartbeat: &'a str,
     action_ttl: &'a str,
+    /// Run with exactly these capabilities (setpriv syntax, e.g.
+    /// ",+kill,+sys_ptrace"); `None`: all of root's.
+    caps: Option<&'a str>,
 }
 
 impl Agent {
@@ -195,7 +198,17 @@ impl Agent {
         let admin = free_addr();
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("agent")));
         let file = std::fs::File::create(&log).expect("agent log");
-        let child = Command::new(AGENT)
+        let mut cmd = match o.caps {
+            Some(caps) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--bounding-set=-all{caps}"))
+                    .arg("--inh-caps=-all")
+                    .arg(AGENT);
+                c
+            }
+            None => Command::new(AGENT),
+        };
+        let child = cmd
             .arg("run")
             .env("KUBECONFIG", o.kubeconfig)
             .env("NODE_NAME", o.node)
@@ -390,6 +403,7 @@ async fn zombies_in_a_pod_are_reported_and_hysteresis_holds_both_ways() {
         interval: "1s",
         heartbeat: "1m",
         action_ttl: "10m",
+        caps: None,
     });
     // Within two intervals of the agent's start (plus its start-up), the
     // finding is there, attributed to the pod by namespace and name.
@@ -523,6 +537,7 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
         interval: "1s",
         heartbeat: "1m",
         action_ttl: "10m",
+        caps: None,
     });
     wait_report(
         &node,
@@ -683,6 +698,7 @@ async fn a_restarted_agent_keeps_transition_times_and_exits_promptly_on_sigterm(
         interval: "1s",
         heartbeat: "1m",
         action_ttl: "10m",
+        caps: None,
     };
     let mut first = Agent::start(&opts);
     let s = wait_report(&node, Duration::from_secs(20), "firing", &first, |s| {
@@ -739,6 +755,7 @@ async fn with_nothing_changing_only_heartbeats_are_written() {
         interval: "500ms",
         heartbeat: "3s",
         action_ttl: "10m",
+        caps: None,
     });
     wait_report(
         &node,
@@ -805,6 +822,7 @@ async fn rides_out_an_api_server_restart() {
         interval: "500ms",
         heartbeat: "2s",
         action_ttl: "10m",
+        caps: None,
     });
     let reports = || async {
         Api::<NodeHealthReport>::all(cp.client().await.expect("client"))
@@ -896,4 +914,90 @@ async fn a_missing_node_is_a_clear_error() {
         .expect("run agent");
     assert_eq!(missing.status.code(), Some(2), "usage error");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--node-name"));
+}
+
+/// The chart adds CAP_KILL back to the agent because signalling another
+/// user's process needs it: with exactly the chart's capabilities the agent
+/// signals a zombie parent of user nobody; without KILL the same request
+/// fails (EPERM) and says so.
+#[tokio::test]
+async fn signalling_another_users_process_needs_cap_kill() {
+    let Some((node, policy, kubeconfig, host)) = setup("kill", zombie_spec("0s")).await else {
+        return;
+    };
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        nodemedic_testkit::real_host::skip("setpriv (util-linux) is not installed");
+        return;
+    }
+    // The workload runs as nobody, from a copy nobody may execute.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let exe = bin.path().join("nodemedic-workload");
+    std::fs::copy(nodemedic_testkit::workload_exe(), &exe).expect("copy workload");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut child = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["zombies", "--count", "5", "--duration", "10m"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("zombies as nobody");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let _workload = Spawned::new(child);
+    let parent: i32 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("zombie-parent="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no zombie parent in {line:?}"));
+    let start = start_time_of(parent);
+    let request = |id: &str| {
+        serde_json::json!([{
+            "id": id, "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
+            "target": {"pid": parent, "startTime": start, "comm": "nodemedic-workl"},
+            "requestedAt": Timestamp::now(),
+        }])
+    };
+    let opts = |caps| AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "1s",
+        heartbeat: "1m",
+        action_ttl: "10m",
+        caps: Some(caps),
+    };
+
+    let mut without = Agent::start(&opts(",+sys_ptrace,+dac_read_search"));
+    wait_report(
+        &node,
+        Duration::from_secs(15),
+        "first report",
+        &without,
+        |_| true,
+    )
+    .await;
+    request_actions(&node, request("without-kill")).await;
+    let s = wait_report(&node, Duration::from_secs(10), "a result", &without, |s| {
+        result(s, "without-kill").is_some_and(|r| r.outcome.is_final())
+    })
+    .await;
+    let r = result(&s, "without-kill").expect("result");
+    assert_eq!(r.outcome, ActionResultOutcome::Failed, "{}", r.message);
+    assert!(r.message.contains("pidfd_send_signal"), "{}", r.message);
+    assert_eq!(start_time_of(parent), start, "the parent was not hit");
+    let (code, _) = without.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+
+    let with = Agent::start(&opts(",+kill,+sys_ptrace,+dac_read_search"));
+    request_actions(&node, request("with-kill")).await;
+    let s = wait_report(&node, Duration::from_secs(15), "signalled", &with, |s| {
+        result(s, "with-kill").is_some_and(|r| r.outcome.is_final())
+    })
+    .await;
+    let r = result(&s, "with-kill").expect("result");
+    assert_eq!(r.outcome, ActionResultOutcome::Signalled, "{}", r.message);
 }

@@ -177,13 +177,26 @@ impl DStateTask {
 
     /// A `sleep` in a frozen cgroup v1 freezer group.
     pub fn spawn_frozen(freezer: &Path, lifetime: Duration) -> std::io::Result<Self> {
+        let mut sleep = Command::new("sleep");
+        sleep.arg(lifetime.as_secs().max(1).to_string());
+        Self::spawn_frozen_with(freezer, sleep)
+    }
+
+    /// `cmd` (which must keep running, e.g. a `sleep`, possibly wrapped in
+    /// `setpriv` to run as another user) frozen in a cgroup v1 freezer group.
+    pub fn spawn_frozen_with(freezer: &Path, mut cmd: Command) -> std::io::Result<Self> {
         let group = CgroupDir::create(freezer)?;
-        let child = Spawned::new(
-            Command::new("sleep")
-                .arg(lifetime.as_secs().max(1).to_string())
-                .stdin(Stdio::null())
-                .spawn()?,
-        );
+        let child = Spawned::new(cmd.stdin(Stdio::null()).spawn()?);
+        // A wrapper such as setpriv execs its command: freeze the command,
+        // not the wrapper.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let wrapper = cmd.get_program().to_string_lossy().into_owned();
+        while Instant::now() < deadline
+            && std::fs::read_to_string(format!("/proc/{}/comm", child.pid()))
+                .is_ok_and(|c| c.trim() == wrapper)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         group.add(child.pid())?;
         group.write("freezer.state", "FROZEN")?;
         Ok(Self {
