@@ -17,9 +17,9 @@ use nodemedic_agent::detect::Engine;
 use nodemedic_agent::scan::Scanner;
 use nodemedic_agent::scan::procfs::FdRecount;
 use nodemedic_agent::scan_command::{builtin_policy, scan_once};
-use std::io::{BufRead, BufReader};
+use nodemedic_testkit::workload::Generator;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "NODEMEDIC_BENCH_CHILD";
@@ -31,40 +31,10 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The workload generator, stopped (and cleaned up) when dropped: closing its
-/// stdin makes it kill and reap everything.
-struct Workload {
-    child: Child,
-}
-
-impl Workload {
-    fn start(sleepers: usize, root: bool) -> Self {
-        let mut cmd = Command::new(nodemedic_testkit::workload_exe());
-        cmd.args(["run", "--stop-on-stdin-eof", "--duration", "20m"])
-            .args(["--sleepers", &sleepers.to_string()])
-            .args(["--zombie-parents", "2", "--zombies-per-parent", "25"])
-            .args(["--fd-hoarders", "2", "--fds-each", "900", "--threads", "64"])
-            .args(["--d-state", if root { "2" } else { "0" }])
-            .args(["--spinners", if root { "1" } else { "0" }])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let mut child = cmd.spawn().expect("start nodemedic-workload");
-        let out = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("workload ready line");
-        assert!(line.starts_with("ready"), "workload failed: {line:?}");
-        eprintln!("workload: {}", line.trim());
-        Self { child }
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
+fn start_workload(sleepers: usize, root: bool) -> Generator {
+    let w = Generator::start(sleepers, root).expect("start nodemedic-workload");
+    eprintln!("workload: {}", w.ready);
+    w
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -142,7 +112,7 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
 
     let (floor, full, full_amortized, ps, cpu_per_scan, cpu_amortized, seen) = {
-        let _w = Workload::start(procs, root);
+        let _w = start_workload(procs, root);
         let mut scanner = Scanner::new(Path::new("/")).expect("scanner");
         let mut engine = Engine::new();
         let seen = scanner_processes(&mut scanner);
@@ -200,7 +170,7 @@ fn main() {
     };
 
     let rss = {
-        let _w = Workload::start(rss_procs, root);
+        let _w = start_workload(rss_procs, root);
         let out = Command::new(std::env::current_exe().expect("own path"))
             .env(CHILD_ENV, "1")
             .output()

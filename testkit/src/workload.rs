@@ -360,3 +360,51 @@ pub fn announce_ready() {
     let _ = writeln!(out, "ready {}", std::process::id());
     let _ = out.flush();
 }
+
+/// A running `nodemedic-workload run` (a mixed workload of `sleepers`
+/// sleeping processes plus zombies, fd hoarders, threads and — as root —
+/// D-state tasks and a throttled spinner), stopped and cleaned up when
+/// dropped: closing its stdin makes it kill and reap everything.
+#[derive(Debug)]
+pub struct Generator {
+    child: Child,
+    /// Its ready line, e.g. "ready: 5012 processes spawned in 3.1s".
+    pub ready: String,
+}
+
+impl Generator {
+    pub fn start(sleepers: usize, root: bool) -> std::io::Result<Self> {
+        let mut child = Command::new(crate::workload_exe())
+            .args(["run", "--stop-on-stdin-eof", "--duration", "30m"])
+            .args(["--sleepers", &sleepers.to_string()])
+            .args(["--zombie-parents", "2", "--zombies-per-parent", "25"])
+            .args(["--fd-hoarders", "2", "--fds-each", "900", "--threads", "64"])
+            .args(["--d-state", if root { "2" } else { "0" }])
+            .args(["--spinners", if root { "1" } else { "0" }])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let mut ready = String::new();
+        BufReader::new(out).read_line(&mut ready)?;
+        if !ready.starts_with("ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!("workload failed: {ready:?}")));
+        }
+        Ok(Self {
+            child,
+            ready: ready.trim().to_owned(),
+        })
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}

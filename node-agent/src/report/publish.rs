@@ -78,6 +78,11 @@ impl WriteGate {
         }
     }
 
+    /// What was last written successfully.
+    pub fn last_written(&self) -> Option<&Significant> {
+        self.last_written.as_ref()
+    }
+
     /// When the next retry may happen, while writes are failing.
     pub fn retry_at(&self) -> Option<Instant> {
         self.retry_at

@@ -32,6 +32,32 @@ pub struct Significant {
     intervals: (Option<String>, Option<String>),
 }
 
+impl Significant {
+    /// Which parts differ from `before` (for a debug log line).
+    pub fn changes_from(&self, before: &Significant) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.healthy != before.healthy {
+            out.push("healthy");
+        }
+        if self.conditions != before.conditions {
+            out.push("conditions");
+        }
+        if self.offenders != before.offenders {
+            out.push("offenders");
+        }
+        if self.node_file_handles_exceeded != before.node_file_handles_exceeded {
+            out.push("nodeFileHandles");
+        }
+        if self.action_results != before.action_results {
+            out.push("actionResults");
+        }
+        if self.intervals != before.intervals {
+            out.push("intervals");
+        }
+        out
+    }
+}
+
 /// Projects a status onto what matters.
 pub fn significant(s: &NodeHealthReportStatus) -> Significant {
     let f = &s.findings;

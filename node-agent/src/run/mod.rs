@@ -403,6 +403,11 @@ impl Agent {
                 None => return false,
             },
         };
+        if reason == WriteReason::Change
+            && let Some(before) = self.gate.last_written()
+        {
+            tracing::debug!(changed = ?sig.changes_from(before), "report changed");
+        }
         let write = self.publisher.apply_status(&status);
         let result = match tokio::time::timeout(self.write_budget(), write).await {
             Ok(r) => r.map_err(|e| error_reason(&e).to_owned() + ": " + &e.to_string()),
