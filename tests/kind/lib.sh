@@ -1,0 +1,96 @@
+# shellcheck shell=bash disable=SC2034
+# Shared settings of the kind tier (sourced by provision.sh, cluster.sh,
+# smoke.sh, e2e.sh). Every value can be overridden from the environment.
+#
+# Provider: with a working Docker engine (`docker info` succeeds) kind's
+# docker provider and the public kindest/node image are used; otherwise the
+# podman provider with a private podman config/store and a node image built
+# locally by provision.sh. NODEMEDIC_KIND_PROVIDER=docker|podman forces one.
+
+KIND_VERSION=v0.33.0
+K8S_VERSION=1.36.3
+CONTAINERD_VERSION=v2.3.4 # what kind v0.33.0's base image ships
+CRICTL_VERSION=v1.36.0
+COREDNS_VERSION=v1.14.2
+# The images kubeadm v1.36.3 asks for (`kubeadm config images list`).
+ETCD_IMAGE_TAG=3.6.8-0
+PAUSE_IMAGE_TAG=3.10.2
+COREDNS_IMAGE="registry.k8s.io/coredns/coredns:$COREDNS_VERSION"
+# Debian suite of the node image built here.
+NODE_DEBIAN_SUITE=bookworm
+
+kind_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_dir="$(cd "$kind_dir/../.." && pwd)"
+
+KIND_CLUSTER_NAME="${KIND_CLUSTER_NAME:-nodemedic-e2e}"
+kind_cache="${NODEMEDIC_KIND_CACHE:-$HOME/.cache/nodemedic/kind}"
+envtest_dir="${NODEMEDIC_ENVTEST_DIR:-$HOME/.cache/nodemedic/envtest}/$K8S_VERSION"
+
+# Addresses: everything from the benchmarking block 198.18.0.0/15, never
+# 10/8, 172.16/12 or 192.168/16. Nothing is routed off the machine.
+kind_node_subnet="${NODEMEDIC_KIND_NODE_SUBNET:-198.18.0.0/24}"   # podman/docker network of the node containers
+kind_pod_subnet="${NODEMEDIC_KIND_POD_SUBNET:-198.18.64.0/24}"     # one node: its podCIDR is all of it
+kind_service_subnet="${NODEMEDIC_KIND_SERVICE_SUBNET:-198.19.0.0/20}"
+kind_network="${NODEMEDIC_KIND_NETWORK:-nodemedic-kind}"
+
+# Private podman configuration: never the host's default store.
+podman_dir="$kind_cache/podman"
+podman_runroot="/run/nodemedic-kind/podman"
+
+kind_log() { echo "kind-tier: $*" >&2; }
+kind_die() {
+    echo "kind-tier: ERROR: $*" >&2
+    exit 1
+}
+
+# kind_provider: docker when a Docker engine answers, else podman.
+kind_provider() {
+    case "${NODEMEDIC_KIND_PROVIDER:-}" in
+        docker | podman)
+            echo "$NODEMEDIC_KIND_PROVIDER"
+            return
+            ;;
+        "") ;;
+        *) kind_die "NODEMEDIC_KIND_PROVIDER must be docker or podman (got '$NODEMEDIC_KIND_PROVIDER')" ;;
+    esac
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+        echo docker
+    else
+        echo podman
+    fi
+}
+
+# Exports what kind, podman and kubectl need for the given provider.
+kind_setup_env() {
+    local provider="$1"
+    export PATH="$kind_cache/bin:$envtest_dir:$PATH"
+    export KIND_CLUSTER_NAME
+    export KIND_EXPERIMENTAL_PROVIDER="$provider"
+    if [ "$provider" = podman ]; then
+        # the shim dir comes first: it hides the host's missing /lib/modules from kind
+        export PATH="$kind_cache/shim:$PATH"
+        export CONTAINERS_CONF="$podman_dir/containers.conf"
+        export CONTAINERS_STORAGE_CONF="$podman_dir/storage.conf"
+        export CONTAINERS_REGISTRIES_CONF="$podman_dir/registries.conf"
+        export KIND_EXPERIMENTAL_PODMAN_NETWORK="$kind_network"
+    else
+        export KIND_EXPERIMENTAL_DOCKER_NETWORK="$kind_network"
+    fi
+}
+
+# The node image: built here for podman; the public image for Docker.
+kind_node_image() {
+    local provider="$1"
+    if [ -n "${KIND_NODE_IMAGE:-}" ]; then
+        echo "$KIND_NODE_IMAGE"
+    elif [ "$provider" = docker ]; then
+        # kind v0.33.0's published image for Kubernetes 1.36 (its release notes)
+        echo "kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed"
+    else
+        [ -s "$kind_cache/node-image.ref" ] ||
+            kind_die "no local node image yet: run tests/kind/provision.sh first"
+        cat "$kind_cache/node-image.ref"
+    fi
+}
+
+kind_state_dir() { echo "$kind_cache/clusters/$KIND_CLUSTER_NAME"; }
