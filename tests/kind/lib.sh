@@ -69,9 +69,7 @@ kind_setup_env() {
     if [ "$provider" = podman ]; then
         # the shim dir comes first: it hides the host's missing /lib/modules from kind
         export PATH="$kind_cache/shim:$PATH"
-        export CONTAINERS_CONF="$podman_dir/containers.conf"
-        export CONTAINERS_STORAGE_CONF="$podman_dir/storage.conf"
-        export CONTAINERS_REGISTRIES_CONF="$podman_dir/registries.conf"
+        kind_write_podman_conf
         export KIND_EXPERIMENTAL_PODMAN_NETWORK="$kind_network"
     else
         export KIND_EXPERIMENTAL_DOCKER_NETWORK="$kind_network"
@@ -93,4 +91,66 @@ kind_node_image() {
     fi
 }
 
+# as_root CMD...: run CMD as root (directly, or through passwordless sudo on
+# hosted CI runners); fails when neither is possible.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
 kind_state_dir() { echo "$kind_cache/clusters/$KIND_CLUSTER_NAME"; }
+
+# Writes the private podman configuration (idempotent). Limits from this VM:
+# hard RLIMIT_NOFILE 20000, crun refuses cgroup v1 hybrid (runc instead), no
+# systemd as PID 1 (cgroupfs, file events), no 10/8 default subnets.
+kind_write_podman_conf() {
+    mkdir -p "$podman_dir/networks" "$podman_dir/storage" "$kind_cache/shim"
+    ln -sfn "$kind_dir/podman-shim.sh" "$kind_cache/shim/podman"
+    local conf
+    conf="$(
+        cat <<CONF
+# written by tests/kind (lib.sh): podman for the kind tier only
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[network]
+network_backend = "cni"
+network_config_dir = "$podman_dir/networks"
+cni_plugin_dirs = ["/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin"]
+default_subnet = "198.19.255.0/24"
+default_subnet_pools = [{"base" = "198.19.128.0/17", "size" = 24}]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "/run/nodemedic-kind/podman-events.log"
+tmp_dir = "/run/nodemedic-kind/libpod"
+static_dir = "$podman_dir/storage/libpod"
+volume_path = "$podman_dir/storage/volumes"
+CONF
+    )"
+    [ "$(cat "$podman_dir/containers.conf" 2>/dev/null)" = "$conf" ] || printf '%s\n' "$conf" >"$podman_dir/containers.conf"
+    conf="$(
+        cat <<CONF
+# written by tests/kind (lib.sh): a store of its own, not the host's
+[storage]
+driver = "overlay"
+graphroot = "$podman_dir/storage"
+runroot = "$podman_runroot"
+CONF
+    )"
+    [ "$(cat "$podman_dir/storage.conf" 2>/dev/null)" = "$conf" ] || printf '%s\n' "$conf" >"$podman_dir/storage.conf"
+    conf='# written by tests/kind (lib.sh): no registry is searched for short names
+unqualified-search-registries = []
+short-name-mode = "disabled"'
+    [ "$(cat "$podman_dir/registries.conf" 2>/dev/null)" = "$conf" ] || printf '%s\n' "$conf" >"$podman_dir/registries.conf"
+    export CONTAINERS_CONF="$podman_dir/containers.conf"
+    export CONTAINERS_STORAGE_CONF="$podman_dir/storage.conf"
+    export CONTAINERS_REGISTRIES_CONF="$podman_dir/registries.conf"
+}
