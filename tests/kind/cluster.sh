@@ -443,13 +443,26 @@ do_env() {
     printf 'export KUBECONFIG=%q\n' "$kubeconfig"
 }
 
+# up/down/load of one cluster never run at the same time. The lock is fd 9;
+# the container tools must not inherit it (podman's conmon lives as long as
+# the node and would hold the lock forever), hence these wrappers.
+kind() { command kind "$@" 9>&-; }
+podman() { command podman "$@" 9>&-; }
+docker() { command docker "$@" 9>&-; }
+lock_cluster() {
+    mkdir -p "$kind_cache/clusters"
+    exec 9>"$kind_cache/clusters/.$KIND_CLUSTER_NAME.lock"
+    flock -w 900 9 || kind_die "another tests/kind/cluster.sh holds $kind_cache/clusters/.$KIND_CLUSTER_NAME.lock"
+}
+
 case "$cmd" in
-    up) do_up ;;
-    down) do_down ;;
+    up) lock_cluster; do_up ;;
+    down) lock_cluster; do_down ;;
     status) do_status ;;
     kubeconfig) echo "$kubeconfig" ;;
     env) do_env ;;
     load)
+        lock_cluster
         [ "$#" -gt 0 ] || kind_die "usage: tests/kind/cluster.sh load FILE.tar..."
         cluster_exists || kind_die "cluster $KIND_CLUSTER_NAME does not exist: run tests/kind/cluster.sh up"
         for f in "$@"; do

@@ -10,10 +10,10 @@
 # Without (this machine class and its CI): additionally
 #   - host packages via apt (podman, runc, debootstrap, ...) when missing;
 #   - a private podman configuration and store (never the host's);
-#   - Go builds: containerd/ctr/shim, crictl, CoreDNS, and kubelet, kubeadm,
-#     kube-controller-manager, kube-scheduler, kube-proxy (k8s.io/kubernetes
-#     at the pins of tests/envtest/kube); kube-apiserver, etcd and kubectl
-#     come from tests/envtest/provision.sh;
+#   - Go builds: containerd/ctr/shim, crictl and CoreDNS (tests/kind/nodetools),
+#     kubelet, kubeadm, kube-controller-manager, kube-scheduler, kube-proxy
+#     (k8s.io/kubernetes at the pins of tests/envtest/kube, tests/kind/kube);
+#     kube-apiserver, etcd and kubectl come from tests/envtest/provision.sh;
 #   - the control-plane images kubeadm asks for, as OCI archives
 #     (tests/kind/oci-image.sh), and a tiny static pause program;
 #   - a Debian rootfs (debootstrap) turned into a kind node image and
@@ -60,6 +60,8 @@ log "provider: $provider (cache $kind_cache)"
 mkdir -p "$kind_cache/bin"
 
 # One provisioning at a time per cache.
+# the container tools must not inherit the lock (fd 8)
+podman() { command podman "$@" 8>&-; }
 exec 8>"$kind_cache/.provision.lock"
 flock 8
 
@@ -148,19 +150,21 @@ go_install() {
     step_done "$name: built"
 }
 
-# go_build NAME MODDIR LDFLAGS PKG...: go build in a helper module, into $gobin
+# go_build NAME MODDIR LDFLAGS TAGS PKG...: one go build in a helper module,
+# into $gobin (packages shared by the commands compile once)
 go_build() {
-    local name="$1" moddir="$2" ldflags="$3"
-    shift 3
+    local name="$1" moddir="$2" ldflags="$3" tags="$4"
+    shift 4
     local stamp bins=() p
     for p in "$@"; do bins+=("$gobin/${p##*/}"); done
-    stamp="$(printf '%s\n' "$@" "$ldflags" "$go_version" && cat "$moddir"/go.mod "$moddir"/go.sum "$moddir"/*.go) | hash_of)"
+    stamp="$( (printf '%s\n' "$@" "$ldflags" "$tags" "$go_version" && cat "$moddir"/go.mod "$moddir"/go.sum &&
+        find "$moddir" -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 cat) | hash_of)"
     if stamp_ok "$name" "$stamp" "${bins[@]}"; then
         log "$name: cached"
         return
     fi
     step "$name: building ${*##*/} (minutes on a cold Go cache)"
-    (cd "$moddir" && nice go build -p "$go_p" -trimpath -buildvcs=false -ldflags "$ldflags" -o "$gobin/" "$@") >&2
+    (cd "$moddir" && nice go build -p "$go_p" -trimpath -buildvcs=false -tags "$tags" -ldflags "$ldflags" -o "$gobin/" "$@") >&2
     stamp_set "$name" "$stamp"
     step_done "$name: built"
 }
@@ -211,7 +215,7 @@ elif [ -x "$envtest_dir/kubectl" ]; then
     link_clients
 else
     check_kube_module
-    go_build kubectl "$kind_dir/kube" "$k8s_ldflags" k8s.io/kubernetes/cmd/kubectl
+    go_build kubectl "$kind_dir/kube" "$k8s_ldflags" "" k8s.io/kubernetes/cmd/kubectl
     ln -sfn "$gobin/kubectl" "$kind_cache/bin/kubectl"
     link_clients
 fi
@@ -296,19 +300,20 @@ else
 fi
 
 check_kube_module
-go_install containerd "$gobin" "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
-    "no_btrfs no_devmapper no_zfs no_aufs" \
-    "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
-    "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
-    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
-go_install crictl "$gobin" "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" "" \
-    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
-go_build kubernetes "$kind_dir/kube" "$k8s_ldflags" \
+go_build kubernetes "$kind_dir/kube" "$k8s_ldflags" "" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm \
     k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kube-proxy
-go_build coredns "$kind_dir/coredns" "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
-    nodemedic.io/kind/coredns
+# containerd (the version kind v0.33.0's base image ships), crictl and CoreDNS
+# in one build (tests/kind/nodetools pins them)
+go_build nodetools "$kind_dir/nodetools" "-s -w \
+ -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION \
+ -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION \
+ -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    "no_btrfs no_devmapper no_zfs no_aufs" \
+    github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 sigs.k8s.io/cri-tools/cmd/crictl \
+    nodemedic.io/kind/nodetools/coredns
 
 # The sandbox ("pause") program: sleep, reap children, exit on SIGTERM/SIGINT.
 pause_src='#include <signal.h>
@@ -407,9 +412,10 @@ step_done "control-plane images: ${#image_lines[@]} in $images_dir"
 node_files="$kind_dir/node"
 key_inputs() {
     printf '%s\n' "$rootfs_stamp" "$kind_pod_subnet" "$KIND_VERSION" "$K8S_VERSION"
-    cat "$kind_cache/stamps/containerd" "$kind_cache/stamps/crictl" "$kind_cache/stamps/kubernetes" "$envtest_dir/.kubectl.stamp"
+    cat "$kind_cache/stamps/nodetools" "$kind_cache/stamps/kubernetes" "$envtest_dir/.kubectl.stamp"
     cat "$images_dir"/*.tar.key
-    find "$kind_src/images/base/files" "$node_files" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    (cd "$kind_src/images/base/files" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    (cd "$node_files" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     sed -n '/^# ---- the node image ----$/,$p' "${BASH_SOURCE[0]}"
 }
 node_key="$(key_inputs | hash_of)"
