@@ -48,12 +48,25 @@ done
 
 t_start=$SECONDS
 step_start=$SECONDS
+step_cpu=0
+cpu_s=0
 log() { echo "provision-kind: $*" >&2; }
+# cpu_read: cpu_s = CPU seconds (user + system) used by finished child
+# processes so far (`times` must run in this shell, not in a subshell)
+cpu_read() {
+    times >"$kind_cache/.times"
+    cpu_s="$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$kind_cache/.times")"
+}
 step() {
     step_start=$SECONDS
+    cpu_read
+    step_cpu="$cpu_s"
     log "$*"
 }
-step_done() { log "$* ($((SECONDS - step_start))s)"; }
+step_done() {
+    cpu_read
+    log "$* ($((SECONDS - step_start))s, $((cpu_s - step_cpu)) CPU-s)"
+}
 
 provider="$(kind_provider)"
 log "provider: $provider (cache $kind_cache)"
@@ -225,7 +238,8 @@ print_env() {
     if [ "$provider" = podman ]; then
         extra=" CONTAINERS_CONF=$podman_dir/containers.conf CONTAINERS_STORAGE_CONF=$podman_dir/storage.conf CONTAINERS_REGISTRIES_CONF=$podman_dir/registries.conf"
     fi
-    log "done in $((SECONDS - t_start))s"
+    cpu_read
+    log "done in $((SECONDS - t_start))s ($cpu_s CPU-s in child processes)"
     echo "export PATH=$kind_cache/shim:$kind_cache/bin:$envtest_dir:\$PATH KIND_EXPERIMENTAL_PROVIDER=$provider$extra"
 }
 
