@@ -71,8 +71,8 @@ tracked_sysctls=(
 )
 # Global keys compared in full (per-interface keys of interfaces that come and
 # go, counters and random values are not state to restore).
-sysctl_scope='^(kernel\.|vm\.|fs\.(inotify|file-max|nr_open|aio-max-nr)|net\.core\.|net\.ipv4\.(ip_forward|conf\.(all|default|lo|eth[0-9]+)\.)|net\.ipv6\.conf\.(all|default|lo|eth[0-9]+)\.|net\.bridge\.|net\.netfilter\.nf_conntrack_max)'
-sysctl_volatile='^(kernel\.(random\.|ns_last_pid|pty\.nr|tainted|sched_domain|perf_event_max|numa_balancing)|fs\.(dentry-state|file-nr|inode-)|vm\.(stat|drop_caches|compact_memory))'
+sysctl_scope='^(kernel\.|vm\.|fs\.|net\.core\.|net\.ipv4\.(ip_forward|conf\.(all|default|lo|eth[0-9]+)\.)|net\.ipv6\.conf\.(all|default|lo|eth[0-9]+)\.|net\.bridge\.|net\.netfilter\.nf_conntrack_max)'
+sysctl_volatile='^(kernel\.(random\.|ns_last_pid|pty\.nr|tainted|sched_domain|perf_event_max|numa_balancing)|fs\.(dentry-state|file-nr|inode-|quota\.|aio-nr|binfmt_misc\.)|vm\.(stat|drop_caches|compact_memory))'
 
 sysctl_path() { echo "/proc/sys/${1//.//}"; }
 

@@ -495,6 +495,10 @@ install -m 0755 "$node_files/import-images.sh" "$nb/kind/bin/nodemedic-import-im
 install -m 0644 "$node_files/nodemedic-images.service" "$nb/etc/systemd/system/"
 install -m 0644 "$node_files/20-nodemedic-images.conf" "$nb/etc/systemd/system/kubelet.service.d/"
 
+# sysctl.d files whose keys are not namespaced: the node's systemd-sysctl would
+# set them on the host (fs.protected_*, kernel.pid_max)
+rm -f "$nb/usr/lib/sysctl.d/99-protect-links.conf" "$nb/usr/lib/sysctl.d/50-pid-max.conf"
+
 # service setup, as kind's Dockerfile does
 find "$nb/lib/systemd/system/sysinit.target.wants/" -name "systemd-tmpfiles-setup.service" -delete
 rm -f "$nb"/lib/systemd/system/multi-user.target.wants/* "$nb"/etc/systemd/system/*.wants/* \
