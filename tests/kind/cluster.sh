@@ -240,6 +240,9 @@ check_host() {
         log "left: an interface with an address in $kind_node_subnet"
         bad=1
     fi
+    if [ "$provider" = podman ] && [ -z "$(podman ps -aq 2>/dev/null || true)" ]; then
+        rm -rf /run/nodemedic-kind 2>/dev/null || true # podman's run root, recreated by the queries above
+    fi
     [ "$bad" = 0 ] && log "host is clean (no containers, volumes, networks, chains left; sysctls as before)"
     return "$bad"
 }
