@@ -39,7 +39,6 @@ force=0
 for arg in "$@"; do
     case "$arg" in
         --print-env) ;; # progress always goes to stderr; kept for symmetry with tests/envtest
-
         --force) force=1 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) kind_die "provision.sh: unknown argument $arg (see --help)" ;;
