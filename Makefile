@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test envtest scan crds lint bench
+.PHONY: test envtest scan crds lint bench kind-provision e2e-kind-smoke kind-up kind-down
 
 ## Run every test (provisions the control-plane binaries first).
 test: envtest
@@ -26,3 +26,20 @@ crds:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## kind tier: build or reuse kind, the node image and its images (cached
+## under ~/.cache/nodemedic/kind; podman here, Docker where it exists).
+kind-provision:
+	tests/kind/provision.sh
+
+## kind tier smoke test: cluster up, a locally built image in a pod, hostPID,
+## cluster down, host clean. See docs/kind.md.
+e2e-kind-smoke:
+	tests/kind/smoke.sh
+
+## A kind cluster to work with by hand (eval "$$(tests/kind/cluster.sh env)").
+kind-up:
+	tests/kind/cluster.sh up
+
+kind-down:
+	tests/kind/cluster.sh down

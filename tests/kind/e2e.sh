@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end checks of the nodemedic API in a real cluster: by default a
-# throw-away kind cluster (needs Docker, kind and kubectl on PATH).
+# throw-away kind cluster made by tests/kind/cluster.sh (podman and a node
+# image built by tests/kind/provision.sh here; Docker and kindest/node where
+# a Docker engine answers).
 #
-#   tests/kind/e2e.sh                 # create kind cluster, run, delete it
-#   KEEP_CLUSTER=1 tests/kind/e2e.sh  # leave the kind cluster running
+#   tests/kind/e2e.sh                 # cluster up, run, cluster down
+#   KEEP_CLUSTER=1 tests/kind/e2e.sh  # leave the cluster running
+#                                     # (later: tests/kind/cluster.sh down)
 #   tests/kind/e2e.sh --use-current-context
 #                                     # no kind: use the cluster $KUBECONFIG
 #                                     # points at (e.g. one started by
@@ -18,19 +21,18 @@
 #      API server accepts the rendered objects (server-side dry run).
 #
 # Environment: KIND_CLUSTER_NAME (default nodemedic-e2e), KIND_NODE_IMAGE
-# (optional kindest/node image), KEEP_CLUSTER=1, KUBECTL, KIND, HELM.
+# (Docker: another kindest/node image), KEEP_CLUSTER=1, KUBECTL, HELM.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cluster="${KIND_CLUSTER_NAME:-nodemedic-e2e}"
 kubectl="${KUBECTL:-kubectl}"
-kind="${KIND:-kind}"
 helm="${HELM:-helm}"
 use_current=0
 for arg in "$@"; do
     case "$arg" in
         --use-current-context) use_current=1 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "e2e.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -38,7 +40,6 @@ done
 need() {
     command -v "$1" >/dev/null 2>&1 || { echo "e2e.sh: '$1' not found on PATH ($2)" >&2; exit 2; }
 }
-need "$kubectl" "install kubectl, or run tests/envtest/provision.sh and put \$KUBEBUILDER_ASSETS on PATH"
 
 passed=0
 failed=0
@@ -46,27 +47,19 @@ ok() { echo "ok   $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 
 if [ "$use_current" = 0 ]; then
-    need docker "kind runs its nodes as Docker containers"
-    need "$kind" "https://kind.sigs.k8s.io"
-    docker info >/dev/null 2>&1 || { echo "e2e.sh: no Docker engine is reachable (docker info failed)" >&2; exit 2; }
-    kubeconfig="$(mktemp -t nodemedic-kind-kubeconfig.XXXXXX)"
+    export KIND_CLUSTER_NAME="$cluster"
     cleanup() {
         if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
-            echo "keeping kind cluster $cluster (kubeconfig $kubeconfig)"
+            echo "keeping kind cluster $cluster (eval \"\$(tests/kind/cluster.sh env)\"; tests/kind/cluster.sh down)"
         else
-            "$kind" delete cluster --name "$cluster" >/dev/null 2>&1 || true
-            rm -f "$kubeconfig"
+            "$repo/tests/kind/cluster.sh" down || true
         fi
     }
     trap cleanup EXIT
-    if ! "$kind" get clusters 2>/dev/null | grep -qx "$cluster"; then
-        image_args=()
-        [ -n "${KIND_NODE_IMAGE:-}" ] && image_args=(--image "$KIND_NODE_IMAGE")
-        "$kind" create cluster --name "$cluster" --wait 180s "${image_args[@]}"
-    fi
-    "$kind" get kubeconfig --name "$cluster" >"$kubeconfig"
-    export KUBECONFIG="$kubeconfig"
+    "$repo/tests/kind/cluster.sh" up >/dev/null
+    eval "$("$repo/tests/kind/cluster.sh" env)"
 fi
+need "$kubectl" "install kubectl, or run tests/envtest/provision.sh and put \$KUBEBUILDER_ASSETS on PATH"
 
 k() { "$kubectl" "$@"; }
 

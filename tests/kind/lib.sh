@@ -1,0 +1,156 @@
+# shellcheck shell=bash disable=SC2034
+# Shared settings of the kind tier (sourced by provision.sh, cluster.sh,
+# smoke.sh, e2e.sh). Every value can be overridden from the environment.
+#
+# Provider: with a working Docker engine (`docker info` succeeds) kind's
+# docker provider and the public kindest/node image are used; otherwise the
+# podman provider with a private podman config/store and a node image built
+# locally by provision.sh. NODEMEDIC_KIND_PROVIDER=docker|podman forces one.
+
+KIND_VERSION=v0.33.0
+K8S_VERSION=1.36.3
+CONTAINERD_VERSION=v2.3.4 # what kind v0.33.0's base image ships
+CRICTL_VERSION=v1.36.0
+COREDNS_VERSION=v1.14.2
+# The images kubeadm v1.36.3 asks for (`kubeadm config images list`).
+ETCD_IMAGE_TAG=3.6.8-0
+PAUSE_IMAGE_TAG=3.10.2
+COREDNS_IMAGE="registry.k8s.io/coredns/coredns:$COREDNS_VERSION"
+# Debian suite of the node image built here.
+NODE_DEBIAN_SUITE=bookworm
+
+kind_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_dir="$(cd "$kind_dir/../.." && pwd)"
+
+KIND_CLUSTER_NAME="${KIND_CLUSTER_NAME:-nodemedic-e2e}"
+kind_cache="${NODEMEDIC_KIND_CACHE:-$HOME/.cache/nodemedic/kind}"
+envtest_dir="${NODEMEDIC_ENVTEST_DIR:-$HOME/.cache/nodemedic/envtest}/$K8S_VERSION"
+
+# Addresses: everything from the benchmarking block 198.18.0.0/15, never
+# 10/8, 172.16/12 or 192.168/16. Nothing is routed off the machine.
+kind_node_subnet="${NODEMEDIC_KIND_NODE_SUBNET:-198.18.0.0/24}"   # podman/docker network of the node containers
+kind_pod_subnet="${NODEMEDIC_KIND_POD_SUBNET:-198.18.64.0/24}"     # one node: its podCIDR is all of it
+kind_service_subnet="${NODEMEDIC_KIND_SERVICE_SUBNET:-198.19.0.0/20}"
+kind_network="${NODEMEDIC_KIND_NETWORK:-nodemedic-kind}"
+
+# Private podman configuration: never the host's default store.
+podman_dir="$kind_cache/podman"
+podman_runroot="/run/nodemedic-kind/podman"
+
+kind_log() { echo "kind-tier: $*" >&2; }
+kind_die() {
+    echo "kind-tier: ERROR: $*" >&2
+    exit 1
+}
+
+# kind_provider: docker when a Docker engine answers, else podman.
+kind_provider() {
+    case "${NODEMEDIC_KIND_PROVIDER:-}" in
+        docker | podman)
+            echo "$NODEMEDIC_KIND_PROVIDER"
+            return
+            ;;
+        "") ;;
+        *) kind_die "NODEMEDIC_KIND_PROVIDER must be docker or podman (got '$NODEMEDIC_KIND_PROVIDER')" ;;
+    esac
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+        echo docker
+    else
+        echo podman
+    fi
+}
+
+# Exports what kind, podman and kubectl need for the given provider.
+kind_setup_env() {
+    local provider="$1"
+    export PATH="$kind_cache/bin:$envtest_dir:$PATH"
+    export KIND_CLUSTER_NAME
+    export KIND_EXPERIMENTAL_PROVIDER="$provider"
+    if [ "$provider" = podman ]; then
+        # the shim dir comes first: it hides the host's missing /lib/modules from kind
+        export PATH="$kind_cache/shim:$PATH"
+        kind_write_podman_conf
+        export KIND_EXPERIMENTAL_PODMAN_NETWORK="$kind_network"
+    else
+        export KIND_EXPERIMENTAL_DOCKER_NETWORK="$kind_network"
+    fi
+}
+
+# The node image: built here for podman; the public image for Docker.
+kind_node_image() {
+    local provider="$1"
+    if [ -n "${KIND_NODE_IMAGE:-}" ]; then
+        echo "$KIND_NODE_IMAGE"
+    elif [ "$provider" = docker ]; then
+        # kind v0.33.0's published image for Kubernetes 1.36 (its release notes)
+        echo "kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed"
+    else
+        [ -s "$kind_cache/node-image.ref" ] ||
+            kind_die "no local node image yet: run tests/kind/provision.sh first"
+        cat "$kind_cache/node-image.ref"
+    fi
+}
+
+# as_root CMD...: run CMD as root (directly, or through passwordless sudo on
+# hosted CI runners); fails when neither is possible.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
+kind_state_dir() { echo "$kind_cache/clusters/$KIND_CLUSTER_NAME"; }
+
+# Writes the private podman configuration (idempotent). Limits from this VM:
+# hard RLIMIT_NOFILE 20000, crun refuses cgroup v1 hybrid (runc instead), no
+# systemd as PID 1 (cgroupfs, file events), no 10/8 default subnets.
+kind_write_podman_conf() {
+    mkdir -p "$podman_dir/networks" "$podman_dir/storage" "$kind_cache/shim"
+    ln -sfn "$kind_dir/podman-shim.sh" "$kind_cache/shim/podman"
+    local conf
+    conf="$(
+        cat <<CONF
+# written by tests/kind (lib.sh): podman for the kind tier only
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[network]
+network_backend = "cni"
+network_config_dir = "$podman_dir/networks"
+cni_plugin_dirs = ["/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin"]
+default_subnet = "198.19.255.0/24"
+default_subnet_pools = [{"base" = "198.19.128.0/17", "size" = 24}]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "/run/nodemedic-kind/podman-events.log"
+tmp_dir = "/run/nodemedic-kind/libpod"
+static_dir = "$podman_dir/storage/libpod"
+volume_path = "$podman_dir/storage/volumes"
+CONF
+    )"
+    [ "$(cat "$podman_dir/containers.conf" 2>/dev/null)" = "$conf" ] || printf '%s\n' "$conf" >"$podman_dir/containers.conf"
+    conf="$(
+        cat <<CONF
+# written by tests/kind (lib.sh): a store of its own, not the host's
+[storage]
+driver = "overlay"
+graphroot = "$podman_dir/storage"
+runroot = "$podman_runroot"
+CONF
+    )"
+    [ "$(cat "$podman_dir/storage.conf" 2>/dev/null)" = "$conf" ] || printf '%s\n' "$conf" >"$podman_dir/storage.conf"
+    conf='# written by tests/kind (lib.sh): no registry is searched for short names
+unqualified-search-registries = []
+short-name-mode = "disabled"'
+    [ "$(cat "$podman_dir/registries.conf" 2>/dev/null)" = "$conf" ] || printf '%s\n' "$conf" >"$podman_dir/registries.conf"
+    export CONTAINERS_CONF="$podman_dir/containers.conf"
+    export CONTAINERS_STORAGE_CONF="$podman_dir/storage.conf"
+    export CONTAINERS_REGISTRIES_CONF="$podman_dir/registries.conf"
+}
