@@ -359,7 +359,7 @@ fn main() {
         agent_per_scan / bare
     );
     println!(
-        "| building the report and its change check / bare scan CPU | {:.3}x | (breakdown) |",
+        "| building the report and its change check / bare scan CPU | {:.4}x | (breakdown) |",
         build / bare_before
     );
     println!(
