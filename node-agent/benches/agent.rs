@@ -66,7 +66,11 @@ fn cpu_of(pid: u32) -> f64 {
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After "pid (comm) ": state is field 3, utime 14, stime 15.
-    let t = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let t = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (t(14) + t(15)) / ticks_per_second()
 }
 
@@ -75,7 +79,11 @@ fn children_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let t = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (t(16) + t(17)) / ticks_per_second()
 }
 
@@ -105,7 +113,11 @@ fn free_addr() -> SocketAddr {
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.split_once("\r\n\r\n").map(|(h, b)| {
@@ -147,7 +159,13 @@ impl Drop for Killed {
 
 /// CPU per look of a scraped exporter: start it, warm it up, scrape `n`
 /// times, CPU delta / n. `None` (and a note) when it is not installed.
-fn exporter_cpu_per_scrape(name: &str, program: &str, args: &[String], addr: SocketAddr, n: usize) -> Option<f64> {
+fn exporter_cpu_per_scrape(
+    name: &str,
+    program: &str,
+    args: &[String],
+    addr: SocketAddr,
+    n: usize,
+) -> Option<f64> {
     if !Path::new(program).exists() {
         println!("- {name}: not installed ({program}); skipped (the bench installs nothing)");
         return None;
@@ -176,9 +194,20 @@ fn exporter_cpu_per_scrape(name: &str, program: &str, args: &[String], addr: Soc
 }
 
 fn main() {
-    let procs = env_usize("NODEMEDIC_BENCH_PROCS", 5000);
-    let scans = env_usize("NODEMEDIC_BENCH_SCANS", 90).max(10);
-    let scrapes = env_usize("NODEMEDIC_BENCH_SCRAPES", 20).max(3);
+    // `cargo bench` passes --bench. Without it (`cargo test --all-targets`)
+    // this is a smoke run of the bench's code on a tiny workload: it proves
+    // the bench works, and measures nothing worth reading.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (procs, scans, scrapes) = if smoke {
+        eprintln!("smoke run (cargo test): tiny workload; `cargo bench` gives the figures");
+        (50, 3, 1)
+    } else {
+        (
+            env_usize("NODEMEDIC_BENCH_PROCS", 5000),
+            env_usize("NODEMEDIC_BENCH_SCANS", 90).max(10),
+            env_usize("NODEMEDIC_BENCH_SCRAPES", 20).max(3),
+        )
+    };
     let root = rustix::process::geteuid().is_root();
     if !root {
         eprintln!("!!! not root: the workload runs without D-state tasks and cgroup spinners !!!");
@@ -204,7 +233,7 @@ fn main() {
     }
     // Bare scans and scans plus report building alternate, so that both see
     // the same load on a shared machine.
-    let iters = 30;
+    let iters = if smoke { 2 } else { 30 };
     let (mut bare_ns, mut build_ns) = (0u64, 0u64);
     for _ in 0..iters {
         let c0 = thread_cpu_ns();
@@ -229,15 +258,20 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let cp = rt
         .block_on(ControlPlane::start(
-            ControlPlaneOptions::from_env().expect("control plane binaries (tests/envtest/provision.sh)"),
+            ControlPlaneOptions::from_env()
+                .expect("control plane binaries (tests/envtest/provision.sh)"),
         ))
         .expect("start the control plane");
     let node = rt.block_on(cp.create_node("bench", &[])).expect("node");
     rt.block_on(async {
         let api: Api<NodeHealthPolicy> = Api::all(cp.client().await.expect("client"));
-        api.patch("bench", &PatchParams::apply("bench"), &Patch::Apply(&policy))
-            .await
-            .expect("policy");
+        api.patch(
+            "bench",
+            &PatchParams::apply("bench"),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .expect("policy");
     });
     let admin = free_addr();
     let agent = Command::new(AGENT)
@@ -263,7 +297,12 @@ fn main() {
     );
     // Let the conditions settle (they fire at once: every `for` is 0s).
     std::thread::sleep(Duration::from_secs(5));
-    let writes = |reason: &str| metric(admin, &format!("nodemedic_agent_report_writes_total{{result=\"ok\",reason=\"{reason}\"}}"));
+    let writes = |reason: &str| {
+        metric(
+            admin,
+            &format!("nodemedic_agent_report_writes_total{{result=\"ok\",reason=\"{reason}\"}}"),
+        )
+    };
     let (s0, c0, w0, t0) = (
         metric(admin, "nodemedic_agent_scans_total"),
         cpu_of(pid),
@@ -279,7 +318,9 @@ fn main() {
         std::hint::black_box(scan_once(&mut scanner, &mut engine, &selected));
         during_ns += thread_cpu_ns() - c;
         during += 1;
-        std::thread::sleep(Duration::from_millis(1000).saturating_sub(Duration::from_nanos(thread_cpu_ns() - c)));
+        std::thread::sleep(
+            Duration::from_millis(1000).saturating_sub(Duration::from_nanos(thread_cpu_ns() - c)),
+        );
     }
     let bare = during_ns as f64 / 1e9 / f64::from(during.max(1));
     let (s1, c1, w1, window) = (
@@ -322,17 +363,21 @@ fn main() {
         (children_cpu() - c0) / scrapes as f64
     };
     let ne_addr = free_addr();
-    let node_exporter = exporter_cpu_per_scrape(
-        "node_exporter (processes collector)",
-        "/usr/bin/prometheus-node-exporter",
-        &[
-            "--collector.disable-defaults".to_owned(),
-            "--collector.processes".to_owned(),
-            format!("--web.listen-address={ne_addr}"),
-        ],
-        ne_addr,
-        scrapes,
-    );
+    let node_exporter = (!smoke)
+        .then(|| {
+            exporter_cpu_per_scrape(
+                "node_exporter (processes collector)",
+                "/usr/bin/prometheus-node-exporter",
+                &[
+                    "--collector.disable-defaults".to_owned(),
+                    "--collector.processes".to_owned(),
+                    format!("--web.listen-address={ne_addr}"),
+                ],
+                ne_addr,
+                scrapes,
+            )
+        })
+        .flatten();
     let pe_addr = free_addr();
     let pe_config = std::env::temp_dir().join("nodemedic-bench-process-exporter.yaml");
     std::fs::write(
@@ -340,17 +385,21 @@ fn main() {
         "process_names:\n  - name: \"{{.Comm}}\"\n    cmdline:\n      - '.+'\n",
     )
     .expect("process-exporter config");
-    let process_exporter = exporter_cpu_per_scrape(
-        "process-exporter (every process by comm, threads)",
-        "/usr/bin/prometheus-process-exporter",
-        &[
-            format!("-web.listen-address={pe_addr}"),
-            format!("-config.path={}", pe_config.display()),
-            "-threads=true".to_owned(),
-        ],
-        pe_addr,
-        scrapes,
-    );
+    let process_exporter = (!smoke)
+        .then(|| {
+            exporter_cpu_per_scrape(
+                "process-exporter (every process by comm, threads)",
+                "/usr/bin/prometheus-process-exporter",
+                &[
+                    format!("-web.listen-address={pe_addr}"),
+                    format!("-config.path={}", pe_config.display()),
+                    "-threads=true".to_owned(),
+                ],
+                pe_addr,
+                scrapes,
+            )
+        })
+        .flatten();
     println!();
     println!("| measure | value | target |");
     println!("|---|---|---|");
@@ -362,9 +411,7 @@ fn main() {
         "| building the report and its change check / bare scan CPU | {:.4}x | (breakdown) |",
         build / bare_before
     );
-    println!(
-        "| agent RSS with the kube client (peak) | {rss:.1} MiB ({hwm:.1} MiB) | <= 30 MiB |"
-    );
+    println!("| agent RSS with the kube client (peak) | {rss:.1} MiB ({hwm:.1} MiB) | <= 30 MiB |");
     println!(
         "| report writes in {:.0} s of steady state ({} scans) | {writes_in_window:.0} | heartbeats only |",
         window.as_secs_f64(),
@@ -373,13 +420,22 @@ fn main() {
     println!(
         "| API writes per node per hour with no change, default heartbeat 5m | {writes_per_hour:.0} | <= 12 |"
     );
-    println!("| `ps -eLo pid,tid,stat,comm` CPU per look / bare scan | {:.2}x | (peer) |", ps / bare);
+    println!(
+        "| `ps -eLo pid,tid,stat,comm` CPU per look / bare scan | {:.2}x | (peer) |",
+        ps / bare
+    );
     for (name, v) in [
         ("node_exporter processes collector", node_exporter),
         ("process-exporter", process_exporter),
     ] {
         match v {
-            Some(v) => println!("| {name} CPU per scrape / bare scan | {:.2}x | (peer) |", v / bare),
+            Some(v) => println!(
+                "| {name} CPU per scrape / bare scan | {:.2}x | (peer) |",
+                v / bare
+            ),
+            None if smoke => {
+                println!("| {name} CPU per scrape / bare scan | smoke run: skipped | (peer) |")
+            }
             None => println!("| {name} CPU per scrape / bare scan | not installed | (peer) |"),
         }
     }
@@ -389,8 +445,14 @@ fn main() {
         bare * 1e3,
         agent_per_scan * 1e3,
         ps * 1e3,
-        node_exporter.map_or(String::new(), |v| format!(", node_exporter {:.1} ms", v * 1e3)),
-        process_exporter.map_or(String::new(), |v| format!(", process-exporter {:.1} ms", v * 1e3)),
+        node_exporter.map_or(String::new(), |v| format!(
+            ", node_exporter {:.1} ms",
+            v * 1e3
+        )),
+        process_exporter.map_or(String::new(), |v| format!(
+            ", process-exporter {:.1} ms",
+            v * 1e3
+        )),
     );
     drop(workload);
 }

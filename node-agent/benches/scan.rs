@@ -97,10 +97,28 @@ fn main() {
         rss_child();
         return;
     }
-    // `cargo bench` passes --bench; any filter argument is ignored.
-    let procs = env_usize("NODEMEDIC_BENCH_PROCS", 5000);
-    let rss_procs = env_usize("NODEMEDIC_BENCH_RSS_PROCS", 10_000);
-    let iters = env_usize("NODEMEDIC_BENCH_ITERS", 30).max(3);
+    // `cargo bench` passes --bench; any filter argument is ignored. Without
+    // it (`cargo test --all-targets`) this is a smoke run of the bench's code
+    // on a tiny workload, which measures nothing worth reading.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    if smoke {
+        eprintln!("smoke run (cargo test): tiny workload; `cargo bench` gives the figures");
+    }
+    let procs = if smoke {
+        50
+    } else {
+        env_usize("NODEMEDIC_BENCH_PROCS", 5000)
+    };
+    let rss_procs = if smoke {
+        50
+    } else {
+        env_usize("NODEMEDIC_BENCH_RSS_PROCS", 10_000)
+    };
+    let iters = if smoke {
+        3
+    } else {
+        env_usize("NODEMEDIC_BENCH_ITERS", 30).max(3)
+    };
     let root = rustix::process::geteuid().is_root();
     if !root {
         eprintln!("!!! not root: the workload runs without D-state tasks and cgroup spinners !!!");

@@ -220,7 +220,10 @@ mod tests {
     fn writes_on_change_and_heartbeat_only() {
         let t0 = Instant::now();
         let mut gate = WriteGate::new(Duration::from_secs(300));
-        let quiet = significant(&NodeHealthReportStatus::default());
+        let quiet = significant(&NodeHealthReportStatus {
+            healthy: true,
+            ..NodeHealthReportStatus::default()
+        });
         assert_eq!(
             gate.due(&quiet, t0),
             Some(WriteReason::Change),
