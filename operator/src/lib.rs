@@ -11,4 +11,11 @@
 //! * [`admin`] and [`metrics`] — `/metrics`, `/livez`, `/readyz`.
 //! * [`cli`] — flags, each with an environment variable.
 
+pub mod admin;
+pub mod cli;
+pub mod controller;
+pub mod error;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
+pub mod remediation;

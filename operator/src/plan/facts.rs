@@ -173,7 +173,10 @@ fn exceeded_for(exceeded: bool, under: &[String], policy: &str) -> bool {
 /// The zombie parent to signal for `policy`: the first listed parent
 /// exceeding under the policy, else the parent with most zombies past
 /// minAge.
-pub fn zombie_target(report: &NodeHealthReport, policy: &str) -> Option<(ProcessTarget, Option<Workload>)> {
+pub fn zombie_target(
+    report: &NodeHealthReport,
+    policy: &str,
+) -> Option<(ProcessTarget, Option<Workload>)> {
     let findings = &report.status.as_ref()?.findings.zombies;
     let finding = findings
         .iter()
@@ -223,7 +226,11 @@ fn pod_of(workload: Option<&Workload>) -> Option<PodRef> {
 
 /// The pod a detector's findings attribute the problem to under `policy`:
 /// the first exceeding finding that names a pod.
-pub fn attributed_pod(report: &NodeHealthReport, policy: &str, detector: Detector) -> Option<PodRef> {
+pub fn attributed_pod(
+    report: &NodeHealthReport,
+    policy: &str,
+    detector: Detector,
+) -> Option<PodRef> {
     let f = &report.status.as_ref()?.findings;
     let candidates: Vec<(bool, Option<PodRef>)> = match detector {
         Detector::Zombies => f

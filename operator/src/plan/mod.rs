@@ -204,8 +204,14 @@ pub struct Exclusions {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EffectOutcome {
     Done(String),
-    Skipped { reason: String, message: String },
-    Failed { reason: String, message: String },
+    Skipped {
+        reason: String,
+        message: String,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
     /// Refused for now (PodDisruptionBudget); try again later.
     Retry(String),
     /// A drain pass.
@@ -233,6 +239,9 @@ pub struct NodeWork {
     pub effects: Vec<Effect>,
     /// Events decided at plan time (Planned, Held, Skipped, agent results).
     pub notices: Vec<Notice>,
+    /// Records decided at plan time, for the policy status; they count
+    /// only once the node's state is written.
+    pub records: Vec<ActionRecord>,
 }
 
 /// One node in the policy status.
@@ -265,12 +274,20 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub work: Vec<NodeWork>,
-    /// Records decided at plan time, newest last.
-    pub records: Vec<ActionRecord>,
     pub summary: Summary,
     /// When to look again (a step falls due, a hold may lift, a report goes
     /// stale), at the latest after `settings.resync`.
     pub wake_at: Timestamp,
+}
+
+impl Plan {
+    /// Every record decided at plan time, in node order.
+    pub fn records(&self) -> Vec<ActionRecord> {
+        self.work
+            .iter()
+            .flat_map(|w| w.records.iter().cloned())
+            .collect()
+    }
 }
 
 /// `t + d`, saturating.
@@ -308,7 +325,13 @@ pub fn retry_delay(attempts: u32) -> Duration {
 /// A deterministic id for the action request of a step: the same step of
 /// the same episode on the same node always gets the same id, so a retried
 /// write can never make the agent act twice. At most 128 characters.
-pub fn request_id(policy: &str, detector: Detector, node: &str, since: Timestamp, index: u32) -> String {
+pub fn request_id(
+    policy: &str,
+    detector: Detector,
+    node: &str,
+    since: Timestamp,
+    index: u32,
+) -> String {
     let full = format!(
         "{policy}.{}.{node}.{}.{index}",
         detector.name(),
@@ -318,7 +341,11 @@ pub fn request_id(policy: &str, detector: Detector, node: &str, since: Timestamp
         return full;
     }
     let hash = fnv1a(full.as_bytes());
-    let tail = format!(".{}.{}.{index}.{hash:016x}", detector.name(), since.as_second());
+    let tail = format!(
+        ".{}.{}.{index}.{hash:016x}",
+        detector.name(),
+        since.as_second()
+    );
     let keep = 128usize.saturating_sub(tail.len());
     let mut prefix: String = policy.chars().take(keep).collect();
     while prefix.len() > keep {
@@ -397,13 +424,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
             continue;
         };
-        if let Some(state) = Some(&report.spec.remediation) {
-            summary.actions_last_24h += state
-                .history
-                .iter()
-                .filter(|h| h.policy == p.name && h.at.0 > minus(now, HISTORY_WINDOW))
-                .count() as u32;
-        }
         match facts::freshness(report.status.as_ref(), now) {
             Freshness::Stale => {
                 if n.selected {
@@ -412,7 +432,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 // Not known to be healthy: a remediation taken there is still
                 // in progress.
                 if report.spec.remediation.episodes.iter().any(|e| {
-                    e.policy == p.name && e.steps.iter().any(|s| s.started_at.is_some() && s.action.is_disruptive())
+                    e.policy == p.name
+                        && e.steps
+                            .iter()
+                            .any(|s| s.started_at.is_some() && s.action.is_disruptive())
                 }) {
                     in_progress.insert(n.name.to_owned());
                 }
@@ -429,12 +452,17 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 if n.selected && firing_since.is_some() {
                     summary.unhealthy += 1;
                 }
-                for e in report.spec.remediation.episodes.iter().filter(|e| e.policy == p.name) {
+                for e in report
+                    .spec
+                    .remediation
+                    .episodes
+                    .iter()
+                    .filter(|e| e.policy == p.name)
+                {
                     let open = facts::condition(report, &p.name, e.detector)
                         .is_some_and(|c| facts::is_true(c) && c.last_transition_time == e.since);
                     if open
-                        && e
-                            .steps
+                        && e.steps
                             .iter()
                             .any(|s| s.started_at.is_some() && s.action.is_disruptive())
                     {
@@ -472,13 +500,23 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         existing,
         storm: summary.storm,
         in_progress,
-        records: Vec::new(),
     };
     let mut work = Vec::new();
     let mut summaries: Vec<NodeSummary> = Vec::new();
     for (_, i) in &order {
         let n = &input.nodes[*i];
         let result = planner.node(n, &mut wake);
+        // Counted from the state as it will be written.
+        let history = match (&result.work, n.report) {
+            (Some(w), _) => Some(&w.ahead.remediation.history),
+            (None, Some(r)) => Some(&r.spec.remediation.history),
+            (None, None) => None,
+        };
+        summary.actions_last_24h += history.map_or(0, |h| {
+            h.iter()
+                .filter(|h| h.policy == p.name && h.at.0 > minus(now, HISTORY_WINDOW))
+                .count() as u32
+        });
         if let Some(w) = result.work {
             work.push(w);
         }
@@ -518,7 +556,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     summary.nodes = summaries;
     Plan {
         work,
-        records: planner.records,
         summary,
         wake_at: wake.at,
     }
@@ -529,7 +566,6 @@ struct NodePlanner<'i, 'a> {
     existing: BTreeSet<&'i str>,
     storm: bool,
     in_progress: BTreeSet<String>,
-    records: Vec<ActionRecord>,
 }
 
 #[derive(Default)]
@@ -556,6 +592,7 @@ struct NodeCtx<'r> {
     ahead: NodeHealthReportSpec,
     effects: Vec<Effect>,
     notices: Vec<Notice>,
+    records: Vec<ActionRecord>,
     write_ahead: bool,
 }
 
@@ -628,6 +665,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             ahead: report.spec.clone(),
             effects: Vec::new(),
             notices: Vec::new(),
+            records: Vec::new(),
             write_ahead: false,
         };
 
@@ -704,7 +742,11 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             });
         }
 
-        if cx.ahead != report.spec || !cx.effects.is_empty() || !cx.notices.is_empty() {
+        if cx.ahead != report.spec
+            || !cx.effects.is_empty()
+            || !cx.notices.is_empty()
+            || !cx.records.is_empty()
+        {
             result.work = Some(NodeWork {
                 node: cx.name,
                 resource_version: report.metadata.resource_version.clone(),
@@ -713,6 +755,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 write_ahead: cx.write_ahead,
                 effects: cx.effects,
                 notices: cx.notices,
+                records: cx.records,
             });
         }
         result
@@ -811,7 +854,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                             uid: w.pod_uid.clone(),
                         })
                     });
-                    let hold = if let Some(ns) = ns.filter(|ns| p.safety.exclude_namespaces.contains(ns)) {
+                    let hold = if let Some(ns) =
+                        ns.filter(|ns| p.safety.exclude_namespaces.contains(ns))
+                    {
                         Some(Hold {
                             reason: "ExcludedNamespace",
                             message: format!("the parent's pod is in excluded namespace {ns}"),
@@ -870,20 +915,31 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         .iter()
                         .any(|o| o.key == t.key && o.effect == t.effect);
                     in_effect = Some(if owned {
-                        format!("taint {}:{} already placed by nodemedic; joined", t.key, facts::effect_str(t.effect))
+                        format!(
+                            "taint {}:{} already placed by nodemedic; joined",
+                            t.key,
+                            facts::effect_str(t.effect)
+                        )
                     } else {
-                        format!("taint {}:{} already present, placed by someone else; nodemedic will not remove it", t.key, facts::effect_str(t.effect))
+                        format!(
+                            "taint {}:{} already present, placed by someone else; nodemedic will not remove it",
+                            t.key,
+                            facts::effect_str(t.effect)
+                        )
                     });
                     None
                 }
                 _ => None,
             },
-            ActionKind::Drain | ActionKind::RequestReboot => {
-                cx.facts.is_none().then(node_missing)
-            }
+            ActionKind::Drain | ActionKind::RequestReboot => cx.facts.is_none().then(node_missing),
             ActionKind::Event | ActionKind::NodeCondition => None,
         };
-        if let Some(t) = step.action.eq(&ActionKind::Taint).then_some(()).and(step.taint.as_ref()) {
+        if let Some(t) = step
+            .action
+            .eq(&ActionKind::Taint)
+            .then_some(())
+            .and(step.taint.as_ref())
+        {
             target = Some(format!("{}:{}", t.key, facts::effect_str(t.effect)));
         }
 
@@ -938,8 +994,20 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     drain: None,
                 },
             );
-            let event = if hold.skip { "RemediationSkipped" } else { "RemediationHeld" };
-            self.record(cx, &sref, Some(ActionOutcome::Skipped), &message, pod, true, event);
+            let event = if hold.skip {
+                "RemediationSkipped"
+            } else {
+                "RemediationHeld"
+            };
+            self.record(
+                cx,
+                &sref,
+                Some(ActionOutcome::Skipped),
+                &message,
+                pod,
+                true,
+                event,
+            );
             return;
         }
 
@@ -1032,10 +1100,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         cond.message
                     )),
                 };
-                cx.effects.push(Effect::Event {
-                    step: sref,
-                    notice,
-                });
+                cx.effects.push(Effect::Event { step: sref, notice });
             }
             ActionKind::NodeCondition => {
                 // Applied with the node-level conditions below.
@@ -1067,7 +1132,11 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 rec.request_id = Some(id);
                 cx.write_ahead = true;
                 rec.message = Some(if signal {
-                    format!("requested {:?} to {}", step.signal, target.as_deref().unwrap_or("the parent"))
+                    format!(
+                        "requested {:?} to {}",
+                        step.signal,
+                        target.as_deref().unwrap_or("the parent")
+                    )
                 } else {
                     "requested a reboot from the node's reboot daemon".into()
                 });
@@ -1078,7 +1147,11 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     rec.message.as_deref().unwrap_or_default(),
                     pod,
                     false,
-                    if signal { "SignalRequested" } else { "RebootRequested" },
+                    if signal {
+                        "SignalRequested"
+                    } else {
+                        "RebootRequested"
+                    },
                 );
             }
             ActionKind::Cordon => {
@@ -1091,7 +1164,15 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     .is_some_and(|f| f.unschedulable && f.cordoned_by.is_none());
                 if owned_elsewhere {
                     rec.phase = StepPhase::Done;
-                    self.record(cx, &sref, Some(ActionOutcome::Executed), in_effect.as_deref().unwrap_or_default(), None, false, "NodeCordoned");
+                    self.record(
+                        cx,
+                        &sref,
+                        Some(ActionOutcome::Executed),
+                        in_effect.as_deref().unwrap_or_default(),
+                        None,
+                        false,
+                        "NodeCordoned",
+                    );
                 } else {
                     cx.effects.push(Effect::Cordon {
                         step: sref,
@@ -1103,7 +1184,10 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 let foreign = match (&cx.facts, &step.taint) {
                     (Some(f), Some(t)) => {
                         f.has_taint(&t.key, t.effect)
-                            && !f.owned_taints.iter().any(|o| o.key == t.key && o.effect == t.effect)
+                            && !f
+                                .owned_taints
+                                .iter()
+                                .any(|o| o.key == t.key && o.effect == t.effect)
                     }
                     _ => false,
                 };
@@ -1113,7 +1197,15 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 match (&step.taint, foreign) {
                     (Some(_), true) | (None, _) => {
                         rec.phase = StepPhase::Done;
-                        self.record(cx, &sref, Some(ActionOutcome::Executed), in_effect.as_deref().unwrap_or("no taint configured"), None, false, "NodeTainted");
+                        self.record(
+                            cx,
+                            &sref,
+                            Some(ActionOutcome::Executed),
+                            in_effect.as_deref().unwrap_or("no taint configured"),
+                            None,
+                            false,
+                            "NodeTainted",
+                        );
                     }
                     (Some(t), false) => cx.effects.push(Effect::Taint {
                         step: sref,
@@ -1161,7 +1253,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             if let Some(other) = &cx.budget.storm {
                 return Some(Hold {
                     reason: "StormActive",
-                    message: format!("policy {other}, which also selects this node, has an active storm; node-level actions are held"),
+                    message: format!(
+                        "policy {other}, which also selects this node, has an active storm; node-level actions are held"
+                    ),
                     skip: false,
                 });
             }
@@ -1204,7 +1298,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             let window_start = minus(now, SIGNAL_WINDOW);
             let mut recent: Vec<Timestamp> = history
                 .iter()
-                .filter(|h| !h.planned && h.action == ActionKind::SignalParent && h.at.0 > window_start)
+                .filter(|h| {
+                    !h.planned && h.action == ActionKind::SignalParent && h.at.0 > window_start
+                })
                 .map(|h| h.at.0)
                 .collect();
             recent.sort();
@@ -1262,15 +1358,21 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         ActionResultOutcome::Signalled | ActionResultOutcome::Completed => {
                             (StepPhase::Done, ActionOutcome::Executed, None)
                         }
-                        ActionResultOutcome::Failed => {
-                            (StepPhase::Failed, ActionOutcome::Failed, Some("AgentFailed"))
-                        }
-                        ActionResultOutcome::TargetGone => {
-                            (StepPhase::Skipped, ActionOutcome::Skipped, Some("TargetGone"))
-                        }
-                        ActionResultOutcome::TargetChanged => {
-                            (StepPhase::Skipped, ActionOutcome::Skipped, Some("TargetChanged"))
-                        }
+                        ActionResultOutcome::Failed => (
+                            StepPhase::Failed,
+                            ActionOutcome::Failed,
+                            Some("AgentFailed"),
+                        ),
+                        ActionResultOutcome::TargetGone => (
+                            StepPhase::Skipped,
+                            ActionOutcome::Skipped,
+                            Some("TargetGone"),
+                        ),
+                        ActionResultOutcome::TargetChanged => (
+                            StepPhase::Skipped,
+                            ActionOutcome::Skipped,
+                            Some("TargetChanged"),
+                        ),
                         ActionResultOutcome::Refused | ActionResultOutcome::InProgress => {
                             (StepPhase::Skipped, ActionOutcome::Skipped, Some("Refused"))
                         }
@@ -1285,11 +1387,19 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                             " (zombies under the parent: {} then, {} now{})",
                             f.zombies_before,
                             f.zombies_now,
-                            if f.parent_exited { ", parent exited" } else { "" }
+                            if f.parent_exited {
+                                ", parent exited"
+                            } else {
+                                ""
+                            }
                         ));
                     }
                     if phase == StepPhase::Skipped {
-                        refund(&mut cx.ahead.remediation.history, &sref, rec.started_at.as_ref());
+                        refund(
+                            &mut cx.ahead.remediation.history,
+                            &sref,
+                            rec.started_at.as_ref(),
+                        );
                     }
                     rec.phase = phase;
                     rec.since = Time(now);
@@ -1302,7 +1412,15 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         _ => "RemediationSkipped",
                     };
                     let message = rec.message.clone().unwrap_or_default();
-                    self.record(cx, &sref, Some(outcome), &message, pod, phase != StepPhase::Done, event_reason);
+                    self.record(
+                        cx,
+                        &sref,
+                        Some(outcome),
+                        &message,
+                        pod,
+                        phase != StepPhase::Done,
+                        event_reason,
+                    );
                     upsert_step(episode, rec);
                     return;
                 }
@@ -1324,7 +1442,15 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         format_duration(self.input.settings.request_ttl + REQUEST_GRACE)
                     ));
                     let message = rec.message.clone().unwrap_or_default();
-                    self.record(cx, &sref, Some(ActionOutcome::Failed), &message, pod, true, "RemediationFailed");
+                    self.record(
+                        cx,
+                        &sref,
+                        Some(ActionOutcome::Failed),
+                        &message,
+                        pod,
+                        true,
+                        "RemediationFailed",
+                    );
                     upsert_step(episode, rec);
                 } else {
                     wake.at(deadline);
@@ -1334,10 +1460,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 if p.mode != PolicyMode::Enforce {
                     return;
                 }
-                let next = rec
-                    .last_attempt_at
-                    .as_ref()
-                    .map_or(now, |t| plus(t.0, retry_delay(rec.attempts.saturating_sub(1))));
+                let next = rec.last_attempt_at.as_ref().map_or(now, |t| {
+                    plus(t.0, retry_delay(rec.attempts.saturating_sub(1)))
+                });
                 if now < next {
                     wake.at(next);
                     return;
@@ -1359,7 +1484,10 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     Some(PodRef {
                         namespace: ns.to_owned(),
                         name: name.to_owned(),
-                        uid: pod.as_ref().filter(|p| p.namespace == ns && p.name == name).and_then(|p| p.uid.clone()),
+                        uid: pod
+                            .as_ref()
+                            .filter(|p| p.namespace == ns && p.name == name)
+                            .and_then(|p| p.uid.clone()),
                     })
                 });
                 if let Some(pod) = target.or(pod) {
@@ -1380,7 +1508,10 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                             warning: true,
                             reason: format!("{:?}", episode.detector.condition_type()),
                             action: ActionKind::Event,
-                            note: truncate_note(&format!("policy {}: {} firing: {}", p.name, episode.detector, cond.message)),
+                            note: truncate_note(&format!(
+                                "policy {}: {} firing: {}",
+                                p.name, episode.detector, cond.message
+                            )),
                         },
                     });
                 }
@@ -1436,7 +1567,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 .collect();
             for e in &wanting {
                 if e.policy == p.name {
-                    for s in e.steps.iter().filter(|s| s.action == ActionKind::NodeCondition && s.phase == StepPhase::Started) {
+                    for s in e.steps.iter().filter(|s| {
+                        s.action == ActionKind::NodeCondition && s.phase == StepPhase::Started
+                    }) {
                         settles.push(StepRef {
                             policy: p.name.clone(),
                             detector: d,
@@ -1461,14 +1594,21 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     .find_map(|e| facts::condition(cx.report, &e.policy, d))
                     .map(|c| c.message.clone())
                     .unwrap_or_default();
-                truncate_note(&format!("{d} firing under policy {}: {detail}", names.join(", ")))
+                truncate_note(&format!(
+                    "{d} firing under policy {}: {detail}",
+                    names.join(", ")
+                ))
             } else {
                 format!("{d} no longer firing")
             };
             desired.push(DesiredCondition {
                 detector: d,
                 status: want,
-                reason: if want { "ThresholdExceeded".into() } else { "Cleared".into() },
+                reason: if want {
+                    "ThresholdExceeded".into()
+                } else {
+                    "Cleared".into()
+                },
                 message,
             });
         }
@@ -1533,7 +1673,12 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
     /// exists or selects the node, or (with uncordonWhenHealthy) its
     /// detectors have been clear for the node's cooldown. Returns the
     /// message for the record, or None (with a wake-up when it will be).
-    fn released(&self, cx: &NodeCtx<'_>, owners: &BTreeSet<String>, wake: &mut Wake) -> Option<String> {
+    fn released(
+        &self,
+        cx: &NodeCtx<'_>,
+        owners: &BTreeSet<String>,
+        wake: &mut Wake,
+    ) -> Option<String> {
         let now = self.now();
         let mut latest: Option<Timestamp> = None;
         for owner in owners {
@@ -1552,10 +1697,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             if conditions.is_empty() || conditions.iter().any(|c| facts::is_true(c)) {
                 return None;
             }
-            let since = conditions
-                .iter()
-                .map(|c| c.last_transition_time.0)
-                .max()?;
+            let since = conditions.iter().map(|c| c.last_transition_time.0).max()?;
             latest = Some(latest.map_or(since, |l: Timestamp| l.max(since)));
         }
         let cooldown = cx.budget.cooldown;
@@ -1595,7 +1737,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
     ) {
         let p = self.policy();
         if let Some(outcome) = outcome {
-            self.records.push(ActionRecord {
+            cx.records.push(ActionRecord {
                 time: Time(self.now()),
                 node: cx.name.clone(),
                 detector: step.detector.name().to_owned(),
@@ -1627,7 +1769,11 @@ fn describe(step: &Step, target: Option<&str>, in_effect: Option<&str>) -> Strin
     let base = match step.action {
         ActionKind::Event => "emit an Event".to_owned(),
         ActionKind::NodeCondition => "set the node condition".to_owned(),
-        ActionKind::SignalParent => format!("send {:?} to {}", step.signal, target.unwrap_or("the zombies' parent")),
+        ActionKind::SignalParent => format!(
+            "send {:?} to {}",
+            step.signal,
+            target.unwrap_or("the zombies' parent")
+        ),
         ActionKind::EvictPod => format!("evict pod {}", target.unwrap_or("?")),
         ActionKind::Taint => format!("taint the node {}", target.unwrap_or("")),
         ActionKind::Cordon => "cordon the node".to_owned(),
@@ -1642,8 +1788,10 @@ fn describe(step: &Step, target: Option<&str>, in_effect: Option<&str>) -> Strin
 
 fn escalation(episodes: &[&Episode], mode: PolicyMode) -> Option<String> {
     let reached = |s: &&StepRecord| {
-        matches!(s.phase, StepPhase::Started | StepPhase::Done | StepPhase::Failed)
-            || (mode == PolicyMode::DryRun && s.phase == StepPhase::Planned)
+        matches!(
+            s.phase,
+            StepPhase::Started | StepPhase::Done | StepPhase::Failed
+        ) || (mode == PolicyMode::DryRun && s.phase == StepPhase::Planned)
     };
     let best = episodes
         .iter()
@@ -1747,7 +1895,11 @@ pub fn settle(
             Effect::Event { step, notice } => {
                 let ok = matches!(outcome, EffectOutcome::Done(_));
                 update_step(&mut spec, step, |rec| {
-                    rec.phase = if ok { StepPhase::Done } else { StepPhase::Failed };
+                    rec.phase = if ok {
+                        StepPhase::Done
+                    } else {
+                        StepPhase::Failed
+                    };
                     rec.since = Time(now);
                     if let EffectOutcome::Failed { reason, message } = outcome {
                         rec.reason = Some(reason.clone());
@@ -1759,7 +1911,11 @@ pub fn settle(
                     node: work.node.clone(),
                     detector: step.detector.name().to_owned(),
                     action: ActionKind::Event,
-                    outcome: if ok { ActionOutcome::Executed } else { ActionOutcome::Failed },
+                    outcome: if ok {
+                        ActionOutcome::Executed
+                    } else {
+                        ActionOutcome::Failed
+                    },
                     message: Some(notice.note.clone()),
                 });
             }
@@ -1772,10 +1928,24 @@ pub fn settle(
                         rec.reason = reason.clone();
                         rec.message = Some(truncate_note(&msg));
                     });
-                    out.push(Some(step), ActionKind::NodeCondition, rec_outcome, &msg, None, if phase == StepPhase::Done { "NodeConditionSet" } else { "RemediationFailed" }, phase != StepPhase::Done);
+                    out.push(
+                        Some(step),
+                        ActionKind::NodeCondition,
+                        rec_outcome,
+                        &msg,
+                        None,
+                        if phase == StepPhase::Done {
+                            "NodeConditionSet"
+                        } else {
+                            "RemediationFailed"
+                        },
+                        phase != StepPhase::Done,
+                    );
                 }
             }
-            Effect::Cordon { step, .. } | Effect::Taint { step, .. } | Effect::Evict { step, .. } => {
+            Effect::Cordon { step, .. }
+            | Effect::Taint { step, .. }
+            | Effect::Evict { step, .. } => {
                 let pod = match effect {
                     Effect::Evict { pod, .. } => Some(pod.clone()),
                     _ => None,
@@ -1802,7 +1972,15 @@ pub fn settle(
                     });
                     if timed_out {
                         let msg = step_message(&spec, step);
-                        out.push(Some(step), step.action, ActionOutcome::Failed, &msg, pod, "RemediationFailed", true);
+                        out.push(
+                            Some(step),
+                            step.action,
+                            ActionOutcome::Failed,
+                            &msg,
+                            pod,
+                            "RemediationFailed",
+                            true,
+                        );
                     }
                     continue;
                 }
@@ -1828,7 +2006,15 @@ pub fn settle(
                     (_, StepPhase::Skipped) => "RemediationSkipped",
                     _ => "RemediationFailed",
                 };
-                out.push(Some(step), step.action, rec_outcome, &msg, pod, event, phase != StepPhase::Done);
+                out.push(
+                    Some(step),
+                    step.action,
+                    rec_outcome,
+                    &msg,
+                    pod,
+                    event,
+                    phase != StepPhase::Done,
+                );
             }
             Effect::Drain { step, .. } => match outcome {
                 EffectOutcome::Drained {
@@ -1841,7 +2027,12 @@ pub fn settle(
                     update_step(&mut spec, step, |rec| {
                         rec.attempts = rec.attempts.saturating_add(1);
                         rec.last_attempt_at = Some(Time(now));
-                        rec.drain = Some(progress.clone());
+                        // Pods evicted add up over passes; the rest is this pass.
+                        let before = rec.drain.as_ref().map_or(0, |d| d.evicted);
+                        rec.drain = Some(DrainProgress {
+                            evicted: before.saturating_add(progress.evicted),
+                            ..progress.clone()
+                        });
                         rec.message = Some(truncate_note(message));
                         let started = rec.started_at.as_ref().map_or(now, |t| t.0);
                         if *complete {
@@ -1852,14 +2043,33 @@ pub fn settle(
                             rec.phase = StepPhase::Failed;
                             rec.since = Time(now);
                             rec.reason = Some("Timeout".into());
-                            let m = format!("drain did not finish within {}: {message}", format_duration(timeout));
+                            let m = format!(
+                                "drain did not finish within {}: {message}",
+                                format_duration(timeout)
+                            );
                             rec.message = Some(truncate_note(&m));
                             result = Some((StepPhase::Failed, m));
                         }
                     });
                     match result {
-                        Some((StepPhase::Done, m)) => out.push(Some(step), ActionKind::Drain, ActionOutcome::Executed, &m, None, "NodeDrained", false),
-                        Some((_, m)) => out.push(Some(step), ActionKind::Drain, ActionOutcome::Failed, &m, None, "RemediationFailed", true),
+                        Some((StepPhase::Done, m)) => out.push(
+                            Some(step),
+                            ActionKind::Drain,
+                            ActionOutcome::Executed,
+                            &m,
+                            None,
+                            "NodeDrained",
+                            false,
+                        ),
+                        Some((_, m)) => out.push(
+                            Some(step),
+                            ActionKind::Drain,
+                            ActionOutcome::Failed,
+                            &m,
+                            None,
+                            "RemediationFailed",
+                            true,
+                        ),
                         None => {}
                     }
                 }
@@ -1879,7 +2089,19 @@ pub fn settle(
                         rec.reason = reason.clone();
                         rec.message = Some(truncate_note(&msg));
                     });
-                    out.push(Some(step), ActionKind::Drain, rec_outcome, &msg, None, if phase == StepPhase::Done { "NodeDrained" } else { "RemediationFailed" }, phase != StepPhase::Done);
+                    out.push(
+                        Some(step),
+                        ActionKind::Drain,
+                        rec_outcome,
+                        &msg,
+                        None,
+                        if phase == StepPhase::Done {
+                            "NodeDrained"
+                        } else {
+                            "RemediationFailed"
+                        },
+                        phase != StepPhase::Done,
+                    );
                 }
             },
             Effect::Uncordon { .. } | Effect::Untaint { .. } => {
@@ -1889,9 +2111,38 @@ pub fn settle(
                     ActionKind::Taint
                 };
                 match outcome {
-                    EffectOutcome::Done(m) => out.push(None, action, ActionOutcome::Executed, m, None, if action == ActionKind::Cordon { "NodeUncordoned" } else { "NodeUntainted" }, false),
-                    EffectOutcome::Skipped { message, .. } => out.push(None, action, ActionOutcome::Skipped, message, None, "RemediationSkipped", false),
-                    EffectOutcome::Failed { message, .. } | EffectOutcome::Retry(message) => out.push(None, action, ActionOutcome::Failed, message, None, "RemediationFailed", true),
+                    EffectOutcome::Done(m) => out.push(
+                        None,
+                        action,
+                        ActionOutcome::Executed,
+                        m,
+                        None,
+                        if action == ActionKind::Cordon {
+                            "NodeUncordoned"
+                        } else {
+                            "NodeUntainted"
+                        },
+                        false,
+                    ),
+                    EffectOutcome::Skipped { message, .. } => out.push(
+                        None,
+                        action,
+                        ActionOutcome::Skipped,
+                        message,
+                        None,
+                        "RemediationSkipped",
+                        false,
+                    ),
+                    EffectOutcome::Failed { message, .. } | EffectOutcome::Retry(message) => out
+                        .push(
+                            None,
+                            action,
+                            ActionOutcome::Failed,
+                            message,
+                            None,
+                            "RemediationFailed",
+                            true,
+                        ),
                     EffectOutcome::Drained { .. } => {}
                 }
             }
@@ -1965,9 +2216,12 @@ fn phase_of(outcome: &EffectOutcome) -> (StepPhase, ActionOutcome, String, Optio
             Some(reason.clone()),
         ),
         EffectOutcome::Retry(m) => (StepPhase::Started, ActionOutcome::Failed, m.clone(), None),
-        EffectOutcome::Drained { message, .. } => {
-            (StepPhase::Started, ActionOutcome::Executed, message.clone(), None)
-        }
+        EffectOutcome::Drained { message, .. } => (
+            StepPhase::Started,
+            ActionOutcome::Executed,
+            message.clone(),
+            None,
+        ),
     }
 }
 

@@ -28,7 +28,9 @@ pub fn build(
     now: Timestamp,
 ) -> NodeHealthPolicyStatus {
     let generation = policy.generation;
-    let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let prev_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     let mode = match policy.mode {
         PolicyMode::Observe => "Observe: findings are reported, nothing is planned",
         PolicyMode::DryRun => "DryRun: remediations are planned and recorded, none is executed",
@@ -145,7 +147,9 @@ pub fn invalid(
     previous: Option<&NodeHealthPolicyStatus>,
     now: Timestamp,
 ) -> NodeHealthPolicyStatus {
-    let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let prev_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     NodeHealthPolicyStatus {
         observed_generation: generation,
         conditions: vec![condition(
@@ -161,7 +165,9 @@ pub fn invalid(
         unhealthy_nodes: 0,
         actions_last24h: previous.map_or(0, |p| p.actions_last24h),
         nodes: Vec::new(),
-        recent_actions: previous.map(|p| p.recent_actions.clone()).unwrap_or_default(),
+        recent_actions: previous
+            .map(|p| p.recent_actions.clone())
+            .unwrap_or_default(),
     }
 }
 
