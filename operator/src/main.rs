@@ -21,8 +21,14 @@ async fn main() -> anyhow::Result<()> {
     let config = args.kube_config().await?;
     let namespace = config.default_namespace.clone();
     let run_config = args.run_config(&namespace)?;
+    let mut no_retry = config.clone();
+    // kube retries 429 by default; for evictions a 429 is a PodDisruptionBudget
+    // refusal that the planner retries on its own schedule.
+    no_retry.default_retry = false;
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-    nodemedic_operator::controller::run(client, run_config)
+    let eviction_client =
+        kube::Client::try_from(no_retry).context("building the Kubernetes client")?;
+    nodemedic_operator::controller::run(client, eviction_client, run_config)
         .await
         .context("nodemedic-operator")?;
     Ok(())

@@ -82,8 +82,14 @@ async fn a_storm_holds_node_level_actions_until_back_under_the_budget() {
         let mut held = 0;
         for n in &nodes[..5] {
             let r = w.get_report(n).await;
-            let s = r.spec.remediation.episode(&policy, Detector::Zombies).and_then(|e| e.step(1, ActionKind::Cordon).cloned());
-            if s.is_some_and(|s| s.phase == StepPhase::Held && s.reason.as_deref() == Some("StormActive")) {
+            let s = r
+                .spec
+                .remediation
+                .episode(&policy, Detector::Zombies)
+                .and_then(|e| e.step(1, ActionKind::Cordon).cloned());
+            if s.is_some_and(|s| {
+                s.phase == StepPhase::Held && s.reason.as_deref() == Some("StormActive")
+            }) {
                 held += 1;
             }
         }
@@ -92,15 +98,26 @@ async fn a_storm_holds_node_level_actions_until_back_under_the_budget() {
     .await;
     for n in &nodes[..5] {
         assert!(
-            w.events_about("Node", n).await.iter().any(|e| e.reason.as_deref() == Some("ZombiesDetected")),
+            w.events_about("Node", n)
+                .await
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("ZombiesDetected")),
             "Event step ran on {n}"
         );
     }
-    stays(Duration::from_secs(3), "no node cordoned during the storm", || async {
-        cordoned(&w, &nodes).await.is_empty()
-    })
+    stays(
+        Duration::from_secs(3),
+        "no node cordoned during the storm",
+        || async { cordoned(&w, &nodes).await.is_empty() },
+    )
     .await;
-    assert_eq!(op.metric(&format!("nodemedic_operator_storm_active{{policy=\"{policy}\"}} ")).await, Some(1.0));
+    assert_eq!(
+        op.metric(&format!(
+            "nodemedic_operator_storm_active{{policy=\"{policy}\"}} "
+        ))
+        .await,
+        Some(1.0)
+    );
 
     // Four recover: 1 unhealthy ≤ 2 allowed; the held Cordon runs.
     for a in agents.iter_mut().take(4) {
@@ -125,7 +142,8 @@ async fn a_storm_holds_node_level_actions_until_back_under_the_budget() {
 async fn max_concurrent_actions_one_remediates_one_node_at_a_time() {
     let w = World::new("conc").await;
     let policy = format!("{}-p", w.id);
-    w.policy(&policy, cordon_ladder(json!({"maxConcurrentActions": 1}))).await;
+    w.policy(&policy, cordon_ladder(json!({"maxConcurrentActions": 1})))
+        .await;
     let mut nodes = Vec::new();
     let mut agents = Vec::new();
     for _ in 0..3 {
@@ -134,7 +152,10 @@ async fn max_concurrent_actions_one_remediates_one_node_at_a_time() {
         nodes.push(n);
     }
     let mut op = w.operator("conc-a").start();
-    eventually(T, "operator leads", || async { op.is_leader().await.then_some(()) }).await;
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
     for a in agents.iter_mut() {
         a.set(&policy, Detector::Zombies, true);
         a.write().await;
@@ -152,7 +173,11 @@ async fn max_concurrent_actions_one_remediates_one_node_at_a_time() {
     let held = w.get_policy(&policy).await.status.unwrap().recent_actions;
     assert_eq!(
         held.iter()
-            .filter(|a| a.outcome == ActionOutcome::Skipped && a.message.as_deref().unwrap_or_default().contains("maxConcurrentActions"))
+            .filter(|a| a.outcome == ActionOutcome::Skipped
+                && a.message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("maxConcurrentActions"))
             .count(),
         2,
         "{held:?}"
@@ -196,7 +221,10 @@ async fn cooldown_and_max_signals_per_hour_are_respected() {
     let mut agent = Agent::start(&w.client, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(777, 1234, "worker", None)];
     let mut op = w.operator("cool-a").start();
-    eventually(T, "operator leads", || async { op.is_leader().await.then_some(()) }).await;
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
 
@@ -207,13 +235,21 @@ async fn cooldown_and_max_signals_per_hour_are_respected() {
         for req in r.spec.action_requests {
             if !seen.iter().any(|(id, _)| *id == req.id) {
                 seen.push((req.id.clone(), req.requested_at.0));
-                agent.result(&req.id, nodemedic_crds::report::ActionResultOutcome::Signalled);
+                agent.result(
+                    &req.id,
+                    nodemedic_crds::report::ActionResultOutcome::Signalled,
+                );
                 agent.write().await;
             }
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    assert_eq!(seen.len(), 2, "maxSignalsPerHour 2: {seen:?}\n{}", op.log_tail(40));
+    assert_eq!(
+        seen.len(),
+        2,
+        "maxSignalsPerHour 2: {seen:?}\n{}",
+        op.log_tail(40)
+    );
     let gap = seen[1].1.as_second() - seen[0].1.as_second();
     assert!(gap >= 4, "cooldown 4s between two signals, got {gap}s");
     let r = w.get_report(&node).await;
@@ -224,7 +260,10 @@ async fn cooldown_and_max_signals_per_hour_are_respected() {
         .and_then(|e| e.step(2, ActionKind::SignalParent))
         .cloned()
         .unwrap();
-    assert_eq!((third.phase, third.reason.as_deref()), (StepPhase::Held, Some("MaxSignalsPerHour")));
+    assert_eq!(
+        (third.phase, third.reason.as_deref()),
+        (StepPhase::Held, Some("MaxSignalsPerHour"))
+    );
     op.terminate().await;
 }
 
@@ -250,13 +289,23 @@ async fn a_stale_report_plans_nothing_and_degrades_the_policy() {
     let (_, reason, message) = condition(&p, "Degraded").unwrap();
     assert_eq!(reason, "StaleReports");
     assert!(message.contains(&node), "{message}");
-    stays(Duration::from_secs(3), "no action from stale data", || async {
-        let r = w.get_report(&node).await;
-        !unschedulable(&w.get_node(&node).await) && r.spec.remediation.episodes.is_empty()
-    })
+    stays(
+        Duration::from_secs(3),
+        "no action from stale data",
+        || async {
+            let r = w.get_report(&node).await;
+            !unschedulable(&w.get_node(&node).await) && r.spec.remediation.episodes.is_empty()
+        },
+    )
     .await;
     assert!(w.events_about("Node", &node).await.is_empty());
-    assert_eq!(op.metric(&format!("nodemedic_operator_stale_reports{{policy=\"{policy}\"}} ")).await, Some(1.0));
+    assert_eq!(
+        op.metric(&format!(
+            "nodemedic_operator_stale_reports{{policy=\"{policy}\"}} "
+        ))
+        .await,
+        Some(1.0)
+    );
 
     // A fresh scan: acted on.
     agent.write().await;
@@ -282,7 +331,10 @@ async fn several_policies_share_one_cordon_and_the_longest_cooldown() {
     let node = w.node("multi").await;
     let mut agent = Agent::start(&w.client, &node).await;
     let mut op = w.operator("multi-a").start();
-    eventually(T, "operator leads", || async { op.is_leader().await.then_some(()) }).await;
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
     agent.set(&a, Detector::Zombies, true);
     agent.set(&b, Detector::Zombies, true);
     agent.write().await;
@@ -293,15 +345,27 @@ async fn several_policies_share_one_cordon_and_the_longest_cooldown() {
     .await;
     assert!(unschedulable(&n));
     let r = w.get_report(&node).await;
-    let disruptive = r.spec.remediation.history.iter().filter(|h| h.action == ActionKind::Cordon).count();
-    assert_eq!(disruptive, 1, "cordoned once: {:?}", r.spec.remediation.history);
+    let disruptive = r
+        .spec
+        .remediation
+        .history
+        .iter()
+        .filter(|h| h.action == ActionKind::Cordon)
+        .count();
+    assert_eq!(
+        disruptive, 1,
+        "cordoned once: {:?}",
+        r.spec.remediation.history
+    );
 
     // a recovers: b still firing keeps the node cordoned.
     agent.set(&a, Detector::Zombies, false);
     agent.write().await;
-    stays(Duration::from_secs(3), "cordon kept while b fires", || async {
-        unschedulable(&w.get_node(&node).await)
-    })
+    stays(
+        Duration::from_secs(3),
+        "cordon kept while b fires",
+        || async { unschedulable(&w.get_node(&node).await) },
+    )
     .await;
     // b recovers: uncordoned after the longer cooldown (6s), not a's (1s).
     let healed = agent.set(&b, Detector::Zombies, false);
@@ -311,7 +375,10 @@ async fn several_policies_share_one_cordon_and_the_longest_cooldown() {
     })
     .await;
     let waited = Timestamp::now().as_second() - healed.as_second();
-    assert!(waited >= 6, "the longest cooldown governs: waited {waited}s");
+    assert!(
+        waited >= 6,
+        "the longest cooldown governs: waited {waited}s"
+    );
     op.terminate().await;
 }
 
@@ -320,7 +387,8 @@ async fn a_selector_the_server_accepted_but_that_is_invalid_makes_the_policy_unr
     let w = World::new("badsel").await;
     let policy = format!("{}-p", w.id);
     let mut spec = cordon_ladder(json!({}));
-    spec["nodeSelector"] = json!({"matchExpressions": [{"key": "pool", "operator": "Near", "values": ["x"]}]});
+    spec["nodeSelector"] =
+        json!({"matchExpressions": [{"key": "pool", "operator": "Near", "values": ["x"]}]});
     w.policy(&policy, spec).await;
     let node = w.node("badsel").await;
     let mut agent = Agent::start(&w.client, &node).await;

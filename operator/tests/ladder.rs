@@ -63,8 +63,16 @@ async fn dry_run_records_planned_actions_and_changes_nothing_then_enforce_runs_t
         (planned.len() == 4).then_some(planned)
     })
     .await;
-    assert!(events.iter().any(|n| n.contains("would send SIGTERM to pid 4242 (php-fpm)")), "{events:?}");
-    assert!(events.iter().any(|n| n.contains("would cordon the node")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|n| n.contains("would send SIGTERM to pid 4242 (php-fpm)")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|n| n.contains("would cordon the node")),
+        "{events:?}"
+    );
 
     // Nothing changed: no cordon, no request, no node condition, and it stays so.
     stays(Duration::from_secs(3), "DryRun changes nothing", || async {
@@ -89,7 +97,11 @@ async fn dry_run_records_planned_actions_and_changes_nothing_then_enforce_runs_t
     assert_eq!(cordoned_by(&n).as_deref(), Some(policy.as_str()));
     eventually(T, "node condition NodemedicZombies=True", || async {
         let n = w.get_node(&node).await;
-        (node_condition(&n, "NodemedicZombies").map(|c| c.0).as_deref() == Some("True")).then_some(())
+        (node_condition(&n, "NodemedicZombies")
+            .map(|c| c.0)
+            .as_deref()
+            == Some("True"))
+        .then_some(())
     })
     .await;
     let r = w.get_report(&node).await;
@@ -125,9 +137,17 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
     let pod = w.pod(&ns, "php-0", &node, json!({})).await;
     let uid = pod.metadata.uid.clone().unwrap();
     let mut agent = Agent::start(&w.client, &node).await;
-    agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", Some((&ns, "php-0", &uid)))];
+    agent.status.findings.zombies = vec![zombie_parent(
+        4242,
+        987_654,
+        "php-fpm",
+        Some((&ns, "php-0", &uid)),
+    )];
     let mut op = w.operator("ladder-a").start();
-    eventually(T, "operator leads", || async { op.is_leader().await.then_some(()) }).await;
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
     let since = agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
 
@@ -140,8 +160,17 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
     })
     .await;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
-    assert!(ev.note.as_deref().unwrap_or_default().contains("120 zombies"), "{ev:?}");
-    assert_eq!(ev.related.as_ref().and_then(|r| r.name.clone()), Some(policy.clone()));
+    assert!(
+        ev.note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("120 zombies"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.related.as_ref().and_then(|r| r.name.clone()),
+        Some(policy.clone())
+    );
     eventually(T, "the Event on the pod too", || async {
         w.events_about("Pod", "php-0")
             .await
@@ -153,7 +182,11 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
     // 2. Node condition, other conditions untouched.
     let n = eventually(T, "NodemedicZombies=True", || async {
         let n = w.get_node(&node).await;
-        (node_condition(&n, "NodemedicZombies").map(|c| c.0).as_deref() == Some("True")).then_some(n)
+        (node_condition(&n, "NodemedicZombies")
+            .map(|c| c.0)
+            .as_deref()
+            == Some("True"))
+        .then_some(n)
     })
     .await;
     assert_eq!(
@@ -164,15 +197,29 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
 
     // 3. The action request with the right target.
     let req = eventually(T, "a SignalParent request in the report", || async {
-        w.get_report(&node).await.spec.action_requests.into_iter().next()
+        w.get_report(&node)
+            .await
+            .spec
+            .action_requests
+            .into_iter()
+            .next()
     })
     .await;
     let target = req.target.clone().unwrap();
-    assert_eq!((target.pid, target.start_time, target.comm.as_str()), (4242, 987_654, "php-fpm"));
-    assert_eq!(req.signal, Some(nodemedic_crds::policy::ParentSignal::SIGCHLD));
+    assert_eq!(
+        (target.pid, target.start_time, target.comm.as_str()),
+        (4242, 987_654, "php-fpm")
+    );
+    assert_eq!(
+        req.signal,
+        Some(nodemedic_crds::policy::ParentSignal::SIGCHLD)
+    );
     assert_eq!(req.policy, policy);
     assert!(req.id.len() <= 128);
-    assert!(!unschedulable(&w.get_node(&node).await), "Cordon is not due yet");
+    assert!(
+        !unschedulable(&w.get_node(&node).await),
+        "Cordon is not due yet"
+    );
 
     // The agent executes it and reports.
     agent.result(&req.id, ActionResultOutcome::Signalled);
@@ -196,7 +243,10 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
     })
     .await;
     let cordoned_at = Timestamp::now();
-    assert!(cordoned_at.as_second() >= since.as_second() + 6, "cordoned before `after`");
+    assert!(
+        cordoned_at.as_second() >= since.as_second() + 6,
+        "cordoned before `after`"
+    );
     assert_eq!(cordoned_by(&n).as_deref(), Some(policy.as_str()));
 
     // 5. Healthy again: uncordoned after one cooldown, condition False.
@@ -204,7 +254,11 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
     agent.write().await;
     eventually(T, "NodemedicZombies=False", || async {
         let n = w.get_node(&node).await;
-        (node_condition(&n, "NodemedicZombies").map(|c| c.0).as_deref() == Some("False")).then_some(())
+        (node_condition(&n, "NodemedicZombies")
+            .map(|c| c.0)
+            .as_deref()
+            == Some("False"))
+        .then_some(())
     })
     .await;
     let n = eventually(T, "uncordon after the cooldown", || async {
@@ -212,7 +266,10 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
         (!unschedulable(&n)).then_some(n)
     })
     .await;
-    assert!(Timestamp::now().as_second() >= healed.as_second() + 3, "uncordoned before the cooldown");
+    assert!(
+        Timestamp::now().as_second() >= healed.as_second() + 3,
+        "uncordoned before the cooldown"
+    );
     assert_eq!(cordoned_by(&n), None, "annotation removed");
 
     // Status and metrics tell the story.
@@ -224,15 +281,25 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
         .filter(|a| a.outcome == ActionOutcome::Executed)
         .map(|a| a.action)
         .collect();
-    for a in [ActionKind::Event, ActionKind::NodeCondition, ActionKind::SignalParent, ActionKind::Cordon] {
+    for a in [
+        ActionKind::Event,
+        ActionKind::NodeCondition,
+        ActionKind::SignalParent,
+        ActionKind::Cordon,
+    ] {
         assert!(executed.contains(&a), "{a:?} missing in {executed:?}");
     }
     assert_eq!(condition(&p, "Ready").map(|c| c.0).as_deref(), Some("True"));
-    assert_eq!(condition(&p, "StormActive").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(
+        condition(&p, "StormActive").map(|c| c.0).as_deref(),
+        Some("False")
+    );
     assert_eq!(s.observed_generation, p.metadata.generation);
     let m = op.metrics().await;
     for needle in [
-        &format!("nodemedic_operator_actions_total{{policy=\"{policy}\",action=\"Cordon\",outcome=\"Executed\"}}"),
+        &format!(
+            "nodemedic_operator_actions_total{{policy=\"{policy}\",action=\"Cordon\",outcome=\"Executed\"}}"
+        ),
         &format!("nodemedic_operator_unhealthy_nodes{{policy=\"{policy}\"}} 0"),
         &format!("nodemedic_operator_storm_active{{policy=\"{policy}\"}} 0"),
         &"nodemedic_operator_reconcile_duration_seconds_count".to_owned(),
@@ -267,16 +334,20 @@ async fn a_node_cordoned_by_someone_else_is_never_uncordoned() {
     let mut op = w.operator("foreign-a").start();
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
-    eventually(T, "the Cordon step is Done without owning the cordon", || async {
-        let r = w.get_report(&node).await;
-        let s = r
-            .spec
-            .remediation
-            .episode(&policy, Detector::Zombies)?
-            .step(0, ActionKind::Cordon)?
-            .clone();
-        (s.phase == StepPhase::Done).then_some(())
-    })
+    eventually(
+        T,
+        "the Cordon step is Done without owning the cordon",
+        || async {
+            let r = w.get_report(&node).await;
+            let s = r
+                .spec
+                .remediation
+                .episode(&policy, Detector::Zombies)?
+                .step(0, ActionKind::Cordon)?
+                .clone();
+            (s.phase == StepPhase::Done).then_some(())
+        },
+    )
     .await;
     assert_eq!(cordoned_by(&w.get_node(&node).await), None, "not claimed");
     agent.set(&policy, Detector::Zombies, false);

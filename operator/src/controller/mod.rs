@@ -53,6 +53,10 @@ pub struct RunConfig {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
+    /// A client without kube's automatic retry of 429 responses: the
+    /// Eviction API answers 429 when a PodDisruptionBudget refuses, and the
+    /// planner, not the HTTP layer, decides when to try again.
+    pub eviction_client: Client,
     pub policies: Store<NodeHealthPolicy>,
     pub reports: Store<NodeHealthReport>,
     pub nodes: Store<Node>,
@@ -156,6 +160,7 @@ impl Resolver {
         if !self.triggers.active() {
             return;
         }
+        tracing::trace!(?affected, "change");
         let names = match affected {
             Affected::Nothing => return,
             Affected::All => self.all(),
@@ -164,6 +169,7 @@ impl Resolver {
         };
         let known = self.all();
         for n in names.intersection(&known) {
+            tracing::debug!(policy = %n, "reconcile requested");
             self.triggers.send(n);
         }
     }
@@ -221,8 +227,9 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Runs the operator until SIGTERM/SIGINT.
-pub async fn run(client: Client, config: RunConfig) -> Result<()> {
+/// Runs the operator until SIGTERM/SIGINT. `eviction_client` must not
+/// retry 429 responses (see [`Context::eviction_client`]).
+pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AdminState {
         metrics: metrics.clone(),
@@ -340,6 +347,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<()> {
         leader::start(client.clone(), config.leader.clone(), metrics.clone()).await?;
     let ctx = Arc::new(Context {
         client: client.clone(),
+        eviction_client,
         policies: policies.clone(),
         reports: reports.clone(),
         nodes: nodes.clone(),
@@ -514,6 +522,7 @@ type Row = (
 async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Action> {
     ctx.fence.check()?;
     let name = policy.name_any();
+    tracing::trace!(policy = %name, "reconcile");
     let now = plan::truncate(Timestamp::now());
     let previous = ctx
         .written_status
@@ -577,9 +586,20 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
 
     let mut records = Vec::new();
     let mut first_error: Option<Error> = None;
+    let mut wake_at = plan.wake_at;
+    let mut summary = plan.summary.clone();
     for work in &plan.work {
         match remediation::execute(ctx, &view, work, now).await {
-            Ok(r) => records.extend(r),
+            Ok(done) => {
+                records.extend(done.records);
+                if done.failing && !summary.failing.contains(&work.node) {
+                    summary.failing.push(work.node.clone());
+                    summary.failing.sort();
+                }
+                if let Some(t) = done.retry_at {
+                    wake_at = wake_at.min(t);
+                }
+            }
             Err(Error::NotLeader) => return Err(Error::NotLeader),
             Err(e) => {
                 tracing::warn!(policy = %name, node = %work.node, reason = e.reason(), error = %e, "node work failed");
@@ -588,18 +608,14 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
         }
     }
 
-    let status = status::build(&view, previous.as_ref(), &plan.summary, &records, now);
+    let status = status::build(&view, previous.as_ref(), &summary, &records, now);
     write_status(ctx, policy, &status, previous.as_ref()).await?;
-    ctx.metrics.policy_gauges(
-        &name,
-        plan.summary.unhealthy,
-        plan.summary.stale.len(),
-        plan.summary.storm,
-    );
+    ctx.metrics
+        .policy_gauges(&name, summary.unhealthy, summary.stale.len(), summary.storm);
     if let Some(e) = first_error {
         return Err(e);
     }
-    let wait = plan::elapsed(Timestamp::now(), plan.wake_at).max(Duration::from_millis(500));
+    let wait = plan::elapsed(Timestamp::now(), wake_at).max(Duration::from_millis(500));
     Ok(Action::requeue(wait))
 }
 

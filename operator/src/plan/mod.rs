@@ -2200,6 +2200,25 @@ impl Out<'_> {
     }
 }
 
+/// When the next retry of an eviction or drain of `policy` in `spec` is due
+/// (the plan cannot know before the attempt's outcome is settled).
+pub fn next_retry(spec: &NodeHealthReportSpec, policy: &str) -> Option<Timestamp> {
+    spec.remediation
+        .episodes
+        .iter()
+        .filter(|e| e.policy == policy)
+        .flat_map(|e| e.steps.iter())
+        .filter(|s| {
+            s.phase == StepPhase::Started
+                && matches!(s.action, ActionKind::EvictPod | ActionKind::Drain)
+        })
+        .filter_map(|s| {
+            let last = s.last_attempt_at.as_ref()?;
+            Some(plus(last.0, retry_delay(s.attempts.saturating_sub(1))))
+        })
+        .min()
+}
+
 fn phase_of(outcome: &EffectOutcome) -> (StepPhase, ActionOutcome, String, Option<String>) {
     match outcome {
         EffectOutcome::Done(m) => (StepPhase::Done, ActionOutcome::Executed, m.clone(), None),

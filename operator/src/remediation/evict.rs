@@ -66,7 +66,7 @@ enum Evicted {
 async fn evict_one(ctx: &Context, pod: &Pod) -> Evicted {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Pod> = Api::namespaced(ctx.eviction_client.clone(), &ns);
     let params = EvictParams {
         delete_options: Some(DeleteParams {
             preconditions: Some(Preconditions {

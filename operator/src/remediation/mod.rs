@@ -15,14 +15,26 @@ use crate::metrics::ActionLabels;
 use crate::plan::policy::PolicyView;
 use crate::plan::{self, Effect, EffectOutcome, NodeWork};
 
-/// Executes one node's work. Returns the records for the policy status
-/// (only once the state they describe is written).
+/// What executing a node's work produced.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// Records for the policy status (only once the state they describe is
+    /// written).
+    pub records: Vec<ActionRecord>,
+    /// When a refused eviction or an unfinished drain is to be tried again.
+    pub retry_at: Option<Timestamp>,
+    /// A step of the policy on this node ended Failed (Degraded).
+    pub failing: bool,
+}
+
+/// Executes one node's work.
 pub async fn execute(
     ctx: &Context,
     policy: &PolicyView,
     work: &NodeWork,
     now: Timestamp,
-) -> Result<Vec<ActionRecord>> {
+) -> Result<Executed> {
+    tracing::trace!(node = %work.node, write_ahead = work.write_ahead, effects = work.effects.len(), "execute");
     let mut resource_version = work.resource_version.clone();
     let mut written = &work.before;
     if work.write_ahead && work.ahead != work.before {
@@ -42,6 +54,7 @@ pub async fn execute(
     let mut outcomes = Vec::with_capacity(work.effects.len());
     for effect in &work.effects {
         ctx.fence.check()?;
+        tracing::trace!(node = %work.node, ?effect, "effect");
         let outcome = match effect {
             Effect::Event { notice, .. } => match events::publish(ctx, policy, notice).await {
                 Ok(()) => EffectOutcome::Done(notice.note.clone()),
@@ -78,6 +91,7 @@ pub async fn execute(
         outcomes.push(outcome);
     }
 
+    tracing::trace!(node = %work.node, ?outcomes, "outcomes");
     let (spec, settled, notices) = plan::settle(work, &outcomes, policy, &ctx.settings, now);
     if spec != *written {
         ctx.fence.check()?;
@@ -116,5 +130,16 @@ pub async fn execute(
             "action"
         );
     }
-    Ok(records)
+    let failing = spec
+        .remediation
+        .episodes
+        .iter()
+        .filter(|e| e.policy == policy.name)
+        .flat_map(|e| e.steps.iter())
+        .any(|s| s.phase == nodemedic_crds::remediation::StepPhase::Failed);
+    Ok(Executed {
+        records,
+        retry_at: plan::next_retry(&spec, &policy.name),
+        failing,
+    })
 }

@@ -35,8 +35,7 @@ pub async fn cp() -> &'static ControlPlane {
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -108,7 +107,11 @@ impl World {
         for m in rbac_manifests(&format!("nodemedic-operator-{id}"), &namespace) {
             let text = serde_json::to_string(&m).unwrap();
             let out = cp
-                .kubectl_with(cp.admin_kubeconfig(), &["apply", "-f", "-"], Some(text.as_bytes()))
+                .kubectl_with(
+                    cp.admin_kubeconfig(),
+                    &["apply", "-f", "-"],
+                    Some(text.as_bytes()),
+                )
                 .await
                 .unwrap();
             assert!(out.success, "apply RBAC: {out}");
@@ -151,21 +154,34 @@ impl World {
             "spec": spec,
         });
         let api: Api<NodeHealthPolicy> = Api::all(self.client.clone());
-        api.patch(name, &PatchParams::apply("nodemedic-tests").force(), &Patch::Apply(&body))
-            .await
-            .unwrap_or_else(|e| panic!("apply policy {name}: {e}"));
+        api.patch(
+            name,
+            &PatchParams::apply("nodemedic-tests").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply policy {name}: {e}"));
     }
 
     pub async fn get_policy(&self, name: &str) -> NodeHealthPolicy {
-        Api::<NodeHealthPolicy>::all(self.client.clone()).get(name).await.unwrap()
+        Api::<NodeHealthPolicy>::all(self.client.clone())
+            .get(name)
+            .await
+            .unwrap()
     }
 
     pub async fn get_node(&self, name: &str) -> Node {
-        Api::<Node>::all(self.client.clone()).get(name).await.unwrap()
+        Api::<Node>::all(self.client.clone())
+            .get(name)
+            .await
+            .unwrap()
     }
 
     pub async fn get_report(&self, name: &str) -> NodeHealthReport {
-        Api::<NodeHealthReport>::all(self.client.clone()).get(name).await.unwrap()
+        Api::<NodeHealthReport>::all(self.client.clone())
+            .get(name)
+            .await
+            .unwrap()
     }
 
     /// Events about an object (by name), oldest first.
@@ -200,7 +216,13 @@ impl World {
 
     /// A pod bound to `node`, Running and Ready (no kubelet: the test sets
     /// the status).
-    pub async fn pod(&self, namespace: &str, name: &str, node: &str, meta: serde_json::Value) -> Pod {
+    pub async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        meta: serde_json::Value,
+    ) -> Pod {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let mut body = json!({
             "apiVersion": "v1",
@@ -254,7 +276,11 @@ impl OperatorBuilder<'_> {
     pub fn start(self) -> Operator {
         let w = self.world;
         let admin = free_port();
-        let log = w.cp.dir().join(format!("operator-{}-{}.log", self.identity, unique_name("log")));
+        let log = w.cp.dir().join(format!(
+            "operator-{}-{}.log",
+            self.identity,
+            unique_name("log")
+        ));
         let file = std::fs::File::create(&log).unwrap();
         let err = file.try_clone().unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodemedic-operator"));
@@ -262,7 +288,10 @@ impl OperatorBuilder<'_> {
             .env_clear()
             .env("KUBECONFIG", &w.kubeconfig)
             .env("NODEMEDIC_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
-            .env("NODEMEDIC_LOG", "info,nodemedic_operator=debug,kube_lease_manager=info")
+            .env(
+                "NODEMEDIC_LOG",
+                "info,nodemedic_operator=trace,kube_lease_manager=info",
+            )
             .env("NODEMEDIC_LEASE_NAME", &self.lease_name)
             .env("NODEMEDIC_LEASE_NAMESPACE", &w.namespace)
             .env("NODEMEDIC_IDENTITY", &self.identity)
@@ -339,12 +368,18 @@ impl Operator {
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).to_string();
         let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_owned())
+            .unwrap_or_default();
         Some((code, body))
     }
 
     pub async fn metrics(&self) -> String {
-        self.http_get("/metrics").await.map(|x| x.1).unwrap_or_default()
+        self.http_get("/metrics")
+            .await
+            .map(|x| x.1)
+            .unwrap_or_default()
     }
 
     /// The value of a metric line (exact name with labels).
@@ -400,7 +435,12 @@ pub struct Agent {
     pub status: NodeHealthReportStatus,
 }
 
-pub fn zombie_parent(pid: i32, start_time: u64, comm: &str, pod: Option<(&str, &str, &str)>) -> ZombieFinding {
+pub fn zombie_parent(
+    pid: i32,
+    start_time: u64,
+    comm: &str,
+    pod: Option<(&str, &str, &str)>,
+) -> ZombieFinding {
     ZombieFinding {
         parent: ProcessRef {
             host_pid: pid,
@@ -438,9 +478,13 @@ impl Agent {
             "spec": {},
         });
         let api: Api<NodeHealthReport> = Api::all(client.clone());
-        api.patch(node, &PatchParams::apply(field_manager::AGENT), &Patch::Apply(&body))
-            .await
-            .unwrap();
+        api.patch(
+            node,
+            &PatchParams::apply(field_manager::AGENT),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
         let mut agent = Agent {
             client: client.clone(),
             node: node.to_owned(),
@@ -464,7 +508,11 @@ impl Agent {
 
     /// Writes the status without touching lastScanTime.
     pub async fn write_as_is(&mut self) {
-        self.status.healthy = self.status.conditions.iter().all(|c| c.status != ConditionStatus::True);
+        self.status.healthy = self
+            .status
+            .conditions
+            .iter()
+            .all(|c| c.status != ConditionStatus::True);
         let body = json!({
             "apiVersion": "nodemedic.io/v1alpha1",
             "kind": "NodeHealthReport",
@@ -472,9 +520,13 @@ impl Agent {
             "status": self.status,
         });
         let api: Api<NodeHealthReport> = Api::all(self.client.clone());
-        api.patch_status(&self.node, &PatchParams::apply(field_manager::AGENT).force(), &Patch::Apply(&body))
-            .await
-            .unwrap_or_else(|e| panic!("agent status of {}: {e}", self.node));
+        api.patch_status(
+            &self.node,
+            &PatchParams::apply(field_manager::AGENT).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("agent status of {}: {e}", self.node));
     }
 
     /// Sets the condition of (policy, detector), keeping its transition time
@@ -502,7 +554,11 @@ impl Agent {
                     type_: detector.condition_type(),
                     status,
                     reason: ConditionReason::of(firing, firing),
-                    message: if firing { "120 zombies under php-fpm (pid 4242)".into() } else { "below threshold".into() },
+                    message: if firing {
+                        "120 zombies under php-fpm (pid 4242)".into()
+                    } else {
+                        "below threshold".into()
+                    },
                     last_transition_time: Time(now),
                     exceeded_since: firing.then(|| Time(now)),
                 });
@@ -525,14 +581,17 @@ impl Agent {
 
 /// The nodemedic annotation saying who cordoned the node.
 pub fn cordoned_by(n: &Node) -> Option<String> {
-    n.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(nodemedic_crds::remediation::CORDONED_BY_ANNOTATION).cloned())
+    n.metadata.annotations.as_ref().and_then(|a| {
+        a.get(nodemedic_crds::remediation::CORDONED_BY_ANNOTATION)
+            .cloned()
+    })
 }
 
 pub fn unschedulable(n: &Node) -> bool {
-    n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+    n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
 }
 
 pub fn node_condition(n: &Node, type_: &str) -> Option<(String, String)> {
@@ -555,7 +614,10 @@ pub fn condition(p: &NodeHealthPolicy, type_: &str) -> Option<(String, String, S
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect()
 }
 
 pub fn path_exists(p: &Path) -> bool {
