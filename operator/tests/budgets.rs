@@ -3,6 +3,8 @@
 //! policies on one node, and a selector the server accepted but that is
 //! invalid.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

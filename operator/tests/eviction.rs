@@ -7,6 +7,8 @@
 //! PDB's status themselves. The Eviction API ignores PDBs for pods that are
 //! not Running, so the pods are set Running and Ready.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

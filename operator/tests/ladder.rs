@@ -2,6 +2,8 @@
 //! end to end. Reports are written as the agent writes them; the operator
 //! runs as a ServiceAccount with exactly the chart's RBAC.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

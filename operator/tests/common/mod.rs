@@ -545,7 +545,7 @@ impl Agent {
                 c.status = status;
                 c.reason = ConditionReason::of(firing, firing);
                 c.last_transition_time = Time(now);
-                c.exceeded_since = firing.then(|| Time(now));
+                c.exceeded_since = firing.then_some(Time(now));
                 now
             }
             None => {
@@ -560,7 +560,7 @@ impl Agent {
                         "below threshold".into()
                     },
                     last_transition_time: Time(now),
-                    exceeded_since: firing.then(|| Time(now)),
+                    exceeded_since: firing.then_some(Time(now)),
                 });
                 now
             }
