@@ -556,11 +556,12 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
         .collect();
 
     let mut rows: Vec<Row> = Vec::new();
+    let no_labels = std::collections::BTreeMap::new();
+    let planning = Instant::now();
     for n in ctx.nodes.state() {
         let node_name = n.name_any();
         let node = ctx.node(&node_name).unwrap_or(n);
-        let labels = node.metadata.labels.clone().unwrap_or_default();
-        let selected = view.selects(&labels);
+        let selected = view.selects(node.metadata.labels.as_ref().unwrap_or(&no_labels));
         let report = ctx.report(&node_name);
         if selected || mentions(&name, report.as_deref(), Some(&node)) {
             rows.push((node_name, selected, Some(node), report));
@@ -584,6 +585,13 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
         now,
     });
 
+    tracing::debug!(
+        policy = %name,
+        nodes = rows.len(),
+        work = plan.work.len(),
+        plan_ms = planning.elapsed().as_secs_f64() * 1e3,
+        "planned"
+    );
     let mut records = Vec::new();
     let mut first_error: Option<Error> = None;
     let mut wake_at = plan.wake_at;

@@ -646,6 +646,46 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         budget
     }
 
+    /// The common case, decided cheaply: a fresh report in which no detector
+    /// of this policy fires, no remediation state or request, and nothing of
+    /// nodemedic's on the Node. Nothing to plan, nothing to clean up.
+    fn nothing_to_do(&self, n: &NodeInput<'_>, report: &NodeHealthReport) -> bool {
+        let p = self.policy();
+        let spec = &report.spec;
+        if !spec.remediation.episodes.is_empty() || !spec.action_requests.is_empty() {
+            return false;
+        }
+        if n.selected
+            && p.detectors
+                .iter()
+                .any(|d| facts::condition(report, &p.name, *d).is_some_and(facts::is_true))
+        {
+            return false;
+        }
+        if p.mode != PolicyMode::Enforce {
+            return true;
+        }
+        let Some(node) = n.node else {
+            return true;
+        };
+        let annotated = node.metadata.annotations.as_ref().is_some_and(|a| {
+            a.contains_key(nodemedic_crds::remediation::CORDONED_BY_ANNOTATION)
+                || a.contains_key(nodemedic_crds::remediation::TAINTED_BY_ANNOTATION)
+        });
+        let conditions = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    Detector::ALL
+                        .iter()
+                        .any(|d| d.node_condition_type() == c.type_)
+                })
+            });
+        !annotated && !conditions
+    }
+
     fn node(&mut self, n: &NodeInput<'_>, wake: &mut Wake) -> NodeResult {
         let p = self.policy();
         let now = self.now();
@@ -655,6 +695,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         };
         if facts::freshness(report.status.as_ref(), now) == Freshness::Stale {
             // No action is ever planned from stale data.
+            return result;
+        }
+        if self.nothing_to_do(n, report) {
             return result;
         }
         let mut cx = NodeCtx {
