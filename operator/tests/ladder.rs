@@ -361,3 +361,102 @@ async fn a_node_cordoned_by_someone_else_is_never_uncordoned() {
     .await;
     op.terminate().await;
 }
+
+#[tokio::test]
+async fn taint_and_reboot_hand_off_then_untaint_when_healthy() {
+    let w = World::new("taint").await;
+    let node = w.node("taint").await;
+    let policy = format!("{}-p", w.id);
+    w.policy(
+        &policy,
+        json!({
+            "mode": "Enforce",
+            "detectors": {"hungTasks": {}},
+            "actions": {"hungTasks": [
+                {"action": "Taint", "taint": {"key": "nodemedic.io/hung-tasks", "effect": "NoSchedule"}},
+                {"action": "RequestReboot"},
+            ]},
+            "safety": {"cooldown": "0s", "maxUnhealthy": "100%"},
+        }),
+    )
+    .await;
+    // Someone else's taint must survive everything below.
+    let out =
+        w.cp.kubectl(&["taint", "node", &node, "team=db:NoSchedule"])
+            .await
+            .unwrap();
+    assert!(out.success, "{out}");
+    let mut agent = Agent::start(&w.client, &node).await;
+    let mut op = w.operator("taint-a").start();
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
+    agent.set(&policy, Detector::HungTasks, true);
+    agent.write().await;
+
+    let n = eventually(T, "nodemedic's taint", || async {
+        let n = w.get_node(&node).await;
+        let taints = n.spec.as_ref()?.taints.clone()?;
+        taints
+            .iter()
+            .any(|t| t.key == "nodemedic.io/hung-tasks" && t.effect == "NoSchedule")
+            .then_some(n)
+    })
+    .await;
+    let owned = n.metadata.annotations.as_ref().unwrap()["nodemedic.io/tainted-by"].clone();
+    assert!(owned.contains(&policy), "{owned}");
+    let req = eventually(T, "a RequestReboot request", || async {
+        w.get_report(&node)
+            .await
+            .spec
+            .action_requests
+            .into_iter()
+            .find(|r| r.action == NodeAction::RequestReboot)
+    })
+    .await;
+    assert!(req.target.is_none() && req.signal.is_none());
+    agent.result(&req.id, ActionResultOutcome::Completed);
+    agent.write().await;
+    eventually(T, "reboot step Done, request pruned", || async {
+        let r = w.get_report(&node).await;
+        let s = r
+            .spec
+            .remediation
+            .episode(&policy, Detector::HungTasks)?
+            .step(1, ActionKind::RequestReboot)?
+            .clone();
+        (s.phase == StepPhase::Done && r.spec.action_requests.is_empty()).then_some(())
+    })
+    .await;
+
+    agent.set(&policy, Detector::HungTasks, false);
+    agent.write().await;
+    let n = eventually(T, "nodemedic's taint removed", || async {
+        let n = w.get_node(&node).await;
+        let ours = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == "nodemedic.io/hung-tasks"));
+        (!ours).then_some(n)
+    })
+    .await;
+    // (The API server's TaintNodesByCondition admission adds a not-ready
+    // taint to new Nodes; it stays too.)
+    let taints = n.spec.unwrap().taints.unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "team" && t.value.as_deref() == Some("db")),
+        "someone else's taint stays: {taints:?}"
+    );
+    assert!(
+        n.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("nodemedic.io/tainted-by")
+            .is_none()
+    );
+    op.terminate().await;
+}

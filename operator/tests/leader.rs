@@ -9,6 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, Patch, PatchParams};
+
 use common::*;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::conditions::Detector;
@@ -236,5 +240,71 @@ async fn an_operator_restarted_mid_ladder_neither_repeats_nor_skips_a_step() {
         "the Event step ran once"
     );
     assert_eq!(events(&w, &node, "SignalRequested").await, 1, "one request");
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_stops_acting_at_once() {
+    let w = World::new("stolen").await;
+    let policy = format!("{}-p", w.id);
+    w.policy(&policy, ladder()).await;
+    let node = w.node("stolen").await;
+    let mut agent = Agent::start(&w.client, &node).await;
+    agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
+    let mut op = w.operator("stolen-a").lease_duration("6s").start();
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
+
+    // Another holder takes the Lease (as a partitioned leader would find
+    // when it comes back): the fence closes as soon as the watch shows it.
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.namespace);
+    let lease_name = format!("nodemedic-{}", w.id);
+    let stolen_at = Instant::now();
+    leases
+        .patch(
+            &lease_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "holderIdentity": "thief",
+                "renewTime": MicroTime(Timestamp::now()),
+                "leaseDurationSeconds": 6,
+            }})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(3), "acting stops", || async {
+        (!op.is_leader().await).then_some(())
+    })
+    .await;
+    assert!(
+        stolen_at.elapsed() < Duration::from_secs(2),
+        "stopped after {:?}",
+        stolen_at.elapsed()
+    );
+
+    // While the thief's lease is valid, nothing happens on a firing node.
+    agent.set(&policy, Detector::Zombies, true);
+    agent.write().await;
+    stays(
+        Duration::from_secs(3),
+        "no action without the lease",
+        || async {
+            let r = w.get_report(&node).await;
+            r.spec.remediation.is_empty() && w.events_about("Node", &node).await.is_empty()
+        },
+    )
+    .await;
+    // The thief never renews: the operator takes the Lease back and acts.
+    eventually(
+        Duration::from_secs(20),
+        "the operator leads again and acts",
+        || async {
+            let r = w.get_report(&node).await;
+            (!r.spec.action_requests.is_empty()).then_some(())
+        },
+    )
+    .await;
     op.terminate().await;
 }
