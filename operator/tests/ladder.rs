@@ -452,11 +452,10 @@ async fn taint_and_reboot_hand_off_then_untaint_when_healthy() {
         "someone else's taint stays: {taints:?}"
     );
     assert!(
-        n.metadata
+        !n.metadata
             .annotations
             .unwrap_or_default()
-            .get("nodemedic.io/tainted-by")
-            .is_none()
+            .contains_key("nodemedic.io/tainted-by")
     );
     op.terminate().await;
 }
