@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::{ConditionReason, ConditionStatus, ConditionType};
 use crate::policy::ParentSignal;
+use crate::remediation::Remediation;
 
 /// Bound on each per-detector findings list (top offenders).
 pub const MAX_FINDINGS_PER_DETECTOR: usize = 20;
@@ -84,6 +85,13 @@ pub struct NodeHealthReportSpec {
     #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
     pub action_requests: Vec<ActionRequest>,
+
+    /// The operator's durable remediation state for this node: open firing
+    /// episodes with the ladder steps taken in each, and recent actions (the
+    /// basis of cooldown and maxSignalsPerHour). Written by the operator
+    /// only; it survives operator restarts and leader changes.
+    #[serde(default, skip_serializing_if = "Remediation::is_empty")]
+    pub remediation: Remediation,
 }
 
 /// One node-local action.

@@ -1,0 +1,313 @@
+//! The operator's durable remediation state for one node:
+//! `NodeHealthReport.spec.remediation`, written only by the operator (field
+//! manager `nodemedic-operator`).
+//!
+//! Everything the budgets and ladders depend on lives here, in the API and not
+//! in the operator's memory, so that a restarted operator or a new leader
+//! neither repeats nor skips a step: which firing episodes are open, which
+//! ladder steps each has taken (a step is recorded as `Started` before it is
+//! carried out and `Done` after), and which actions were taken on the node
+//! recently (cooldown, `maxSignalsPerHour`, `actionsLast24h`).
+//!
+//! What nodemedic placed on the Node itself (cordon, taints) is recorded on the
+//! Node, in the annotations below, in the same write that places it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::Detector;
+use crate::policy::{ActionKind, TaintEffect};
+
+/// Bound on open episodes per node (policies × detectors).
+pub const MAX_EPISODES: usize = 64;
+/// Bound on step records per episode (the longest ladder).
+pub const MAX_STEPS: usize = 8;
+/// Bound on remembered actions per node.
+pub const MAX_HISTORY: usize = 128;
+
+/// Node annotation: the policies on whose behalf nodemedic cordoned the node,
+/// comma-separated. Written together with `spec.unschedulable: true`; a node
+/// cordoned without it was cordoned by someone else and is never uncordoned
+/// by nodemedic.
+pub const CORDONED_BY_ANNOTATION: &str = "nodemedic.io/cordoned-by";
+
+/// Node annotation: the taints nodemedic placed and for which policies, as a
+/// JSON list of [`OwnedTaint`]. Written together with the taints.
+pub const TAINTED_BY_ANNOTATION: &str = "nodemedic.io/tainted-by";
+
+/// The operator's bookkeeping for one node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Remediation {
+    /// Open firing episodes in which the operator took, planned or held a
+    /// ladder step: one per policy and detector. An episode starts when the
+    /// policy's detector condition in this report turns True and ends when it
+    /// turns False; its steps are forgotten with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["policy".into(), "detector".into()]))]
+    pub episodes: Vec<Episode>,
+
+    /// Actions taken (or, in DryRun, planned) on this node, oldest first:
+    /// the last 24 hours, at most 128 entries, and always the latest
+    /// disruptive one. Cooldown, maxSignalsPerHour and actionsLast24h are
+    /// computed from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Remediation {
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.episodes.is_empty() && self.history.is_empty()
+    }
+
+    /// The open episode of `policy` for `detector`.
+    pub fn episode(&self, policy: &str, detector: Detector) -> Option<&Episode> {
+        self.episodes
+            .iter()
+            .find(|e| e.policy == policy && e.detector == detector)
+    }
+}
+
+/// One firing episode of a policy's detector on the node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Episode {
+    /// Policy name.
+    #[schemars(length(min = 1, max = 253))]
+    pub policy: String,
+    /// Detector whose condition fires.
+    pub detector: Detector,
+    /// The lastTransitionTime of the report condition when it turned True:
+    /// identifies the episode. A condition with another lastTransitionTime
+    /// is a new episode.
+    pub since: Time,
+    /// Ladder steps touched in this episode, by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["index".into()]))]
+    pub steps: Vec<StepRecord>,
+}
+
+impl Episode {
+    /// The record of ladder step `index` if it is for `action` (a record for
+    /// another action at that index predates an edit of the ladder).
+    pub fn step(&self, index: u32, action: ActionKind) -> Option<&StepRecord> {
+        self.steps
+            .iter()
+            .find(|s| s.index == index && s.action == action)
+    }
+}
+
+/// What became of one ladder step in an episode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Position of the step in the policy's ladder for the detector.
+    #[schemars(range(max = 7))]
+    pub index: u32,
+    /// The step's action.
+    pub action: ActionKind,
+    /// Planned (DryRun; not done, uses no budget), Held (due but held back
+    /// by a budget; retried), Started (being carried out), Done, Failed or
+    /// Skipped (an exclusion or protection applies; not retried).
+    pub phase: StepPhase,
+    /// When the step entered its phase.
+    pub since: Time,
+    /// When carrying it out began; the budgets count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// For SignalParent and RequestReboot: the id of the request in
+    /// spec.actionRequests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub request_id: Option<String>,
+    /// Attempts so far (EvictPod and Drain retry while a
+    /// PodDisruptionBudget refuses).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// When the last attempt was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<Time>,
+    /// Stable code of why the step is Held, Skipped or Failed, e.g.
+    /// StormActive, Cooldown, MaxConcurrentActions, MaxSignalsPerHour,
+    /// ExcludedNamespace, Protected, Timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub reason: Option<String>,
+    /// What the step acts on: a pod (namespace/name) or a process
+    /// (pid, comm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub target: Option<String>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// For Drain: pods evicted, still to evict, and left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainProgress>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Phases of a ladder step.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepPhase {
+    /// DryRun recorded it; it is not done and used no budget.
+    Planned,
+    /// Due, but held back by a budget (storm, concurrency, cooldown, signal
+    /// rate) or missing a target; retried while the episode lasts.
+    Held,
+    /// Being carried out (recorded before acting).
+    Started,
+    /// Carried out.
+    Done,
+    /// Attempted and failed; not retried in this episode.
+    Failed,
+    /// Not attempted because an exclusion or protection applies; not retried.
+    Skipped,
+}
+
+impl StepPhase {
+    /// Whether the step will not run again in this episode.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StepPhase::Done | StepPhase::Failed | StepPhase::Skipped
+        )
+    }
+}
+
+/// Progress of a drain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainProgress {
+    /// Pods evicted (or already terminating).
+    pub evicted: u32,
+    /// Evictable pods still on the node (refused by a PodDisruptionBudget,
+    /// or failed).
+    pub remaining: u32,
+    /// Pods never evicted: DaemonSet-owned, mirror pods, excluded
+    /// namespaces, protected.
+    pub skipped: u32,
+}
+
+/// An action taken or planned on the node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When it was taken (for disruptive actions: when it started).
+    pub at: Time,
+    /// Policy that took it.
+    #[schemars(length(min = 1, max = 253))]
+    pub policy: String,
+    /// Detector whose ladder it belongs to.
+    pub detector: Detector,
+    /// The action.
+    pub action: ActionKind,
+    /// Ladder step index.
+    #[schemars(range(max = 7))]
+    pub step: u32,
+    /// Only planned (DryRun): counts for actionsLast24h, not for budgets.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub planned: bool,
+}
+
+/// One taint nodemedic placed on a node, and the policies it placed it for
+/// (the value of the [`TAINTED_BY_ANNOTATION`] annotation is a JSON list of
+/// these).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedTaint {
+    /// Taint key.
+    pub key: String,
+    /// Taint effect.
+    pub effect: TaintEffect,
+    /// Policies that asked for it.
+    pub policies: Vec<String>,
+}
+
+impl ActionKind {
+    /// Disruptive actions count against the cooldown and
+    /// maxConcurrentActions: everything but Event and NodeCondition.
+    pub fn is_disruptive(self) -> bool {
+        !matches!(self, ActionKind::Event | ActionKind::NodeCondition)
+    }
+
+    /// Node-level actions pause while a storm is active (maxUnhealthy).
+    pub fn is_node_level(self) -> bool {
+        matches!(
+            self,
+            ActionKind::EvictPod
+                | ActionKind::Taint
+                | ActionKind::Cordon
+                | ActionKind::Drain
+                | ActionKind::RequestReboot
+        )
+    }
+
+    /// The name used in the API and in Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Event => "Event",
+            ActionKind::NodeCondition => "NodeCondition",
+            ActionKind::SignalParent => "SignalParent",
+            ActionKind::EvictPod => "EvictPod",
+            ActionKind::Taint => "Taint",
+            ActionKind::Cordon => "Cordon",
+            ActionKind::Drain => "Drain",
+            ActionKind::RequestReboot => "RequestReboot",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_classes_match_the_documented_semantics() {
+        use ActionKind::*;
+        let disruptive: Vec<_> = [
+            Event,
+            NodeCondition,
+            SignalParent,
+            EvictPod,
+            Taint,
+            Cordon,
+            Drain,
+            RequestReboot,
+        ]
+        .into_iter()
+        .filter(|a| a.is_disruptive())
+        .collect();
+        assert_eq!(
+            disruptive,
+            [SignalParent, EvictPod, Taint, Cordon, Drain, RequestReboot]
+        );
+        assert!(!SignalParent.is_node_level());
+        assert!(EvictPod.is_node_level() && RequestReboot.is_node_level());
+        for a in disruptive {
+            let json = serde_json::to_string(&a).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", a.as_str()));
+        }
+    }
+
+    #[test]
+    fn empty_state_is_omitted() {
+        let spec = crate::NodeHealthReportSpec::default();
+        let json = serde_json::to_value(&spec).expect("serializes");
+        assert_eq!(json, serde_json::json!({}));
+    }
+}

@@ -1,0 +1,469 @@
+//! What the watch caches keep, which changes are worth a reconcile, and the
+//! operator's view of its own most recent writes.
+//!
+//! * Trimming: the caches hold only what the planner reads (no managed
+//!   fields, no Node images or addresses, findings cut to the offenders),
+//!   which keeps the operator's memory flat at thousands of nodes.
+//! * Fingerprints: an agent heartbeat (a new `lastScanTime` and little else)
+//!   must not replan every policy; a condition of one policy flipping must
+//!   replan that policy only.
+//! * Overlay: after a write the operator uses the object the API server
+//!   returned until its watch cache catches up, so that the next reconcile
+//!   never plans from data older than its own last write.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use nodemedic_crds::conditions::{Detector, policy_condition};
+use nodemedic_crds::remediation::{CORDONED_BY_ANNOTATION, TAINTED_BY_ANNOTATION};
+use nodemedic_crds::report::Findings;
+use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport};
+
+use crate::plan::facts::{self, Freshness};
+
+/// Findings kept per detector in the cache.
+const KEEP_FINDINGS: usize = 5;
+
+/// Drops what the planner never reads from a report.
+pub fn trim_report(r: &mut NodeHealthReport) {
+    r.metadata.managed_fields = None;
+    r.metadata.annotations = None;
+    if let Some(s) = r.status.as_mut() {
+        s.summary = Default::default();
+        s.scan_errors = Default::default();
+        s.problems.clear();
+        let f = std::mem::take(&mut s.findings);
+        s.findings = Findings {
+            zombies: f
+                .zombies
+                .into_iter()
+                .filter(|z| z.exceeded || z.zombies_past_min_age > 0)
+                .take(KEEP_FINDINGS)
+                .collect(),
+            hung_tasks: f
+                .hung_tasks
+                .into_iter()
+                .filter(|h| h.exceeded)
+                .take(KEEP_FINDINGS)
+                .collect(),
+            fd_leak: f
+                .fd_leak
+                .into_iter()
+                .filter(|x| x.exceeded)
+                .take(KEEP_FINDINGS)
+                .collect(),
+            cpu_throttling: f
+                .cpu_throttling
+                .into_iter()
+                .filter(|c| c.exceeded)
+                .take(KEEP_FINDINGS)
+                .collect(),
+            node_file_handles: None,
+            omitted: Default::default(),
+        };
+    }
+}
+
+/// Drops what the planner never reads from a Node: keeps labels, nodemedic's
+/// annotations, `unschedulable`, taints and nodemedic's conditions.
+pub fn trim_node(n: &mut Node) {
+    n.metadata.managed_fields = None;
+    if let Some(a) = n.metadata.annotations.as_mut() {
+        a.retain(|k, _| k == CORDONED_BY_ANNOTATION || k == TAINTED_BY_ANNOTATION);
+    }
+    let spec = n.spec.take().unwrap_or_default();
+    n.spec = Some(NodeSpec {
+        unschedulable: spec.unschedulable,
+        taints: spec.taints,
+        ..Default::default()
+    });
+    let conditions = n
+        .status
+        .take()
+        .and_then(|s| s.conditions)
+        .map(|cs| {
+            cs.into_iter()
+                .filter(|c| {
+                    Detector::ALL
+                        .iter()
+                        .any(|d| d.node_condition_type() == c.type_)
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|cs| !cs.is_empty());
+    n.status = conditions.map(|c| NodeStatus {
+        conditions: Some(c),
+        ..Default::default()
+    });
+}
+
+/// Drops managed fields from a policy.
+pub fn trim_policy(p: &mut NodeHealthPolicy) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+}
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// A report's plan-relevant content: a part every policy on the node
+/// depends on (freshness, action results, the offenders), and one part per
+/// policy (its conditions' status and transition times).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReportPrint {
+    pub global: u64,
+    pub per_policy: BTreeMap<String, u64>,
+}
+
+/// The fingerprint of a report at `now`.
+pub fn report_print(r: &NodeHealthReport, now: Timestamp) -> ReportPrint {
+    let Some(s) = r.status.as_ref() else {
+        return ReportPrint::default();
+    };
+    let stale = facts::freshness(Some(s), now) == Freshness::Stale;
+    let results: Vec<(&str, String)> = s
+        .action_results
+        .iter()
+        .map(|a| (a.id.as_str(), format!("{:?}", a.outcome)))
+        .collect();
+    let f = &s.findings;
+    let offenders: Vec<String> = f
+        .zombies
+        .iter()
+        .map(|z| {
+            format!(
+                "{}/{}/{:?}",
+                z.parent.host_pid, z.parent.start_time, z.exceeded_under
+            )
+        })
+        .chain(
+            f.hung_tasks
+                .iter()
+                .map(|h| format!("{:?}", h.process.workload)),
+        )
+        .chain(
+            f.fd_leak
+                .iter()
+                .map(|x| format!("{:?}", x.process.workload)),
+        )
+        .chain(f.cpu_throttling.iter().map(|c| format!("{:?}", c.workload)))
+        .collect();
+    let global = hash_of((stale, &s.heartbeat_interval, results, offenders));
+    let mut per_policy: BTreeMap<String, Vec<(String, String, i64)>> = BTreeMap::new();
+    for c in &s.conditions {
+        per_policy.entry(c.policy.clone()).or_default().push((
+            format!("{:?}", c.type_),
+            c.status.as_str().to_owned(),
+            c.last_transition_time.0.as_second(),
+        ));
+    }
+    ReportPrint {
+        global,
+        per_policy: per_policy
+            .into_iter()
+            .map(|(p, v)| (p, hash_of(v)))
+            .collect(),
+    }
+}
+
+/// A Node's plan-relevant content (after trimming).
+pub fn node_print(n: &Node) -> (u64, u64) {
+    let labels = hash_of(&n.metadata.labels);
+    let spec = n.spec.as_ref();
+    let taints: Vec<(String, String, Option<String>)> = spec
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| (t.key.clone(), t.effect.clone(), t.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let conditions: Vec<(String, String)> = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rest = hash_of((
+        spec.and_then(|s| s.unschedulable),
+        taints,
+        &n.metadata.annotations,
+        conditions,
+    ));
+    (labels, rest)
+}
+
+/// A policy's plan-relevant content for the others: generation and storm.
+pub fn policy_print(p: &NodeHealthPolicy) -> (Option<i64>, bool) {
+    (p.metadata.generation, storm_active(p))
+}
+
+/// Whether a policy's status says StormActive=True.
+pub fn storm_active(p: &NodeHealthPolicy) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == policy_condition::STORM_ACTIVE && c.status == "True")
+    })
+}
+
+/// Which policies an event concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Affected {
+    Nothing,
+    /// Every policy selecting the node (or mentioned in its state).
+    Node(String),
+    /// These policies.
+    Policies(BTreeSet<String>),
+    /// Every policy.
+    All,
+}
+
+/// Fingerprints of everything seen.
+#[derive(Debug, Default)]
+pub struct Index {
+    reports: HashMap<String, ReportPrint>,
+    nodes: HashMap<String, (u64, u64)>,
+    policies: HashMap<String, (Option<i64>, bool)>,
+}
+
+impl Index {
+    /// A report was applied or deleted.
+    pub fn report(&mut self, r: &NodeHealthReport, deleted: bool, now: Timestamp) -> Affected {
+        let name = r.metadata.name.clone().unwrap_or_default();
+        if deleted {
+            self.reports.remove(&name);
+            return Affected::Node(name);
+        }
+        let print = report_print(r, now);
+        let Some(old) = self.reports.insert(name.clone(), print.clone()) else {
+            return Affected::Node(name);
+        };
+        if old.global != print.global {
+            return Affected::Node(name);
+        }
+        let changed: BTreeSet<String> = old
+            .per_policy
+            .keys()
+            .chain(print.per_policy.keys())
+            .filter(|p| old.per_policy.get(*p) != print.per_policy.get(*p))
+            .cloned()
+            .collect();
+        if changed.is_empty() {
+            Affected::Nothing
+        } else {
+            Affected::Policies(changed)
+        }
+    }
+
+    /// A Node was applied or deleted.
+    pub fn node(&mut self, n: &Node, deleted: bool) -> Affected {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        if deleted {
+            self.nodes.remove(&name);
+            return Affected::All;
+        }
+        let print = node_print(n);
+        match self.nodes.insert(name.clone(), print) {
+            None => Affected::All,
+            Some(old) if old.0 != print.0 => Affected::All,
+            Some(old) if old.1 != print.1 => Affected::Node(name),
+            Some(_) => Affected::Nothing,
+        }
+    }
+
+    /// A policy was applied or deleted.
+    pub fn policy(&mut self, p: &NodeHealthPolicy, deleted: bool) -> Affected {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        if deleted {
+            self.policies.remove(&name);
+            return Affected::All;
+        }
+        let print = policy_print(p);
+        match self.policies.insert(name.clone(), print) {
+            None => Affected::All,
+            Some(old) if old.1 != print.1 => Affected::All,
+            Some(old) if old.0 != print.0 => Affected::Policies([name].into()),
+            Some(_) => Affected::Nothing,
+        }
+    }
+}
+
+fn rv(obj: &impl Resource) -> Option<u64> {
+    obj.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// The newer of two versions of an object: etcd resourceVersions grow.
+pub fn newer<K: Resource>(cached: Option<Arc<K>>, written: Option<Arc<K>>) -> Option<Arc<K>> {
+    match (cached, written) {
+        (Some(c), Some(w)) => match (rv(c.as_ref()), rv(w.as_ref())) {
+            (Some(a), Some(b)) if b > a => Some(w),
+            _ => Some(c),
+        },
+        (c, w) => c.or(w),
+    }
+}
+
+/// The operator's own most recent writes, until the caches have them.
+#[derive(Debug)]
+pub struct Overlay<K> {
+    objects: Mutex<HashMap<String, Arc<K>>>,
+}
+
+impl<K> Default for Overlay<K> {
+    fn default() -> Self {
+        Self {
+            objects: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Resource> Overlay<K> {
+    /// Remembers what a write returned.
+    pub fn put(&self, obj: K) {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        if let Ok(mut m) = self.objects.lock() {
+            m.insert(name, Arc::new(obj));
+        }
+    }
+
+    /// The newer of the cached object and the last written one; forgets
+    /// the written one once the cache has caught up.
+    pub fn resolve(&self, name: &str, cached: Option<Arc<K>>) -> Option<Arc<K>> {
+        let Ok(mut m) = self.objects.lock() else {
+            return cached;
+        };
+        let written = m.get(name).cloned();
+        let Some(w) = written else {
+            return cached;
+        };
+        let caught_up = cached.as_ref().is_some_and(
+            |c| matches!((rv(c.as_ref()), rv(w.as_ref())), (Some(a), Some(b)) if a >= b),
+        );
+        if caught_up {
+            m.remove(name);
+            return cached;
+        }
+        newer(cached, Some(w))
+    }
+
+    /// Number of objects held (for tests and debugging).
+    pub fn len(&self) -> usize {
+        self.objects.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use nodemedic_crds::conditions::{ConditionReason, ConditionStatus};
+    use nodemedic_crds::report::PolicyCondition;
+    use nodemedic_crds::{NodeHealthReportSpec, NodeHealthReportStatus};
+
+    fn report(scan: i64, conds: &[(&str, bool)]) -> NodeHealthReport {
+        let mut r = NodeHealthReport::new("n", NodeHealthReportSpec::default());
+        r.status = Some(NodeHealthReportStatus {
+            last_scan_time: Some(Time(Timestamp::from_second(scan).unwrap())),
+            heartbeat_interval: Some("5m".into()),
+            conditions: conds
+                .iter()
+                .map(|(p, on)| PolicyCondition {
+                    policy: (*p).into(),
+                    type_: Detector::Zombies.condition_type(),
+                    status: ConditionStatus::from_bool(*on),
+                    reason: ConditionReason::of(*on, *on),
+                    message: format!("{scan} zombies"),
+                    last_transition_time: Time(Timestamp::from_second(1000).unwrap()),
+                    exceeded_since: None,
+                })
+                .collect(),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn heartbeats_do_not_trigger_but_a_flip_triggers_only_its_policy() {
+        let now = Timestamp::from_second(2000).unwrap();
+        let mut ix = Index::default();
+        assert_eq!(
+            ix.report(&report(1990, &[("a", false), ("b", false)]), false, now),
+            Affected::Node("n".into())
+        );
+        assert_eq!(
+            ix.report(&report(1995, &[("a", false), ("b", false)]), false, now),
+            Affected::Nothing
+        );
+        assert_eq!(
+            ix.report(&report(1996, &[("a", true), ("b", false)]), false, now),
+            Affected::Policies(["a".to_owned()].into())
+        );
+        // A stale report coming back is news for every policy on the node.
+        let later = Timestamp::from_second(1996 + 901).unwrap();
+        assert_eq!(
+            ix.report(&report(1996, &[("a", true), ("b", false)]), false, later),
+            Affected::Node("n".into())
+        );
+    }
+
+    #[test]
+    fn the_overlay_wins_until_the_cache_catches_up() {
+        let overlay: Overlay<NodeHealthReport> = Overlay::default();
+        let mut old = report(1, &[]);
+        old.metadata.resource_version = Some("10".into());
+        let mut new = report(2, &[]);
+        new.metadata.resource_version = Some("12".into());
+        overlay.put(new.clone());
+        let got = overlay.resolve("n", Some(Arc::new(old))).unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("12"));
+        let mut caught = report(3, &[]);
+        caught.metadata.resource_version = Some("13".into());
+        let got = overlay.resolve("n", Some(Arc::new(caught))).unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("13"));
+        assert!(overlay.is_empty());
+    }
+
+    #[test]
+    fn trimmed_nodes_keep_what_the_planner_reads() {
+        let mut n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n", "labels": {"a": "b"}, "annotations": {"nodemedic.io/cordoned-by": "p", "other": "x"}},
+            "spec": {"unschedulable": true, "podCIDR": "10.0.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "NodemedicZombies", "status": "True"}],
+                       "images": [{"names": ["x"]}]}
+        }))
+        .unwrap();
+        trim_node(&mut n);
+        let v = serde_json::to_value(&n).unwrap();
+        assert_eq!(
+            v["metadata"]["annotations"],
+            serde_json::json!({"nodemedic.io/cordoned-by": "p"})
+        );
+        assert_eq!(
+            v["spec"],
+            serde_json::json!({"unschedulable": true, "taints": [{"key": "k", "effect": "NoSchedule"}]})
+        );
+        assert_eq!(
+            v["status"],
+            serde_json::json!({"conditions": [{"type": "NodemedicZombies", "status": "True"}]})
+        );
+    }
+}

@@ -1,0 +1,660 @@
+//! The controller: watch caches for policies, reports and Nodes (kept warm
+//! on leader and standby alike), a reconcile per policy (serialized, so that
+//! budgets shared between policies are decided one at a time), started when
+//! this process becomes the leader and dropped — with whatever it was
+//! doing — the moment it stops being one.
+//!
+//! Reconcile = read (caches + own last writes) → validate → plan (pure) →
+//! write ahead → act → settle (pure) → write outcome → status.
+
+pub mod index;
+
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{self, Action, applier};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use nodemedic_crds::conditions::field_manager;
+use nodemedic_crds::policy::NodeHealthPolicyStatus;
+use nodemedic_crds::selector::selects;
+use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport};
+use serde_json::json;
+use tokio::sync::watch;
+
+use self::index::{Affected, Index, Overlay};
+use crate::admin::{self, AdminState};
+use crate::error::{Error, Result};
+use crate::leader::{self, Fence, LeaderConfig};
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::plan::policy::PolicyView;
+use crate::plan::{self, NodeInput, OtherPolicy, PlanInput, Settings, facts, status};
+use crate::remediation;
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub admin_addr: String,
+    pub leader: LeaderConfig,
+    /// Manage only policies matching this label selector.
+    pub policy_selector: Option<String>,
+    pub settings: Settings,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    /// A client without kube's automatic retry of 429 responses: the
+    /// Eviction API answers 429 when a PodDisruptionBudget refuses, and the
+    /// planner, not the HTTP layer, decides when to try again.
+    pub eviction_client: Client,
+    pub policies: Store<NodeHealthPolicy>,
+    pub reports: Store<NodeHealthReport>,
+    pub nodes: Store<Node>,
+    pub reports_overlay: Overlay<NodeHealthReport>,
+    pub nodes_overlay: Overlay<Node>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub fence: Arc<Fence>,
+    /// Last status written per policy (the cache may lag behind it).
+    written_status: Mutex<HashMap<String, NodeHealthPolicyStatus>>,
+    /// Consecutive failures per policy, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The Node as the operator last knew it (cache or own write).
+    pub fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes_overlay
+            .resolve(name, self.nodes.get(&ObjectRef::new(name)))
+    }
+
+    /// The report as the operator last knew it (cache or own write).
+    pub fn report(&self, name: &str) -> Option<Arc<NodeHealthReport>> {
+        self.reports_overlay
+            .resolve(name, self.reports.get(&ObjectRef::new(name)))
+    }
+}
+
+/// Where reconcile requests go while this process leads.
+#[derive(Default)]
+struct Triggers {
+    tx: Mutex<Option<mpsc::UnboundedSender<ObjectRef<NodeHealthPolicy>>>>,
+}
+
+impl Triggers {
+    fn set(&self, tx: Option<mpsc::UnboundedSender<ObjectRef<NodeHealthPolicy>>>) {
+        if let Ok(mut g) = self.tx.lock() {
+            *g = tx;
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.tx.lock().is_ok_and(|g| g.is_some())
+    }
+
+    fn send(&self, policy: &str) {
+        if let Ok(g) = self.tx.lock()
+            && let Some(tx) = g.as_ref()
+        {
+            let _ = tx.unbounded_send(ObjectRef::new(policy));
+        }
+    }
+}
+
+/// Maps changes to the policies they concern.
+struct Resolver {
+    policies: Store<NodeHealthPolicy>,
+    reports: Store<NodeHealthReport>,
+    nodes: Store<Node>,
+    triggers: Arc<Triggers>,
+}
+
+impl Resolver {
+    fn all(&self) -> BTreeSet<String> {
+        self.policies.state().iter().map(|p| p.name_any()).collect()
+    }
+
+    /// Policies selecting the node or mentioned in its state.
+    fn for_node(&self, node: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let n = self.nodes.get(&ObjectRef::new(node));
+        let labels = n
+            .as_ref()
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        for p in self.policies.state() {
+            if selects(p.spec.node_selector.as_ref(), &labels).unwrap_or(false) {
+                out.insert(p.name_any());
+            }
+        }
+        if let Some(r) = self.reports.get(&ObjectRef::new(node)) {
+            out.extend(r.spec.remediation.episodes.iter().map(|e| e.policy.clone()));
+            out.extend(r.spec.action_requests.iter().map(|a| a.policy.clone()));
+        }
+        if let Some(n) = n {
+            let f = facts::NodeFacts::from_node(&n);
+            out.extend(f.cordoned_by.into_iter().flatten());
+            out.extend(f.owned_taints.into_iter().flat_map(|t| t.policies));
+        }
+        out
+    }
+
+    fn fire(&self, affected: Affected) {
+        if !self.triggers.active() {
+            return;
+        }
+        tracing::trace!(?affected, "change");
+        let names = match affected {
+            Affected::Nothing => return,
+            Affected::All => self.all(),
+            Affected::Node(n) => self.for_node(&n),
+            Affected::Policies(p) => p,
+        };
+        let known = self.all();
+        for n in names.intersection(&known) {
+            tracing::debug!(policy = %n, "reconcile requested");
+            self.triggers.send(n);
+        }
+    }
+}
+
+fn spawn_reflector<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+    mut on_event: F,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: FnMut(&watcher::Event<K>) + Send + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(ev) => on_event(&ev),
+                Err(e) => {
+                    tracing::warn!(kind = K::kind(&()).as_ref(), error = %e, "watch error (retrying)")
+                }
+            }
+        }
+    });
+    reader
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+/// Runs the operator until SIGTERM/SIGINT. `eviction_client` must not
+/// retry 429 responses (see [`Context::eviction_client`]).
+pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        ready: Default::default(),
+    });
+    let (listener, addr) = admin::bind(&config.admin_addr).await?;
+    tracing::info!(%addr, "admin endpoint listening (/metrics, /livez, /readyz)");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut admin_stop = stop_rx.clone();
+    let admin_task = tokio::spawn(admin::serve(listener, state.clone(), async move {
+        let _ = admin_stop.wait_for(|s| *s).await;
+    }));
+
+    let triggers = Arc::new(Triggers::default());
+    let index = Arc::new(Mutex::new(Index::default()));
+    let resolver: Arc<Mutex<Option<Arc<Resolver>>>> = Arc::new(Mutex::new(None));
+
+    let mut policy_config = watcher::Config::default().any_semantic();
+    if let Some(sel) = &config.policy_selector {
+        policy_config = policy_config.labels(sel);
+    }
+    let fire = {
+        let resolver = resolver.clone();
+        move |a: Affected| {
+            let r = resolver.lock().ok().and_then(|g| g.clone());
+            if let Some(r) = r {
+                r.fire(a);
+            }
+        }
+    };
+    let policies = {
+        let index = index.clone();
+        let fire = fire.clone();
+        let metrics = metrics.clone();
+        spawn_reflector(
+            Api::<NodeHealthPolicy>::all(client.clone()),
+            policy_config,
+            index::trim_policy,
+            move |ev| {
+                let affected = match ev {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => index
+                        .lock()
+                        .map(|mut i| i.policy(p, false))
+                        .unwrap_or(Affected::All),
+                    watcher::Event::Delete(p) => {
+                        metrics.forget_policy(&p.name_any());
+                        index
+                            .lock()
+                            .map(|mut i| i.policy(p, true))
+                            .unwrap_or(Affected::All)
+                    }
+                    _ => return,
+                };
+                fire(affected);
+            },
+        )
+    };
+    let reports = {
+        let index = index.clone();
+        let fire = fire.clone();
+        spawn_reflector(
+            Api::<NodeHealthReport>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            index::trim_report,
+            move |ev| {
+                let now = Timestamp::now();
+                let affected = match ev {
+                    watcher::Event::Apply(r) | watcher::Event::InitApply(r) => index
+                        .lock()
+                        .map(|mut i| i.report(r, false, now))
+                        .unwrap_or(Affected::All),
+                    watcher::Event::Delete(r) => index
+                        .lock()
+                        .map(|mut i| i.report(r, true, now))
+                        .unwrap_or(Affected::All),
+                    _ => return,
+                };
+                fire(affected);
+            },
+        )
+    };
+    let nodes = {
+        let index = index.clone();
+        let fire = fire.clone();
+        spawn_reflector(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            index::trim_node,
+            move |ev| {
+                let affected = match ev {
+                    watcher::Event::Apply(n) | watcher::Event::InitApply(n) => index
+                        .lock()
+                        .map(|mut i| i.node(n, false))
+                        .unwrap_or(Affected::All),
+                    watcher::Event::Delete(n) => index
+                        .lock()
+                        .map(|mut i| i.node(n, true))
+                        .unwrap_or(Affected::All),
+                    _ => return,
+                };
+                fire(affected);
+            },
+        )
+    };
+    if let Ok(mut r) = resolver.lock() {
+        *r = Some(Arc::new(Resolver {
+            policies: policies.clone(),
+            reports: reports.clone(),
+            nodes: nodes.clone(),
+            triggers: triggers.clone(),
+        }));
+    }
+
+    let mut leadership =
+        leader::start(client.clone(), config.leader.clone(), metrics.clone()).await?;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        eviction_client,
+        policies: policies.clone(),
+        reports: reports.clone(),
+        nodes: nodes.clone(),
+        reports_overlay: Overlay::default(),
+        nodes_overlay: Overlay::default(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "nodemedic-operator".into(),
+                instance: Some(config.leader.identity.clone()),
+            },
+        ),
+        metrics: metrics.clone(),
+        settings: config.settings.clone(),
+        fence: leadership.fence.clone(),
+        written_status: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    let shutdown = shutdown_signal();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let synced = async {
+        policies.wait_until_ready().await.ok();
+        reports.wait_until_ready().await.ok();
+        nodes.wait_until_ready().await.ok();
+    };
+    tokio::select! {
+        _ = synced => {}
+        _ = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            return leadership.stop().await;
+        }
+    }
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        policies = policies.len(),
+        reports = reports.len(),
+        nodes = nodes.len(),
+        identity = %config.leader.identity,
+        "caches synced"
+    );
+
+    let mut acting = leadership.acting.clone();
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            r = leadership.failed() => break r,
+            r = acting.wait_for(|a| *a) => if r.is_err() { break Err(Error::Lease("leadership channel closed".into())) },
+        }
+        tracing::info!(identity = %config.leader.identity, "leading: planning and acting");
+        if let Ok(mut m) = ctx.written_status.lock() {
+            // Another leader may have written since this process last did.
+            m.clear();
+        }
+        let (tx, rx) = mpsc::unbounded();
+        triggers.set(Some(tx));
+        for p in policies.state() {
+            triggers.send(&p.name_any());
+        }
+        let queue = rx.map(Ok::<_, Infallible>);
+        let stream = applier(
+            |policy, ctx| Box::pin(reconcile(policy, ctx)),
+            error_policy,
+            ctx.clone(),
+            policies.clone(),
+            queue,
+            controller::Config::default().concurrency(1),
+        )
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, action)) => tracing::debug!(policy = %obj.name, ?action, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(e, obj)) => {
+                    tracing::warn!(policy = %obj.name, reason = e.reason(), error = %e, "reconcile failed")
+                }
+                Err(e) => tracing::debug!(error = %e, "controller"),
+            }
+        });
+        let outcome = tokio::select! {
+            _ = stream => None,
+            _ = acting.wait_for(|a| !*a) => None,
+            _ = &mut shutdown => Some(Ok(())),
+            r = leadership.failed() => Some(r),
+        };
+        // Dropping the applier drops every reconcile in flight: acting
+        // stops here.
+        triggers.set(None);
+        tracing::info!(identity = %config.leader.identity, "not leading: acting stopped");
+        if let Some(r) = outcome {
+            break r;
+        }
+    };
+    triggers.set(None);
+    let released = leadership.stop().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    result.and(released)
+}
+
+fn error_policy(policy: Arc<NodeHealthPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = policy.name_any();
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(name).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let base = match error {
+        Error::Conflict { .. } => Duration::from_millis(100),
+        Error::NotLeader => Duration::from_secs(2),
+        _ => Duration::from_millis(500),
+    };
+    let factor = 1u32
+        .checked_shl(n.saturating_sub(1).min(12))
+        .unwrap_or(u32::MAX);
+    Action::requeue(base.saturating_mul(factor).min(Duration::from_secs(300)))
+}
+
+async fn reconcile(policy: Arc<NodeHealthPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_policy(&policy, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => {
+            if let Ok(mut f) = ctx.failures.lock() {
+                f.remove(&policy.name_any());
+            }
+        }
+        Err(e) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ReasonLabels {
+                    reason: e.reason().to_owned(),
+                })
+                .inc();
+        }
+    }
+    result
+}
+
+fn mentions(policy: &str, report: Option<&NodeHealthReport>, node: Option<&Node>) -> bool {
+    let in_report = report.is_some_and(|r| {
+        let s = &r.spec;
+        s.remediation.episodes.iter().any(|e| e.policy == policy)
+            || s.remediation.history.iter().any(|h| h.policy == policy)
+            || s.action_requests.iter().any(|a| a.policy == policy)
+    });
+    let on_node = node.is_some_and(|n| {
+        let f = facts::NodeFacts::from_node(n);
+        f.cordoned_by.is_some_and(|o| o.contains(policy))
+            || f.owned_taints
+                .iter()
+                .any(|t| t.policies.iter().any(|p| p == policy))
+    });
+    in_report || on_node
+}
+
+/// A node in a reconcile: name, selected, Node, report.
+type Row = (
+    String,
+    bool,
+    Option<Arc<Node>>,
+    Option<Arc<NodeHealthReport>>,
+);
+
+async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Action> {
+    ctx.fence.check()?;
+    let name = policy.name_any();
+    tracing::trace!(policy = %name, "reconcile");
+    let now = plan::truncate(Timestamp::now());
+    let previous = ctx
+        .written_status
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&name).cloned())
+        .or_else(|| policy.status.clone());
+
+    let view = match PolicyView::from_policy(policy) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(policy = %name, error = %e, "policy cannot be acted on");
+            let status = status::invalid(policy.metadata.generation, &e, previous.as_ref(), now);
+            write_status(ctx, policy, &status, previous.as_ref()).await?;
+            ctx.metrics.policy_gauges(&name, 0, 0, false);
+            return Ok(Action::requeue(ctx.settings.resync));
+        }
+    };
+
+    let others: Vec<OtherPolicy> = ctx
+        .policies
+        .state()
+        .iter()
+        .filter(|p| p.name_any() != name)
+        .filter_map(|p| {
+            PolicyView::from_policy(p).ok().map(|v| OtherPolicy {
+                view: Arc::new(v),
+                storm_active: index::storm_active(p),
+            })
+        })
+        .collect();
+
+    let mut rows: Vec<Row> = Vec::new();
+    let no_labels = std::collections::BTreeMap::new();
+    let planning = Instant::now();
+    for n in ctx.nodes.state() {
+        let node_name = n.name_any();
+        let node = ctx.node(&node_name).unwrap_or(n);
+        let selected = view.selects(node.metadata.labels.as_ref().unwrap_or(&no_labels));
+        let report = ctx.report(&node_name);
+        if selected || mentions(&name, report.as_deref(), Some(&node)) {
+            rows.push((node_name, selected, Some(node), report));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let inputs: Vec<NodeInput<'_>> = rows
+        .iter()
+        .map(|(n, selected, node, report)| NodeInput {
+            name: n,
+            selected: *selected,
+            node: node.as_deref(),
+            report: report.as_deref(),
+        })
+        .collect();
+    let plan = plan::plan(&PlanInput {
+        policy: &view,
+        others: &others,
+        nodes: &inputs,
+        settings: &ctx.settings,
+        now,
+    });
+
+    tracing::debug!(
+        policy = %name,
+        nodes = rows.len(),
+        work = plan.work.len(),
+        plan_ms = planning.elapsed().as_secs_f64() * 1e3,
+        "planned"
+    );
+    let mut records = Vec::new();
+    let mut first_error: Option<Error> = None;
+    let mut wake_at = plan.wake_at;
+    let mut summary = plan.summary.clone();
+    for work in &plan.work {
+        match remediation::execute(ctx, &view, work, now).await {
+            Ok(done) => {
+                records.extend(done.records);
+                if done.failing && !summary.failing.contains(&work.node) {
+                    summary.failing.push(work.node.clone());
+                    summary.failing.sort();
+                }
+                if let Some(t) = done.retry_at {
+                    wake_at = wake_at.min(t);
+                }
+            }
+            Err(Error::NotLeader) => return Err(Error::NotLeader),
+            Err(e) => {
+                tracing::warn!(policy = %name, node = %work.node, reason = e.reason(), error = %e, "node work failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    let status = status::build(&view, previous.as_ref(), &summary, &records, now);
+    write_status(ctx, policy, &status, previous.as_ref()).await?;
+    ctx.metrics
+        .policy_gauges(&name, summary.unhealthy, summary.stale.len(), summary.storm);
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let wait = plan::elapsed(Timestamp::now(), wake_at).max(Duration::from_millis(500));
+    Ok(Action::requeue(wait))
+}
+
+async fn write_status(
+    ctx: &Context,
+    policy: &NodeHealthPolicy,
+    status: &NodeHealthPolicyStatus,
+    previous: Option<&NodeHealthPolicyStatus>,
+) -> Result<()> {
+    let name = policy.name_any();
+    if previous == Some(status) {
+        return Ok(());
+    }
+    ctx.fence.check()?;
+    let api: Api<NodeHealthPolicy> = Api::all(ctx.client.clone());
+    let body = json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthPolicy",
+        "metadata": {"name": name},
+        "status": status,
+    });
+    ctx.metrics.write("nodehealthpolicies/status", "apply");
+    api.patch_status(
+        &name,
+        &PatchParams::apply(field_manager::OPERATOR).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("write status of policy {name}"), e))?;
+    if let Ok(mut m) = ctx.written_status.lock() {
+        m.insert(name, status.clone());
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Facts the planner reads from Nodes and reports, extracted once so that the
+//! planner itself stays free of Kubernetes object plumbing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::conditions::{ConditionStatus, Detector};
+use nodemedic_crds::duration::parse_duration;
+use nodemedic_crds::policy::TaintEffect;
+use nodemedic_crds::remediation::{CORDONED_BY_ANNOTATION, OwnedTaint, TAINTED_BY_ANNOTATION};
+use nodemedic_crds::report::{PolicyCondition, ProcessTarget, Workload};
+use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus};
+
+/// Heartbeat assumed when a report does not state one.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
+/// A report older than this many heartbeats is stale.
+pub const STALE_HEARTBEATS: u32 = 3;
+
+/// What the planner needs of a Node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeFacts {
+    pub uid: Option<String>,
+    pub unschedulable: bool,
+    /// Policies nodemedic cordoned the node for (the annotation); `None`
+    /// when the annotation is absent.
+    pub cordoned_by: Option<BTreeSet<String>>,
+    pub taints: Vec<Taint>,
+    /// Taints nodemedic placed (the annotation).
+    pub owned_taints: Vec<OwnedTaint>,
+    /// nodemedic's Node conditions: detector → (True?, lastTransitionTime).
+    pub conditions: Vec<(Detector, bool, Option<Timestamp>)>,
+}
+
+impl NodeFacts {
+    /// Extracts the facts from a Node.
+    pub fn from_node(node: &Node) -> Self {
+        let annotations = node.metadata.annotations.as_ref();
+        let cordoned_by = annotations
+            .and_then(|a| a.get(CORDONED_BY_ANNOTATION))
+            .map(|v| parse_policy_list(v));
+        let owned_taints = annotations
+            .and_then(|a| a.get(TAINTED_BY_ANNOTATION))
+            .and_then(|v| serde_json::from_str::<Vec<OwnedTaint>>(v).ok())
+            .unwrap_or_default();
+        let spec = node.spec.as_ref();
+        let conditions = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| {
+                        let d = Detector::ALL
+                            .into_iter()
+                            .find(|d| d.node_condition_type() == c.type_)?;
+                        Some((
+                            d,
+                            c.status == "True",
+                            c.last_transition_time.as_ref().map(|t| t.0),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            uid: node.metadata.uid.clone(),
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            cordoned_by,
+            taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
+            owned_taints,
+            conditions,
+        }
+    }
+
+    /// Whether the node carries a taint with this key and effect.
+    pub fn has_taint(&self, key: &str, effect: TaintEffect) -> bool {
+        self.taints
+            .iter()
+            .any(|t| t.key == key && t.effect == effect_str(effect))
+    }
+
+    /// The current nodemedic condition for `detector`: Some(true) when True.
+    pub fn condition(&self, detector: Detector) -> Option<bool> {
+        self.conditions
+            .iter()
+            .find(|(d, _, _)| *d == detector)
+            .map(|(_, s, _)| *s)
+    }
+}
+
+/// The API string of a taint effect.
+pub fn effect_str(effect: TaintEffect) -> &'static str {
+    match effect {
+        TaintEffect::NoSchedule => "NoSchedule",
+        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+        TaintEffect::NoExecute => "NoExecute",
+    }
+}
+
+/// `a,b,c` → {a, b, c}.
+pub fn parse_policy_list(value: &str) -> BTreeSet<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// {a, b} → `a,b`.
+pub fn format_policy_list(policies: &BTreeSet<String>) -> String {
+    policies.iter().cloned().collect::<Vec<_>>().join(",")
+}
+
+/// Freshness of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Usable; becomes stale at the given time.
+    Fresh { stale_at: Timestamp },
+    /// Older than three heartbeats (or never scanned): nothing is planned
+    /// from it.
+    Stale,
+}
+
+/// Whether `status` is fresh at `now`.
+pub fn freshness(status: Option<&NodeHealthReportStatus>, now: Timestamp) -> Freshness {
+    let Some(status) = status else {
+        return Freshness::Stale;
+    };
+    let Some(last) = status.last_scan_time.as_ref() else {
+        return Freshness::Stale;
+    };
+    let heartbeat = status
+        .heartbeat_interval
+        .as_deref()
+        .and_then(|h| parse_duration(h).ok())
+        .filter(|h| !h.is_zero())
+        .unwrap_or(DEFAULT_HEARTBEAT);
+    let stale_at = super::plus(last.0, heartbeat.saturating_mul(STALE_HEARTBEATS));
+    if now >= stale_at {
+        Freshness::Stale
+    } else {
+        Freshness::Fresh { stale_at }
+    }
+}
+
+/// The report condition of `policy` for `detector`.
+pub fn condition<'a>(
+    report: &'a NodeHealthReport,
+    policy: &str,
+    detector: Detector,
+) -> Option<&'a PolicyCondition> {
+    report.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.policy == policy && c.type_ == detector.condition_type())
+    })
+}
+
+/// Whether the condition fires.
+pub fn is_true(condition: &PolicyCondition) -> bool {
+    condition.status == ConditionStatus::True
+}
+
+/// Whether `policy` is listed as exceeded (an empty list with `exceeded`
+/// set is taken as "every policy", for agents that do not fill the list).
+fn exceeded_for(exceeded: bool, under: &[String], policy: &str) -> bool {
+    exceeded && (under.is_empty() || under.iter().any(|p| p == policy))
+}
+
+/// The zombie parent to signal for `policy`: the first listed parent
+/// exceeding under the policy, else the parent with most zombies past
+/// minAge.
+pub fn zombie_target(
+    report: &NodeHealthReport,
+    policy: &str,
+) -> Option<(ProcessTarget, Option<Workload>)> {
+    let findings = &report.status.as_ref()?.findings.zombies;
+    let finding = findings
+        .iter()
+        .find(|f| exceeded_for(f.exceeded, &f.exceeded_under, policy))
+        .or_else(|| {
+            findings
+                .iter()
+                .filter(|f| f.zombies_past_min_age > 0)
+                .max_by_key(|f| f.zombies_past_min_age)
+        })?;
+    let p = &finding.parent;
+    if p.host_pid < 2 || p.start_time == 0 {
+        return None;
+    }
+    Some((
+        ProcessTarget {
+            pid: p.host_pid,
+            start_time: p.start_time,
+            comm: p.comm.clone(),
+        },
+        p.workload.clone(),
+    ))
+}
+
+/// A pod named by a finding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+fn pod_of(workload: Option<&Workload>) -> Option<PodRef> {
+    let w = workload?;
+    Some(PodRef {
+        namespace: w.pod_namespace.clone()?,
+        name: w.pod_name.clone()?,
+        uid: w.pod_uid.clone(),
+    })
+}
+
+/// The pod a detector's findings attribute the problem to under `policy`:
+/// the first exceeding finding that names a pod.
+pub fn attributed_pod(
+    report: &NodeHealthReport,
+    policy: &str,
+    detector: Detector,
+) -> Option<PodRef> {
+    let f = &report.status.as_ref()?.findings;
+    let candidates: Vec<(bool, Option<PodRef>)> = match detector {
+        Detector::Zombies => f
+            .zombies
+            .iter()
+            .map(|z| {
+                (
+                    exceeded_for(z.exceeded, &z.exceeded_under, policy),
+                    pod_of(z.parent.workload.as_ref()),
+                )
+            })
+            .collect(),
+        Detector::HungTasks => f
+            .hung_tasks
+            .iter()
+            .map(|h| {
+                (
+                    exceeded_for(h.exceeded, &h.exceeded_under, policy),
+                    pod_of(h.process.workload.as_ref()),
+                )
+            })
+            .collect(),
+        Detector::FdLeak => f
+            .fd_leak
+            .iter()
+            .map(|x| {
+                (
+                    exceeded_for(x.exceeded, &x.exceeded_under, policy),
+                    pod_of(x.process.workload.as_ref()),
+                )
+            })
+            .collect(),
+        Detector::CpuThrottling => f
+            .cpu_throttling
+            .iter()
+            .map(|c| {
+                (
+                    exceeded_for(c.exceeded, &c.exceeded_under, policy),
+                    pod_of(c.workload.as_ref()),
+                )
+            })
+            .collect(),
+    };
+    candidates
+        .into_iter()
+        .filter(|(exceeded, _)| *exceeded)
+        .find_map(|(_, pod)| pod)
+}

@@ -1,0 +1,1424 @@
+//! Table tests of the planner: every budget and ladder rule, without a server.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, Detector};
+use nodemedic_crds::duration::KubeDuration;
+use nodemedic_crds::policy::{
+    ActionKind, ActionOutcome, ActionStep, Actions, Detectors, NodeHealthPolicySpec, ParentSignal,
+    Safety, TaintEffect, TaintTemplate, ZombieDetector,
+};
+use nodemedic_crds::remediation::{
+    CORDONED_BY_ANNOTATION, HistoryEntry, OwnedTaint, StepPhase, TAINTED_BY_ANNOTATION,
+};
+use nodemedic_crds::report::{
+    ActionResult, ActionResultOutcome, NodeAction, PolicyCondition, ProcessRef, Workload,
+    ZombieFinding,
+};
+use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportSpec, PolicyMode};
+
+use super::policy::PolicyView;
+use super::*;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+const NOW: i64 = 10_000;
+
+fn step(action: ActionKind, after: &'static str) -> ActionStep {
+    ActionStep {
+        action,
+        after: Some(KubeDuration::from_static(after)),
+        signal: None,
+        taint: (action == ActionKind::Taint).then(|| TaintTemplate {
+            key: "nodemedic.io/unhealthy".into(),
+            value: None,
+            effect: TaintEffect::NoSchedule,
+        }),
+    }
+}
+
+struct P {
+    policy: NodeHealthPolicy,
+}
+
+fn policy(name: &str, mode: PolicyMode, ladder: Vec<ActionStep>) -> P {
+    let spec = NodeHealthPolicySpec {
+        node_selector: Some(LabelSelector {
+            match_labels: Some([("pool".to_owned(), "test".to_owned())].into()),
+            match_expressions: None,
+        }),
+        mode,
+        detectors: Detectors {
+            zombies: Some(ZombieDetector::default()),
+            ..Default::default()
+        },
+        actions: Actions {
+            zombies: ladder,
+            ..Default::default()
+        },
+        safety: Safety {
+            max_unhealthy: IntOrString::String("100%".into()),
+            max_concurrent_actions: 100,
+            cooldown: KubeDuration::from_static("0s"),
+            max_signals_per_hour: 100,
+            ..Default::default()
+        },
+    };
+    let mut policy = NodeHealthPolicy::new(name, spec);
+    policy.metadata.generation = Some(1);
+    P { policy }
+}
+
+impl P {
+    fn safety(mut self, f: impl FnOnce(&mut Safety)) -> Self {
+        f(&mut self.policy.spec.safety);
+        self
+    }
+    fn view(&self) -> PolicyView {
+        PolicyView::from_policy(&self.policy).unwrap()
+    }
+}
+
+fn node(name: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            uid: Some(format!("uid-{name}")),
+            labels: Some([("pool".to_owned(), "test".to_owned())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn cordoned(mut n: Node, by: Option<&str>) -> Node {
+    n.spec = Some(NodeSpec {
+        unschedulable: Some(true),
+        ..Default::default()
+    });
+    if let Some(by) = by {
+        n.metadata.annotations = Some([(CORDONED_BY_ANNOTATION.to_owned(), by.to_owned())].into());
+    }
+    n
+}
+
+fn cond(policy: &str, firing: bool, since: i64) -> PolicyCondition {
+    PolicyCondition {
+        policy: policy.into(),
+        type_: Detector::Zombies.condition_type(),
+        status: if firing {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        reason: if firing {
+            ConditionReason::ThresholdExceeded
+        } else {
+            ConditionReason::BelowThreshold
+        },
+        message: "212 zombies under php-fpm".into(),
+        last_transition_time: Time(t(since)),
+        exceeded_since: None,
+    }
+}
+
+fn report(name: &str, conditions: Vec<PolicyCondition>) -> NodeHealthReport {
+    let mut r = NodeHealthReport::new(name, NodeHealthReportSpec::default());
+    r.metadata.resource_version = Some("7".into());
+    let mut status = nodemedic_crds::NodeHealthReportStatus {
+        last_scan_time: Some(Time(t(NOW - 5))),
+        heartbeat_interval: Some("1h".into()),
+        healthy: conditions.iter().all(|c| c.status != ConditionStatus::True),
+        conditions,
+        ..Default::default()
+    };
+    status.findings.zombies = vec![ZombieFinding {
+        parent: ProcessRef {
+            host_pid: 4242,
+            ns_pid: Some(1),
+            comm: "php-fpm".into(),
+            start_time: 987_654,
+            workload: Some(Workload {
+                pod_uid: Some("pod-uid".into()),
+                pod_namespace: Some("web".into()),
+                pod_name: Some("php-0".into()),
+                container: Some("php".into()),
+                ..Default::default()
+            }),
+        },
+        zombies: 212,
+        zombies_past_min_age: 200,
+        oldest_age_seconds: 600,
+        exceeded: true,
+        exceeded_under: vec![],
+    }];
+    r.status = Some(status);
+    r
+}
+
+fn firing(name: &str, policy: &str, since: i64) -> NodeHealthReport {
+    report(name, vec![cond(policy, true, since)])
+}
+
+fn run(p: &PolicyView, others: &[OtherPolicy], nodes: &[(Node, Option<NodeHealthReport>)]) -> Plan {
+    run_at(p, others, nodes, t(NOW))
+}
+
+fn run_at(
+    p: &PolicyView,
+    others: &[OtherPolicy],
+    nodes: &[(Node, Option<NodeHealthReport>)],
+    now: Timestamp,
+) -> Plan {
+    let settings = Settings {
+        eviction_timeout: Duration::from_secs(60),
+        drain_timeout: Duration::from_secs(120),
+        resync: Duration::from_secs(86_400),
+        ..Settings::default()
+    };
+    let inputs: Vec<NodeInput<'_>> = nodes
+        .iter()
+        .map(|(n, r)| NodeInput {
+            name: n.metadata.name.as_deref().unwrap(),
+            selected: p.selects(n.metadata.labels.as_ref().unwrap()),
+            node: Some(n),
+            report: r.as_ref(),
+        })
+        .collect();
+    plan(&PlanInput {
+        policy: p,
+        others,
+        nodes: &inputs,
+        settings: &settings,
+        now,
+    })
+}
+
+/// Applies a plan's writes as the controller would, with every effect
+/// succeeding.
+fn apply_ok(plan: &Plan, p: &PolicyView, nodes: &mut [(Node, Option<NodeHealthReport>)]) {
+    for w in &plan.work {
+        let outcomes: Vec<EffectOutcome> = w
+            .effects
+            .iter()
+            .map(|e| match e {
+                Effect::Drain { .. } => EffectOutcome::Drained {
+                    progress: Default::default(),
+                    complete: true,
+                    message: "drained".into(),
+                },
+                _ => EffectOutcome::Done("ok".into()),
+            })
+            .collect();
+        let (spec, _, _) = settle(w, &outcomes, p, &Settings::default(), t(NOW));
+        for (n, r) in nodes.iter_mut() {
+            if n.metadata.name.as_deref() == Some(w.node.as_str()) {
+                if let Some(r) = r {
+                    r.spec = spec.clone();
+                }
+                for e in &w.effects {
+                    if let Effect::Cordon { owner, .. } = e {
+                        let prev = n
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(CORDONED_BY_ANNOTATION).cloned());
+                        let mut owners = prev
+                            .map(|p| facts::parse_policy_list(&p))
+                            .unwrap_or_default();
+                        owners.insert(owner.clone());
+                        *n = cordoned(n.clone(), Some(&facts::format_policy_list(&owners)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn steps_of<'a>(w: &'a NodeWork, policy: &str) -> Vec<(ActionKind, StepPhase, Option<&'a str>)> {
+    w.ahead
+        .remediation
+        .episode(policy, Detector::Zombies)
+        .map(|e| {
+            e.steps
+                .iter()
+                .map(|s| (s.action, s.phase, s.reason.as_deref()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn work<'a>(plan: &'a Plan, node: &str) -> Option<&'a NodeWork> {
+    plan.work.iter().find(|w| w.node == node)
+}
+
+fn cordons(plan: &Plan) -> Vec<&str> {
+    plan.work
+        .iter()
+        .filter(|w| w.effects.iter().any(|e| matches!(e, Effect::Cordon { .. })))
+        .map(|w| w.node.as_str())
+        .collect()
+}
+
+#[test]
+fn observe_plans_nothing() {
+    let p = policy(
+        "p",
+        PolicyMode::Observe,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::Cordon, "0s"),
+        ],
+    )
+    .view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    assert!(plan.work.is_empty(), "{:?}", plan.work);
+    assert!(plan.records().is_empty());
+    assert_eq!((plan.summary.matched, plan.summary.unhealthy), (1, 1));
+}
+
+#[test]
+fn dry_run_records_planned_once_and_changes_nothing() {
+    let p = policy(
+        "p",
+        PolicyMode::DryRun,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::Cordon, "0s"),
+        ],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        w.effects.is_empty(),
+        "DryRun executes nothing: {:?}",
+        w.effects
+    );
+    assert!(w.ahead.action_requests.is_empty());
+    assert!(!w.write_ahead);
+    assert_eq!(
+        steps_of(w, "p"),
+        [
+            (ActionKind::Event, StepPhase::Planned, None),
+            (ActionKind::Cordon, StepPhase::Planned, None)
+        ]
+    );
+    assert!(w.ahead.remediation.history.iter().all(|h| h.planned));
+    let outcomes: Vec<_> = plan
+        .records()
+        .iter()
+        .map(|r| (r.action, r.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (ActionKind::Event, ActionOutcome::Planned),
+            (ActionKind::Cordon, ActionOutcome::Planned)
+        ]
+    );
+    assert!(
+        w.notices
+            .iter()
+            .all(|n| n.reason == "RemediationPlanned" && n.note.contains("would"))
+    );
+    assert_eq!(
+        plan.summary.actions_last_24h, 2,
+        "counted from what will be stored"
+    );
+
+    apply_ok(&plan, &p, &mut nodes);
+    let again = run(&p, &[], &nodes);
+    assert!(again.work.is_empty(), "planned once: {:?}", again.work);
+    assert_eq!(again.summary.actions_last_24h, 2);
+}
+
+#[test]
+fn switching_dry_run_to_enforce_runs_the_due_steps_at_once() {
+    let dry = policy(
+        "p",
+        PolicyMode::DryRun,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::Cordon, "30s"),
+        ],
+    );
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&dry.view(), &[], &nodes);
+    apply_ok(&plan, &dry.view(), &mut nodes);
+
+    let mut enforce = dry;
+    enforce.policy.spec.mode = PolicyMode::Enforce;
+    let p = enforce.view();
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        w.write_ahead,
+        "Cordon is disruptive: recorded before acting"
+    );
+    assert!(w.effects.iter().any(|e| matches!(e, Effect::Event { .. })));
+    assert!(w.effects.iter().any(|e| matches!(e, Effect::Cordon { .. })));
+    assert_eq!(
+        steps_of(w, "p"),
+        [
+            (ActionKind::Event, StepPhase::Started, None),
+            (ActionKind::Cordon, StepPhase::Started, None)
+        ]
+    );
+    let real: Vec<_> = w
+        .ahead
+        .remediation
+        .history
+        .iter()
+        .filter(|h| !h.planned)
+        .map(|h| h.action)
+        .collect();
+    assert_eq!(real, [ActionKind::Event, ActionKind::Cordon]);
+}
+
+#[test]
+fn a_step_waits_for_its_after_and_the_plan_wakes_then() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::Cordon, "60s"),
+        ],
+    )
+    .view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 10)))]);
+    let w = work(&plan, "a").unwrap();
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::Event, StepPhase::Started, None)]
+    );
+    assert!(!cordons(&plan).contains(&"a"));
+    assert_eq!(plan.wake_at, t(NOW + 50));
+}
+
+#[test]
+fn signal_parent_writes_a_deterministic_request_with_the_target() {
+    let mut s = step(ActionKind::SignalParent, "0s");
+    s.signal = Some(ParentSignal::SIGTERM);
+    let p = policy("p", PolicyMode::Enforce, vec![s]).view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.write_ahead);
+    assert!(w.effects.is_empty(), "the request is the action");
+    let [req] = w.ahead.action_requests.as_slice() else {
+        panic!("one request: {:?}", w.ahead.action_requests)
+    };
+    assert_eq!(
+        req.id,
+        request_id("p", Detector::Zombies, "a", t(NOW - 100), 0)
+    );
+    assert_eq!(req.action, NodeAction::SignalParent);
+    assert_eq!(req.signal, Some(ParentSignal::SIGTERM));
+    let target = req.target.as_ref().unwrap();
+    assert_eq!(
+        (target.pid, target.start_time, target.comm.as_str()),
+        (4242, 987_654, "php-fpm")
+    );
+    assert_eq!(req.policy, "p");
+    assert!(plan.records().is_empty(), "recorded when the agent answers");
+
+    // Re-planning from the written state requests nothing more.
+    apply_ok(&plan, &p, &mut nodes);
+    let again = run(&p, &[], &nodes);
+    assert!(again.work.is_empty(), "{:?}", again.work);
+
+    // The agent answers: the step is done and the request pruned.
+    let id = req.id.clone();
+    if let Some(r) = nodes[0].1.as_mut() {
+        r.status
+            .as_mut()
+            .unwrap()
+            .action_results
+            .push(ActionResult {
+                id: id.clone(),
+                outcome: ActionResultOutcome::Signalled,
+                message: "SIGTERM delivered".into(),
+                completed_at: Time(t(NOW)),
+                follow_up: None,
+            });
+    }
+    let done = run(&p, &[], &nodes);
+    let w = work(&done, "a").unwrap();
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::SignalParent, StepPhase::Done, None)]
+    );
+    assert!(
+        w.ahead.action_requests.is_empty(),
+        "consumed results are pruned"
+    );
+    assert_eq!(done.records()[0].outcome, ActionOutcome::Executed);
+    assert!(w.notices.iter().any(
+        |n| n.reason == "ParentSignalled" && n.pod.as_ref().is_some_and(|p| p.name == "php-0")
+    ));
+}
+
+#[test]
+fn a_refused_signal_is_skipped_and_refunded() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::SignalParent, "0s")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    apply_ok(&plan, &p, &mut nodes);
+    let id = request_id("p", Detector::Zombies, "a", t(NOW - 100), 0);
+    nodes[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .action_results
+        .push(ActionResult {
+            id,
+            outcome: ActionResultOutcome::Refused,
+            message: "protected process".into(),
+            completed_at: Time(t(NOW)),
+            follow_up: None,
+        });
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert_eq!(
+        steps_of(w, "p"),
+        [(
+            ActionKind::SignalParent,
+            StepPhase::Skipped,
+            Some("Refused")
+        )]
+    );
+    assert!(
+        w.ahead.remediation.history.is_empty(),
+        "no signal was sent: budget refunded"
+    );
+}
+
+#[test]
+fn a_request_without_answer_fails_after_the_ttl() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::SignalParent, "0s")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    apply_ok(&plan, &p, &mut nodes);
+    let later = t(NOW + 11 * 60);
+    nodes[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .last_scan_time = Some(Time(later));
+    let plan = run_at(&p, &[], &nodes, later);
+    let w = work(&plan, "a").unwrap();
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::SignalParent, StepPhase::Failed, Some("Timeout"))]
+    );
+    assert!(w.ahead.action_requests.is_empty());
+    assert_eq!(plan.summary.failing, ["a"]);
+}
+
+#[test]
+fn episodes_end_when_the_condition_clears_and_restart_with_a_new_transition() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Event, "0s")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    apply_ok(&plan, &p, &mut nodes);
+    assert!(
+        run(&p, &[], &nodes).work.is_empty(),
+        "each step once per episode"
+    );
+
+    let mut cleared = nodes.clone();
+    cleared[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions = vec![cond("p", false, NOW - 1)];
+    let plan = run(&p, &[], &cleared);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.ahead.remediation.episodes.is_empty(), "episode over");
+    assert!(w.effects.is_empty());
+
+    let mut again = nodes.clone();
+    again[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions = vec![cond("p", true, NOW - 2)];
+    let plan = run(&p, &[], &again);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        w.effects.iter().any(|e| matches!(e, Effect::Event { .. })),
+        "a new episode runs the ladder again"
+    );
+    assert_eq!(w.ahead.remediation.episodes[0].since, Time(t(NOW - 2)));
+}
+
+#[test]
+fn storm_holds_node_level_actions_but_not_events_or_signals() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::SignalParent, "0s"),
+            step(ActionKind::Cordon, "0s"),
+        ],
+    )
+    .safety(|s| s.max_unhealthy = IntOrString::String("20%".into()))
+    .view();
+    let mut nodes: Vec<(Node, Option<NodeHealthReport>)> = (0..10)
+        .map(|i| {
+            let name = format!("n{i}");
+            let r = if i < 5 {
+                firing(&name, "p", NOW - 100)
+            } else {
+                report(&name, vec![cond("p", false, NOW - 500)])
+            };
+            (node(&name), Some(r))
+        })
+        .collect();
+    let plan = run(&p, &[], &nodes);
+    assert!(plan.summary.storm);
+    assert_eq!((plan.summary.unhealthy, plan.summary.storm_limit), (5, 2));
+    assert!(cordons(&plan).is_empty());
+    for i in 0..5 {
+        let w = work(&plan, &format!("n{i}")).unwrap();
+        assert_eq!(
+            steps_of(w, "p"),
+            [
+                (ActionKind::Event, StepPhase::Started, None),
+                (ActionKind::SignalParent, StepPhase::Started, None),
+                (ActionKind::Cordon, StepPhase::Held, Some("StormActive"))
+            ]
+        );
+    }
+    let held = plan
+        .records()
+        .iter()
+        .filter(|r| r.outcome == ActionOutcome::Skipped)
+        .count();
+    assert_eq!(held, 5, "the hold is recorded once per node");
+    apply_ok(&plan, &p, &mut nodes);
+    let again = run(&p, &[], &nodes);
+    assert!(
+        again.records().is_empty() && cordons(&again).is_empty(),
+        "held, not repeated"
+    );
+
+    // Back under the budget: held steps run if still due.
+    for (_, r) in nodes.iter_mut().take(4) {
+        r.as_mut().unwrap().status.as_mut().unwrap().conditions = vec![cond("p", false, NOW - 1)];
+    }
+    let resumed = run(&p, &[], &nodes);
+    assert!(!resumed.summary.storm);
+    assert_eq!(cordons(&resumed), ["n4"]);
+}
+
+#[test]
+fn stale_reports_count_toward_the_storm_and_plan_nothing() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Event, "0s")],
+    )
+    .safety(|s| s.max_unhealthy = IntOrString::Int(0))
+    .view();
+    let mut stale = firing("a", "p", NOW - 100);
+    stale.status.as_mut().unwrap().last_scan_time = Some(Time(t(NOW - 3 * 3600 - 1)));
+    let plan = run(&p, &[], &[(node("a"), Some(stale)), (node("b"), None)]);
+    assert!(plan.work.is_empty(), "nothing is planned from stale data");
+    assert_eq!(plan.summary.stale, ["a"]);
+    assert_eq!(plan.summary.missing, ["b"]);
+    assert_eq!(plan.summary.unhealthy, 0);
+    assert!(plan.summary.storm, "a stale node counts as unknown");
+
+    // Without heartbeatInterval, 5m is assumed: 14 minutes old is fresh.
+    let mut old = firing("c", "p", NOW - 100);
+    let st = old.status.as_mut().unwrap();
+    st.heartbeat_interval = None;
+    st.last_scan_time = Some(Time(t(NOW - 14 * 60)));
+    let plan = run(&p, &[], &[(node("c"), Some(old))]);
+    assert!(plan.summary.stale.is_empty());
+    assert_eq!(plan.wake_at, t(NOW + 60), "wakes when it would go stale");
+}
+
+#[test]
+fn max_concurrent_actions_one_remediates_one_node_at_a_time() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.max_concurrent_actions = 1)
+    .view();
+    let mut nodes = vec![
+        (node("a"), Some(firing("a", "p", NOW - 50))),
+        (node("b"), Some(firing("b", "p", NOW - 100))),
+        (node("c"), Some(firing("c", "p", NOW - 70))),
+    ];
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(cordons(&plan), ["b"], "the longest-firing node first");
+    for n in ["a", "c"] {
+        assert_eq!(
+            steps_of(work(&plan, n).unwrap(), "p"),
+            [(
+                ActionKind::Cordon,
+                StepPhase::Held,
+                Some("MaxConcurrentActions")
+            )]
+        );
+    }
+    apply_ok(&plan, &p, &mut nodes);
+    assert!(
+        cordons(&run(&p, &[], &nodes)).is_empty(),
+        "b is still in progress"
+    );
+
+    // b healthy again: the next oldest gets the slot.
+    nodes[1]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions = vec![cond("p", false, NOW - 1)];
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(cordons(&plan), ["c"]);
+}
+
+#[test]
+fn dry_run_uses_no_concurrency_budget() {
+    let p = policy(
+        "p",
+        PolicyMode::DryRun,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.max_concurrent_actions = 1)
+    .view();
+    let nodes = vec![
+        (node("a"), Some(firing("a", "p", NOW - 50))),
+        (node("b"), Some(firing("b", "p", NOW - 100))),
+    ];
+    let plan = run(&p, &[], &nodes);
+    let planned = plan
+        .records()
+        .iter()
+        .filter(|r| r.outcome == ActionOutcome::Planned)
+        .count();
+    assert_eq!(planned, 2);
+}
+
+fn with_history(mut r: NodeHealthReport, entries: &[(i64, &str, ActionKind)]) -> NodeHealthReport {
+    r.spec.remediation.history = entries
+        .iter()
+        .map(|(at, policy, action)| HistoryEntry {
+            at: Time(t(*at)),
+            policy: (*policy).into(),
+            detector: Detector::Zombies,
+            action: *action,
+            step: 0,
+            planned: false,
+        })
+        .collect();
+    r
+}
+
+#[test]
+fn cooldown_is_the_longest_of_the_policies_selecting_the_node() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.cooldown = KubeDuration::from_static("30s"))
+    .view();
+    let r = with_history(
+        firing("a", "p", NOW - 100),
+        &[(NOW - 40, "other", ActionKind::SignalParent)],
+    );
+    let plan = run(&p, &[], &[(node("a"), Some(r.clone()))]);
+    assert_eq!(cordons(&plan), ["a"], "40s > 30s");
+
+    let strict = policy("strict", PolicyMode::Enforce, vec![])
+        .safety(|s| s.cooldown = KubeDuration::from_static("1m"))
+        .view();
+    let others = [OtherPolicy {
+        view: Arc::new(strict),
+        storm_active: false,
+    }];
+    let plan = run(&p, &others, &[(node("a"), Some(r))]);
+    assert!(cordons(&plan).is_empty());
+    assert_eq!(
+        steps_of(work(&plan, "a").unwrap(), "p"),
+        [(ActionKind::Cordon, StepPhase::Held, Some("Cooldown"))]
+    );
+    assert_eq!(plan.wake_at, t(NOW + 20), "wakes when the cooldown ends");
+}
+
+#[test]
+fn events_and_node_conditions_ignore_the_cooldown() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::NodeCondition, "0s"),
+        ],
+    )
+    .safety(|s| s.cooldown = KubeDuration::from_static("1h"))
+    .view();
+    let r = with_history(
+        firing("a", "p", NOW - 100),
+        &[(NOW - 1, "p", ActionKind::Cordon)],
+    );
+    let plan = run(&p, &[], &[(node("a"), Some(r))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.effects.iter().any(|e| matches!(e, Effect::Event { .. })));
+    let Some(Effect::NodeConditions { steps, desired }) = w
+        .effects
+        .iter()
+        .find(|e| matches!(e, Effect::NodeConditions { .. }))
+    else {
+        panic!("node conditions: {:?}", w.effects)
+    };
+    assert_eq!(steps.len(), 1);
+    assert_eq!(desired.len(), 1);
+    assert!(desired[0].status && desired[0].detector == Detector::Zombies);
+    assert!(!w.write_ahead);
+}
+
+#[test]
+fn max_signals_per_hour_is_the_smallest_of_the_policies_selecting_the_node() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::SignalParent, "0s")],
+    )
+    .safety(|s| s.max_signals_per_hour = 3)
+    .view();
+    let r = with_history(
+        firing("a", "p", NOW - 100),
+        &[
+            (NOW - 4000, "p", ActionKind::SignalParent),
+            (NOW - 1800, "p", ActionKind::SignalParent),
+            (NOW - 600, "x", ActionKind::SignalParent),
+        ],
+    );
+    let plan = run(&p, &[], &[(node("a"), Some(r.clone()))]);
+    assert_eq!(
+        work(&plan, "a").unwrap().ahead.action_requests.len(),
+        1,
+        "2 in the last hour < 3"
+    );
+
+    let stingy = policy("stingy", PolicyMode::Enforce, vec![])
+        .safety(|s| s.max_signals_per_hour = 2)
+        .view();
+    let others = [OtherPolicy {
+        view: Arc::new(stingy),
+        storm_active: false,
+    }];
+    let plan = run(&p, &others, &[(node("a"), Some(r))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.ahead.action_requests.is_empty());
+    assert_eq!(
+        steps_of(w, "p"),
+        [(
+            ActionKind::SignalParent,
+            StepPhase::Held,
+            Some("MaxSignalsPerHour")
+        )]
+    );
+    assert_eq!(
+        plan.wake_at,
+        t(NOW - 1800 + 3600),
+        "when the older of the two leaves the window"
+    );
+}
+
+#[test]
+fn a_node_cordoned_by_someone_else_is_never_uncordoned() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .view();
+    let foreign = cordoned(node("a"), None);
+    let plan = run(
+        &p,
+        &[],
+        &[(foreign.clone(), Some(firing("a", "p", NOW - 100)))],
+    );
+    let w = work(&plan, "a").unwrap();
+    assert!(w.effects.is_empty(), "{:?}", w.effects);
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::Cordon, StepPhase::Done, None)]
+    );
+    assert!(
+        plan.records()[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("someone else")
+    );
+    assert!(
+        w.ahead.remediation.history.is_empty(),
+        "no disruption, no budget"
+    );
+
+    let healthy = report("a", vec![cond("p", false, NOW - 10_000)]);
+    let plan = run(&p, &[], &[(foreign, Some(healthy))]);
+    assert!(plan.work.iter().all(|w| w.effects.is_empty()));
+}
+
+#[test]
+fn nodemedic_uncordons_after_healthy_for_the_cooldown() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.cooldown = KubeDuration::from_static("5m"))
+    .view();
+    let ours = cordoned(node("a"), Some("p"));
+    let recently = report("a", vec![cond("p", false, NOW - 100)]);
+    let plan = run(&p, &[], &[(ours.clone(), Some(recently))]);
+    assert!(plan.work.is_empty());
+    assert_eq!(plan.wake_at, t(NOW + 200));
+
+    let long_ago = report("a", vec![cond("p", false, NOW - 300)]);
+    let plan = run(&p, &[], &[(ours.clone(), Some(long_ago.clone()))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        matches!(w.effects.as_slice(), [Effect::Uncordon { .. }]),
+        "{:?}",
+        w.effects
+    );
+
+    let keep = policy("p", PolicyMode::Enforce, vec![])
+        .safety(|s| s.uncordon_when_healthy = false)
+        .view();
+    assert!(
+        run(&keep, &[], &[(ours.clone(), Some(long_ago.clone()))])
+            .work
+            .is_empty()
+    );
+
+    let dry = policy("p", PolicyMode::DryRun, vec![]).view();
+    assert!(
+        run(&dry, &[], &[(ours, Some(long_ago))]).work.is_empty(),
+        "restorations only in Enforce"
+    );
+}
+
+#[test]
+fn several_policies_share_one_cordon_and_the_strictest_budget() {
+    let a = policy(
+        "a",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.cooldown = KubeDuration::from_static("1m"))
+    .view();
+    let b = policy(
+        "b",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.cooldown = KubeDuration::from_static("10m"))
+    .view();
+    let others_for_a = [OtherPolicy {
+        view: Arc::new(b.clone()),
+        storm_active: false,
+    }];
+    let others_for_b = [OtherPolicy {
+        view: Arc::new(a.clone()),
+        storm_active: false,
+    }];
+
+    // a cordons; b, firing too, joins without waiting for the cooldown.
+    let r = report(
+        "n",
+        vec![cond("a", true, NOW - 100), cond("b", true, NOW - 100)],
+    );
+    let mut nodes = vec![(node("n"), Some(r))];
+    let plan = run(&a, &others_for_a, &nodes);
+    assert_eq!(cordons(&plan), ["n"]);
+    apply_ok(&plan, &a, &mut nodes);
+    let plan = run(&b, &others_for_b, &nodes);
+    let w = work(&plan, "n").unwrap();
+    assert!(matches!(w.effects.as_slice(), [Effect::Cordon { owner, .. }] if owner == "b"));
+    assert!(!w.write_ahead, "joining is not a disruption");
+    apply_ok(&plan, &b, &mut nodes);
+    assert_eq!(
+        nodes[0].0.metadata.annotations.as_ref().unwrap()[CORDONED_BY_ANNOTATION],
+        "a,b"
+    );
+
+    // a healthy for 20 minutes, b still firing: stays cordoned.
+    let conds = vec![cond("a", false, NOW - 1200), cond("b", true, NOW - 100)];
+    nodes[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions = conds;
+    assert!(
+        run(&a, &others_for_a, &nodes)
+            .work
+            .iter()
+            .all(|w| w.effects.is_empty())
+    );
+    // Both healthy, b for 5 minutes: the longer cooldown (10m) governs.
+    let conds = vec![cond("a", false, NOW - 1200), cond("b", false, NOW - 300)];
+    nodes[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions = conds;
+    let plan = run(&a, &others_for_a, &nodes);
+    assert!(plan.work.iter().all(|w| w.effects.is_empty()));
+    assert_eq!(plan.wake_at, t(NOW + 300));
+    // After 10 minutes: uncordoned once.
+    let plan = run_at(&a, &others_for_a, &nodes, t(NOW + 300));
+    let w = work(&plan, "n").unwrap();
+    assert!(matches!(w.effects.as_slice(), [Effect::Uncordon { .. }]));
+}
+
+#[test]
+fn another_policys_storm_holds_node_level_actions_on_shared_nodes() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .view();
+    let stormy = policy("q", PolicyMode::Enforce, vec![]).view();
+    let others = [OtherPolicy {
+        view: Arc::new(stormy),
+        storm_active: true,
+    }];
+    let plan = run(
+        &p,
+        &others,
+        &[(node("a"), Some(firing("a", "p", NOW - 100)))],
+    );
+    assert!(cordons(&plan).is_empty());
+    let w = work(&plan, "a").unwrap();
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::Cordon, StepPhase::Held, Some("StormActive"))]
+    );
+    assert!(
+        w.ahead.remediation.episodes[0].steps[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("policy q")
+    );
+}
+
+#[test]
+fn eviction_targets_the_attributed_pod_and_respects_excluded_namespaces() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::EvictPod, "0s")],
+    )
+    .view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.write_ahead);
+    let Some(Effect::Evict {
+        pod, exclusions, ..
+    }) = w.effects.first()
+    else {
+        panic!("{:?}", w.effects)
+    };
+    assert_eq!(
+        (
+            pod.namespace.as_str(),
+            pod.name.as_str(),
+            pod.uid.as_deref()
+        ),
+        ("web", "php-0", Some("pod-uid"))
+    );
+    assert_eq!(exclusions.namespaces, ["kube-system"]);
+
+    let excluded = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::EvictPod, "0s")],
+    )
+    .safety(|s| s.exclude_namespaces = vec!["web".into()])
+    .view();
+    let plan = run(
+        &excluded,
+        &[],
+        &[(node("a"), Some(firing("a", "p", NOW - 100)))],
+    );
+    let w = work(&plan, "a").unwrap();
+    assert!(w.effects.is_empty());
+    assert_eq!(
+        steps_of(w, "p"),
+        [(
+            ActionKind::EvictPod,
+            StepPhase::Skipped,
+            Some("ExcludedNamespace")
+        )]
+    );
+    assert_eq!(plan.records()[0].outcome, ActionOutcome::Skipped);
+}
+
+#[test]
+fn eviction_retries_with_backoff_then_fails_at_the_timeout() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::EvictPod, "0s")],
+    )
+    .view();
+    let settings = Settings {
+        eviction_timeout: Duration::from_secs(60),
+        ..Settings::default()
+    };
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap().clone();
+    let (spec, records, _) = settle(
+        &w,
+        &[EffectOutcome::Retry("429: PDB".into())],
+        &p,
+        &settings,
+        t(NOW),
+    );
+    assert!(records.is_empty(), "retries are not recorded");
+    let rec = &spec.remediation.episodes[0].steps[0];
+    assert_eq!((rec.phase, rec.attempts), (StepPhase::Started, 1));
+    nodes[0].1.as_mut().unwrap().spec = spec;
+
+    // Not yet time for the next attempt.
+    let plan = run(&p, &[], &nodes);
+    assert!(plan.work.is_empty());
+    assert_eq!(plan.wake_at, t(NOW + 1));
+    // Next attempt.
+    let plan = run_at(&p, &[], &nodes, t(NOW + 1));
+    let w = work(&plan, "a").unwrap().clone();
+    assert!(matches!(w.effects.as_slice(), [Effect::Evict { .. }]));
+    // At the timeout: Failed.
+    let (spec, records, notices) = settle(
+        &w,
+        &[EffectOutcome::Retry("429: PDB".into())],
+        &p,
+        &settings,
+        t(NOW + 60),
+    );
+    let rec = &spec.remediation.episodes[0].steps[0];
+    assert_eq!(
+        (rec.phase, rec.reason.as_deref()),
+        (StepPhase::Failed, Some("Timeout"))
+    );
+    assert_eq!(records[0].outcome, ActionOutcome::Failed);
+    assert_eq!(notices[0].reason, "RemediationFailed");
+    assert!(notices[0].pod.is_some(), "the Event also goes to the pod");
+}
+
+#[test]
+fn drains_report_progress_and_time_out() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Drain, "0s")],
+    )
+    .view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.write_ahead);
+    let progress = DrainProgress {
+        evicted: 3,
+        remaining: 2,
+        skipped: 1,
+    };
+    let pass = EffectOutcome::Drained {
+        progress: progress.clone(),
+        complete: false,
+        message: "2 pods refused by a PodDisruptionBudget".into(),
+    };
+    let (spec, records, _) = settle(
+        w,
+        std::slice::from_ref(&pass),
+        &p,
+        &Settings::default(),
+        t(NOW),
+    );
+    assert!(records.is_empty());
+    let rec = &spec.remediation.episodes[0].steps[0];
+    assert_eq!(rec.drain.as_ref(), Some(&progress));
+    let settings = Settings {
+        drain_timeout: Duration::from_secs(120),
+        ..Settings::default()
+    };
+    let (spec, records, _) = settle(w, &[pass], &p, &settings, t(NOW + 120));
+    assert_eq!(
+        spec.remediation.episodes[0].steps[0].phase,
+        StepPhase::Failed
+    );
+    assert_eq!(records[0].outcome, ActionOutcome::Failed);
+}
+
+#[test]
+fn taints_are_placed_once_and_removed_when_healthy() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Taint, "0s")],
+    )
+    .view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        matches!(w.effects.as_slice(), [Effect::Taint { taint, .. }] if taint.key == "nodemedic.io/unhealthy")
+    );
+
+    let mut tainted = node("a");
+    tainted.spec = Some(NodeSpec {
+        taints: Some(vec![Taint {
+            key: "nodemedic.io/unhealthy".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let owned = serde_json::to_string(&[OwnedTaint {
+        key: "nodemedic.io/unhealthy".into(),
+        effect: TaintEffect::NoSchedule,
+        policies: vec!["p".into()],
+    }])
+    .unwrap();
+    tainted.metadata.annotations =
+        Some(BTreeMap::from([(TAINTED_BY_ANNOTATION.to_owned(), owned)]));
+    let healthy = report("a", vec![cond("p", false, NOW - 10)]);
+    let plan = run(&p, &[], &[(tainted, Some(healthy))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        matches!(w.effects.as_slice(), [Effect::Untaint { key, .. }] if key == "nodemedic.io/unhealthy")
+    );
+}
+
+#[test]
+fn node_conditions_clear_when_the_episode_ends() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::NodeCondition, "0s")],
+    )
+    .view();
+    let mut n = node("a");
+    n.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+        conditions: Some(vec![k8s_openapi::api::core::v1::NodeCondition {
+            type_: "NodemedicZombies".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let plan = run(
+        &p,
+        &[],
+        &[(n, Some(report("a", vec![cond("p", false, NOW - 10)])))],
+    );
+    let w = work(&plan, "a").unwrap();
+    let Some(Effect::NodeConditions { desired, steps }) = w.effects.first() else {
+        panic!("{:?}", w.effects)
+    };
+    assert!(steps.is_empty());
+    assert_eq!(desired.len(), 1);
+    assert!(!desired[0].status);
+}
+
+#[test]
+fn a_node_no_longer_selected_loses_the_policys_episodes() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Event, "0s")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    apply_ok(&plan, &p, &mut nodes);
+    nodes[0].0.metadata.labels = Some([("pool".to_owned(), "other".to_owned())].into());
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.ahead.remediation.episodes.is_empty());
+    assert_eq!(plan.summary.matched, 0);
+}
+
+#[test]
+fn an_invalid_selector_makes_the_policy_unready() {
+    let mut p = policy("p", PolicyMode::Enforce, vec![]);
+    p.policy.spec.node_selector = Some(LabelSelector {
+        match_labels: None,
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "pool".into(),
+            operator: "Near".into(),
+            values: None,
+        }]),
+    });
+    let err = PolicyView::from_policy(&p.policy).unwrap_err();
+    assert_eq!(err.reason(), "InvalidSelector");
+    let status = status::invalid(Some(1), &err, None, t(NOW));
+    assert_eq!(status.conditions[0].status, "False");
+    assert!(
+        status.conditions[0].message.contains("unknown operator"),
+        "{}",
+        status.conditions[0].message
+    );
+}
+
+#[test]
+fn status_keeps_transition_times_and_bounds_lists() {
+    let p = policy("p", PolicyMode::Enforce, vec![]).view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    let first = status::build(&p, None, &plan.summary, &plan.records(), t(NOW));
+    let again = status::build(
+        &p,
+        Some(&first),
+        &plan.summary,
+        &plan.records(),
+        t(NOW + 60),
+    );
+    assert_eq!(
+        first, again,
+        "unchanged facts → identical status (no write)"
+    );
+    assert_eq!(first.unhealthy_nodes, 1);
+    assert_eq!(first.nodes[0].firing, ["zombies"]);
+    let many: Vec<_> = (0..30)
+        .map(|i| ActionRecord {
+            time: Time(t(i)),
+            node: "a".into(),
+            detector: "zombies".into(),
+            action: ActionKind::Event,
+            outcome: ActionOutcome::Executed,
+            message: None,
+        })
+        .collect();
+    let s = status::build(&p, Some(&first), &plan.summary, &many, t(NOW));
+    assert_eq!(s.recent_actions.len(), 20);
+    assert_eq!(s.recent_actions[0].time, Time(t(29)), "newest first");
+}
+
+#[test]
+fn request_ids_are_deterministic_and_bounded() {
+    let long = "p".repeat(253);
+    let a = request_id(&long, Detector::Zombies, &"n".repeat(253), t(0), 3);
+    let b = request_id(&long, Detector::Zombies, &"n".repeat(253), t(0), 3);
+    assert_eq!(a, b);
+    assert!(a.len() <= 128, "{}", a.len());
+    assert_ne!(
+        a,
+        request_id(&long, Detector::Zombies, &"m".repeat(253), t(0), 3)
+    );
+    assert_eq!(
+        request_id("p", Detector::Zombies, "n", t(0), 1),
+        "p.zombies.n.1800000000.1"
+    );
+}
+
+#[test]
+fn history_pruning_keeps_the_latest_disruptive_entry() {
+    let mut h: Vec<HistoryEntry> = [
+        (0, ActionKind::Cordon),
+        (10, ActionKind::Event),
+        (100_000, ActionKind::Event),
+    ]
+    .into_iter()
+    .map(|(at, action)| HistoryEntry {
+        at: Time(t(at)),
+        policy: "p".into(),
+        detector: Detector::Zombies,
+        action,
+        step: 0,
+        planned: false,
+    })
+    .collect();
+    prune_history(&mut h, t(100_000), Duration::ZERO);
+    let kept: Vec<_> = h.iter().map(|e| e.action).collect();
+    assert_eq!(kept, [ActionKind::Cordon, ActionKind::Event]);
+}
+
+#[test]
+fn protected_processes_are_not_signalled() {
+    assert!(is_protected_process("containerd-shim-runc-v2", &[]));
+    assert!(is_protected_process("kubelet", &[]));
+    assert!(!is_protected_process("php-fpm", &[]));
+    assert!(is_protected_process("php-fpm", &["php*".into()]));
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::SignalParent, "0s")],
+    )
+    .safety(|s| s.protected_processes = vec!["php-fpm".into()])
+    .view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.ahead.action_requests.is_empty());
+    assert_eq!(
+        steps_of(w, "p"),
+        [(
+            ActionKind::SignalParent,
+            StepPhase::Skipped,
+            Some("ProtectedProcess")
+        )]
+    );
+}

@@ -1,0 +1,253 @@
+//! Evictions through the Eviction API (PodDisruptionBudgets apply) and
+//! drains. Pods are read per node only when needed (field selector
+//! `spec.nodeName`). Never evicted: pods in an excluded namespace, pods with
+//! the protect annotation set to "true", DaemonSet pods, mirror (static)
+//! pods.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Preconditions};
+use nodemedic_crds::remediation::DrainProgress;
+
+use crate::controller::Context;
+use crate::error::{Error, api_code};
+use crate::plan::facts::PodRef;
+use crate::plan::{EffectOutcome, Exclusions};
+
+/// Annotation the kubelet puts on mirror pods of static pods.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// Why a pod is never evicted, if it is not.
+pub fn exclusion(pod: &Pod, ex: &Exclusions) -> Option<(&'static str, String)> {
+    let name = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    if let Some(ns) = pod.metadata.namespace.as_ref()
+        && ex.namespaces.contains(ns)
+    {
+        return Some((
+            "ExcludedNamespace",
+            format!("pod {name} is in excluded namespace {ns}"),
+        ));
+    }
+    let annotations = pod.metadata.annotations.as_ref();
+    if annotations
+        .and_then(|a| a.get(&ex.protect_annotation))
+        .is_some_and(|v| v == "true")
+    {
+        return Some((
+            "Protected",
+            format!("pod {name} carries {}=\"true\"", ex.protect_annotation),
+        ));
+    }
+    if annotations.is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
+        return Some(("MirrorPod", format!("pod {name} is a mirror (static) pod")));
+    }
+    if pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DaemonSet")
+    {
+        return Some(("DaemonSetPod", format!("pod {name} belongs to a DaemonSet")));
+    }
+    None
+}
+
+enum Evicted {
+    Yes,
+    Gone,
+    Refused(String),
+    Error(Error),
+}
+
+async fn evict_one(ctx: &Context, pod: &Pod) -> Evicted {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.eviction_client.clone(), &ns);
+    let params = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ctx.metrics.write("pods/eviction", "create");
+    match api.evict(&name, &params).await {
+        Ok(_) => Evicted::Yes,
+        Err(e) => match (api_code(&e), &e) {
+            (Some(429), kube::Error::Api(s)) => Evicted::Refused(s.message.clone()),
+            (Some(404 | 409), _) => Evicted::Gone,
+            _ => Evicted::Error(Error::kube(format!("evict pod {ns}/{name}"), e)),
+        },
+    }
+}
+
+/// Evicts the pod a finding names, once (a PodDisruptionBudget refusal is a
+/// Retry; the planner retries with backoff until the eviction timeout).
+pub async fn evict(ctx: &Context, node: &str, target: &PodRef, ex: &Exclusions) -> EffectOutcome {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &target.namespace);
+    let pod = match api.get_opt(&target.name).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return EffectOutcome::Done(format!("pod {target} is already gone")),
+        Err(e) => {
+            let e = Error::kube(format!("get pod {target}"), e);
+            return match e {
+                Error::Forbidden { .. } => EffectOutcome::Failed {
+                    reason: e.reason().to_owned(),
+                    message: e.to_string(),
+                },
+                _ => EffectOutcome::Retry(e.to_string()),
+            };
+        }
+    };
+    if let Some(uid) = &target.uid
+        && pod.metadata.uid.as_ref() != Some(uid)
+    {
+        return EffectOutcome::Skipped {
+            reason: "TargetChanged".into(),
+            message: format!("pod {target} was replaced (its uid differs from the finding's)"),
+        };
+    }
+    if let Some((reason, message)) = exclusion(&pod, ex) {
+        return EffectOutcome::Skipped {
+            reason: reason.into(),
+            message,
+        };
+    }
+    if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+        return EffectOutcome::Skipped {
+            reason: "NotOnNode".into(),
+            message: format!("pod {target} is not on node {node}"),
+        };
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return EffectOutcome::Done(format!("pod {target} is already terminating"));
+    }
+    match evict_one(ctx, &pod).await {
+        Evicted::Yes => EffectOutcome::Done(format!("evicted pod {target}")),
+        Evicted::Gone => EffectOutcome::Done(format!("pod {target} is already gone")),
+        Evicted::Refused(m) => EffectOutcome::Retry(format!("eviction of {target} refused: {m}")),
+        Evicted::Error(e @ Error::Forbidden { .. }) => EffectOutcome::Failed {
+            reason: e.reason().to_owned(),
+            message: e.to_string(),
+        },
+        Evicted::Error(e) => EffectOutcome::Retry(e.to_string()),
+    }
+}
+
+/// One drain pass: cordon (as nodemedic, for `owner`), then try to evict
+/// every evictable pod on the node.
+pub async fn drain(ctx: &Context, node: &str, owner: &str, ex: &Exclusions) -> EffectOutcome {
+    if let out @ (EffectOutcome::Failed { .. } | EffectOutcome::Retry(_)) =
+        super::node::cordon(ctx, node, owner).await
+    {
+        return out;
+    }
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let pods = match api
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            let e = Error::kube(format!("list pods on {node}"), e);
+            return EffectOutcome::Retry(e.to_string());
+        }
+    };
+    let mut progress = DrainProgress::default();
+    let mut blocked: Vec<String> = Vec::new();
+    for pod in &pods {
+        if exclusion(pod, ex).is_some() {
+            progress.skipped += 1;
+            continue;
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Err(e) = ctx.fence.check() {
+            return EffectOutcome::Failed {
+                reason: e.reason().to_owned(),
+                message: e.to_string(),
+            };
+        }
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        match evict_one(ctx, pod).await {
+            Evicted::Yes => progress.evicted += 1,
+            Evicted::Gone => {}
+            Evicted::Refused(m) => {
+                progress.remaining += 1;
+                blocked.push(format!("{name} ({m})"));
+            }
+            Evicted::Error(e) => {
+                progress.remaining += 1;
+                blocked.push(format!("{name} ({e})"));
+            }
+        }
+    }
+    let complete = progress.remaining == 0;
+    let mut message = format!(
+        "drain pass: {} evicted, {} left alone (DaemonSet, mirror, excluded or protected), {} remaining",
+        progress.evicted, progress.skipped, progress.remaining
+    );
+    if !blocked.is_empty() {
+        message.push_str(": ");
+        message.push_str(&blocked.join("; "));
+    }
+    EffectOutcome::Drained {
+        progress,
+        complete,
+        message: crate::plan::truncate_note(&message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ex() -> Exclusions {
+        Exclusions {
+            namespaces: vec!["kube-system".into()],
+            protect_annotation: "nodemedic.io/protect".into(),
+        }
+    }
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn exclusions() {
+        let plain = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "web"}}));
+        assert!(exclusion(&plain, &ex()).is_none());
+        let system =
+            pod(serde_json::json!({"metadata": {"name": "a", "namespace": "kube-system"}}));
+        assert_eq!(exclusion(&system, &ex()).unwrap().0, "ExcludedNamespace");
+        let protected = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "web", "annotations": {"nodemedic.io/protect": "true"}}}),
+        );
+        assert_eq!(exclusion(&protected, &ex()).unwrap().0, "Protected");
+        let not_really = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "web", "annotations": {"nodemedic.io/protect": "false"}}}),
+        );
+        assert!(exclusion(&not_really, &ex()).is_none());
+        let mirror = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "web", "annotations": {"kubernetes.io/config.mirror": "abc"}}}),
+        );
+        assert_eq!(exclusion(&mirror, &ex()).unwrap().0, "MirrorPod");
+        let ds = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "web", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": "u"}]}}),
+        );
+        assert_eq!(exclusion(&ds, &ex()).unwrap().0, "DaemonSetPod");
+    }
+}

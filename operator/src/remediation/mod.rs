@@ -1,0 +1,145 @@
+//! Carrying out a plan for one node: write ahead, act, settle, write the
+//! outcome, publish Events. Every write checks the leader fence first.
+
+pub mod events;
+pub mod evict;
+pub mod node;
+pub mod report;
+
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::policy::ActionRecord;
+
+use crate::controller::Context;
+use crate::error::Result;
+use crate::metrics::ActionLabels;
+use crate::plan::policy::PolicyView;
+use crate::plan::{self, Effect, EffectOutcome, NodeWork};
+
+/// What executing a node's work produced.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// Records for the policy status (only once the state they describe is
+    /// written).
+    pub records: Vec<ActionRecord>,
+    /// When a refused eviction or an unfinished drain is to be tried again.
+    pub retry_at: Option<Timestamp>,
+    /// A step of the policy on this node ended Failed (Degraded).
+    pub failing: bool,
+}
+
+/// Executes one node's work.
+pub async fn execute(
+    ctx: &Context,
+    policy: &PolicyView,
+    work: &NodeWork,
+    now: Timestamp,
+) -> Result<Executed> {
+    tracing::trace!(node = %work.node, write_ahead = work.write_ahead, effects = work.effects.len(), "execute");
+    let mut resource_version = work.resource_version.clone();
+    let mut written = &work.before;
+    if work.write_ahead && work.ahead != work.before {
+        ctx.fence.check()?;
+        let obj = report::write_spec(
+            ctx,
+            &work.node,
+            &work.ahead,
+            resource_version.as_deref(),
+            None,
+        )
+        .await?;
+        resource_version = obj.metadata.resource_version.clone();
+        written = &work.ahead;
+    }
+
+    let mut outcomes = Vec::with_capacity(work.effects.len());
+    for effect in &work.effects {
+        ctx.fence.check()?;
+        tracing::trace!(node = %work.node, ?effect, "effect");
+        let outcome = match effect {
+            Effect::Event { notice, .. } => match events::publish(ctx, policy, notice).await {
+                Ok(()) => EffectOutcome::Done(notice.note.clone()),
+                Err(e) => EffectOutcome::Failed {
+                    reason: e.reason().to_owned(),
+                    message: e.to_string(),
+                },
+            },
+            Effect::NodeConditions { desired, .. } => {
+                node::apply_conditions(ctx, &work.node, desired, now).await
+            }
+            Effect::Cordon { owner, .. } => node::cordon(ctx, &work.node, owner).await,
+            Effect::Taint { owner, taint, .. } => node::taint(ctx, &work.node, owner, taint).await,
+            Effect::Uncordon { message } => node::uncordon(ctx, &work.node, message).await,
+            Effect::Untaint {
+                key,
+                effect,
+                message,
+            } => node::untaint(ctx, &work.node, key, *effect, message).await,
+            Effect::ForgetCordon => node::forget_cordon(ctx, &work.node).await,
+            Effect::ForgetTaint { key, effect } => {
+                node::forget_taint(ctx, &work.node, key, *effect).await
+            }
+            Effect::Evict {
+                pod, exclusions, ..
+            } => evict::evict(ctx, &work.node, pod, exclusions).await,
+            Effect::Drain {
+                owner, exclusions, ..
+            } => evict::drain(ctx, &work.node, owner, exclusions).await,
+        };
+        if let EffectOutcome::Failed { reason, message } = &outcome {
+            tracing::warn!(node = %work.node, policy = %policy.name, reason, message, "effect failed");
+        }
+        outcomes.push(outcome);
+    }
+
+    tracing::trace!(node = %work.node, ?outcomes, "outcomes");
+    let (spec, settled, notices) = plan::settle(work, &outcomes, policy, &ctx.settings, now);
+    if spec != *written {
+        ctx.fence.check()?;
+        report::write_spec(
+            ctx,
+            &work.node,
+            &spec,
+            resource_version.as_deref(),
+            Some(written),
+        )
+        .await?;
+    }
+
+    let mut records = work.records.clone();
+    records.extend(settled);
+    for notice in work.notices.iter().chain(&notices) {
+        if let Err(e) = events::publish(ctx, policy, notice).await {
+            tracing::warn!(node = %work.node, reason = %notice.reason, error = %e, "publishing an Event");
+        }
+    }
+    for r in &records {
+        ctx.metrics
+            .actions
+            .get_or_create(&ActionLabels {
+                policy: policy.name.clone(),
+                action: r.action.as_str().to_owned(),
+                outcome: format!("{:?}", r.outcome),
+            })
+            .inc();
+        tracing::info!(
+            node = %r.node,
+            policy = %policy.name,
+            action = r.action.as_str(),
+            outcome = ?r.outcome,
+            message = r.message.as_deref().unwrap_or_default(),
+            "action"
+        );
+    }
+    let failing = spec
+        .remediation
+        .episodes
+        .iter()
+        .filter(|e| e.policy == policy.name)
+        .flat_map(|e| e.steps.iter())
+        .any(|s| s.phase == nodemedic_crds::remediation::StepPhase::Failed);
+    Ok(Executed {
+        records,
+        retry_at: plan::next_retry(&spec, &policy.name),
+        failing,
+    })
+}
