@@ -211,9 +211,28 @@ fn summarize(name: &str, mut v: Vec<f64>) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let nodes_n = env_num("NODEMEDIC_BENCH_NODES", 5000);
-    let flips = env_num("NODEMEDIC_BENCH_FLIPS", 100);
-    let idle_secs = env_num("NODEMEDIC_BENCH_IDLE_SECS", 60) as u64;
+    // `cargo bench` passes --bench. Without it (`cargo test --all-targets`)
+    // this is a smoke run of the driver at a tiny size: it proves the bench
+    // works and measures nothing worth reading.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    if smoke {
+        eprintln!("smoke run (cargo test): 20 nodes, 3 flips; `cargo bench` gives the figures");
+    }
+    let nodes_n = if smoke {
+        20
+    } else {
+        env_num("NODEMEDIC_BENCH_NODES", 5000)
+    };
+    let flips = if smoke {
+        3
+    } else {
+        env_num("NODEMEDIC_BENCH_FLIPS", 100)
+    };
+    let idle_secs = if smoke {
+        2
+    } else {
+        env_num("NODEMEDIC_BENCH_IDLE_SECS", 60) as u64
+    };
     let cp = ControlPlane::shared().await.expect("control plane");
     let client = cp.client().await.unwrap();
     println!("nodemedic operator bench: {nodes_n} nodes, 3 policies, {flips} flips");

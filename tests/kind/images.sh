@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Build nodemedic's container images without Docker or a registry:
+# statically linked release binaries (glibc, crt-static) in single-layer OCI
+# archives made by tests/kind/oci-image.sh, loadable with
+# `kind load image-archive`, `ctr -n k8s.io images import`, `podman load`.
+#
+#   tests/kind/images.sh [--tag TAG] [--out DIR] [--with-workload]
+#
+# Images (one image holds both product binaries; the chart picks the
+# command per component):
+#   localhost/nodemedic:TAG           /usr/local/bin/nodemedic-agent,
+#                                     /usr/local/bin/nodemedic-operator,
+#                                     user 65532 (the agent's pod runs it as
+#                                     uid 0 with three capabilities)
+#   localhost/nodemedic-workload:TAG  (--with-workload; tests only) the
+#                                     dev-only problem generator, whose
+#                                     entrypoint is `nodemedic-workload zombies`
+#
+# Prints one line per image: `ARCHIVE REF sha256:DIGEST`. The Rust build goes
+# to ${NODEMEDIC_STATIC_TARGET:-$HOME/.cache/nodemedic/static-target} (outside
+# the clone, cached); archives to --out (default that dir's images/).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+tag="dev"
+out=""
+with_workload=0
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --tag) tag="$2"; shift 2 ;;
+        --out) out="$2"; shift 2 ;;
+        --with-workload) with_workload=1; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "images.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+target_dir="${NODEMEDIC_STATIC_TARGET:-$HOME/.cache/nodemedic/static-target}"
+out="${out:-$target_dir/images}"
+triple="x86_64-unknown-linux-gnu"
+case "$(uname -m)" in
+    x86_64) ;;
+    aarch64) triple="aarch64-unknown-linux-gnu" ;;
+    *) echo "images.sh: unsupported architecture $(uname -m)" >&2; exit 2 ;;
+esac
+
+packages=(-p nodemedic-agent -p nodemedic-operator)
+[ "$with_workload" = 1 ] && packages+=(-p nodemedic-testkit)
+echo "images.sh: building static release binaries (${packages[*]}) in $target_dir" >&2
+# --target makes RUSTFLAGS apply to the binaries only, not to build scripts
+# and proc macros, which must stay dynamic.
+(cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
+    cargo build --release --locked --target "$triple" --bins "${packages[@]}" >&2)
+bin="$target_dir/$triple/release"
+for b in nodemedic-agent nodemedic-operator; do
+    if ldd "$bin/$b" >/dev/null 2>&1; then
+        echo "images.sh: $bin/$b is dynamically linked; static linking failed" >&2
+        exit 1
+    fi
+done
+
+mkdir -p "$out"
+"$here/oci-image.sh" --name "localhost/nodemedic:$tag" --output "$out/nodemedic.tar" \
+    "$bin/nodemedic-agent=/usr/local/bin/nodemedic-agent:0755" \
+    "$bin/nodemedic-operator=/usr/local/bin/nodemedic-operator:0755" \
+    --add-user nonroot:65532:65532 --user 65532:65532 \
+    --label org.opencontainers.image.source=https://github.com/nodemedic/nodemedic \
+    --label org.opencontainers.image.title=nodemedic \
+    --entrypoint /usr/local/bin/nodemedic-operator \
+    | sed "s|^|$out/nodemedic.tar |"
+if [ "$with_workload" = 1 ]; then
+    "$here/oci-image.sh" --name "localhost/nodemedic-workload:$tag" \
+        --output "$out/nodemedic-workload.tar" \
+        "$bin/nodemedic-workload=/usr/local/bin/nodemedic-workload:0755" \
+        --entrypoint /usr/local/bin/nodemedic-workload --cmd zombies --cmd --count --cmd 30 \
+        | sed "s|^|$out/nodemedic-workload.tar |"
+fi
