@@ -4,12 +4,30 @@
 
 CARGO ?= cargo
 
-.PHONY: test envtest scan crds lint bench kind-provision e2e-kind-smoke kind-up kind-down
+.PHONY: test test-cargo envtest scan crds lint bench image kind-provision e2e-kind e2e-kind-smoke kind-up kind-down
 
-## Run every test (provisions the control-plane binaries first).
-test: envtest
+## Run every test: unit, real host, real control plane, then the kind tier.
+test: test-cargo e2e-kind
+
+## Every cargo test (provisions the control-plane binaries first).
+test-cargo: envtest
 	@eval "$$(tests/envtest/provision.sh --print-env)" && \
 	  $(CARGO) test --workspace --all-targets --no-fail-fast
+
+## The kind tier alone: images, cluster, helm install, a real remediation,
+## helm uninstall, cluster down. See docs/kind.md.
+e2e-kind:
+	tests/kind/e2e.sh
+
+## nodemedic's image as an OCI archive, without Docker or a registry
+## (static release binaries; load it with kind, ctr or podman).
+image:
+	tests/kind/images.sh
+
+## The benchmarks (figures in docs/benchmarks.md).
+bench: envtest
+	@eval "$$(tests/envtest/provision.sh --print-env)" && \
+	  $(CARGO) bench -p nodemedic-agent -p nodemedic-operator
 
 ## Build or locate kube-apiserver, etcd, kubectl and helm for the tests.
 envtest:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build nodemedic's container images without Docker or a registry:
-# statically linked release binaries (glibc, crt-static) in single-layer OCI
+# statically linked binaries (glibc, crt-static; cargo profile `image`: the
+# release profile without LTO, which builds twice as fast) in single-layer OCI
 # archives made by tests/kind/oci-image.sh, loadable with
 # `kind load image-archive`, `ctr -n k8s.io images import`, `podman load`.
 #
@@ -51,10 +52,11 @@ echo "images.sh: building static release binaries (${packages[*]}) in $target_di
 # --target makes RUSTFLAGS apply to the binaries only, not to build scripts
 # and proc macros, which must stay dynamic.
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-    cargo build --release --locked --target "$triple" --bins "${packages[@]}" >&2)
-bin="$target_dir/$triple/release"
+    cargo build --profile image --locked --target "$triple" --bins "${packages[@]}" >&2)
+bin="$target_dir/$triple/image"
 for b in nodemedic-agent nodemedic-operator; do
-    if ldd "$bin/$b" >/dev/null 2>&1; then
+    # A dynamic executable lists its libraries as "lib => path".
+    if ldd "$bin/$b" 2>&1 | grep -q '=>'; then
         echo "images.sh: $bin/$b is dynamically linked; static linking failed" >&2
         exit 1
     fi

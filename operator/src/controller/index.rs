@@ -446,7 +446,7 @@ mod tests {
     fn trimmed_nodes_keep_what_the_planner_reads() {
         let mut n: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n", "labels": {"a": "b"}, "annotations": {"nodemedic.io/cordoned-by": "p", "other": "x"}},
-            "spec": {"unschedulable": true, "podCIDR": "10.0.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "spec": {"unschedulable": true, "podCIDR": "198.18.4.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
             "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "NodemedicZombies", "status": "True"}],
                        "images": [{"names": ["x"]}]}
         }))
