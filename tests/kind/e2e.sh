@@ -125,9 +125,11 @@ else
     fail "helm install"
     exit 1
 fi
-ready_agents=$(kubectl -n "$ns" get ds -l app.kubernetes.io/component=agent -o jsonpath='{.items[0].status.numberReady}')
+# helm's --wait accepts a DaemonSet within its maxUnavailable: wait for the pod.
+ds=$(kubectl -n "$ns" get ds -l app.kubernetes.io/component=agent -o name)
+wait_for "the agent pod is Ready (first scan done, first report written)" 90 \
+    kubectl -n "$ns" rollout status "$ds" --timeout=5s
 ready_ops=$(kubectl -n "$ns" get deploy -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].status.readyReplicas}')
-[ "$ready_agents" = 1 ] && ok "agent pods Ready: $ready_agents" || fail "agent pods Ready: $ready_agents"
 [ "$ready_ops" = 2 ] && ok "operator replicas Ready: $ready_ops" || fail "operator replicas Ready: $ready_ops"
 agent_pod=$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=agent -o jsonpath='{.items[0].metadata.name}')
 agent_sa=$(kubectl -n "$ns" get pod "$agent_pod" -o jsonpath='{.spec.serviceAccountName}')
@@ -196,14 +198,18 @@ spec:
     maxUnhealthy: 1
     cooldown: 10s
 EOF
-finding_path='{.status.findings.zombies[?(@.parent.workload.podName=="zombie-factory")]}'
+# The report's zombie finding under the workload pod (null when none).
+finding() {
+    kubectl get nhr "$node" -o json |
+        jq -c '[.status.findings.zombies[]? | select(.parent.workload.podName == "zombie-factory")] | first'
+}
 has_finding() {
-    kubectl get nhr "$node" -o jsonpath="$finding_path" | jq -e \
+    finding | jq -e \
         '.zombies == 30 and .parent.workload.podNamespace == "shop" and .parent.workload.container == "factory" and .exceeded'
 }
 wait_for "the zombie parent is reported under shop/zombie-factory, container factory" 60 has_finding
-parent_pid=$(kubectl get nhr "$node" -o jsonpath="$finding_path" | jq -r .parent.hostPid)
-parent_start=$(kubectl get nhr "$node" -o jsonpath="$finding_path" | jq -r .parent.startTime)
+parent_pid=$(finding | jq -r .parent.hostPid)
+parent_start=$(finding | jq -r .parent.startTime)
 firing() {
     kubectl get nhr "$node" -o json | jq -e \
         '.status.conditions[] | select(.policy == "e2e-zombies" and .type == "ZombiesDetected" and .status == "True")'
@@ -220,11 +226,12 @@ wait_for "DryRun records a Planned SignalParent" 60 planned
 sleep 6
 requests=$(kubectl get nhr "$node" -o json | jq '[.spec.actionRequests[]?] | length')
 [ "$requests" = 0 ] && ok "no action request in DryRun" || fail "DryRun wrote $requests action requests"
-if kubectl get nhr "$node" -o jsonpath="$finding_path" | jq -e \
-    --argjson pid "$parent_pid" --argjson st "$parent_start" '.parent.hostPid == $pid and .parent.startTime == $st and .zombies == 30' >/dev/null; then
+now=$(finding)
+if echo "$now" | jq -e --argjson pid "$parent_pid" --argjson st "$parent_start" \
+    '.parent.hostPid == $pid and .parent.startTime == $st and .zombies == 30' >/dev/null; then
     ok "the zombie parent is untouched"
 else
-    fail "the zombie parent changed under DryRun"
+    fail "the zombie parent changed under DryRun: was $parent_pid/$parent_start, now $now"
 fi
 unsched=$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')
 [ -z "$unsched" ] && ok "the node is not cordoned" || fail "the node is cordoned: $unsched"
@@ -238,7 +245,7 @@ reaped() {
 }
 wait_for "the agent reports the signal delivered and the 30 zombies reaped" 90 reaped
 gone() {
-    ! kubectl get nhr "$node" -o jsonpath="$finding_path" | jq -e '.zombies > 0'
+    finding | jq -e '. == null or .zombies == 0'
 }
 wait_for "the next scans show no zombies under the pod" 30 gone
 executed() {
@@ -285,6 +292,7 @@ out=$(as_agent create --dry-run=server -f - 2>&1 <<'EOF' || true
 apiVersion: nodemedic.io/v1alpha1
 kind: NodeHealthReport
 metadata: {name: some-other-node}
+spec: {}
 EOF
 )
 case "$out" in
@@ -301,6 +309,8 @@ step "7. helm uninstall leaves nothing behind"
 kubectl delete nhp e2e-zombies >/dev/null
 kubectl -n shop delete pod zombie-factory --wait=false >/dev/null
 helm uninstall "$release" -n "$ns" --wait --timeout 3m >/dev/null && ok "helm uninstall" || fail "helm uninstall"
+no_pods() { [ -z "$(kubectl -n "$ns" get pods -o name 2>/dev/null)" ]; }
+wait_for "the release's pods are gone (the agent stops within 5 s of SIGTERM)" 90 no_pods
 left=$(kubectl get all,sa,role,rolebinding,clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding,pdb,lease -A \
     -l "app.kubernetes.io/instance=$release" -o name 2>/dev/null)
 pods_left=$(kubectl -n "$ns" get pods -o name 2>/dev/null)
