@@ -30,6 +30,8 @@
 # (Docker: another kindest/node image), KEEP_CLUSTER=1,
 # NODEMEDIC_REQUIRE_REAL_HOST=1 (a machine that cannot run kind fails instead
 # of skipping; CI sets it).
+# `ok` and `fail` always succeed, so `A && ok || fail` is an if-then-else here.
+# shellcheck disable=SC2015
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
