@@ -25,6 +25,7 @@ use nodemedic_agent::scan::procfs::FdRecount;
 use nodemedic_agent::scan_command::scan_once;
 use nodemedic_crds::policy_document::parse_policy;
 use nodemedic_crds::{NodeHealthPolicy, SelectedPolicy};
+use nodemedic_testkit::bench::{env_usize, host, smoke_run, thread_cpu_ns};
 use nodemedic_testkit::workload::Generator;
 use nodemedic_tests::{ControlPlane, ControlPlaneOptions};
 use std::io::{Read, Write};
@@ -48,13 +49,6 @@ spec:
     fdLeak: {usageRatio: 0.8, minOpenFds: 256, for: 0s}
     cpuThrottling: {throttledRatio: 0.25, minPeriods: 10, window: 1m, for: 0s}
 ";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ticks_per_second() -> f64 {
     rustix::param::clock_ticks_per_second() as f64
@@ -85,14 +79,6 @@ fn children_cpu() -> f64 {
             .unwrap_or(0.0)
     };
     (t(16) + t(17)) / ticks_per_second()
-}
-
-/// CPU time of the calling thread (ns), from /proc/thread-self/schedstat.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn status_kib(pid: u32, key: &str) -> f64 {
@@ -194,12 +180,8 @@ fn exporter_cpu_per_scrape(
 }
 
 fn main() {
-    // `cargo bench` passes --bench. Without it (`cargo test --all-targets`)
-    // this is a smoke run of the bench's code on a tiny workload: it proves
-    // the bench works, and measures nothing worth reading.
-    let smoke = !std::env::args().any(|a| a == "--bench");
+    let smoke = smoke_run();
     let (procs, scans, scrapes) = if smoke {
-        eprintln!("smoke run (cargo test): tiny workload; `cargo bench` gives the figures");
         (50, 3, 1)
     } else {
         (
@@ -208,14 +190,7 @@ fn main() {
             env_usize("NODEMEDIC_BENCH_SCRAPES", 20).max(3),
         )
     };
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        eprintln!("!!! not root: the workload runs without D-state tasks and cgroup spinners !!!");
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let (root, kernel) = host();
     let policy = parse_policy(POLICY).expect("bench policy");
     let selected = SelectedPolicy::from_policy(&policy).expect("thresholds");
     let workload = Generator::start(procs, root).expect("start nodemedic-workload");

@@ -17,19 +17,13 @@ use nodemedic_agent::detect::Engine;
 use nodemedic_agent::scan::Scanner;
 use nodemedic_agent::scan::procfs::FdRecount;
 use nodemedic_agent::scan_command::{builtin_policy, scan_once};
+use nodemedic_testkit::bench::{env_usize, host, smoke_run, thread_cpu_ns};
 use nodemedic_testkit::workload::Generator;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "NODEMEDIC_BENCH_CHILD";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn start_workload(sleepers: usize, root: bool) -> Generator {
     let w = Generator::start(sleepers, root).expect("start nodemedic-workload");
@@ -40,14 +34,6 @@ fn start_workload(sleepers: usize, root: bool) -> Generator {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-/// CPU time of the calling thread (ns), from /proc/thread-self/schedstat.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn full_scan(scanner: &mut Scanner, engine: &mut Engine) -> usize {
@@ -97,13 +83,8 @@ fn main() {
         rss_child();
         return;
     }
-    // `cargo bench` passes --bench; any filter argument is ignored. Without
-    // it (`cargo test --all-targets`) this is a smoke run of the bench's code
-    // on a tiny workload, which measures nothing worth reading.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    if smoke {
-        eprintln!("smoke run (cargo test): tiny workload; `cargo bench` gives the figures");
-    }
+    // Any filter argument of `cargo bench` is ignored.
+    let smoke = smoke_run();
     let procs = if smoke {
         50
     } else {
@@ -119,14 +100,7 @@ fn main() {
     } else {
         env_usize("NODEMEDIC_BENCH_ITERS", 30).max(3)
     };
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        eprintln!("!!! not root: the workload runs without D-state tasks and cgroup spinners !!!");
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let (root, kernel) = host();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
 
     let (floor, full, full_amortized, ps, cpu_per_scan, cpu_amortized, seen) = {

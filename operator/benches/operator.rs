@@ -25,6 +25,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use nodemedic_testkit::bench::{env_usize, smoke_run};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -46,13 +47,6 @@ const POLICIES: [(&str, Detector); 3] = [
     ("bench-hung", Detector::HungTasks),
     ("bench-fd", Detector::FdLeak),
 ];
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn status_for(firing: &BTreeMap<&str, (bool, Timestamp)>) -> NodeHealthReportStatus {
     NodeHealthReportStatus {
@@ -211,27 +205,21 @@ fn summarize(name: &str, mut v: Vec<f64>) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes --bench. Without it (`cargo test --all-targets`)
-    // this is a smoke run of the driver at a tiny size: it proves the bench
-    // works and measures nothing worth reading.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    if smoke {
-        eprintln!("smoke run (cargo test): 20 nodes, 3 flips; `cargo bench` gives the figures");
-    }
+    let smoke = smoke_run();
     let nodes_n = if smoke {
         20
     } else {
-        env_num("NODEMEDIC_BENCH_NODES", 5000)
+        env_usize("NODEMEDIC_BENCH_NODES", 5000)
     };
     let flips = if smoke {
         3
     } else {
-        env_num("NODEMEDIC_BENCH_FLIPS", 100)
+        env_usize("NODEMEDIC_BENCH_FLIPS", 100)
     };
     let idle_secs = if smoke {
         2
     } else {
-        env_num("NODEMEDIC_BENCH_IDLE_SECS", 60) as u64
+        env_usize("NODEMEDIC_BENCH_IDLE_SECS", 60) as u64
     };
     let cp = ControlPlane::shared().await.expect("control plane");
     let client = cp.client().await.unwrap();

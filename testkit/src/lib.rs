@@ -88,3 +88,49 @@ pub mod real_host {
         false
     }
 }
+
+/// What the benchmark binaries share.
+pub mod bench {
+    /// `cargo bench` passes `--bench`. Without it (`cargo test
+    /// --all-targets` runs bench targets too) a bench is a smoke run: a tiny
+    /// size that proves the code works and measures nothing worth reading.
+    pub fn smoke_run() -> bool {
+        let smoke = !std::env::args().any(|a| a == "--bench");
+        if smoke {
+            eprintln!("smoke run (cargo test): tiny sizes; `cargo bench` gives the figures");
+        }
+        smoke
+    }
+
+    /// A size from the environment, or `default`.
+    pub fn env_usize(name: &str, default: usize) -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// CPU time of the calling thread (ns), from /proc/thread-self/schedstat.
+    pub fn thread_cpu_ns() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether this is root (the workload then includes D-state tasks and
+    /// throttled cgroups), saying so when not; and the kernel release.
+    pub fn host() -> (bool, String) {
+        let root = rustix::process::geteuid().is_root();
+        if !root {
+            eprintln!(
+                "!!! not root: the workload runs without D-state tasks and cgroup spinners !!!"
+            );
+        }
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        (root, kernel)
+    }
+}

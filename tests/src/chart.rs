@@ -136,25 +136,7 @@ pub async fn token_client(cp: &ControlPlane, token: &str) -> Result<(Client, Pat
 }
 
 fn write_token_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<()> {
-    let kc = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "nodemedic-test", "cluster": {
-            "server": server,
-            "certificate-authority": ca,
-        }}],
-        "users": [{"name": "token", "user": {"token": token}}],
-        "contexts": [{"name": "nodemedic-test", "context": {
-            "cluster": "nodemedic-test",
-            "user": "token",
-        }}],
-        "current-context": "nodemedic-test",
-    });
-    let text = serde_yaml::to_string(&kc).map_err(|source| Error::Yaml {
-        path: path.display().to_string(),
-        source,
-    })?;
-    std::fs::write(path, text).map_err(|e| Error::io(format!("write {}", path.display()), e))
+    crate::control_plane::write_kubeconfig(path, server, ca, serde_json::json!({ "token": token }))
 }
 
 #[cfg(test)]
@@ -183,6 +165,8 @@ mod tests {
 pub struct InstalledRbac {
     /// The release's namespace.
     pub namespace: String,
+    /// The ValidatingAdmissionPolicy that pins agents to their node's report.
+    pub admission_policy: String,
     /// The agent's ServiceAccount.
     pub agent_service_account: String,
     /// The operator's ServiceAccount.
@@ -253,7 +237,14 @@ pub async fn install_chart_rbac(cp: &ControlPlane, prefix: &str) -> Result<Insta
             .map(str::to_owned)
             .ok_or_else(|| Error::Other(format!("the chart renders no {component} ServiceAccount")))
     };
+    let admission_policy = objs
+        .iter()
+        .find(|o| kind(o) == "ValidatingAdmissionPolicy")
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Other("the chart renders no ValidatingAdmissionPolicy".into()))?;
     Ok(InstalledRbac {
+        admission_policy,
         agent_service_account: sa_of("agent")?,
         operator_service_account: sa_of("operator")?,
         namespace,

@@ -787,7 +787,14 @@ async fn wait_crd_established(
     }
 }
 
-fn write_kubeconfig(path: &Path, server: &str, ca: &Path, user: serde_json::Value) -> Result<()> {
+/// Writes a kubeconfig for `server` (trusting `ca`) that authenticates as `user`
+/// (a kubeconfig `user` object: client certificate files, or a token).
+pub(crate) fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    user: serde_json::Value,
+) -> Result<()> {
     let kc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",

@@ -33,7 +33,8 @@ use kube::api::{
 use kube::{Client, Error as KubeError};
 use nodemedic_tests::assets::pinned_kubernetes_version;
 use nodemedic_tests::chart::{
-    chart_dir, helm_offline, manifests, pod_bound_token, to_yaml_stream, token_client,
+    chart_dir, helm_offline, install_chart_rbac, manifests, pod_bound_token, to_yaml_stream,
+    token_client,
 };
 use nodemedic_tests::{CmdOutput, ControlPlane, ControlPlaneOptions, repo_root, unique_name};
 use serde_json::{Value, json};
@@ -899,38 +900,14 @@ struct Installed {
 }
 
 async fn install_rbac_and_admission(cp: &ControlPlane, prefix: &str) -> Installed {
-    let namespace = cp.create_namespace(prefix).await.expect("namespace");
-    let release = unique_name("nm");
-    let objs = render(&release, &namespace, &[]).await;
-    let wanted = [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
-    ];
-    let selected: Vec<Value> = objs
-        .iter()
-        .filter(|o| wanted.contains(&kind(o)))
-        .cloned()
-        .collect();
-    let stream = to_yaml_stream(&selected).expect("serialise");
-    let out = cp
-        .kubectl_with(
-            cp.admin_kubeconfig(),
-            &["apply", "--server-side", "--field-manager=helm", "-f", "-"],
-            Some(stream.as_bytes()),
-        )
+    let r = install_chart_rbac(cp, prefix)
         .await
-        .expect("kubectl apply");
-    assert!(out.success, "installing RBAC and admission objects:\n{out}");
+        .expect("install the chart's RBAC and admission objects");
     Installed {
-        agent_sa: name(find(&objs, "ServiceAccount", "agent")).to_string(),
-        operator_sa: name(find(&objs, "ServiceAccount", "operator")).to_string(),
-        policy: name(find(&objs, "ValidatingAdmissionPolicy", "agent")).to_string(),
-        namespace,
+        namespace: r.namespace,
+        agent_sa: r.agent_service_account,
+        operator_sa: r.operator_service_account,
+        policy: r.admission_policy,
     }
 }
 
