@@ -6,27 +6,69 @@ pub mod workload;
 
 use std::path::PathBuf;
 
-/// The `nodemedic-workload` binary of this workspace, next to the running
-/// test or bench executable (`cargo test --workspace` builds it).
+/// The `nodemedic-workload` binary of this workspace, built for the running
+/// test or bench executable's profile and target directory.
+///
+/// Cargo builds another package's binaries for a test only as test
+/// harnesses, never as the plain executable, so on a fresh target directory
+/// there is nothing to run. The first call in a process therefore runs
+/// `cargo build` for it (a no-op when it is current, and it can never be a
+/// stale binary from an older checkout); later calls reuse the path.
 pub fn workload_exe() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/nodemedic-workload
-    let candidates = exe
-        .ancestors()
-        .skip(1)
-        .take(3)
-        .map(|dir| dir.join("nodemedic-workload"))
-        .collect::<Vec<_>>();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "nodemedic-workload not found next to {} (looked in {candidates:?}); build it with `cargo build -p nodemedic-testkit`",
-                exe.display()
-            )
-        })
+    static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    match EXE.get_or_init(build_workload) {
+        Ok(path) => path.clone(),
+        Err(why) => panic!("{why}"),
+    }
+}
+
+fn build_workload() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable path: {e}"))?;
+    // <target-dir>/<profile-dir>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| format!("{} is not in a cargo target directory", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no target directory", profile_dir.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return Err(format!("no profile in {}", profile_dir.display())),
+    };
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--bin",
+            "nodemedic-workload",
+            "--profile",
+            profile,
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("running {}: {e}", cargo.to_string_lossy()))?;
+    if !status.success() {
+        return Err(format!(
+            "`cargo build -p nodemedic-testkit --profile {profile}` failed ({status}); see its output above"
+        ));
+    }
+    let built = profile_dir.join("nodemedic-workload");
+    if built.is_file() {
+        Ok(built)
+    } else {
+        Err(format!(
+            "cargo built nodemedic-workload but {} is missing",
+            built.display()
+        ))
+    }
 }
 
 /// Parent pid from a `/proc/PID/stat` line (comm may hold spaces and
