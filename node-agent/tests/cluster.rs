@@ -720,16 +720,26 @@ async fn a_restarted_agent_keeps_transition_times_and_exits_promptly_on_sigterm(
     assert!(took < Duration::from_secs(5), "took {took:?} to stop");
 
     let second = Agent::start(&opts);
-    // The new agent writes its own status (a newer scan) with the old time.
-    let before = s.last_scan_time.clone().expect("scan time");
-    let s = wait_report(
-        &node,
-        Duration::from_secs(15),
-        "the new agent's report",
-        &second,
-        |s| s.last_scan_time.as_ref().is_some_and(|t| t.0 > before.0),
-    )
-    .await;
+    // The new agent writes its own status with the old time. Its own write
+    // counter says when (report times have one-second resolution, and both
+    // agents may write within the same second).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let written = second
+            .metric("nodemedic_agent_report_writes_total{result=\"ok\"")
+            .await;
+        // NaN while its admin endpoint is not up yet.
+        if written.is_finite() && written >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new agent wrote no report within 15s; log:\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = report_status(&node).await.expect("the new agent's report");
     let c = condition(&s, &policy, ConditionType::ZombiesDetected).expect("condition");
     assert_eq!(c.status, ConditionStatus::True);
     assert_eq!(

@@ -4,31 +4,38 @@
 
 pub mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-/// The `nodemedic-workload` binary of this workspace, built for the running
-/// test or bench executable's profile and target directory.
+/// The `nodemedic-workload` binary of this workspace, for the running test or
+/// bench executable's profile and target directory.
 ///
-/// Cargo builds another package's binaries for a test only as test
-/// harnesses, never as the plain executable, so on a fresh target directory
-/// there is nothing to run. The first call in a process therefore runs
-/// `cargo build` for it (a no-op when it is current, and it can never be a
-/// stale binary from an older checkout); later calls reuse the path.
+/// Cargo builds a package's plain executables only for that package's own
+/// integration tests. `cargo test --workspace` therefore builds this one (this
+/// crate's `tests/workload_binary.rs` needs it), with the workspace's features;
+/// that build is used when it is newer than every source it comes from.
+/// Otherwise — `cargo test -p nodemedic-agent` on a fresh tree, `cargo bench`,
+/// or sources changed since — the first call in a process runs `cargo build`
+/// for it, so a test never runs a missing or stale generator.
 pub fn workload_exe() -> PathBuf {
     static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    match EXE.get_or_init(build_workload) {
+    match EXE.get_or_init(current_workload) {
         Ok(path) => path.clone(),
         Err(why) => panic!("{why}"),
     }
 }
 
-fn build_workload() -> Result<PathBuf, String> {
+fn current_workload() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable path: {e}"))?;
     // <target-dir>/<profile-dir>/deps/<test>-<hash>
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .ok_or_else(|| format!("{} is not in a cargo target directory", exe.display()))?;
+    let built = profile_dir.join("nodemedic-workload");
+    if is_current(&built) {
+        return Ok(built);
+    }
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| format!("{} has no target directory", profile_dir.display()))?;
@@ -60,7 +67,6 @@ fn build_workload() -> Result<PathBuf, String> {
             "`cargo build -p nodemedic-testkit --profile {profile}` failed ({status}); see its output above"
         ));
     }
-    let built = profile_dir.join("nodemedic-workload");
     if built.is_file() {
         Ok(built)
     } else {
@@ -69,6 +75,42 @@ fn build_workload() -> Result<PathBuf, String> {
             built.display()
         ))
     }
+}
+
+/// Newer than this crate's sources, the API crate it uses and the lock file.
+fn is_current(exe: &Path) -> bool {
+    let Ok(built) = exe.metadata().and_then(|m| m.modified()) else {
+        return false;
+    };
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = [
+        here.join("src"),
+        here.join("Cargo.toml"),
+        here.join("../crds/src"),
+        here.join("../crds/Cargo.toml"),
+        here.join("../Cargo.lock"),
+    ];
+    sources
+        .iter()
+        .try_fold(SystemTime::UNIX_EPOCH, |newest, p| {
+            newest_mtime(p).map(|t| t.max(newest))
+        })
+        .is_some_and(|newest| newest <= built)
+}
+
+/// The newest modification time in a file or directory tree; `None` when
+/// anything cannot be read (then the executable is rebuilt, to be safe).
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = path.metadata().ok()?;
+    let own = meta.modified().ok()?;
+    if !meta.is_dir() {
+        return Some(own);
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .try_fold(own, |newest, entry| {
+            newest_mtime(&entry.ok()?.path()).map(|t| t.max(newest))
+        })
 }
 
 /// Parent pid from a `/proc/PID/stat` line (comm may hold spaces and

@@ -57,18 +57,24 @@ impl ControlPlaneOptions {
     }
 }
 
-/// The CRD manifests committed under `crds/yaml/` (sorted; empty if none yet).
+/// The CRD manifests committed under `crds/yaml/` (sorted). A control plane
+/// without them would answer every test with 404s, so none is an error.
 pub fn repo_crd_files() -> Result<Vec<PathBuf>> {
-    yaml_files_in(&crate::repo_root().join("crds").join("yaml"))
+    let dir = crate::repo_root().join("crds").join("yaml");
+    let files = yaml_files_in(&dir)?;
+    if files.is_empty() {
+        return Err(Error::io(
+            format!("no CRD manifests in {}", dir.display()),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
+    Ok(files)
 }
 
-/// `*.yaml` / `*.yml` files directly in `dir`, sorted by name (empty when `dir` is missing).
+/// `*.yaml` / `*.yml` files directly in `dir`, sorted by name.
 pub fn yaml_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(format!("read dir {}", dir.display()), e)),
-    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry

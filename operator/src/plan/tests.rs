@@ -15,11 +15,12 @@ use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, Detector};
 use nodemedic_crds::duration::KubeDuration;
 use nodemedic_crds::policy::{
-    ActionKind, ActionOutcome, ActionStep, Actions, Detectors, NodeHealthPolicySpec, ParentSignal,
-    Safety, TaintEffect, TaintTemplate, ZombieDetector,
+    ActionKind, ActionOutcome, ActionRecord, ActionStep, Actions, Detectors, NodeHealthPolicySpec,
+    ParentSignal, Safety, TaintEffect, TaintTemplate, ZombieDetector,
 };
 use nodemedic_crds::remediation::{
-    CORDONED_BY_ANNOTATION, HistoryEntry, OwnedTaint, StepPhase, TAINTED_BY_ANNOTATION,
+    CORDONED_BY_ANNOTATION, DrainProgress, HistoryEntry, OwnedTaint, StepPhase,
+    TAINTED_BY_ANNOTATION,
 };
 use nodemedic_crds::report::{
     ActionResult, ActionResultOutcome, NodeAction, PolicyCondition, ProcessRef, Workload,

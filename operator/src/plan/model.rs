@@ -1,0 +1,270 @@
+//! The planner's inputs and outputs: what the controller hands `plan()`,
+//! the effects it asks for, and their outcomes as `settle()` takes them back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::conditions::Detector;
+use nodemedic_crds::policy::{ActionKind, ActionRecord, TaintEffect, TaintTemplate};
+use nodemedic_crds::remediation::DrainProgress;
+use nodemedic_crds::{NodeHealthReport, NodeHealthReportSpec};
+
+use super::facts::PodRef;
+use super::policy::PolicyView;
+
+/// Operator-wide settings the planner depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// How long an EvictPod step retries while a PodDisruptionBudget refuses.
+    pub eviction_timeout: Duration,
+    /// How long a Drain may take before it is Failed.
+    pub drain_timeout: Duration,
+    /// The agent's action-request TTL: a request without a final result
+    /// after this (plus a minute) is Failed.
+    pub request_ttl: Duration,
+    /// Reconcile every policy at least this often.
+    pub resync: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            eviction_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(900),
+            request_ttl: Duration::from_secs(600),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Extra wait after the request TTL before a request without result fails.
+pub const REQUEST_GRACE: Duration = Duration::from_secs(60);
+/// First retry delay of a refused eviction; doubles per attempt.
+pub const RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay of a refused eviction.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// History is kept this long (actionsLast24h).
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// maxSignalsPerHour window.
+pub const SIGNAL_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Built-in process names the agent never signals (the policy's
+/// protectedProcesses add to them). Checked here too so that a hopeless
+/// request is not sent.
+pub const BUILTIN_PROTECTED: &[&str] = &[
+    "kubelet",
+    "containerd",
+    "containerd-shim*",
+    "crio",
+    "conmon",
+    "dockerd",
+    "systemd",
+    "sshd",
+    "nodemedic-agent",
+];
+
+/// Another policy, as far as the planner of this one needs it.
+#[derive(Debug, Clone)]
+pub struct OtherPolicy {
+    pub view: Arc<PolicyView>,
+    /// Its status says StormActive=True.
+    pub storm_active: bool,
+}
+
+/// One node the policy selects, or on which the policy left state.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeInput<'a> {
+    pub name: &'a str,
+    /// The policy's selector selects the node.
+    pub selected: bool,
+    /// The Node (absent when deleted).
+    pub node: Option<&'a Node>,
+    /// Its report (absent when the agent has not created it).
+    pub report: Option<&'a NodeHealthReport>,
+}
+
+/// Everything [`plan`] decides from.
+#[derive(Debug)]
+pub struct PlanInput<'a> {
+    pub policy: &'a PolicyView,
+    /// Every other valid policy.
+    pub others: &'a [OtherPolicy],
+    /// Nodes, sorted by name.
+    pub nodes: &'a [NodeInput<'a>],
+    pub settings: &'a Settings,
+    /// Now, truncated to whole seconds (what the API stores).
+    pub now: Timestamp,
+}
+
+/// Identifies a ladder step in the durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRef {
+    pub policy: String,
+    pub detector: Detector,
+    pub index: u32,
+    pub action: ActionKind,
+}
+
+/// A Kubernetes Event to publish, on the Node and on the attributed pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub node: String,
+    pub pod: Option<PodRef>,
+    pub warning: bool,
+    pub reason: String,
+    pub action: ActionKind,
+    pub note: String,
+}
+
+/// A nodemedic Node condition as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredCondition {
+    pub detector: Detector,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Something to carry out against the API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// The Event step: publish the problem as an Event.
+    Event { step: StepRef, notice: Notice },
+    /// Apply every nodemedic Node condition as listed (server-side apply,
+    /// own field manager); settles the NodeCondition steps listed.
+    NodeConditions {
+        steps: Vec<StepRef>,
+        desired: Vec<DesiredCondition>,
+    },
+    /// Cordon the node (or join nodemedic's cordon) for `owner`.
+    Cordon { step: StepRef, owner: String },
+    /// Taint the node (or join nodemedic's taint) for `owner`.
+    Taint {
+        step: StepRef,
+        owner: String,
+        taint: TaintTemplate,
+    },
+    /// Evict a pod through the Eviction API.
+    Evict {
+        step: StepRef,
+        pod: PodRef,
+        exclusions: Exclusions,
+    },
+    /// Cordon, then evict every evictable pod (one pass).
+    Drain {
+        step: StepRef,
+        owner: String,
+        exclusions: Exclusions,
+    },
+    /// Remove nodemedic's cordon (every owner released).
+    Uncordon { message: String },
+    /// Remove nodemedic's taint (every owner released).
+    Untaint {
+        key: String,
+        effect: TaintEffect,
+        message: String,
+    },
+    /// Someone else uncordoned the node: drop nodemedic's annotation.
+    ForgetCordon,
+    /// Someone else removed nodemedic's taint: drop it from the annotation.
+    ForgetTaint { key: String, effect: TaintEffect },
+}
+
+/// Pods an eviction never touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exclusions {
+    pub namespaces: Vec<String>,
+    pub protect_annotation: String,
+}
+
+/// What came of an [`Effect`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum EffectOutcome {
+    Done(String),
+    Skipped {
+        reason: String,
+        message: String,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
+    /// Refused for now (PodDisruptionBudget); try again later.
+    Retry(String),
+    /// A drain pass.
+    Drained {
+        progress: DrainProgress,
+        complete: bool,
+        message: String,
+    },
+}
+
+/// The work for one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeWork {
+    pub node: String,
+    /// resourceVersion of the report the plan was made from (the write's
+    /// precondition).
+    pub resource_version: Option<String>,
+    /// The report spec as read.
+    pub before: NodeHealthReportSpec,
+    /// The spec to write: before effects when `write_ahead`, else together
+    /// with their outcomes.
+    pub ahead: NodeHealthReportSpec,
+    /// Steps were started that must be durable before they are carried out.
+    pub write_ahead: bool,
+    pub effects: Vec<Effect>,
+    /// Events decided at plan time (Planned, Held, Skipped, agent results).
+    pub notices: Vec<Notice>,
+    /// Records decided at plan time, for the policy status; they count
+    /// only once the node's state is written.
+    pub records: Vec<ActionRecord>,
+}
+
+/// One node in the policy status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSummary {
+    pub node: String,
+    pub firing: Vec<Detector>,
+    pub since: Option<Timestamp>,
+    pub escalation: Option<String>,
+    pub stale: bool,
+}
+
+/// Counts and lists for the policy status and metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    pub matched: u32,
+    pub unhealthy: u32,
+    pub stale: Vec<String>,
+    pub missing: Vec<String>,
+    pub failing: Vec<String>,
+    /// Storm limit (maxUnhealthy resolved against matched).
+    pub storm_limit: u32,
+    pub storm: bool,
+    pub actions_last_24h: u32,
+    /// Unhealthy first, then stale, then healthy; at most 50.
+    pub nodes: Vec<NodeSummary>,
+}
+
+/// The decision for one policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub work: Vec<NodeWork>,
+    pub summary: Summary,
+    /// When to look again (a step falls due, a hold may lift, a report goes
+    /// stale), at the latest after `settings.resync`.
+    pub wake_at: Timestamp,
+}
+
+impl Plan {
+    /// Every record decided at plan time, in node order.
+    pub fn records(&self) -> Vec<ActionRecord> {
+        self.work
+            .iter()
+            .flat_map(|w| w.records.iter().cloned())
+            .collect()
+    }
+}

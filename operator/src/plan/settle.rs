@@ -1,0 +1,412 @@
+//! Folding the outcomes of a node's effects back into its durable state.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::NodeHealthReportSpec;
+use nodemedic_crds::duration::format_duration;
+use nodemedic_crds::policy::{ActionKind, ActionOutcome, ActionRecord};
+use nodemedic_crds::remediation::{DrainProgress, StepPhase, StepRecord};
+
+use super::facts::PodRef;
+use super::node::refund;
+use super::policy::PolicyView;
+use super::*;
+
+/// Folds the outcomes of a node's effects into its durable state. Returns
+/// the spec to write, the records for the policy status and the Events.
+pub fn settle(
+    work: &NodeWork,
+    outcomes: &[EffectOutcome],
+    policy: &PolicyView,
+    settings: &Settings,
+    now: Timestamp,
+) -> (NodeHealthReportSpec, Vec<ActionRecord>, Vec<Notice>) {
+    let mut spec = work.ahead.clone();
+    let mut out = Out {
+        node: &work.node,
+        policy: &policy.name,
+        now,
+        records: Vec::new(),
+        notices: Vec::new(),
+    };
+    for (effect, outcome) in work.effects.iter().zip(outcomes) {
+        match effect {
+            Effect::Event { step, notice } => {
+                let ok = matches!(outcome, EffectOutcome::Done(_));
+                update_step(&mut spec, step, |rec| {
+                    rec.phase = if ok {
+                        StepPhase::Done
+                    } else {
+                        StepPhase::Failed
+                    };
+                    rec.since = Time(now);
+                    if let EffectOutcome::Failed { reason, message } = outcome {
+                        rec.reason = Some(reason.clone());
+                        rec.message = Some(truncate_note(message));
+                    }
+                });
+                out.records.push(ActionRecord {
+                    time: Time(now),
+                    node: work.node.clone(),
+                    detector: step.detector.name().to_owned(),
+                    action: ActionKind::Event,
+                    outcome: if ok {
+                        ActionOutcome::Executed
+                    } else {
+                        ActionOutcome::Failed
+                    },
+                    message: Some(notice.note.clone()),
+                });
+            }
+            Effect::NodeConditions { steps, .. } => {
+                for step in steps {
+                    let (phase, rec_outcome, msg, reason) = phase_of(outcome);
+                    update_step(&mut spec, step, |rec| {
+                        rec.phase = phase;
+                        rec.since = Time(now);
+                        rec.reason = reason.clone();
+                        rec.message = Some(truncate_note(&msg));
+                    });
+                    out.push(
+                        Some(step),
+                        ActionKind::NodeCondition,
+                        rec_outcome,
+                        &msg,
+                        None,
+                        if phase == StepPhase::Done {
+                            "NodeConditionSet"
+                        } else {
+                            "RemediationFailed"
+                        },
+                        phase != StepPhase::Done,
+                    );
+                }
+            }
+            Effect::Cordon { step, .. }
+            | Effect::Taint { step, .. }
+            | Effect::Evict { step, .. } => {
+                let pod = match effect {
+                    Effect::Evict { pod, .. } => Some(pod.clone()),
+                    _ => None,
+                };
+                if let EffectOutcome::Retry(message) = outcome {
+                    let timeout = settings.eviction_timeout;
+                    let mut timed_out = false;
+                    update_step(&mut spec, step, |rec| {
+                        rec.attempts = rec.attempts.saturating_add(1);
+                        rec.last_attempt_at = Some(Time(now));
+                        rec.message = Some(truncate_note(message));
+                        let started = rec.started_at.as_ref().map_or(now, |t| t.0);
+                        if now >= plus(started, timeout) {
+                            timed_out = true;
+                            rec.phase = StepPhase::Failed;
+                            rec.since = Time(now);
+                            rec.reason = Some("Timeout".into());
+                            rec.message = Some(truncate_note(&format!(
+                                "gave up after {} attempts in {}: {message}",
+                                rec.attempts,
+                                format_duration(timeout)
+                            )));
+                        }
+                    });
+                    if timed_out {
+                        let msg = step_message(&spec, step);
+                        out.push(
+                            Some(step),
+                            step.action,
+                            ActionOutcome::Failed,
+                            &msg,
+                            pod,
+                            "RemediationFailed",
+                            true,
+                        );
+                    }
+                    continue;
+                }
+                let (phase, rec_outcome, msg, reason) = phase_of(outcome);
+                update_step(&mut spec, step, |rec| {
+                    rec.phase = phase;
+                    rec.since = Time(now);
+                    rec.reason = reason.clone();
+                    rec.message = Some(truncate_note(&msg));
+                    if matches!(effect, Effect::Evict { .. }) {
+                        rec.attempts = rec.attempts.saturating_add(1);
+                        rec.last_attempt_at = Some(Time(now));
+                    }
+                });
+                if phase == StepPhase::Skipped {
+                    let started = step_started(&spec, step);
+                    refund(&mut spec.remediation.history, step, started.as_ref());
+                }
+                let event = match (step.action, phase) {
+                    (ActionKind::Cordon, StepPhase::Done) => "NodeCordoned",
+                    (ActionKind::Taint, StepPhase::Done) => "NodeTainted",
+                    (ActionKind::EvictPod, StepPhase::Done) => "PodEvicted",
+                    (_, StepPhase::Skipped) => "RemediationSkipped",
+                    _ => "RemediationFailed",
+                };
+                out.push(
+                    Some(step),
+                    step.action,
+                    rec_outcome,
+                    &msg,
+                    pod,
+                    event,
+                    phase != StepPhase::Done,
+                );
+            }
+            Effect::Drain { step, .. } => match outcome {
+                EffectOutcome::Drained {
+                    progress,
+                    complete,
+                    message,
+                } => {
+                    let timeout = settings.drain_timeout;
+                    let mut result: Option<(StepPhase, String)> = None;
+                    update_step(&mut spec, step, |rec| {
+                        rec.attempts = rec.attempts.saturating_add(1);
+                        rec.last_attempt_at = Some(Time(now));
+                        // Pods evicted add up over passes; the rest is this pass.
+                        let before = rec.drain.as_ref().map_or(0, |d| d.evicted);
+                        rec.drain = Some(DrainProgress {
+                            evicted: before.saturating_add(progress.evicted),
+                            ..progress.clone()
+                        });
+                        rec.message = Some(truncate_note(message));
+                        let started = rec.started_at.as_ref().map_or(now, |t| t.0);
+                        if *complete {
+                            rec.phase = StepPhase::Done;
+                            rec.since = Time(now);
+                            result = Some((StepPhase::Done, message.clone()));
+                        } else if now >= plus(started, timeout) {
+                            rec.phase = StepPhase::Failed;
+                            rec.since = Time(now);
+                            rec.reason = Some("Timeout".into());
+                            let m = format!(
+                                "drain did not finish within {}: {message}",
+                                format_duration(timeout)
+                            );
+                            rec.message = Some(truncate_note(&m));
+                            result = Some((StepPhase::Failed, m));
+                        }
+                    });
+                    match result {
+                        Some((StepPhase::Done, m)) => out.push(
+                            Some(step),
+                            ActionKind::Drain,
+                            ActionOutcome::Executed,
+                            &m,
+                            None,
+                            "NodeDrained",
+                            false,
+                        ),
+                        Some((_, m)) => out.push(
+                            Some(step),
+                            ActionKind::Drain,
+                            ActionOutcome::Failed,
+                            &m,
+                            None,
+                            "RemediationFailed",
+                            true,
+                        ),
+                        None => {}
+                    }
+                }
+                other => {
+                    let (phase, rec_outcome, msg, reason) = phase_of(other);
+                    if matches!(other, EffectOutcome::Retry(_)) {
+                        update_step(&mut spec, step, |rec| {
+                            rec.attempts = rec.attempts.saturating_add(1);
+                            rec.last_attempt_at = Some(Time(now));
+                            rec.message = Some(truncate_note(&msg));
+                        });
+                        continue;
+                    }
+                    update_step(&mut spec, step, |rec| {
+                        rec.phase = phase;
+                        rec.since = Time(now);
+                        rec.reason = reason.clone();
+                        rec.message = Some(truncate_note(&msg));
+                    });
+                    out.push(
+                        Some(step),
+                        ActionKind::Drain,
+                        rec_outcome,
+                        &msg,
+                        None,
+                        if phase == StepPhase::Done {
+                            "NodeDrained"
+                        } else {
+                            "RemediationFailed"
+                        },
+                        phase != StepPhase::Done,
+                    );
+                }
+            },
+            Effect::Uncordon { .. } | Effect::Untaint { .. } => {
+                let action = if matches!(effect, Effect::Uncordon { .. }) {
+                    ActionKind::Cordon
+                } else {
+                    ActionKind::Taint
+                };
+                match outcome {
+                    EffectOutcome::Done(m) => out.push(
+                        None,
+                        action,
+                        ActionOutcome::Executed,
+                        m,
+                        None,
+                        if action == ActionKind::Cordon {
+                            "NodeUncordoned"
+                        } else {
+                            "NodeUntainted"
+                        },
+                        false,
+                    ),
+                    EffectOutcome::Skipped { message, .. } => out.push(
+                        None,
+                        action,
+                        ActionOutcome::Skipped,
+                        message,
+                        None,
+                        "RemediationSkipped",
+                        false,
+                    ),
+                    EffectOutcome::Failed { message, .. } | EffectOutcome::Retry(message) => out
+                        .push(
+                            None,
+                            action,
+                            ActionOutcome::Failed,
+                            message,
+                            None,
+                            "RemediationFailed",
+                            true,
+                        ),
+                    EffectOutcome::Drained { .. } => {}
+                }
+            }
+            Effect::ForgetCordon | Effect::ForgetTaint { .. } => {}
+        }
+    }
+    if spec != work.before {
+        let cooldown = policy.safety.cooldown;
+        prune_history(&mut spec.remediation.history, now, cooldown);
+    }
+    (spec, out.records, out.notices)
+}
+
+struct Out<'a> {
+    node: &'a str,
+    policy: &'a str,
+    now: Timestamp,
+    records: Vec<ActionRecord>,
+    notices: Vec<Notice>,
+}
+
+impl Out<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        step: Option<&StepRef>,
+        action: ActionKind,
+        outcome: ActionOutcome,
+        message: &str,
+        pod: Option<PodRef>,
+        reason: &str,
+        warning: bool,
+    ) {
+        let detector = step.map_or(String::new(), |s| s.detector.name().to_owned());
+        self.records.push(ActionRecord {
+            time: Time(self.now),
+            node: self.node.to_owned(),
+            detector: detector.clone(),
+            action,
+            outcome,
+            message: Some(truncate_note(&format!("policy {}: {message}", self.policy))),
+        });
+        self.notices.push(Notice {
+            node: self.node.to_owned(),
+            pod,
+            warning,
+            reason: reason.to_owned(),
+            action,
+            note: truncate_note(&if detector.is_empty() {
+                format!("policy {}: {message}", self.policy)
+            } else {
+                format!("policy {} ({detector}): {message}", self.policy)
+            }),
+        });
+    }
+}
+
+/// When the next retry of an eviction or drain of `policy` in `spec` is due
+/// (the plan cannot know before the attempt's outcome is settled).
+pub fn next_retry(spec: &NodeHealthReportSpec, policy: &str) -> Option<Timestamp> {
+    spec.remediation
+        .episodes
+        .iter()
+        .filter(|e| e.policy == policy)
+        .flat_map(|e| e.steps.iter())
+        .filter(|s| {
+            s.phase == StepPhase::Started
+                && matches!(s.action, ActionKind::EvictPod | ActionKind::Drain)
+        })
+        .filter_map(|s| {
+            let last = s.last_attempt_at.as_ref()?;
+            Some(plus(last.0, retry_delay(s.attempts.saturating_sub(1))))
+        })
+        .min()
+}
+
+fn phase_of(outcome: &EffectOutcome) -> (StepPhase, ActionOutcome, String, Option<String>) {
+    match outcome {
+        EffectOutcome::Done(m) => (StepPhase::Done, ActionOutcome::Executed, m.clone(), None),
+        EffectOutcome::Skipped { reason, message } => (
+            StepPhase::Skipped,
+            ActionOutcome::Skipped,
+            message.clone(),
+            Some(reason.clone()),
+        ),
+        EffectOutcome::Failed { reason, message } => (
+            StepPhase::Failed,
+            ActionOutcome::Failed,
+            message.clone(),
+            Some(reason.clone()),
+        ),
+        EffectOutcome::Retry(m) => (StepPhase::Started, ActionOutcome::Failed, m.clone(), None),
+        EffectOutcome::Drained { message, .. } => (
+            StepPhase::Started,
+            ActionOutcome::Executed,
+            message.clone(),
+            None,
+        ),
+    }
+}
+
+fn update_step(spec: &mut NodeHealthReportSpec, step: &StepRef, f: impl FnOnce(&mut StepRecord)) {
+    if let Some(rec) = spec
+        .remediation
+        .episodes
+        .iter_mut()
+        .filter(|e| e.policy == step.policy && e.detector == step.detector)
+        .flat_map(|e| e.steps.iter_mut())
+        .find(|s| s.index == step.index && s.action == step.action)
+    {
+        f(rec);
+    }
+}
+
+fn step_message(spec: &NodeHealthReportSpec, step: &StepRef) -> String {
+    spec.remediation
+        .episode(&step.policy, step.detector)
+        .and_then(|e| e.step(step.index, step.action))
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default()
+}
+
+fn step_started(spec: &NodeHealthReportSpec, step: &StepRef) -> Option<Time> {
+    spec.remediation
+        .episode(&step.policy, step.detector)
+        .and_then(|e| e.step(step.index, step.action))
+        .and_then(|s| s.started_at.clone())
+}
