@@ -84,11 +84,7 @@ async fn a_storm_holds_node_level_actions_until_back_under_the_budget() {
         let mut held = 0;
         for n in &nodes[..5] {
             let r = w.get_report(n).await;
-            let s = r
-                .spec
-                .remediation
-                .episode(&policy, Detector::Zombies)
-                .and_then(|e| e.step(1, ActionKind::Cordon).cloned());
+            let s = step_record(&r, &policy, Detector::Zombies, 1, ActionKind::Cordon);
             if s.is_some_and(|s| {
                 s.phase == StepPhase::Held && s.reason.as_deref() == Some("StormActive")
             }) {
@@ -255,13 +251,7 @@ async fn cooldown_and_max_signals_per_hour_are_respected() {
     let gap = seen[1].1.as_second() - seen[0].1.as_second();
     assert!(gap >= 4, "cooldown 4s between two signals, got {gap}s");
     let r = w.get_report(&node).await;
-    let third = r
-        .spec
-        .remediation
-        .episode(&policy, Detector::Zombies)
-        .and_then(|e| e.step(2, ActionKind::SignalParent))
-        .cloned()
-        .unwrap();
+    let third = step_record(&r, &policy, Detector::Zombies, 2, ActionKind::SignalParent).unwrap();
     assert_eq!(
         (third.phase, third.reason.as_deref()),
         (StepPhase::Held, Some("MaxSignalsPerHour"))

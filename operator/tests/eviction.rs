@@ -273,14 +273,13 @@ async fn a_drain_cordons_and_evicts_every_evictable_pod() {
     agent.set(&policy, Detector::HungTasks, true);
     agent.write().await;
     let s = eventually(T, "drain done", || async {
-        let s = w
-            .get_report(&node)
-            .await
-            .spec
-            .remediation
-            .episode(&policy, Detector::HungTasks)?
-            .step(0, ActionKind::Drain)
-            .cloned()?;
+        let s = step_record(
+            &w.get_report(&node).await,
+            &policy,
+            Detector::HungTasks,
+            0,
+            ActionKind::Drain,
+        )?;
         (s.phase == StepPhase::Done).then_some(s)
     })
     .await;

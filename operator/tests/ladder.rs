@@ -228,11 +228,7 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
     agent.write().await;
     eventually(T, "the request is consumed and the step Done", || async {
         let r = w.get_report(&node).await;
-        let done = r
-            .spec
-            .remediation
-            .episode(&policy, Detector::Zombies)
-            .and_then(|e| e.step(2, ActionKind::SignalParent))
+        let done = step_record(&r, &policy, Detector::Zombies, 2, ActionKind::SignalParent)
             .is_some_and(|s| s.phase == StepPhase::Done);
         (done && r.spec.action_requests.is_empty()).then_some(())
     })
@@ -341,12 +337,7 @@ async fn a_node_cordoned_by_someone_else_is_never_uncordoned() {
         "the Cordon step is Done without owning the cordon",
         || async {
             let r = w.get_report(&node).await;
-            let s = r
-                .spec
-                .remediation
-                .episode(&policy, Detector::Zombies)?
-                .step(0, ActionKind::Cordon)?
-                .clone();
+            let s = step_record(&r, &policy, Detector::Zombies, 0, ActionKind::Cordon)?;
             (s.phase == StepPhase::Done).then_some(())
         },
     )
@@ -420,12 +411,13 @@ async fn taint_and_reboot_hand_off_then_untaint_when_healthy() {
     agent.write().await;
     eventually(T, "reboot step Done, request pruned", || async {
         let r = w.get_report(&node).await;
-        let s = r
-            .spec
-            .remediation
-            .episode(&policy, Detector::HungTasks)?
-            .step(1, ActionKind::RequestReboot)?
-            .clone();
+        let s = step_record(
+            &r,
+            &policy,
+            Detector::HungTasks,
+            1,
+            ActionKind::RequestReboot,
+        )?;
         (s.phase == StepPhase::Done && r.spec.action_requests.is_empty()).then_some(())
     })
     .await;

@@ -112,12 +112,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over_without_repeating() {
     agent.write().await;
     eventually(T, "signal step done", || async {
         let r = w.get_report(&node).await;
-        let s = r
-            .spec
-            .remediation
-            .episode(&policy, Detector::Zombies)?
-            .step(1, ActionKind::SignalParent)?
-            .clone();
+        let s = step_record(&r, &policy, Detector::Zombies, 1, ActionKind::SignalParent)?;
         (s.phase == StepPhase::Done).then_some(())
     })
     .await;
@@ -208,12 +203,7 @@ async fn an_operator_restarted_mid_ladder_neither_repeats_nor_skips_a_step() {
     agent.write().await;
     eventually(T, "the restarted operator consumes the result", || async {
         let r = w.get_report(&node).await;
-        let s = r
-            .spec
-            .remediation
-            .episode(&policy, Detector::Zombies)?
-            .step(1, ActionKind::SignalParent)?
-            .clone();
+        let s = step_record(&r, &policy, Detector::Zombies, 1, ActionKind::SignalParent)?;
         (s.phase == StepPhase::Done && r.spec.action_requests.is_empty()).then_some(())
     })
     .await;

@@ -580,6 +580,22 @@ impl Agent {
 }
 
 /// The nodemedic annotation saying who cordoned the node.
+/// The durable record of ladder step `index` (`action`) in the report's open
+/// episode of (`policy`, `detector`), if the operator has written one.
+pub fn step_record(
+    r: &NodeHealthReport,
+    policy: &str,
+    detector: Detector,
+    index: u32,
+    action: nodemedic_crds::policy::ActionKind,
+) -> Option<nodemedic_crds::remediation::StepRecord> {
+    r.spec
+        .remediation
+        .episode(policy, detector)?
+        .step(index, action)
+        .cloned()
+}
+
 pub fn cordoned_by(n: &Node) -> Option<String> {
     n.metadata.annotations.as_ref().and_then(|a| {
         a.get(nodemedic_crds::remediation::CORDONED_BY_ANNOTATION)
