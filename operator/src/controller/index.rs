@@ -301,26 +301,29 @@ impl Index {
     }
 }
 
-fn rv(obj: &impl Resource) -> Option<u64> {
-    obj.meta().resource_version.as_deref()?.parse().ok()
-}
-
-/// The newer of two versions of an object: etcd resourceVersions grow.
-pub fn newer<K: Resource>(cached: Option<Arc<K>>, written: Option<Arc<K>>) -> Option<Arc<K>> {
-    match (cached, written) {
-        (Some(c), Some(w)) => match (rv(c.as_ref()), rv(w.as_ref())) {
-            (Some(a), Some(b)) if b > a => Some(w),
-            _ => Some(c),
-        },
-        (c, w) => c.or(w),
-    }
-}
-
 /// The operator's own most recent writes, until the caches have them.
+///
+/// resourceVersions are opaque (the API conventions allow only equality), so
+/// the overlay does not ask which version is newer: it remembers the
+/// version the write was based on. While the cache still shows that base,
+/// the written object is the newer one; once the cache shows the written
+/// version, or anything else (it has moved past the write), the cache wins.
 #[derive(Debug)]
 pub struct Overlay<K> {
-    objects: Mutex<HashMap<String, Arc<K>>>,
+    objects: Mutex<HashMap<String, Written<K>>>,
 }
+
+#[derive(Debug)]
+struct Written<K> {
+    /// resourceVersions the cache may still show while this write is the
+    /// newest: the one the write was based on and, when that was itself an
+    /// earlier write the cache had not caught up with, that write's bases.
+    bases: Vec<String>,
+    object: Arc<K>,
+}
+
+/// Bound on chained writes remembered per object.
+const MAX_BASES: usize = 16;
 
 impl<K> Default for Overlay<K> {
     fn default() -> Self {
@@ -331,32 +334,48 @@ impl<K> Default for Overlay<K> {
 }
 
 impl<K: Resource> Overlay<K> {
-    /// Remembers what a write returned.
-    pub fn put(&self, obj: K) {
+    /// Remembers what a write returned, and the resourceVersion of the
+    /// object it was based on.
+    pub fn put(&self, obj: K, base: Option<String>) {
         let name = obj.meta().name.clone().unwrap_or_default();
         if let Ok(mut m) = self.objects.lock() {
-            m.insert(name, Arc::new(obj));
+            let mut bases: Vec<String> = base.iter().cloned().collect();
+            if let Some(prev) = m.get(&name)
+                && base.is_some()
+                && prev.object.meta().resource_version == base
+            {
+                bases.extend(prev.bases.iter().cloned());
+                bases.truncate(MAX_BASES);
+            }
+            m.insert(
+                name,
+                Written {
+                    bases,
+                    object: Arc::new(obj),
+                },
+            );
         }
     }
 
-    /// The newer of the cached object and the last written one; forgets
-    /// the written one once the cache has caught up.
+    /// The written object while the cache has not moved since the write was
+    /// based on it; otherwise the cached one (and the written one is
+    /// forgotten).
     pub fn resolve(&self, name: &str, cached: Option<Arc<K>>) -> Option<Arc<K>> {
         let Ok(mut m) = self.objects.lock() else {
             return cached;
         };
-        let written = m.get(name).cloned();
-        let Some(w) = written else {
+        let Some(w) = m.get(name) else {
             return cached;
         };
-        let caught_up = cached.as_ref().is_some_and(
-            |c| matches!((rv(c.as_ref()), rv(w.as_ref())), (Some(a), Some(b)) if a >= b),
-        );
-        if caught_up {
-            m.remove(name);
-            return cached;
+        let cached_rv = cached
+            .as_ref()
+            .and_then(|c| c.meta().resource_version.clone());
+        let behind = cached.is_none() || cached_rv.is_some_and(|rv| w.bases.contains(&rv));
+        if behind {
+            return Some(w.object.clone());
         }
-        newer(cached, Some(w))
+        m.remove(name);
+        cached
     }
 
     /// Number of objects held (for tests and debugging).
@@ -432,13 +451,49 @@ mod tests {
         old.metadata.resource_version = Some("10".into());
         let mut new = report(2, &[]);
         new.metadata.resource_version = Some("12".into());
-        overlay.put(new.clone());
+        overlay.put(new.clone(), Some("10".into()));
         let got = overlay.resolve("n", Some(Arc::new(old))).unwrap();
         assert_eq!(got.metadata.resource_version.as_deref(), Some("12"));
         let mut caught = report(3, &[]);
         caught.metadata.resource_version = Some("13".into());
         let got = overlay.resolve("n", Some(Arc::new(caught))).unwrap();
         assert_eq!(got.metadata.resource_version.as_deref(), Some("13"));
+        assert!(overlay.is_empty());
+    }
+
+    #[test]
+    fn resource_versions_are_compared_for_equality_only() {
+        // Opaque versions: neither numbers nor ordered strings.
+        let at = |rv: &str| {
+            let mut r = report(1, &[]);
+            r.metadata.resource_version = Some(rv.into());
+            Arc::new(r)
+        };
+        let overlay: Overlay<NodeHealthReport> = Overlay::default();
+        overlay.put((*at("zz-written")).clone(), Some("q9-base".into()));
+        let got = overlay.resolve("n", Some(at("q9-base"))).unwrap();
+        assert_eq!(
+            got.metadata.resource_version.as_deref(),
+            Some("zz-written"),
+            "the cache still shows the write's base"
+        );
+        let got = overlay.resolve("n", Some(at("a0-later"))).unwrap();
+        assert_eq!(
+            got.metadata.resource_version.as_deref(),
+            Some("a0-later"),
+            "the cache moved past the write"
+        );
+        assert!(overlay.is_empty());
+
+        // Two writes in a row before the cache saw the first.
+        overlay.put((*at("w1")).clone(), Some("b0".into()));
+        overlay.put((*at("w2")).clone(), Some("w1".into()));
+        let got = overlay.resolve("n", Some(at("b0"))).unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("w2"));
+        let got = overlay.resolve("n", Some(at("w1"))).unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("w2"));
+        let got = overlay.resolve("n", Some(at("w2"))).unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("w2"));
         assert!(overlay.is_empty());
     }
 

@@ -66,7 +66,8 @@ async fn mutate(ctx: &Context, name: &str, decide: impl Fn(&Node) -> Change) -> 
         {
             Ok(mut written) => {
                 trim_node(&mut written);
-                ctx.nodes_overlay.put(written);
+                ctx.nodes_overlay
+                    .put(written, node.metadata.resource_version.clone());
                 return outcome;
             }
             Err(e) if api_code(&e) == Some(409) => match api.get(name).await {
@@ -346,6 +347,9 @@ pub async fn apply_conditions(
         "status": {"conditions": conditions},
     });
     let api: Api<Node> = Api::all(ctx.client.clone());
+    let base = ctx
+        .node(name)
+        .and_then(|n| n.metadata.resource_version.clone());
     ctx.metrics.write("nodes/status", "apply");
     match api
         .patch_status(
@@ -357,7 +361,7 @@ pub async fn apply_conditions(
     {
         Ok(mut written) => {
             trim_node(&mut written);
-            ctx.nodes_overlay.put(written);
+            ctx.nodes_overlay.put(written, base);
             let summary: Vec<String> = desired
                 .iter()
                 .map(|d| {

@@ -45,7 +45,7 @@ pub async fn write_spec(
         match api.patch(node, &params, &Patch::Apply(&body)).await {
             Ok(mut written) => {
                 trim_report(&mut written);
-                ctx.reports_overlay.put(written.clone());
+                ctx.reports_overlay.put(written.clone(), rv.clone());
                 return Ok(written);
             }
             Err(e) if api_code(&e) == Some(409) => {
@@ -56,7 +56,7 @@ pub async fn write_spec(
                 let same = expect.is_some_and(|x| *x == fresh.spec);
                 let mut trimmed = fresh.clone();
                 trim_report(&mut trimmed);
-                ctx.reports_overlay.put(trimmed);
+                ctx.reports_overlay.put(trimmed, rv.clone());
                 if !same || attempts >= 4 {
                     return Err(Error::kube(format!("write report {node}"), e));
                 }
