@@ -91,6 +91,13 @@ pub struct Episode {
     #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["index".into()]))]
     pub steps: Vec<StepRecord>,
+    /// When every step of the ladder had reached a final phase while the
+    /// detector still fired, after at least one disruptive step was carried
+    /// out: nodemedic does nothing more in this episode, the node no longer
+    /// holds a maxConcurrentActions slot, and a NeedsAttention Event was
+    /// published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_attention_since: Option<Time>,
 }
 
 impl Episode {
@@ -118,7 +125,9 @@ pub struct StepRecord {
     pub phase: StepPhase,
     /// When the step entered its phase.
     pub since: Time,
-    /// When carrying it out began; the budgets count from here.
+    /// When carrying it out began; the budgets count from here. Absent for
+    /// a step that joined a cordon or taint already in place (it disrupted
+    /// nothing and holds no budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// For SignalParent and RequestReboot: the id of the request in
@@ -144,6 +153,12 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub target: Option<String>,
+    /// For EvictPod: the pod the step acts on, with the uid it had when the
+    /// step started. Every attempt evicts with that uid as precondition, so
+    /// a replacement pod of the same name (a StatefulSet's) is never
+    /// evicted in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodTarget>,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
@@ -151,6 +166,21 @@ pub struct StepRecord {
     /// For Drain: pods evicted, still to evict, and left alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainProgress>,
+}
+
+/// A pod, named the way an eviction's precondition needs it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTarget {
+    /// Namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// metadata.uid of the pod meant.
+    #[schemars(length(min = 1, max = 64))]
+    pub uid: String,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -542,18 +542,17 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
         }
     };
 
-    let others: Vec<OtherPolicy> = ctx
-        .policies
-        .state()
-        .iter()
-        .filter(|p| p.name_any() != name)
-        .filter_map(|p| {
-            PolicyView::from_policy(p).ok().map(|v| OtherPolicy {
+    let mut others: Vec<OtherPolicy> = Vec::new();
+    let mut invalid: Vec<String> = Vec::new();
+    for other in ctx.policies.state().iter().filter(|p| p.name_any() != name) {
+        match PolicyView::from_policy(other) {
+            Ok(v) => others.push(OtherPolicy {
                 view: Arc::new(v),
-                storm_active: index::storm_active(p),
-            })
-        })
-        .collect();
+                storm_active: index::storm_active(other),
+            }),
+            Err(_) => invalid.push(other.name_any()),
+        }
+    }
 
     let mut rows: Vec<Row> = Vec::new();
     let no_labels = std::collections::BTreeMap::new();
@@ -580,6 +579,7 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
     let plan = plan::plan(&PlanInput {
         policy: &view,
         others: &others,
+        invalid: &invalid,
         nodes: &inputs,
         settings: &ctx.settings,
         now,

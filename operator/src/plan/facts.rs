@@ -171,8 +171,9 @@ fn exceeded_for(exceeded: bool, under: &[String], policy: &str) -> bool {
 }
 
 /// The zombie parent to signal for `policy`: the first listed parent
-/// exceeding under the policy, else the parent with most zombies past
-/// minAge.
+/// exceeding `perParentThreshold` under the policy. There is no fallback to
+/// "the parent with the most zombies": a node-wide count made of many
+/// parents' few zombies names no parent to signal.
 pub fn zombie_target(
     report: &NodeHealthReport,
     policy: &str,
@@ -180,13 +181,7 @@ pub fn zombie_target(
     let findings = &report.status.as_ref()?.findings.zombies;
     let finding = findings
         .iter()
-        .find(|f| exceeded_for(f.exceeded, &f.exceeded_under, policy))
-        .or_else(|| {
-            findings
-                .iter()
-                .filter(|f| f.zombies_past_min_age > 0)
-                .max_by_key(|f| f.zombies_past_min_age)
-        })?;
+        .find(|f| exceeded_for(f.exceeded, &f.exceeded_under, policy))?;
     let p = &finding.parent;
     if p.host_pid < 2 || p.start_time == 0 {
         return None;

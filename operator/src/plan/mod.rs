@@ -13,6 +13,7 @@ mod model;
 mod node;
 pub mod policy;
 mod settle;
+pub mod slots;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use nodemedic_crds::conditions::Detector;
+use nodemedic_crds::policy::ActionKind;
 
 use self::facts::Freshness;
 
@@ -64,16 +66,21 @@ pub fn retry_delay(attempts: u32) -> Duration {
 
 /// A deterministic id for the action request of a step: the same step of
 /// the same episode on the same node always gets the same id, so a retried
-/// write can never make the agent act twice. At most 128 characters.
+/// write can never make the agent act twice. The action is part of it: after
+/// a ladder edit puts another action at the same index, the new step gets a
+/// new id and an old result is never read as its own. At most 128
+/// characters.
 pub fn request_id(
     policy: &str,
     detector: Detector,
     node: &str,
     since: Timestamp,
     index: u32,
+    action: ActionKind,
 ) -> String {
+    let action = action.as_str().to_ascii_lowercase();
     let full = format!(
-        "{policy}.{}.{node}.{}.{index}",
+        "{policy}.{}.{node}.{}.{index}.{action}",
         detector.name(),
         since.as_second()
     );
@@ -82,7 +89,7 @@ pub fn request_id(
     }
     let hash = fnv1a(full.as_bytes());
     let tail = format!(
-        ".{}.{}.{index}.{hash:016x}",
+        ".{}.{}.{index}.{action}.{hash:016x}",
         detector.name(),
         since.as_second()
     );
@@ -171,12 +178,13 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 }
                 // Not known to be healthy: a remediation taken there is still
                 // in progress.
-                if report.spec.remediation.episodes.iter().any(|e| {
-                    e.policy == p.name
-                        && e.steps
-                            .iter()
-                            .any(|s| s.started_at.is_some() && s.action.is_disruptive())
-                }) {
+                if report
+                    .spec
+                    .remediation
+                    .episodes
+                    .iter()
+                    .any(|e| e.policy == p.name && slots::occupies_slot(e, p.ladder(e.detector)))
+                {
                     in_progress.insert(n.name.to_owned());
                 }
             }
@@ -201,11 +209,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 {
                     let open = facts::condition(report, &p.name, e.detector)
                         .is_some_and(|c| facts::is_true(c) && c.last_transition_time == e.since);
-                    if open
-                        && e.steps
-                            .iter()
-                            .any(|s| s.started_at.is_some() && s.action.is_disruptive())
-                    {
+                    if open && slots::occupies_slot(e, p.ladder(e.detector)) {
                         in_progress.insert(n.name.to_owned());
                     }
                 }
@@ -233,6 +237,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     let existing: BTreeSet<&str> = std::iter::once(p.name.as_str())
         .chain(input.others.iter().map(|o| o.view.name.as_str()))
+        .chain(input.invalid.iter().map(String::as_str))
         .collect();
 
     let mut planner = NodePlanner {
@@ -266,8 +271,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if result.failing {
             summary.failing.push(n.name.to_owned());
         }
+        if result.needs_attention {
+            summary.needs_attention.push(n.name.to_owned());
+        }
     }
     summary.failing.sort();
+    summary.needs_attention.sort();
     for name in &summary.stale {
         if summaries.len() >= 50 {
             break;

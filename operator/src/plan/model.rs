@@ -91,6 +91,11 @@ pub struct PlanInput<'a> {
     pub policy: &'a PolicyView,
     /// Every other valid policy.
     pub others: &'a [OtherPolicy],
+    /// Policies that exist but cannot be acted on (they fail validation or
+    /// do not decode). They are not deleted: their episodes, requests,
+    /// cordons and taints are kept as they are until they are valid again
+    /// or deleted.
+    pub invalid: &'a [String],
     /// Nodes, sorted by name.
     pub nodes: &'a [NodeInput<'a>],
     pub settings: &'a Settings,
@@ -241,6 +246,8 @@ pub struct Summary {
     pub stale: Vec<String>,
     pub missing: Vec<String>,
     pub failing: Vec<String>,
+    /// Nodes whose ladder ran out while still unhealthy.
+    pub needs_attention: Vec<String>,
     /// Storm limit (maxUnhealthy resolved against matched).
     pub storm_limit: u32,
     pub storm: bool,

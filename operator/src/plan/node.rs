@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use nodemedic_crds::conditions::Detector;
+use nodemedic_crds::conditions::{ConditionReason, Detector};
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::policy::{ActionKind, ActionOutcome, ActionRecord, TaintEffect};
 use nodemedic_crds::remediation::{
-    DrainProgress, Episode, HistoryEntry, MAX_HISTORY, StepPhase, StepRecord,
+    DrainProgress, Episode, HistoryEntry, MAX_HISTORY, PodTarget, StepPhase, StepRecord,
 };
 use nodemedic_crds::report::{
     ActionRequest, ActionResultOutcome, NodeAction, PolicyCondition, ProcessTarget,
@@ -33,6 +33,7 @@ pub(super) struct NodeResult {
     pub(super) work: Option<NodeWork>,
     pub(super) summary: Option<NodeSummary>,
     pub(super) failing: bool,
+    pub(super) needs_attention: bool,
 }
 
 /// Why a due step does not run now.
@@ -235,6 +236,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         result.failing = episodes
             .iter()
             .any(|e| e.steps.iter().any(|s| s.phase == StepPhase::Failed));
+        result.needs_attention = episodes.iter().any(|e| e.needs_attention_since.is_some());
         if n.selected && !firing.is_empty() {
             result.summary = Some(NodeSummary {
                 node: n.name.to_owned(),
@@ -277,6 +279,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             return;
         };
         let since = cond.last_transition_time.clone();
+        let clearing = cond.reason == ConditionReason::Clearing;
         let mut episode = match cx.ahead.remediation.episode(&p.name, detector) {
             Some(e) if e.since == since => e.clone(),
             _ => Episode {
@@ -284,6 +287,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 detector,
                 since: since.clone(),
                 steps: Vec::new(),
+                needs_attention_since: None,
             },
         };
         for step in ladder {
@@ -300,12 +304,37 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 Some(StepPhase::Planned) if p.mode == PolicyMode::DryRun => continue,
                 _ => {}
             }
+            if clearing {
+                // Still True only through the hysteresis on resolution: the
+                // threshold is no longer exceeded, so nothing new starts.
+                continue;
+            }
             let due_at = plus(since.0, step.after);
             if self.now() < due_at {
                 wake.at(due_at);
                 continue;
             }
             self.due(cx, &mut episode, step, record, cond, wake);
+        }
+        if !clearing
+            && episode.needs_attention_since.is_none()
+            && episode.steps.iter().any(slots::carried_out)
+            && slots::exhausted(&episode, ladder)
+        {
+            // Nothing more nodemedic will do: the slot is free again and a
+            // person has to look.
+            episode.needs_attention_since = Some(Time(self.now()));
+            cx.notices.push(Notice {
+                node: cx.name.clone(),
+                pod: facts::attributed_pod(cx.report, &p.name, detector),
+                warning: true,
+                reason: "NeedsAttention".into(),
+                action: ladder.last().map_or(ActionKind::Event, |s| s.action),
+                note: truncate_note(&format!(
+                    "policy {} ({detector}): every step of the ladder has run and the node is still unhealthy; nodemedic will do nothing more in this episode: {}",
+                    p.name, cond.message
+                )),
+            });
         }
         cx.ahead
             .remediation
@@ -386,14 +415,25 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 }),
                 Some(pr) => {
                     target = Some(pr.to_string());
-                    p.safety
-                        .exclude_namespaces
-                        .contains(&pr.namespace)
-                        .then(|| Hold {
+                    if p.safety.exclude_namespaces.contains(&pr.namespace) {
+                        Some(Hold {
                             reason: "ExcludedNamespace",
                             message: format!("pod {pr} is in an excluded namespace"),
                             skip: true,
                         })
+                    } else if pr.uid.is_none() {
+                        // Without the uid precondition an eviction could
+                        // hit a same-name replacement of the pod meant.
+                        Some(Hold {
+                            reason: "NoTarget",
+                            message: format!(
+                                "the {detector} findings name pod {pr} but not its uid"
+                            ),
+                            skip: false,
+                        })
+                    } else {
+                        None
+                    }
                 }
             },
             ActionKind::Cordon => match &cx.facts {
@@ -493,6 +533,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     last_attempt_at: None,
                     reason: Some(hold.reason.to_owned()),
                     target: target.clone(),
+                    pod: None,
                     message: Some(hold.message.clone()),
                     drain: None,
                 },
@@ -529,6 +570,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     last_attempt_at: None,
                     reason: None,
                     target,
+                    pod: None,
                     message: Some(format!("would {what}")),
                     drain: None,
                 },
@@ -559,12 +601,15 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             action: step.action,
             phase: StepPhase::Started,
             since: Time(now),
-            started_at: Some(Time(now)),
+            // Joining a cordon or taint that is already there disrupts
+            // nothing: no budget starts (see `slots`).
+            started_at: in_effect.is_none().then_some(Time(now)),
             request_id: None,
             attempts: 0,
             last_attempt_at: None,
             reason: None,
             target: target.clone(),
+            pod: None,
             message: None,
             drain: None,
         };
@@ -609,7 +654,14 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 // Applied with the node-level conditions below.
             }
             ActionKind::SignalParent | ActionKind::RequestReboot => {
-                let id = request_id(&p.name, detector, &cx.name, episode.since.0, step.index);
+                let id = request_id(
+                    &p.name,
+                    detector,
+                    &cx.name,
+                    episode.since.0,
+                    step.index,
+                    step.action,
+                );
                 let signal = step.action == ActionKind::SignalParent;
                 let request = ActionRequest {
                     id: id.clone(),
@@ -719,6 +771,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             }
             ActionKind::EvictPod => {
                 if let Some(pod) = pod {
+                    rec.pod = pod_target(&pod);
                     cx.effects.push(Effect::Evict {
                         step: sref,
                         pod,
@@ -982,24 +1035,30 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     });
                     return;
                 }
-                let target = rec.target.as_deref().and_then(|t| {
-                    let (ns, name) = t.split_once('/')?;
-                    Some(PodRef {
-                        namespace: ns.to_owned(),
-                        name: name.to_owned(),
-                        uid: pod
-                            .as_ref()
-                            .filter(|p| p.namespace == ns && p.name == name)
-                            .and_then(|p| p.uid.clone()),
-                    })
+                // Always the pod of the first attempt, never whatever the
+                // findings name now.
+                let target = match &rec.pod {
+                    Some(t) => PodRef {
+                        namespace: t.namespace.clone(),
+                        name: t.name.clone(),
+                        uid: Some(t.uid.clone()),
+                    },
+                    // A record written before pods were recorded with their
+                    // uid: the eviction refuses a target without one.
+                    None => match rec.target.as_deref().and_then(|t| t.split_once('/')) {
+                        Some((ns, name)) => PodRef {
+                            namespace: ns.to_owned(),
+                            name: name.to_owned(),
+                            uid: None,
+                        },
+                        None => return,
+                    },
+                };
+                cx.effects.push(Effect::Evict {
+                    step: sref,
+                    pod: target,
+                    exclusions,
                 });
-                if let Some(pod) = target.or(pod) {
-                    cx.effects.push(Effect::Evict {
-                        step: sref,
-                        pod,
-                        exclusions,
-                    });
-                }
             }
             ActionKind::Event => {
                 if p.mode == PolicyMode::Enforce {
@@ -1185,6 +1244,11 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         let now = self.now();
         let mut latest: Option<Timestamp> = None;
         for owner in owners {
+            if self.input.invalid.contains(owner) {
+                // An owner that exists but cannot be evaluated still holds
+                // what it placed.
+                return None;
+            }
             let Some(uncordon) = cx.budget.here.get(owner) else {
                 continue;
             };
@@ -1260,6 +1324,14 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
     }
 }
 
+fn pod_target(pod: &PodRef) -> Option<PodTarget> {
+    Some(PodTarget {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone()?,
+    })
+}
+
 fn node_missing() -> Hold {
     Hold {
         reason: "NodeMissing",
@@ -1290,6 +1362,17 @@ fn describe(step: &Step, target: Option<&str>, in_effect: Option<&str>) -> Strin
 }
 
 fn escalation(episodes: &[&Episode], mode: PolicyMode) -> Option<String> {
+    let text = step_escalation(episodes, mode)?;
+    Some(
+        if episodes.iter().any(|e| e.needs_attention_since.is_some()) {
+            format!("{text}; ladder exhausted, needs attention")
+        } else {
+            text
+        },
+    )
+}
+
+fn step_escalation(episodes: &[&Episode], mode: PolicyMode) -> Option<String> {
     let reached = |s: &&StepRecord| {
         matches!(
             s.phase,

@@ -60,7 +60,8 @@ impl PolicyError {
 pub enum MaxUnhealthy {
     /// An absolute number of nodes.
     Count(u32),
-    /// A percentage of the selected nodes, rounded down.
+    /// A percentage of the selected nodes, rounded down but at least one
+    /// node when the percentage and the pool are not zero.
     Percent(u32),
 }
 
@@ -87,13 +88,19 @@ impl MaxUnhealthy {
     }
 
     /// The number of unhealthy nodes allowed among `selected`; a storm is
-    /// more than this.
+    /// more than this. A non-zero percentage of a non-empty pool allows at
+    /// least one node: rounding down alone would make "10%" of a pool of
+    /// fewer than ten nodes a storm as soon as one node is sick, and no
+    /// node-level step could ever run there. Two sick nodes out of three are
+    /// still a storm.
     pub fn limit(self, selected: u32) -> u32 {
         match self {
             MaxUnhealthy::Count(n) => n,
-            MaxUnhealthy::Percent(p) => {
-                u32::try_from(u64::from(selected) * u64::from(p) / 100).unwrap_or(u32::MAX)
-            }
+            MaxUnhealthy::Percent(0) => 0,
+            MaxUnhealthy::Percent(_) if selected == 0 => 0,
+            MaxUnhealthy::Percent(p) => u32::try_from(u64::from(selected) * u64::from(p) / 100)
+                .unwrap_or(u32::MAX)
+                .max(1),
         }
     }
 }
@@ -246,10 +253,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_unhealthy_rounds_percentages_down() {
+    fn max_unhealthy_rounds_percentages_down_to_at_least_one_node() {
         let p = |s: &str| MaxUnhealthy::parse(&IntOrString::String(s.into()));
         assert_eq!(p("20%").map(|m| m.limit(10)), Ok(2));
-        assert_eq!(p("10%").map(|m| m.limit(9)), Ok(0));
+        assert_eq!(p("10%").map(|m| m.limit(9)), Ok(1));
         assert_eq!(p("15%").map(|m| m.limit(10)), Ok(1));
         assert_eq!(p("100%").map(|m| m.limit(7)), Ok(7));
         assert_eq!(p("3").map(|m| m.limit(100)), Ok(3));

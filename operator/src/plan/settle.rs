@@ -96,7 +96,7 @@ pub fn settle(
                         rec.attempts = rec.attempts.saturating_add(1);
                         rec.last_attempt_at = Some(Time(now));
                         rec.message = Some(truncate_note(message));
-                        let started = rec.started_at.as_ref().map_or(now, |t| t.0);
+                        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
                         if now >= plus(started, timeout) {
                             timed_out = true;
                             rec.phase = StepPhase::Failed;
@@ -173,7 +173,7 @@ pub fn settle(
                             ..progress.clone()
                         });
                         rec.message = Some(truncate_note(message));
-                        let started = rec.started_at.as_ref().map_or(now, |t| t.0);
+                        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
                         if *complete {
                             rec.phase = StepPhase::Done;
                             rec.since = Time(now);
@@ -215,11 +215,39 @@ pub fn settle(
                 other => {
                     let (phase, rec_outcome, msg, reason) = phase_of(other);
                     if matches!(other, EffectOutcome::Retry(_)) {
+                        // A pass that could not even start (the cordon or the
+                        // pod list failed transiently) still counts against
+                        // the drain's timeout.
+                        let timeout = settings.drain_timeout;
+                        let mut timed_out = None;
                         update_step(&mut spec, step, |rec| {
                             rec.attempts = rec.attempts.saturating_add(1);
                             rec.last_attempt_at = Some(Time(now));
                             rec.message = Some(truncate_note(&msg));
+                            let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
+                            if now >= plus(started, timeout) {
+                                let m = format!(
+                                    "drain did not finish within {}: {msg}",
+                                    format_duration(timeout)
+                                );
+                                rec.phase = StepPhase::Failed;
+                                rec.since = Time(now);
+                                rec.reason = Some("Timeout".into());
+                                rec.message = Some(truncate_note(&m));
+                                timed_out = Some(m);
+                            }
                         });
+                        if let Some(m) = timed_out {
+                            out.push(
+                                Some(step),
+                                ActionKind::Drain,
+                                ActionOutcome::Failed,
+                                &m,
+                                None,
+                                "RemediationFailed",
+                                true,
+                            );
+                        }
                         continue;
                     }
                     update_step(&mut spec, step, |rec| {

@@ -94,6 +94,15 @@ pub fn build(
         }
         parts.push(format!("failed actions on: {}", names(&summary.failing)));
     }
+    if !summary.needs_attention.is_empty() {
+        if reason == "AsExpected" {
+            reason = "NeedsAttention";
+        }
+        parts.push(format!(
+            "ladder exhausted while still unhealthy (nodemedic does nothing more there): {}",
+            names(&summary.needs_attention)
+        ));
+    }
     let degraded = condition(
         prev_conditions,
         policy_condition::DEGRADED,

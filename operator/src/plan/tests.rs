@@ -19,7 +19,7 @@ use nodemedic_crds::policy::{
     ParentSignal, Safety, TaintEffect, TaintTemplate, ZombieDetector,
 };
 use nodemedic_crds::remediation::{
-    CORDONED_BY_ANNOTATION, DrainProgress, HistoryEntry, OwnedTaint, StepPhase,
+    CORDONED_BY_ANNOTATION, DrainProgress, Episode, HistoryEntry, OwnedTaint, StepPhase,
     TAINTED_BY_ANNOTATION,
 };
 use nodemedic_crds::report::{
@@ -183,6 +183,16 @@ fn run_at(
     nodes: &[(Node, Option<NodeHealthReport>)],
     now: Timestamp,
 ) -> Plan {
+    run_with_invalid(p, others, &[], nodes, now)
+}
+
+fn run_with_invalid(
+    p: &PolicyView,
+    others: &[OtherPolicy],
+    invalid: &[String],
+    nodes: &[(Node, Option<NodeHealthReport>)],
+    now: Timestamp,
+) -> Plan {
     let settings = Settings {
         eviction_timeout: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(120),
@@ -201,6 +211,7 @@ fn run_at(
     plan(&PlanInput {
         policy: p,
         others,
+        invalid,
         nodes: &inputs,
         settings: &settings,
         now,
@@ -426,7 +437,14 @@ fn signal_parent_writes_a_deterministic_request_with_the_target() {
     };
     assert_eq!(
         req.id,
-        request_id("p", Detector::Zombies, "a", t(NOW - 100), 0)
+        request_id(
+            "p",
+            Detector::Zombies,
+            "a",
+            t(NOW - 100),
+            0,
+            ActionKind::SignalParent
+        )
     );
     assert_eq!(req.action, NodeAction::SignalParent);
     assert_eq!(req.signal, Some(ParentSignal::SIGTERM));
@@ -485,7 +503,14 @@ fn a_refused_signal_is_skipped_and_refunded() {
     let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
     let plan = run(&p, &[], &nodes);
     apply_ok(&plan, &p, &mut nodes);
-    let id = request_id("p", Detector::Zombies, "a", t(NOW - 100), 0);
+    let id = request_id(
+        "p",
+        Detector::Zombies,
+        "a",
+        t(NOW - 100),
+        0,
+        ActionKind::SignalParent,
+    );
     nodes[0]
         .1
         .as_mut()
@@ -689,7 +714,10 @@ fn max_concurrent_actions_one_remediates_one_node_at_a_time() {
     let p = policy(
         "p",
         PolicyMode::Enforce,
-        vec![step(ActionKind::Cordon, "0s")],
+        vec![
+            step(ActionKind::Cordon, "0s"),
+            step(ActionKind::Drain, "1h"),
+        ],
     )
     .safety(|s| s.max_concurrent_actions = 1)
     .view();
@@ -713,7 +741,7 @@ fn max_concurrent_actions_one_remediates_one_node_at_a_time() {
     apply_ok(&plan, &p, &mut nodes);
     assert!(
         cordons(&run(&p, &[], &nodes)).is_empty(),
-        "b is still in progress"
+        "b is still in progress: its ladder has a step to come"
     );
 
     // b healthy again: the next oldest gets the slot.
@@ -1362,17 +1390,45 @@ fn status_keeps_transition_times_and_bounds_lists() {
 #[test]
 fn request_ids_are_deterministic_and_bounded() {
     let long = "p".repeat(253);
-    let a = request_id(&long, Detector::Zombies, &"n".repeat(253), t(0), 3);
-    let b = request_id(&long, Detector::Zombies, &"n".repeat(253), t(0), 3);
+    let a = request_id(
+        &long,
+        Detector::Zombies,
+        &"n".repeat(253),
+        t(0),
+        3,
+        ActionKind::Drain,
+    );
+    let b = request_id(
+        &long,
+        Detector::Zombies,
+        &"n".repeat(253),
+        t(0),
+        3,
+        ActionKind::Drain,
+    );
     assert_eq!(a, b);
     assert!(a.len() <= 128, "{}", a.len());
     assert_ne!(
         a,
-        request_id(&long, Detector::Zombies, &"m".repeat(253), t(0), 3)
+        request_id(
+            &long,
+            Detector::Zombies,
+            &"m".repeat(253),
+            t(0),
+            3,
+            ActionKind::Drain
+        )
     );
     assert_eq!(
-        request_id("p", Detector::Zombies, "n", t(0), 1),
-        "p.zombies.n.1800000000.1"
+        request_id(
+            "p",
+            Detector::Zombies,
+            "n",
+            t(0),
+            1,
+            ActionKind::SignalParent
+        ),
+        "p.zombies.n.1800000000.1.signalparent"
     );
 }
 
@@ -1421,5 +1477,435 @@ fn protected_processes_are_not_signalled() {
             StepPhase::Skipped,
             Some("ProtectedProcess")
         )]
+    );
+}
+
+// Findings of "Remediation you can trust": each test failed before its fix.
+
+fn clearing(mut r: NodeHealthReport) -> NodeHealthReport {
+    for c in &mut r.status.as_mut().unwrap().conditions {
+        c.reason = ConditionReason::Clearing;
+    }
+    r
+}
+
+#[test]
+fn signal_parent_never_targets_a_parent_below_per_parent_threshold() {
+    let mut s = step(ActionKind::SignalParent, "0s");
+    s.signal = Some(ParentSignal::SIGKILL);
+    let p = policy("p", PolicyMode::Enforce, vec![s]).view();
+    // The node total fires, but no single parent reaches perParentThreshold:
+    // the parent with the most zombies is not a target.
+    let mut r = firing("a", "p", NOW - 100);
+    let z = &mut r.status.as_mut().unwrap().findings.zombies[0];
+    z.exceeded = false;
+    z.zombies = 1;
+    z.zombies_past_min_age = 1;
+    let plan = run(&p, &[], &[(node("a"), Some(r))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        w.ahead.action_requests.is_empty(),
+        "{:?}",
+        w.ahead.action_requests
+    );
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::SignalParent, StepPhase::Held, Some("NoTarget"))]
+    );
+}
+
+#[test]
+fn request_ids_name_the_action_so_a_ladder_edit_cannot_reuse_one() {
+    let since = t(NOW - 100);
+    let signal = request_id(
+        "p",
+        Detector::Zombies,
+        "a",
+        since,
+        1,
+        ActionKind::SignalParent,
+    );
+    let reboot = request_id(
+        "p",
+        Detector::Zombies,
+        "a",
+        since,
+        1,
+        ActionKind::RequestReboot,
+    );
+    assert_ne!(signal, reboot);
+
+    // The ladder [Event, SignalParent] ran; the agent answered the signal.
+    let ladder = |second: ActionKind| {
+        policy(
+            "p",
+            PolicyMode::Enforce,
+            vec![step(ActionKind::Event, "0s"), step(second, "0s")],
+        )
+        .view()
+    };
+    let before = ladder(ActionKind::SignalParent);
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&before, &[], &nodes);
+    apply_ok(&plan, &before, &mut nodes);
+    let old_id = nodes[0].1.as_ref().unwrap().spec.action_requests[0]
+        .id
+        .clone();
+    nodes[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .action_results
+        .push(ActionResult {
+            id: old_id.clone(),
+            outcome: ActionResultOutcome::Signalled,
+            message: String::new(),
+            completed_at: Time(t(NOW)),
+            follow_up: None,
+        });
+    // Edited: step 1 is now RequestReboot. Its request is new, and the
+    // signal's result is not read as the reboot's.
+    let after = ladder(ActionKind::RequestReboot);
+    let plan = run(&after, &[], &nodes);
+    apply_ok(&plan, &after, &mut nodes);
+    let spec = &nodes[0].1.as_ref().unwrap().spec;
+    let reboot_req = spec
+        .action_requests
+        .iter()
+        .find(|r| r.action == NodeAction::RequestReboot)
+        .expect("a reboot request");
+    assert_ne!(reboot_req.id, old_id);
+    let plan = run(&after, &[], &nodes);
+    let phase = plan
+        .work
+        .iter()
+        .find_map(|w| w.ahead.remediation.episode("p", Detector::Zombies))
+        .or(spec.remediation.episode("p", Detector::Zombies))
+        .and_then(|e| e.step(1, ActionKind::RequestReboot))
+        .map(|s| s.phase);
+    assert_eq!(
+        phase,
+        Some(StepPhase::Started),
+        "not done: the agent never did it"
+    );
+}
+
+#[test]
+fn no_step_comes_due_while_the_condition_is_clearing() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::Cordon, "1m"),
+        ],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 30)))];
+    let plan = run(&p, &[], &nodes);
+    apply_ok(&plan, &p, &mut nodes);
+    // The threshold is no longer exceeded; the condition is True only
+    // because of the hysteresis on resolution.
+    let r = nodes[0].1.take().unwrap();
+    nodes[0].1 = Some(clearing(r));
+    let plan = run_at(&p, &[], &nodes, t(NOW + 600));
+    assert!(cordons(&plan).is_empty(), "{:?}", plan.work);
+}
+
+#[test]
+fn max_unhealthy_percent_lets_a_small_pool_remediate_one_node() {
+    let p = |s: &str| super::policy::MaxUnhealthy::parse(&IntOrString::String(s.into()));
+    // 10% of 3 nodes rounds down to 0: one sick node would be a storm.
+    assert_eq!(p("10%").map(|m| m.limit(3)), Ok(1));
+    assert_eq!(p("10%").map(|m| m.limit(9)), Ok(1));
+    assert_eq!(p("10%").map(|m| m.limit(10)), Ok(1));
+    assert_eq!(p("10%").map(|m| m.limit(25)), Ok(2));
+    // 0% is an explicit "never", and no selected node means no budget.
+    assert_eq!(p("0%").map(|m| m.limit(3)), Ok(0));
+    assert_eq!(p("10%").map(|m| m.limit(0)), Ok(0));
+
+    let view = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.max_unhealthy = IntOrString::String("10%".into()))
+    .view();
+    let nodes = vec![
+        (node("a"), Some(firing("a", "p", NOW - 100))),
+        (
+            node("b"),
+            Some(report("b", vec![cond("p", false, NOW - 100)])),
+        ),
+        (
+            node("c"),
+            Some(report("c", vec![cond("p", false, NOW - 100)])),
+        ),
+    ];
+    let plan = run(&view, &[], &nodes);
+    assert!(!plan.summary.storm);
+    assert_eq!(cordons(&plan), ["a"]);
+    // Two of three sick is a storm.
+    let mut two = nodes.clone();
+    two[1].1 = Some(firing("b", "p", NOW - 100));
+    let plan = run(&view, &[], &two);
+    assert!(plan.summary.storm);
+    assert!(cordons(&plan).is_empty());
+}
+
+fn slot_policy(ladder: Vec<ActionStep>) -> PolicyView {
+    policy("p", PolicyMode::Enforce, ladder)
+        .safety(|s| s.max_concurrent_actions = 1)
+        .view()
+}
+
+#[test]
+fn joined_and_foreign_cordons_hold_no_concurrency_slot() {
+    let p = slot_policy(vec![
+        step(ActionKind::Cordon, "0s"),
+        step(ActionKind::Drain, "1h"),
+    ]);
+    // a was cordoned by someone else: nodemedic's Cordon step is Done and
+    // disrupted nothing.
+    let mut nodes = vec![
+        (cordoned(node("a"), None), Some(firing("a", "p", NOW - 100))),
+        (node("b"), Some(firing("b", "p", NOW - 50))),
+    ];
+    let plan = run(&p, &[], &nodes[..1]);
+    apply_ok(&plan, &p, &mut nodes[..1]);
+    let rec = nodes[0].1.as_ref().unwrap().spec.remediation.episodes[0].steps[0].clone();
+    assert_eq!(
+        (rec.action, rec.phase),
+        (ActionKind::Cordon, StepPhase::Done)
+    );
+    assert!(rec.started_at.is_none(), "no budget started: {rec:?}");
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(cordons(&plan), ["b"], "a holds no slot");
+}
+
+#[test]
+fn skipped_steps_hold_no_concurrency_slot() {
+    let p = slot_policy(vec![
+        step(ActionKind::EvictPod, "0s"),
+        step(ActionKind::Drain, "1h"),
+    ]);
+    let mut nodes = vec![
+        (node("a"), Some(firing("a", "p", NOW - 100))),
+        (node("b"), Some(firing("b", "p", NOW - 50))),
+    ];
+    let plan = run(&p, &[], &nodes[..1]);
+    let w = work(&plan, "a").unwrap();
+    // At execution the pod turns out to be protected: Skipped, refunded.
+    let (spec, _, _) = settle(
+        w,
+        &[EffectOutcome::Skipped {
+            reason: "Protected".into(),
+            message: "pod web/php-0 carries nodemedic.io/protect=true".into(),
+        }],
+        &p,
+        &Settings::default(),
+        t(NOW),
+    );
+    nodes[0].1.as_mut().unwrap().spec = spec;
+    let plan = run(&p, &[], &nodes);
+    let evicts: Vec<&str> = plan
+        .work
+        .iter()
+        .filter(|w| w.effects.iter().any(|e| matches!(e, Effect::Evict { .. })))
+        .map(|w| w.node.as_str())
+        .collect();
+    assert_eq!(evicts, ["b"], "a's skipped step holds no slot");
+}
+
+#[test]
+fn an_exhausted_ladder_frees_its_slot_and_needs_attention() {
+    let p = slot_policy(vec![step(ActionKind::Cordon, "0s")]);
+    let mut nodes = vec![
+        (node("a"), Some(firing("a", "p", NOW - 100))),
+        (node("b"), Some(firing("b", "p", NOW - 50))),
+    ];
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(cordons(&plan), ["a"]);
+    apply_ok(&plan, &p, &mut nodes);
+    // a is cordoned and still unhealthy; its ladder has nothing left.
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(cordons(&plan), ["b"], "a's exhausted ladder frees the slot");
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        w.notices
+            .iter()
+            .any(|n| n.reason == "NeedsAttention" && n.warning),
+        "{:?}",
+        w.notices
+    );
+    assert!(
+        w.ahead.remediation.episodes[0]
+            .needs_attention_since
+            .is_some()
+    );
+    assert_eq!(plan.summary.needs_attention, ["a"]);
+    // Once: the next plan does not repeat the Event.
+    apply_ok(&plan, &p, &mut nodes);
+    let again = run(&p, &[], &nodes);
+    assert!(
+        work(&again, "a").is_none_or(|w| w.notices.iter().all(|n| n.reason != "NeedsAttention")),
+        "a's NeedsAttention is not repeated"
+    );
+}
+
+#[test]
+fn a_drain_that_keeps_getting_retry_fails_at_its_timeout() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Drain, "0s")],
+    )
+    .view();
+    let plan = run(&p, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    let w = work(&plan, "a").unwrap();
+    let settings = Settings {
+        drain_timeout: Duration::from_secs(120),
+        ..Settings::default()
+    };
+    let retry = EffectOutcome::Retry("list pods on a: 503 Service Unavailable".into());
+    let (spec, _, _) = settle(w, std::slice::from_ref(&retry), &p, &settings, t(NOW + 10));
+    assert_eq!(
+        spec.remediation.episodes[0].steps[0].phase,
+        StepPhase::Started
+    );
+    let (spec, records, _) = settle(w, &[retry], &p, &settings, t(NOW + 120));
+    let rec = &spec.remediation.episodes[0].steps[0];
+    assert_eq!(
+        (rec.phase, rec.reason.as_deref()),
+        (StepPhase::Failed, Some("Timeout"))
+    );
+    assert_eq!(records[0].outcome, ActionOutcome::Failed);
+}
+
+#[test]
+fn an_eviction_retry_keeps_the_pod_uid_of_the_first_attempt() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::EvictPod, "0s")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap().clone();
+    let (spec, _, _) = settle(
+        &w,
+        &[EffectOutcome::Retry("429: PDB".into())],
+        &p,
+        &Settings::default(),
+        t(NOW),
+    );
+    nodes[0].1.as_mut().unwrap().spec = spec;
+    // The StatefulSet replaced the pod under the same name; the agent now
+    // attributes the finding to the new pod (or, after a restart, to no uid).
+    for new_uid in [Some("replacement-uid"), None] {
+        let mut n = nodes.clone();
+        let r = n[0].1.as_mut().unwrap();
+        r.status.as_mut().unwrap().findings.zombies[0]
+            .parent
+            .workload
+            .as_mut()
+            .unwrap()
+            .pod_uid = new_uid.map(str::to_owned);
+        let plan = run_at(&p, &[], &n, t(NOW + 5));
+        let w = work(&plan, "a").unwrap();
+        let Some(Effect::Evict { pod, .. }) = w.effects.first() else {
+            panic!("a retry: {:?}", w.effects)
+        };
+        assert_eq!(
+            pod.uid.as_deref(),
+            Some("pod-uid"),
+            "the first attempt's pod"
+        );
+    }
+}
+
+#[test]
+fn eviction_needs_the_pods_uid() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::EvictPod, "0s")],
+    )
+    .view();
+    let mut r = firing("a", "p", NOW - 100);
+    r.status.as_mut().unwrap().findings.zombies[0]
+        .parent
+        .workload
+        .as_mut()
+        .unwrap()
+        .pod_uid = None;
+    let plan = run(&p, &[], &[(node("a"), Some(r))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.effects.is_empty(), "{:?}", w.effects);
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::EvictPod, StepPhase::Held, Some("NoTarget"))]
+    );
+}
+
+#[test]
+fn an_invalid_policy_keeps_its_episodes_and_its_cordon() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Event, "0s")],
+    )
+    .view();
+    // q cordoned node a; q has since been edited into an invalid spec (or
+    // was stored before a rule it now breaks). Its detector is healthy.
+    let mut r = report(
+        "a",
+        vec![cond("p", true, NOW - 100), {
+            let mut c = cond("q", false, NOW - 10_000);
+            c.policy = "q".into();
+            c
+        }],
+    );
+    r.spec.remediation.episodes.push(Episode {
+        policy: "q".into(),
+        detector: Detector::Zombies,
+        since: Time(t(NOW - 20_000)),
+        steps: vec![],
+        needs_attention_since: None,
+    });
+    let nodes = vec![(cordoned(node("a"), Some("q")), Some(r))];
+    let plan = run_with_invalid(&p, &[], &["q".to_owned()], &nodes, t(NOW));
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        w.ahead
+            .remediation
+            .episode("q", Detector::Zombies)
+            .is_some(),
+        "q's episode is kept"
+    );
+    assert!(
+        !w.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Uncordon { .. })),
+        "q's cordon is kept: {:?}",
+        w.effects
+    );
+    // Deleted (not invalid): released as before.
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        w.ahead
+            .remediation
+            .episode("q", Detector::Zombies)
+            .is_none()
+    );
+    assert!(
+        w.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Uncordon { .. }))
     );
 }

@@ -95,20 +95,17 @@ pub async fn evict(ctx: &Context, node: &str, target: &PodRef, ex: &Exclusions) 
     let pod = match api.get_opt(&target.name).await {
         Ok(Some(p)) => p,
         Ok(None) => return EffectOutcome::Done(format!("pod {target} is already gone")),
-        Err(e) => {
-            let e = Error::kube(format!("get pod {target}"), e);
-            return match e {
-                Error::Forbidden { .. } => EffectOutcome::Failed {
-                    reason: e.reason().to_owned(),
-                    message: e.to_string(),
-                },
-                _ => EffectOutcome::Retry(e.to_string()),
-            };
-        }
+        Err(e) => return failed_or_retry(Error::kube(format!("get pod {target}"), e)),
     };
-    if let Some(uid) = &target.uid
-        && pod.metadata.uid.as_ref() != Some(uid)
-    {
+    let Some(uid) = &target.uid else {
+        return EffectOutcome::Skipped {
+            reason: "NoPodUid".into(),
+            message: format!(
+                "pod {target} is not named with its uid; an eviction without the uid precondition could hit a replacement"
+            ),
+        };
+    };
+    if pod.metadata.uid.as_ref() != Some(uid) {
         return EffectOutcome::Skipped {
             reason: "TargetChanged".into(),
             message: format!("pod {target} was replaced (its uid differs from the finding's)"),
@@ -133,11 +130,34 @@ pub async fn evict(ctx: &Context, node: &str, target: &PodRef, ex: &Exclusions) 
         Evicted::Yes => EffectOutcome::Done(format!("evicted pod {target}")),
         Evicted::Gone => EffectOutcome::Done(format!("pod {target} is already gone")),
         Evicted::Refused(m) => EffectOutcome::Retry(format!("eviction of {target} refused: {m}")),
-        Evicted::Error(e @ Error::Forbidden { .. }) => EffectOutcome::Failed {
+        Evicted::Error(e) => failed_or_retry(e),
+    }
+}
+
+/// Whether an API error can pass by itself (the server overloaded or
+/// restarting, the network, a conflict): worth retrying until the step's
+/// timeout. Anything else (forbidden, not found, invalid) will not change
+/// on retry.
+pub fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Conflict { .. } => true,
+        Error::Kube { source, .. } => match api_code(source) {
+            Some(code) => matches!(code, 429 | 500 | 502 | 503 | 504),
+            None => true,
+        },
+        _ => false,
+    }
+}
+
+/// Retry for a transient error, Failed (with the error's reason) otherwise.
+pub fn failed_or_retry(e: Error) -> EffectOutcome {
+    if is_transient(&e) {
+        EffectOutcome::Retry(e.to_string())
+    } else {
+        EffectOutcome::Failed {
             reason: e.reason().to_owned(),
             message: e.to_string(),
-        },
-        Evicted::Error(e) => EffectOutcome::Retry(e.to_string()),
+        }
     }
 }
 
@@ -155,10 +175,7 @@ pub async fn drain(ctx: &Context, node: &str, owner: &str, ex: &Exclusions) -> E
         .await
     {
         Ok(l) => l.items,
-        Err(e) => {
-            let e = Error::kube(format!("list pods on {node}"), e);
-            return EffectOutcome::Retry(e.to_string());
-        }
+        Err(e) => return failed_or_retry(Error::kube(format!("list pods on {node}"), e)),
     };
     let mut progress = DrainProgress::default();
     let mut blocked: Vec<String> = Vec::new();
@@ -224,6 +241,36 @@ mod tests {
 
     fn pod(json: serde_json::Value) -> Pod {
         serde_json::from_value(json).unwrap()
+    }
+
+    fn api_error(code: u16) -> Error {
+        Error::kube(
+            "list pods on n",
+            kube::Error::Api(
+                kube::core::Status::failure("refused", "Refused")
+                    .with_code(code)
+                    .boxed(),
+            ),
+        )
+    }
+
+    #[test]
+    fn a_forbidden_pod_list_fails_the_drain_instead_of_retrying_forever() {
+        for code in [400, 401, 403, 404, 422] {
+            assert!(
+                matches!(
+                    failed_or_retry(api_error(code)),
+                    EffectOutcome::Failed { .. }
+                ),
+                "{code}"
+            );
+        }
+        for code in [409, 429, 500, 503, 504] {
+            assert!(
+                matches!(failed_or_retry(api_error(code)), EffectOutcome::Retry(_)),
+                "{code}"
+            );
+        }
     }
 
     #[test]
