@@ -91,6 +91,11 @@ pub struct Episode {
     #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["index".into()]))]
     pub steps: Vec<StepRecord>,
+    /// When the episode took one of its policy's maxConcurrentActions
+    /// slots (it started a disruptive step). Cleared when the ladder is
+    /// exhausted or nothing it started disrupted anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_since: Option<Time>,
     /// When every step of the ladder had reached a final phase while the
     /// detector still fired, after at least one disruptive step was carried
     /// out: nodemedic does nothing more in this episode, the node no longer

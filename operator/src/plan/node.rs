@@ -287,9 +287,24 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 detector,
                 since: since.clone(),
                 steps: Vec::new(),
+                slot_since: None,
                 needs_attention_since: None,
             },
         };
+        let orphans: Vec<StepRecord> = episode
+            .steps
+            .iter()
+            .filter(|r| {
+                r.phase == StepPhase::Started
+                    && !ladder
+                        .iter()
+                        .any(|s| s.index == r.index && s.action == r.action)
+            })
+            .cloned()
+            .collect();
+        for record in orphans {
+            self.orphan(cx, &mut episode, record, cond, wake);
+        }
         for step in ladder {
             let record = episode.step(step.index, step.action).cloned();
             let phase = record.as_ref().map(|r| r.phase);
@@ -315,6 +330,14 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 continue;
             }
             self.due(cx, &mut episode, step, record, cond, wake);
+        }
+        if slots::exhausted(&episode, ladder) || !episode.steps.iter().any(slots::carried_out) {
+            // Nothing more to do here, or nothing was done: the slot is free.
+            episode.slot_since = None;
+        }
+        if episode.needs_attention_since.is_some() && !slots::exhausted(&episode, ladder) {
+            // The ladder was edited and has new rungs to run.
+            episode.needs_attention_since = None;
         }
         if !clearing
             && episode.needs_attention_since.is_none()
@@ -615,6 +638,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         };
         if disruptive {
             self.in_progress.insert(cx.name.clone());
+            episode.slot_since.get_or_insert(Time(now));
             cx.write_ahead = true;
         }
         // Budget basis (disruptive ones) and actionsLast24h (all).
@@ -877,6 +901,60 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             }
         }
         None
+    }
+
+    /// A step in flight whose rung the ladder no longer has (the policy was
+    /// edited). A request already handed to the agent is still followed to
+    /// its result or timeout (the agent may be acting on it); anything else
+    /// stops here, Failed with reason LadderEdited, so that no step stays
+    /// Started with nothing left to finish it.
+    fn orphan(
+        &mut self,
+        cx: &mut NodeCtx<'_>,
+        episode: &mut Episode,
+        mut rec: StepRecord,
+        cond: &PolicyCondition,
+        wake: &mut Wake,
+    ) {
+        if matches!(
+            rec.action,
+            ActionKind::SignalParent | ActionKind::RequestReboot
+        ) {
+            let step = Step {
+                index: rec.index,
+                action: rec.action,
+                after: Duration::ZERO,
+                signal: Default::default(),
+                taint: None,
+            };
+            self.in_flight(cx, episode, &step, rec, cond, wake);
+            return;
+        }
+        let sref = StepRef {
+            policy: self.policy().name.clone(),
+            detector: episode.detector,
+            index: rec.index,
+            action: rec.action,
+        };
+        rec.phase = StepPhase::Failed;
+        rec.since = Time(self.now());
+        rec.reason = Some("LadderEdited".into());
+        rec.message = Some(format!(
+            "the policy's ladder no longer has {} at step {}; stopped",
+            rec.action.as_str(),
+            rec.index
+        ));
+        let message = rec.message.clone().unwrap_or_default();
+        upsert_step(episode, rec);
+        self.record(
+            cx,
+            &sref,
+            Some(ActionOutcome::Failed),
+            &message,
+            None,
+            true,
+            "RemediationFailed",
+        );
     }
 
     /// A Started step: read the agent's result, retry an eviction, continue

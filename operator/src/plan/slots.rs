@@ -30,15 +30,19 @@ pub fn exhausted(episode: &Episode, ladder: &[Step]) -> bool {
 }
 
 /// Whether an open episode occupies a concurrency slot: a disruptive step
-/// is being carried out, or one was carried out and the ladder still has
-/// steps to come. An exhausted ladder frees its slot (the node then needs a
-/// person, not another slot), and so do joined, foreign, Skipped and
-/// refunded steps.
+/// is being carried out, or the episode took a slot (`slotSince`: it started
+/// a disruptive step) and its ladder still has steps to come. An exhausted
+/// ladder frees its slot (the node then needs a person, not another slot);
+/// so do joined, foreign, Skipped and refunded steps, which carried out
+/// nothing. A ladder edit that gives an exhausted episode new rungs does not
+/// give it its slot back: it competes for one like any other node.
 pub fn occupies_slot(episode: &Episode, ladder: &[Step]) -> bool {
     let in_flight = episode
         .steps
         .iter()
         .any(|r| carried_out(r) && r.phase == StepPhase::Started);
-    let acted = episode.steps.iter().any(carried_out);
-    in_flight || (acted && !exhausted(episode, ladder))
+    let holds = episode.slot_since.is_some()
+        && episode.steps.iter().any(carried_out)
+        && !exhausted(episode, ladder);
+    in_flight || holds
 }

@@ -1875,6 +1875,7 @@ fn an_invalid_policy_keeps_its_episodes_and_its_cordon() {
         detector: Detector::Zombies,
         since: Time(t(NOW - 20_000)),
         steps: vec![],
+        slot_since: None,
         needs_attention_since: None,
     });
     let nodes = vec![(cordoned(node("a"), Some("q")), Some(r))];
