@@ -311,6 +311,8 @@ pub struct Actions {
     .message("a Taint step needs taint.key and taint.effect"))]
 #[x_kube(validation = Rule::new("self.action == 'Taint' || !has(self.taint)")
     .message("taint is only meaningful for the Taint action"))]
+#[x_kube(validation = Rule::new("!has(self.drain) || self.action == 'Drain' || self.action == 'EvictPod'")
+    .message("drain is only meaningful for the Drain and EvictPod actions"))]
 pub struct ActionStep {
     /// What to do.
     pub action: ActionKind,
@@ -333,6 +335,34 @@ pub struct ActionStep {
     /// For Taint: the taint to put on the node (removed when it is healthy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taint: Option<TaintTemplate>,
+
+    /// For Drain and EvictPod: which pods may be evicted beyond what
+    /// `kubectl drain` evicts by default. Omitted means neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainOptions>,
+}
+
+/// Opt-ins of a Drain (or EvictPod) step. Like `kubectl drain`, by default a
+/// drain refuses pods with emptyDir volumes (their data is lost) and pods
+/// without a controller (they are gone for good); these opt in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainOptions {
+    /// Also evict pods that use emptyDir volumes; the data in those volumes
+    /// is deleted with the pod (`kubectl drain --delete-emptydir-data`).
+    /// Default false: such pods are refused and the step reports them.
+    #[serde(
+        rename = "deleteEmptyDirData",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub delete_emptydir_data: bool,
+
+    /// Also evict pods that no controller (ReplicaSet, StatefulSet, Job,
+    /// ...) owns; nothing recreates them (`kubectl drain --force`).
+    /// Default false: such pods are refused and the step reports them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evict_unmanaged_pods: bool,
 }
 
 /// Remediation actions, from least to most disruptive.
@@ -375,6 +405,8 @@ pub enum ParentSignal {
 /// A taint nodemedic puts on a node.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.effect != 'NoExecute' || (has(self.allowNoExecute) && self.allowNoExecute)")
+    .message("a NoExecute taint evicts pods through the taint manager, bypassing PodDisruptionBudgets, excludeNamespaces, the protect annotation and the DaemonSet exemption; use a Drain step instead, or set allowNoExecute: true"))]
 pub struct TaintTemplate {
     /// Taint key, e.g. "nodemedic.io/unhealthy".
     #[schemars(length(min = 1, max = 253))]
@@ -383,8 +415,15 @@ pub struct TaintTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub value: Option<String>,
-    /// NoSchedule, PreferNoSchedule or NoExecute.
+    /// NoSchedule, PreferNoSchedule or NoExecute. NoExecute needs
+    /// allowNoExecute.
     pub effect: TaintEffect,
+    /// Confirms a NoExecute effect. A NoExecute taint makes the taint
+    /// manager evict every pod that does not tolerate it, bypassing
+    /// PodDisruptionBudgets, excludeNamespaces, the protect annotation and
+    /// the DaemonSet exemption that a Drain step honours. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_no_execute: bool,
 }
 
 /// Kubernetes taint effects.
