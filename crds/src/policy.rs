@@ -11,6 +11,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{
+    MAX_ACTIONS, MAX_FDS, MAX_MESSAGE, MAX_MIN_PERIODS, MAX_NAME, MAX_NODES, MAX_TASKS, MAX_WORD,
+};
 use crate::duration::KubeDuration;
 
 /// Desired behaviour of nodemedic for the nodes this policy selects.
@@ -74,6 +77,7 @@ pub struct NodeHealthPolicySpec {
     /// empty selects every node. Full LabelSelector semantics: all matchLabels
     /// and all matchExpressions (In, NotIn, Exists, DoesNotExist) must hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::bounded::label_selector")]
     pub node_selector: Option<LabelSelector>,
 
     /// Observe: report findings only. DryRun: also plan remediations and record
@@ -147,13 +151,13 @@ pub struct ZombieDetector {
     /// Fires when the node holds at least this many zombies (each older than
     /// minAge). Default 50.
     #[serde(default = "defaults::zombie_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_TASKS))]
     pub threshold: u32,
 
     /// Fires when a single parent holds at least this many zombies, whatever
     /// the node total. This is the signal SignalParent acts on. Default 20.
     #[serde(default = "defaults::zombie_per_parent_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_TASKS))]
     pub per_parent_threshold: u32,
 
     /// Zombies younger than this are ignored: a healthy parent reaps its
@@ -181,7 +185,7 @@ pub struct HungTaskDetector {
 
     /// Fires when at least this many threads on the node are hung. Default 1.
     #[serde(default = "defaults::hung_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_TASKS))]
     pub threshold: u32,
 
     /// The condition must hold continuously for this long before the
@@ -206,6 +210,7 @@ pub struct FdLeakDetector {
     /// Processes with fewer open fds than this are never reported as
     /// leaking, whatever their limit. Default 256.
     #[serde(default = "defaults::fd_min_open")]
+    #[schemars(range(max = MAX_FDS))]
     pub min_open_fds: u64,
 
     /// Optional growth rule: also fire when a process keeps opening fds
@@ -233,7 +238,8 @@ pub struct FdLeakDetector {
     .message("growth.window must be at least 1m so that bursts are not mistaken for leaks"))]
 pub struct FdGrowth {
     /// Minimum sustained growth, in open fds per minute, averaged over the
-    /// window.
+    /// window. At most 2147483647 (no process holds more fds).
+    #[schemars(range(max = MAX_FDS))]
     pub min_fds_per_minute: f64,
 
     /// Window over which growth is measured. Default "10m".
@@ -257,6 +263,7 @@ pub struct CpuThrottlingDetector {
     /// Ignore containers that ran fewer CFS periods than this in the window
     /// (idle containers have meaningless ratios). Default 100.
     #[serde(default = "defaults::throttle_min_periods")]
+    #[schemars(range(max = MAX_MIN_PERIODS))]
     pub min_periods: u64,
 
     /// Window over which the ratio is computed. Default "5m".
@@ -450,6 +457,7 @@ pub struct Safety {
     /// set: a cluster-wide problem is not fixed by draining the cluster.
     /// Default "10%".
     #[serde(default = "defaults::max_unhealthy")]
+    #[schemars(schema_with = "crate::bounded::max_unhealthy")]
     pub max_unhealthy: IntOrString,
 
     /// Maximum remediation actions in flight cluster-wide for this policy.
@@ -470,7 +478,7 @@ pub struct Safety {
     /// Pods in these namespaces are never evicted or signalled.
     /// Default ["kube-system"].
     #[serde(default = "defaults::exclude_namespaces")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub exclude_namespaces: Vec<String>,
 
@@ -485,7 +493,7 @@ pub struct Safety {
     /// kubelet, containerd, containerd-shim*, crio, conmon, dockerd,
     /// systemd, sshd, nodemedic-agent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 16)))]
     #[x_kube(validation = Rule::new("self.all(p, size(p) >= 1 && size(p) <= 16)")
         .message("protectedProcesses entries must be 1 to 15 characters (the kernel comm length), plus an optional trailing *"))]
     pub protected_processes: Vec<String>,
@@ -518,25 +526,29 @@ impl Default for Safety {
 pub struct NodeHealthPolicyStatus {
     /// The metadata.generation this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_COUNT))]
     pub observed_generation: Option<i64>,
 
     /// Ready: the policy is valid and being enforced. StormActive: more nodes
     /// than safety.maxUnhealthy are unhealthy, node-level actions paused.
     /// Degraded: some reports are stale or actions are failing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    #[schemars(schema_with = "crate::bounded::policy_conditions")]
     pub conditions: Vec<Condition>,
 
     /// Number of nodes the nodeSelector selects.
     #[serde(default)]
+    #[schemars(range(max = MAX_NODES))]
     pub matched_nodes: u32,
 
     /// Number of selected nodes with at least one detector firing.
     #[serde(default)]
+    #[schemars(range(max = MAX_NODES))]
     pub unhealthy_nodes: u32,
 
     /// Actions executed (Enforce) or planned (DryRun) in the last 24 hours.
     #[serde(default)]
+    #[schemars(range(max = MAX_ACTIONS))]
     pub actions_last24h: u32,
 
     /// Unhealthy nodes first, at most 50 entries.
@@ -555,15 +567,18 @@ pub struct NodeHealthPolicyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyNodeSummary {
     /// Node name.
+    #[schemars(length(max = MAX_NAME))]
     pub node: String,
     /// Detectors currently firing on the node (empty when healthy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = MAX_WORD)))]
     pub firing: Vec<String>,
     /// When the oldest of the firing detectors started firing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
     /// The highest ladder step reached, e.g. "Cordon".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub escalation: Option<String>,
 }
 
@@ -574,8 +589,10 @@ pub struct ActionRecord {
     /// When the action was decided.
     pub time: Time,
     /// Node acted on.
+    #[schemars(length(max = MAX_NAME))]
     pub node: String,
     /// Detector that triggered it.
+    #[schemars(length(max = MAX_WORD))]
     pub detector: String,
     /// The action.
     pub action: ActionKind,
@@ -583,6 +600,7 @@ pub struct ActionRecord {
     pub outcome: ActionOutcome,
     /// Target detail: pod namespace/name or process, and the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE))]
     pub message: Option<String>,
 }
 
