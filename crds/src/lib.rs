@@ -3,6 +3,8 @@
 //! duration parsing. No I/O and no Kubernetes client code lives here.
 
 pub mod api_doc;
+pub mod bounded;
+pub mod bounds;
 pub mod conditions;
 pub mod crd_yaml;
 pub mod duration;

@@ -11,6 +11,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{
+    MAX_ACTIONS, MAX_FDS, MAX_MESSAGE, MAX_MIN_PERIODS, MAX_NAME, MAX_NODES, MAX_TASKS, MAX_WORD,
+};
 use crate::duration::KubeDuration;
 
 /// Desired behaviour of nodemedic for the nodes this policy selects.
@@ -74,6 +77,7 @@ pub struct NodeHealthPolicySpec {
     /// empty selects every node. Full LabelSelector semantics: all matchLabels
     /// and all matchExpressions (In, NotIn, Exists, DoesNotExist) must hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::bounded::label_selector")]
     pub node_selector: Option<LabelSelector>,
 
     /// Observe: report findings only. DryRun: also plan remediations and record
@@ -147,13 +151,13 @@ pub struct ZombieDetector {
     /// Fires when the node holds at least this many zombies (each older than
     /// minAge). Default 50.
     #[serde(default = "defaults::zombie_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_TASKS))]
     pub threshold: u32,
 
     /// Fires when a single parent holds at least this many zombies, whatever
     /// the node total. This is the signal SignalParent acts on. Default 20.
     #[serde(default = "defaults::zombie_per_parent_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_TASKS))]
     pub per_parent_threshold: u32,
 
     /// Zombies younger than this are ignored: a healthy parent reaps its
@@ -181,7 +185,7 @@ pub struct HungTaskDetector {
 
     /// Fires when at least this many threads on the node are hung. Default 1.
     #[serde(default = "defaults::hung_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_TASKS))]
     pub threshold: u32,
 
     /// The condition must hold continuously for this long before the
@@ -206,6 +210,7 @@ pub struct FdLeakDetector {
     /// Processes with fewer open fds than this are never reported as
     /// leaking, whatever their limit. Default 256.
     #[serde(default = "defaults::fd_min_open")]
+    #[schemars(range(max = MAX_FDS))]
     pub min_open_fds: u64,
 
     /// Optional growth rule: also fire when a process keeps opening fds
@@ -233,7 +238,8 @@ pub struct FdLeakDetector {
     .message("growth.window must be at least 1m so that bursts are not mistaken for leaks"))]
 pub struct FdGrowth {
     /// Minimum sustained growth, in open fds per minute, averaged over the
-    /// window.
+    /// window. At most 2147483647 (no process holds more fds).
+    #[schemars(range(max = MAX_FDS))]
     pub min_fds_per_minute: f64,
 
     /// Window over which growth is measured. Default "10m".
@@ -257,6 +263,7 @@ pub struct CpuThrottlingDetector {
     /// Ignore containers that ran fewer CFS periods than this in the window
     /// (idle containers have meaningless ratios). Default 100.
     #[serde(default = "defaults::throttle_min_periods")]
+    #[schemars(range(max = MAX_MIN_PERIODS))]
     pub min_periods: u64,
 
     /// Window over which the ratio is computed. Default "5m".
@@ -311,6 +318,8 @@ pub struct Actions {
     .message("a Taint step needs taint.key and taint.effect"))]
 #[x_kube(validation = Rule::new("self.action == 'Taint' || !has(self.taint)")
     .message("taint is only meaningful for the Taint action"))]
+#[x_kube(validation = Rule::new("!has(self.drain) || self.action == 'Drain' || self.action == 'EvictPod'")
+    .message("drain is only meaningful for the Drain and EvictPod actions"))]
 pub struct ActionStep {
     /// What to do.
     pub action: ActionKind,
@@ -333,6 +342,34 @@ pub struct ActionStep {
     /// For Taint: the taint to put on the node (removed when it is healthy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taint: Option<TaintTemplate>,
+
+    /// For Drain and EvictPod: which pods may be evicted beyond what
+    /// `kubectl drain` evicts by default. Omitted means neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainOptions>,
+}
+
+/// Opt-ins of a Drain (or EvictPod) step. Like `kubectl drain`, by default a
+/// drain refuses pods with emptyDir volumes (their data is lost) and pods
+/// without a controller (they are gone for good); these opt in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainOptions {
+    /// Also evict pods that use emptyDir volumes; the data in those volumes
+    /// is deleted with the pod (`kubectl drain --delete-emptydir-data`).
+    /// Default false: such pods are refused and the step reports them.
+    #[serde(
+        rename = "deleteEmptyDirData",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub delete_emptydir_data: bool,
+
+    /// Also evict pods that no controller (ReplicaSet, StatefulSet, Job,
+    /// ...) owns; nothing recreates them (`kubectl drain --force`).
+    /// Default false: such pods are refused and the step reports them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evict_unmanaged_pods: bool,
 }
 
 /// Remediation actions, from least to most disruptive.
@@ -375,6 +412,8 @@ pub enum ParentSignal {
 /// A taint nodemedic puts on a node.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.effect != 'NoExecute' || (has(self.allowNoExecute) && self.allowNoExecute)")
+    .message("a NoExecute taint evicts pods through the taint manager, bypassing PodDisruptionBudgets, excludeNamespaces, the protect annotation and the DaemonSet exemption; use a Drain step instead, or set allowNoExecute: true"))]
 pub struct TaintTemplate {
     /// Taint key, e.g. "nodemedic.io/unhealthy".
     #[schemars(length(min = 1, max = 253))]
@@ -383,8 +422,15 @@ pub struct TaintTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub value: Option<String>,
-    /// NoSchedule, PreferNoSchedule or NoExecute.
+    /// NoSchedule, PreferNoSchedule or NoExecute. NoExecute needs
+    /// allowNoExecute.
     pub effect: TaintEffect,
+    /// Confirms a NoExecute effect. A NoExecute taint makes the taint
+    /// manager evict every pod that does not tolerate it, bypassing
+    /// PodDisruptionBudgets, excludeNamespaces, the protect annotation and
+    /// the DaemonSet exemption that a Drain step honours. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_no_execute: bool,
 }
 
 /// Kubernetes taint effects.
@@ -411,6 +457,7 @@ pub struct Safety {
     /// set: a cluster-wide problem is not fixed by draining the cluster.
     /// Default "10%".
     #[serde(default = "defaults::max_unhealthy")]
+    #[schemars(schema_with = "crate::bounded::max_unhealthy")]
     pub max_unhealthy: IntOrString,
 
     /// Maximum remediation actions in flight cluster-wide for this policy.
@@ -431,7 +478,7 @@ pub struct Safety {
     /// Pods in these namespaces are never evicted or signalled.
     /// Default ["kube-system"].
     #[serde(default = "defaults::exclude_namespaces")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub exclude_namespaces: Vec<String>,
 
@@ -446,7 +493,7 @@ pub struct Safety {
     /// kubelet, containerd, containerd-shim*, crio, conmon, dockerd,
     /// systemd, sshd, nodemedic-agent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 16)))]
     #[x_kube(validation = Rule::new("self.all(p, size(p) >= 1 && size(p) <= 16)")
         .message("protectedProcesses entries must be 1 to 15 characters (the kernel comm length), plus an optional trailing *"))]
     pub protected_processes: Vec<String>,
@@ -479,25 +526,29 @@ impl Default for Safety {
 pub struct NodeHealthPolicyStatus {
     /// The metadata.generation this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_COUNT))]
     pub observed_generation: Option<i64>,
 
     /// Ready: the policy is valid and being enforced. StormActive: more nodes
     /// than safety.maxUnhealthy are unhealthy, node-level actions paused.
     /// Degraded: some reports are stale or actions are failing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    #[schemars(schema_with = "crate::bounded::policy_conditions")]
     pub conditions: Vec<Condition>,
 
     /// Number of nodes the nodeSelector selects.
     #[serde(default)]
+    #[schemars(range(max = MAX_NODES))]
     pub matched_nodes: u32,
 
     /// Number of selected nodes with at least one detector firing.
     #[serde(default)]
+    #[schemars(range(max = MAX_NODES))]
     pub unhealthy_nodes: u32,
 
     /// Actions executed (Enforce) or planned (DryRun) in the last 24 hours.
     #[serde(default)]
+    #[schemars(range(max = MAX_ACTIONS))]
     pub actions_last24h: u32,
 
     /// Unhealthy nodes first, at most 50 entries.
@@ -516,15 +567,18 @@ pub struct NodeHealthPolicyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyNodeSummary {
     /// Node name.
+    #[schemars(length(max = MAX_NAME))]
     pub node: String,
     /// Detectors currently firing on the node (empty when healthy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = MAX_WORD)))]
     pub firing: Vec<String>,
     /// When the oldest of the firing detectors started firing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
     /// The highest ladder step reached, e.g. "Cordon".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub escalation: Option<String>,
 }
 
@@ -535,8 +589,10 @@ pub struct ActionRecord {
     /// When the action was decided.
     pub time: Time,
     /// Node acted on.
+    #[schemars(length(max = MAX_NAME))]
     pub node: String,
     /// Detector that triggered it.
+    #[schemars(length(max = MAX_WORD))]
     pub detector: String,
     /// The action.
     pub action: ActionKind,
@@ -544,6 +600,7 @@ pub struct ActionRecord {
     pub outcome: ActionOutcome,
     /// Target detail: pod namespace/name or process, and the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE))]
     pub message: Option<String>,
 }
 

@@ -173,6 +173,46 @@ mod tests {
     }
 
     #[test]
+    fn no_execute_taint_needs_allow_no_execute() {
+        let step = |taint: &str| {
+            problems(&format!(
+                "spec:\n  detectors:\n    hungTasks: {{}}\n  actions:\n    hungTasks:\n      - action: Taint\n        taint: {taint}\n"
+            ))
+        };
+        assert_eq!(
+            step("{key: k, effect: NoExecute}"),
+            [
+                "spec.actions.hungTasks[0].taint: Invalid value: a NoExecute taint evicts pods through the taint manager, bypassing PodDisruptionBudgets, excludeNamespaces, the protect annotation and the DaemonSet exemption; use a Drain step instead, or set allowNoExecute: true"
+            ]
+        );
+        assert!(step("{key: k, effect: NoExecute, allowNoExecute: true}").is_empty());
+        assert!(step("{key: k, effect: NoSchedule}").is_empty());
+    }
+
+    #[test]
+    fn drain_options_only_on_drain_and_evict_pod() {
+        let step = |action: &str| {
+            problems(&format!(
+                "spec:\n  detectors:\n    zombies: {{}}\n  actions:\n    zombies:\n      - action: {action}\n        drain: {{deleteEmptyDirData: true, evictUnmanagedPods: true}}\n"
+            ))
+        };
+        assert!(step("Drain").is_empty());
+        assert!(step("EvictPod").is_empty());
+        assert_eq!(
+            step("Cordon"),
+            [
+                "spec.actions.zombies[0]: Invalid value: drain is only meaningful for the Drain and EvictPod actions"
+            ]
+        );
+        let p = parse_policy(&format!(
+            "{HEAD}spec:\n  detectors:\n    zombies: {{}}\n  actions:\n    zombies:\n      - action: Drain\n        drain: {{evictUnmanagedPods: true}}\n"
+        ))
+        .expect("valid");
+        let drain = p.spec.actions.zombies[0].drain.expect("drain options");
+        assert!(drain.evict_unmanaged_pods && !drain.delete_emptydir_data);
+    }
+
+    #[test]
     fn wrong_kind_is_named() {
         let err = parse_policy("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
             .expect_err("not a policy");

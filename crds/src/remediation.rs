@@ -143,6 +143,7 @@ pub struct StepRecord {
     /// Attempts so far (EvictPod and Drain retry while a
     /// PodDisruptionBudget refuses).
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = crate::bounds::MAX_ACTIONS))]
     pub attempts: u32,
     /// When the last attempt was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,12 +230,15 @@ impl StepPhase {
 #[serde(rename_all = "camelCase")]
 pub struct DrainProgress {
     /// Pods evicted (or already terminating).
+    #[schemars(range(max = crate::bounds::MAX_PODS))]
     pub evicted: u32,
     /// Evictable pods still on the node (refused by a PodDisruptionBudget,
     /// or failed).
+    #[schemars(range(max = crate::bounds::MAX_PODS))]
     pub remaining: u32,
     /// Pods never evicted: DaemonSet-owned, mirror pods, excluded
     /// namespaces, protected.
+    #[schemars(range(max = crate::bounds::MAX_PODS))]
     pub skipped: u32,
 }
 

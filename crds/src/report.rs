@@ -11,6 +11,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{
+    KERNEL_LONG_MAX, MAX_COMM, MAX_COUNT, MAX_CPUS, MAX_FDS, MAX_LABEL_VALUE, MAX_NAME, MAX_PATH,
+    MAX_PID, MAX_TASKS, MAX_WORD,
+};
 use crate::conditions::{ConditionReason, ConditionStatus, ConditionType};
 use crate::policy::ParentSignal;
 use crate::remediation::Remediation;
@@ -146,12 +150,14 @@ pub enum NodeAction {
 ))]
 pub struct ProcessTarget {
     /// PID in the host PID namespace.
-    #[schemars(range(min = 2))]
+    #[schemars(range(min = 2, max = MAX_PID))]
     pub pid: i32,
     /// Start time in clock ticks after boot (/proc/PID/stat field 22).
+    #[schemars(range(max = MAX_COUNT))]
     pub start_time: u64,
     /// Command name (comm) when observed.
     #[serde(default)]
+    #[schemars(length(max = MAX_COMM))]
     pub comm: String,
 }
 
@@ -164,23 +170,28 @@ pub struct NodeHealthReportStatus {
     pub last_scan_time: Option<Time>,
     /// Wall time the last scan took, e.g. "42ms".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub scan_duration: Option<String>,
     /// Version of the agent that wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub agent_version: Option<String>,
     /// How often the agent scans, e.g. "10s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub scan_interval: Option<String>,
     /// The longest the agent goes without writing this status, e.g. "5m".
     /// A report whose lastScanTime is older than three heartbeats is stale:
     /// the operator plans nothing from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub heartbeat_interval: Option<String>,
     /// False when any detector fires under any policy.
     #[serde(default = "yes")]
     pub healthy: bool,
     /// Short human summary of what fires, e.g. "zombies(212 under php-fpm)".
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 4096))]
     pub problems: String,
     /// Node-wide figures.
     #[serde(default)]
@@ -222,12 +233,15 @@ pub struct NodeSummary {
     pub psi: Option<PressureSummary>,
     /// Allocated file handles (/proc/sys/fs/file-nr).
     #[serde(default)]
+    #[schemars(range(max = KERNEL_LONG_MAX))]
     pub file_handles_allocated: u64,
     /// fs.file-max.
     #[serde(default)]
+    #[schemars(range(max = KERNEL_LONG_MAX))]
     pub file_handles_max: u64,
     /// kernel.hung_task_timeout_secs, when the kernel has the hung-task detector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = KERNEL_LONG_MAX))]
     pub hung_task_timeout_secs: Option<u64>,
 }
 
@@ -236,20 +250,28 @@ pub struct NodeSummary {
 #[serde(rename_all = "camelCase")]
 pub struct TaskCounts {
     /// Processes.
+    #[schemars(range(max = MAX_TASKS))]
     pub processes: u32,
     /// Threads (all tasks).
+    #[schemars(range(max = MAX_TASKS))]
     pub threads: u32,
     /// Processes in R.
+    #[schemars(range(max = MAX_TASKS))]
     pub running: u32,
     /// Processes in S.
+    #[schemars(range(max = MAX_TASKS))]
     pub sleeping: u32,
     /// Threads in D (uninterruptible sleep).
+    #[schemars(range(max = MAX_TASKS))]
     pub uninterruptible: u32,
     /// Processes in Z.
+    #[schemars(range(max = MAX_TASKS))]
     pub zombie: u32,
     /// Processes in T or t.
+    #[schemars(range(max = MAX_TASKS))]
     pub stopped: u32,
     /// Processes in I (idle kernel threads).
+    #[schemars(range(max = MAX_TASKS))]
     pub idle: u32,
 }
 
@@ -258,17 +280,23 @@ pub struct TaskCounts {
 #[serde(rename_all = "camelCase")]
 pub struct LoadSummary {
     /// 1-minute load average.
+    #[schemars(range(min = 0, max = MAX_TASKS))]
     pub one: f64,
     /// 5-minute load average.
+    #[schemars(range(min = 0, max = MAX_TASKS))]
     pub five: f64,
     /// 15-minute load average.
+    #[schemars(range(min = 0, max = MAX_TASKS))]
     pub fifteen: f64,
     /// Runnable tasks now (procs_running).
+    #[schemars(range(max = MAX_TASKS))]
     pub runnable: u32,
     /// Tasks blocked on I/O now (procs_blocked). High load with low CPU and a
     /// high blocked count means D-state tasks, not CPU demand.
+    #[schemars(range(max = MAX_TASKS))]
     pub blocked: u32,
     /// Online CPUs, to read the load against.
+    #[schemars(range(max = MAX_CPUS))]
     pub cpus: u32,
 }
 
@@ -292,9 +320,11 @@ pub struct PressureSummary {
 #[serde(rename_all = "camelCase")]
 pub struct Pressure {
     /// Percent of the last 10 s in which some task stalled.
+    #[schemars(range(min = 0, max = 100))]
     pub some_avg10: f64,
     /// Percent of the last 10 s in which all non-idle tasks stalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub full_avg10: Option<f64>,
 }
 
@@ -333,15 +363,19 @@ pub struct Findings {
 pub struct OmittedFindings {
     /// Zombie parents not listed.
     #[serde(default)]
+    #[schemars(range(max = MAX_TASKS))]
     pub zombies: u32,
     /// D-state threads not listed.
     #[serde(default)]
+    #[schemars(range(max = MAX_TASKS))]
     pub hung_tasks: u32,
     /// fd users not listed.
     #[serde(default)]
+    #[schemars(range(max = MAX_TASKS))]
     pub fd_leak: u32,
     /// Throttled cgroups not listed.
     #[serde(default)]
+    #[schemars(range(max = MAX_TASKS))]
     pub cpu_throttling: u32,
 }
 
@@ -357,16 +391,19 @@ impl OmittedFindings {
 #[serde(rename_all = "camelCase")]
 pub struct NodeFileHandlesFinding {
     /// Allocated file handles (file-nr).
+    #[schemars(range(max = KERNEL_LONG_MAX))]
     pub allocated: u64,
     /// fs.file-max.
+    #[schemars(range(max = KERNEL_LONG_MAX))]
     pub max: u64,
     /// allocated / max.
+    #[schemars(range(min = 0))]
     pub ratio: f64,
     /// Whether nodeFileRatio is reached under any policy.
     pub exceeded: bool,
     /// Policies under whose thresholds it is exceeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
 }
 
@@ -375,14 +412,18 @@ pub struct NodeFileHandlesFinding {
 #[serde(rename_all = "camelCase")]
 pub struct ProcessRef {
     /// PID in the host PID namespace.
+    #[schemars(range(min = 0, max = MAX_PID))]
     pub host_pid: i32,
     /// PID inside the process's own PID namespace (innermost NSpid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_PID))]
     pub ns_pid: Option<i32>,
     /// Command name (comm).
+    #[schemars(length(max = MAX_COMM))]
     pub comm: String,
     /// Start time in clock ticks after boot; with hostPid it identifies the
     /// process across PID reuse.
+    #[schemars(range(max = MAX_COUNT))]
     pub start_time: u64,
     /// Pod and container, when the cgroup names them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,21 +436,27 @@ pub struct ProcessRef {
 pub struct Workload {
     /// Pod UID from the cgroup path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub pod_uid: Option<String>,
     /// Pod namespace, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_LABEL_VALUE))]
     pub pod_namespace: Option<String>,
     /// Pod name, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME))]
     pub pod_name: Option<String>,
     /// Container name, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME))]
     pub container: Option<String>,
     /// Container ID from the cgroup path (64 hex characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub container_id: Option<String>,
     /// Container runtime the cgroup path belongs to: containerd, cri-o or docker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
     pub runtime: Option<String>,
 }
 
@@ -420,16 +467,19 @@ pub struct ZombieFinding {
     /// The parent that does not reap.
     pub parent: ProcessRef,
     /// Zombies under this parent.
+    #[schemars(range(max = MAX_TASKS))]
     pub zombies: u32,
     /// Zombies older than the policy's minAge.
+    #[schemars(range(max = MAX_TASKS))]
     pub zombies_past_min_age: u32,
     /// Age of the oldest zombie, seconds.
+    #[schemars(range(max = MAX_COUNT))]
     pub oldest_age_seconds: u64,
     /// Whether this parent exceeds perParentThreshold under any policy.
     pub exceeded: bool,
     /// Policies under whose thresholds it exceeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
 }
 
@@ -440,19 +490,23 @@ pub struct HungTaskFinding {
     /// The process owning the thread.
     pub process: ProcessRef,
     /// Thread id (host namespace).
+    #[schemars(range(min = 0, max = MAX_PID))]
     pub tid: i32,
     /// Thread name.
+    #[schemars(length(max = MAX_COMM))]
     pub thread_comm: String,
     /// How long it has been in D state without a context switch, seconds.
+    #[schemars(range(max = MAX_COUNT))]
     pub blocked_seconds: u64,
     /// Kernel function it waits in (/proc/TID/wchan), when readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub wchan: Option<String>,
     /// Whether it is blocked longer than minDuration under any policy.
     pub exceeded: bool,
     /// Policies under whose thresholds it exceeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
 }
 
@@ -463,12 +517,15 @@ pub struct FdLeakFinding {
     /// The process.
     pub process: ProcessRef,
     /// Open file descriptors.
+    #[schemars(range(max = MAX_FDS))]
     pub open_fds: u64,
     /// Soft RLIMIT_NOFILE, when finite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_COUNT))]
     pub soft_limit: Option<u64>,
     /// openFds / softLimit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub usage_ratio: Option<f64>,
     /// Growth in fds per minute over the growth window, when watched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -477,7 +534,7 @@ pub struct FdLeakFinding {
     pub exceeded: bool,
     /// Policies under whose thresholds it exceeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
 }
 
@@ -489,26 +546,32 @@ pub struct CpuThrottlingFinding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Workload>,
     /// cgroup path relative to the cgroup mount.
+    #[schemars(length(max = MAX_PATH))]
     pub cgroup: String,
     /// CPU limit in cores (quota / period); absent when unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_cores: Option<f64>,
     /// CFS periods elapsed in the window.
+    #[schemars(range(max = MAX_COUNT))]
     pub periods: u64,
     /// Periods in which the container was throttled.
+    #[schemars(range(max = MAX_COUNT))]
     pub throttled_periods: u64,
     /// throttledPeriods / periods.
+    #[schemars(range(min = 0, max = 1))]
     pub throttled_ratio: f64,
     /// Total time throttled in the window, seconds.
+    #[schemars(range(min = 0))]
     pub throttled_seconds: f64,
     /// cpu.pressure some avg10 of the cgroup (cgroup v2 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub pressure_some_avg10: Option<f64>,
     /// Whether throttledRatio is exceeded under any policy.
     pub exceeded: bool,
     /// Policies under whose thresholds it exceeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
 }
 
@@ -566,9 +629,11 @@ pub struct ActionResult {
 #[serde(rename_all = "camelCase")]
 pub struct SignalFollowUp {
     /// Zombies under the parent when it was signalled.
+    #[schemars(range(max = MAX_TASKS))]
     pub zombies_before: u32,
     /// Zombies under the same parent (pid and start time) now; 0 once the
     /// parent has exited.
+    #[schemars(range(max = MAX_TASKS))]
     pub zombies_now: u32,
     /// The parent process has exited.
     pub parent_exited: bool,
@@ -612,15 +677,20 @@ impl ActionResultOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct ScanErrors {
     /// Processes or threads that exited while being read.
+    #[schemars(range(max = MAX_COUNT))]
     pub vanished: u64,
     /// Files the agent was not allowed to read.
+    #[schemars(range(max = MAX_COUNT))]
     pub permission_denied: u64,
     /// Files whose content could not be parsed.
+    #[schemars(range(max = MAX_COUNT))]
     pub unparsable: u64,
     /// Other read errors (EIO and the like, e.g. from a sick disk).
     #[serde(default)]
+    #[schemars(range(max = MAX_COUNT))]
     pub io_errors: u64,
     /// cgroup directories not walked because the scan's cgroup bound was hit.
     #[serde(default)]
+    #[schemars(range(max = MAX_COUNT))]
     pub cgroups_truncated: u64,
 }

@@ -252,6 +252,13 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
                 ),
                 blocks_cel: true,
             });
+            return;
+        }
+        // The bounds apply to the form the value takes.
+        match value {
+            Value::Number(n) => check_number(schema, value, n.as_f64(), path, errors),
+            Value::String(s) => check_string(schema, value, s, path, errors),
+            _ => {}
         }
         return;
     }
@@ -320,6 +327,15 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
             }
         }
         Value::Object(map) => {
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                errors.push(FieldError {
+                    field: path.to_owned(),
+                    detail: format!("Too many: {}: must have at most {max} items", map.len()),
+                    blocks_cel: true,
+                });
+            }
             for required in schema
                 .get("required")
                 .and_then(Value::as_array)
@@ -509,6 +525,36 @@ mod tests {
         ];
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn int_or_string_and_map_bounds() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "budget": {"x-kubernetes-int-or-string": true, "maximum": 100.0, "maxLength": 4},
+                "labels": {"type": "object", "maxProperties": 1,
+                           "additionalProperties": {"type": "string"}}
+            }
+        });
+        let lines = |v: Value| match validate(&schema, &v) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.lines(),
+        };
+        assert!(lines(json!({"metadata": {"name": "x"}, "budget": 100})).is_empty());
+        assert!(lines(json!({"metadata": {"name": "x"}, "budget": "10%"})).is_empty());
+        assert_eq!(
+            lines(json!({"metadata": {"name": "x"}, "budget": 101})),
+            ["budget: Invalid value: 101: budget in body should be less than or equal to 100"]
+        );
+        assert_eq!(
+            lines(json!({"metadata": {"name": "x"}, "budget": "12345"})),
+            ["budget: Too long: may not be more than 4 bytes"]
+        );
+        assert_eq!(
+            lines(json!({"metadata": {"name": "x"}, "labels": {"a": "1", "b": "2"}})),
+            ["labels: Too many: 2: must have at most 1 items"]
+        );
     }
 
     #[test]

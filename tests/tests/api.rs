@@ -898,3 +898,403 @@ async fn client_side_policy_check_agrees_with_the_api_server() {
         );
     }
 }
+
+// ---------------------------------------------------------------- bounds
+
+/// Every field of `schema` that has a `maximum`, as a path of property names
+/// (`[]` for "the first item"), with its maximum and minimum.
+fn bounded_numbers(schema: &serde_json::Value, path: &[String], out: &mut Vec<NumberField>) {
+    if let Some(max) = schema.get("maximum").and_then(serde_json::Value::as_f64) {
+        let integer =
+            schema["type"] == "integer" || schema["x-kubernetes-int-or-string"] == json!(true);
+        out.push(NumberField {
+            path: path.to_vec(),
+            max,
+            integer,
+        });
+    }
+    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, s) in props {
+            if path.is_empty() && name == "metadata" {
+                continue;
+            }
+            let mut p = path.to_vec();
+            p.push(name.clone());
+            bounded_numbers(s, &p, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        let mut p = path.to_vec();
+        p.push("[]".into());
+        bounded_numbers(items, &p, out);
+    }
+}
+
+#[derive(Debug)]
+struct NumberField {
+    path: Vec<String>,
+    max: f64,
+    integer: bool,
+}
+
+impl NumberField {
+    /// `spec.actions.zombies[0].after` style, as the API server prints it.
+    fn display(&self) -> String {
+        let mut s = String::new();
+        for part in &self.path {
+            if part == "[]" {
+                s.push_str("[0]");
+            } else {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(part);
+            }
+        }
+        s
+    }
+
+    /// The slot for this field in `object`, if the fixture has it.
+    fn slot<'a>(&self, object: &'a mut serde_json::Value) -> Option<&'a mut serde_json::Value> {
+        let mut at = object;
+        for part in &self.path {
+            at = if part == "[]" {
+                at.get_mut(0)?
+            } else {
+                at.get_mut(part.as_str())?
+            };
+        }
+        Some(at)
+    }
+
+    /// The maximum itself, and the smallest value above it that the API
+    /// server (which compares as float64) sees as above it.
+    fn at_and_above(&self) -> (serde_json::Value, serde_json::Value) {
+        if !self.integer {
+            return (json!(self.max), json!(self.max + 1.0));
+        }
+        let max = self.max as u64;
+        // Above 2^53 a float64 does not tell max from max + 1: the next
+        // float64 above the maximum is the smallest value it refuses.
+        let above = if self.max > 9_007_199_254_740_991.0 {
+            let next = f64::from_bits(self.max.to_bits() + 1);
+            next as u64
+        } else {
+            max + 1
+        };
+        (json!(max), json!(above))
+    }
+}
+
+fn crd_schema(crd: &str) -> serde_json::Value {
+    let crds: Vec<CustomResourceDefinition> =
+        read_yaml_documents(&repo_root().join("crds/yaml").join(format!("{crd}.yaml")))
+            .expect("read CRD yaml");
+    serde_json::to_value(&crds[0].spec.versions[0].schema).expect("schema")["openAPIV3Schema"]
+        .clone()
+}
+
+/// A policy with every optional part present, so that every bounded
+/// number of its schema has a place in it.
+fn full_policy(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "mode": "DryRun",
+            "nodeSelector": {"matchLabels": {"pool": "a"}},
+            "detectors": {
+                "zombies": {"threshold": 50, "perParentThreshold": 20},
+                "hungTasks": {"threshold": 1},
+                "fdLeak": {"minOpenFds": 256, "growth": {"minFdsPerMinute": 10.0, "window": "10m"}},
+                "cpuThrottling": {"minPeriods": 100},
+            },
+            "safety": {"maxUnhealthy": 3, "maxConcurrentActions": 1, "maxSignalsPerHour": 10},
+        },
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Valid", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}],
+            "matchedNodes": 1, "unhealthyNodes": 1, "actionsLast24h": 1,
+        },
+    })
+}
+
+/// A report with every optional part present, built from the Rust types.
+fn full_report(name: &str) -> serde_json::Value {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use nodemedic_crds::conditions::Detector;
+    use nodemedic_crds::policy::{ActionKind, ParentSignal};
+    use nodemedic_crds::remediation::{
+        DrainProgress, Episode, HistoryEntry, Remediation, StepPhase, StepRecord,
+    };
+    use nodemedic_crds::report::*;
+    let t = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time"));
+    let process = ProcessRef {
+        host_pid: 10,
+        ns_pid: Some(1),
+        comm: "sh".into(),
+        start_time: 5,
+        workload: None,
+    };
+    let spec = NodeHealthReportSpec {
+        action_requests: vec![ActionRequest {
+            id: "r1".into(),
+            action: NodeAction::SignalParent,
+            target: Some(ProcessTarget {
+                pid: 10,
+                start_time: 5,
+                comm: "sh".into(),
+            }),
+            signal: Some(ParentSignal::SIGCHLD),
+            policy: "p".into(),
+            requested_at: t.clone(),
+            reason: None,
+        }],
+        remediation: Remediation {
+            episodes: vec![Episode {
+                policy: "p".into(),
+                detector: Detector::Zombies,
+                since: t.clone(),
+                steps: vec![StepRecord {
+                    index: 0,
+                    action: ActionKind::Drain,
+                    phase: StepPhase::Started,
+                    since: t.clone(),
+                    started_at: None,
+                    request_id: None,
+                    attempts: 1,
+                    last_attempt_at: None,
+                    reason: None,
+                    target: None,
+                    message: None,
+                    drain: Some(DrainProgress {
+                        evicted: 1,
+                        remaining: 1,
+                        skipped: 1,
+                    }),
+                }],
+            }],
+            history: vec![HistoryEntry {
+                at: t.clone(),
+                policy: "p".into(),
+                detector: Detector::Zombies,
+                action: ActionKind::Drain,
+                step: 0,
+                planned: false,
+            }],
+        },
+    };
+    let status = NodeHealthReportStatus {
+        summary: NodeSummary {
+            psi: Some(PressureSummary {
+                cpu: Some(Pressure {
+                    some_avg10: 1.0,
+                    full_avg10: Some(1.0),
+                }),
+                memory: None,
+                io: None,
+            }),
+            hung_task_timeout_secs: Some(120),
+            ..NodeSummary::default()
+        },
+        findings: Findings {
+            zombies: vec![ZombieFinding {
+                parent: process.clone(),
+                ..ZombieFinding::default()
+            }],
+            hung_tasks: vec![HungTaskFinding {
+                process: process.clone(),
+                ..HungTaskFinding::default()
+            }],
+            fd_leak: vec![FdLeakFinding {
+                process,
+                soft_limit: Some(1024),
+                ..FdLeakFinding::default()
+            }],
+            node_file_handles: Some(NodeFileHandlesFinding::default()),
+            cpu_throttling: vec![CpuThrottlingFinding {
+                pressure_some_avg10: Some(1.0),
+                ..CpuThrottlingFinding::default()
+            }],
+            omitted: OmittedFindings {
+                zombies: 1,
+                hung_tasks: 1,
+                fd_leak: 1,
+                cpu_throttling: 1,
+            },
+        },
+        action_results: vec![ActionResult {
+            id: "r1".into(),
+            outcome: ActionResultOutcome::Signalled,
+            message: String::new(),
+            completed_at: t.clone(),
+            follow_up: Some(SignalFollowUp {
+                zombies_before: 1,
+                zombies_now: 0,
+                parent_exited: false,
+                reaped: false,
+                checked_at: t,
+            }),
+        }],
+        ..NodeHealthReportStatus::default()
+    };
+    json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthReport",
+        "metadata": {"name": name},
+        "spec": spec,
+        "status": status,
+    })
+}
+
+/// Whether the server accepted `object` with `field` set to `value`: a
+/// spec field through a create, a status field through /status.
+async fn try_number(
+    api: &Api<DynamicObject>,
+    base: &serde_json::Value,
+    field: &NumberField,
+    value: &serde_json::Value,
+) -> Result<(), String> {
+    let mut object = base.clone();
+    *field.slot(&mut object).expect("fixture has the field") = value.clone();
+    let name = unique_name("bound");
+    object["metadata"]["name"] = json!(name);
+    let is_status = field.path[0] == "status";
+    let status = object
+        .as_object_mut()
+        .and_then(|o| o.remove("status"))
+        .expect("fixture has a status");
+    let created: DynamicObject = serde_json::from_value(if is_status {
+        let mut o = base.clone();
+        o["metadata"]["name"] = json!(name);
+        o
+    } else {
+        object
+    })
+    .expect("object");
+    let result = api.create(&PostParams::default(), &created).await;
+    let result = match (result, is_status) {
+        (Ok(_), true) => api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .map(|_| ()),
+        (r, _) => r.map(|_| ()),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(s.message),
+        Err(e) => panic!("{}: {e}", field.display()),
+    }
+}
+
+/// A value above a maximum that fits the Rust type is refused by the API
+/// server with a message naming the field and its bound; the maximum itself
+/// is accepted. Table-driven over every bounded number of both CRDs, found
+/// in the generated schemas: a new field with a maximum joins the table (and
+/// fails it until the fixtures above hold it).
+#[tokio::test]
+async fn every_integer_field_has_a_maximum_that_fits_its_type() {
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    for (crd, ar, base) in [
+        (POLICY_CRD, policy_resource(), full_policy("base")),
+        (REPORT_CRD, report_resource(), full_report("base")),
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let mut fields = Vec::new();
+        bounded_numbers(&crd_schema(crd), &[], &mut fields);
+        assert!(
+            fields.len() > 10,
+            "{crd}: only {} bounded numbers",
+            fields.len()
+        );
+        let mut base = base;
+        let missing: Vec<String> = fields
+            .iter()
+            .filter(|f| f.slot(&mut base).is_none())
+            .map(NumberField::display)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{crd}: the test fixture lacks {missing:?}; add them so that their bounds are tested"
+        );
+        for field in &fields {
+            let path = field.display();
+            let (at, above) = field.at_and_above();
+            if let Err(message) = try_number(&api, &base, field, &at).await {
+                panic!("{crd} {path} = {at} (its maximum) was refused: {message}");
+            }
+            match try_number(&api, &base, field, &above).await {
+                Ok(()) => panic!("{crd} {path} = {above} (above its maximum) was accepted"),
+                Err(message) => assert!(
+                    message.contains(&format!("{path}: Invalid value: {above}"))
+                        && message
+                            .contains(&format!("{path} in body should be less than or equal to")),
+                    "{crd} {path} = {above}: not a message naming the field and its bound: {message}"
+                ),
+            }
+        }
+    }
+}
+
+/// A list, a map or a string longer than its bound is refused, in words
+/// that name the field and the bound.
+#[tokio::test]
+async fn oversized_lists_maps_and_strings_are_refused() {
+    let cp = cp().await;
+    let client = cp.client().await.expect("client");
+    let policies: Api<DynamicObject> = Api::all_with(client.clone(), &policy_resource());
+    let mut policy = full_policy(&unique_name("oversized"));
+    policy.as_object_mut().map(|o| o.remove("status"));
+    let namespaces: Vec<String> = (0..65).map(|i| format!("ns-{i}")).collect();
+    policy["spec"]["safety"]["excludeNamespaces"] = json!(namespaces);
+    let labels: serde_json::Map<String, serde_json::Value> =
+        (0..33).map(|i| (format!("l{i}"), json!("v"))).collect();
+    policy["spec"]["nodeSelector"]["matchLabels"] = json!(labels);
+    let obj: DynamicObject = serde_json::from_value(policy).expect("object");
+    let message = match policies.create(&PostParams::default(), &obj).await {
+        Err(kube::Error::Api(s)) => s.message,
+        other => panic!("oversized policy: {other:?}"),
+    };
+    for expected in [
+        "spec.safety.excludeNamespaces: Too many: 65: must have at most 64 items",
+        "spec.nodeSelector.matchLabels: Too many: 33: must have at most 32 items",
+    ] {
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in {message}"
+        );
+    }
+
+    let reports: Api<DynamicObject> = Api::all_with(client, &report_resource());
+    let name = unique_name("oversized");
+    let mut report = full_report(&name);
+    let status = report.as_object_mut().and_then(|o| o.remove("status"));
+    assert!(status.is_some());
+    let obj: DynamicObject = serde_json::from_value(report).expect("object");
+    reports
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create report");
+    let message = match reports
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"problems": "x".repeat(4097)}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => s.message,
+        other => panic!("oversized problems: {other:?}"),
+    };
+    assert!(
+        message.contains("status.problems: Too long: may not be more than 4096 bytes"),
+        "{message}"
+    );
+}
