@@ -26,7 +26,11 @@ pub const MAX_COUNT: u64 = 9_007_199_254_740_991;
 
 /// A kernel `long` (`LONG_MAX`): `fs.file-max` is LONG_MAX on hosts where
 /// systemd raises it, and `file-nr` and `hung_task_timeout_secs` are longs.
-pub const KERNEL_LONG_MAX: u64 = i64::MAX as u64;
+/// The schema's `maximum` travels as a float64, and `i64::MAX` as a float64
+/// rounds up to 2^63, which the API server refuses as an integer bound: this
+/// is LONG_MAX rounded down to the nearest value a float64 holds exactly
+/// (2^63 − 1024). Writers clamp a kernel LONG_MAX ("unlimited") to it.
+pub const KERNEL_LONG_MAX: u64 = (1 << 63) - 1024;
 
 /// A file descriptor is a C `int`: no process holds more than `INT_MAX`
 /// (`fs.nr_open` is lower still).

@@ -35,6 +35,12 @@ pub struct AgentMeta {
     pub heartbeat: Option<Duration>,
 }
 
+/// A kernel `long` as the schema bounds it: LONG_MAX ("unlimited", e.g.
+/// `fs.file-max` raised by systemd) becomes the schema's maximum.
+fn clamp_long(v: u64) -> u64 {
+    v.min(nodemedic_crds::bounds::KERNEL_LONG_MAX)
+}
+
 fn clamp_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
@@ -82,9 +88,9 @@ pub fn node_summary(obs: &Observation) -> NodeSummary {
             cpus: n.cpus.unwrap_or(0),
         },
         psi: (psi != PressureSummary::default()).then_some(psi),
-        file_handles_allocated: n.file_handles_allocated.unwrap_or(0),
-        file_handles_max: n.file_handles_max.unwrap_or(0),
-        hung_task_timeout_secs: n.hung_task_timeout_secs,
+        file_handles_allocated: clamp_long(n.file_handles_allocated.unwrap_or(0)),
+        file_handles_max: clamp_long(n.file_handles_max.unwrap_or(0)),
+        hung_task_timeout_secs: n.hung_task_timeout_secs.map(clamp_long),
     }
 }
 
@@ -324,8 +330,8 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
             .map(|(p, _)| (*p).to_owned())
             .collect();
         NodeFileHandlesFinding {
-            allocated: n.allocated,
-            max: n.max,
+            allocated: clamp_long(n.allocated),
+            max: clamp_long(n.max),
             ratio: n.ratio,
             exceeded: !exceeded_under.is_empty(),
             exceeded_under,
