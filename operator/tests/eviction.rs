@@ -1,7 +1,8 @@
 //! Evictions and drains through the real Eviction API: a PodDisruptionBudget
 //! that allows no disruption blocks (retried, then Failed, the pod stays);
 //! excluded namespaces, the protect annotation, DaemonSet and mirror pods
-//! are never evicted.
+//! are never evicted; like `kubectl drain`, a pod without a controller or
+//! with emptyDir data is refused unless the step opts in.
 //!
 //! No disruption controller runs in the harness, so the tests fill in each
 //! PDB's status themselves. The Eviction API ignores PDBs for pods that are
@@ -298,6 +299,111 @@ async fn a_drain_cordons_and_evicts_every_evictable_pod() {
         ("web-2", true),
         ("agent-ds", false),
         ("static", false),
+    ] {
+        let p = pods.get(name).await.unwrap();
+        assert_eq!(p.metadata.deletion_timestamp.is_some(), evicted, "{name}");
+    }
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn a_drain_refuses_bare_pods_and_emptydir_data_like_kubectl_drain() {
+    let w = World::new("refuse").await;
+    let ns = w.namespace.clone();
+    let strict = format!("{}-strict", w.id);
+    let opted = format!("{}-opted", w.id);
+    let spec = |drain: serde_json::Value, pool: &str| {
+        let mut step = json!({"action": "Drain"});
+        if !drain.is_null() {
+            step["drain"] = drain;
+        }
+        json!({
+            "mode": "Enforce",
+            "nodeSelector": {"matchLabels": {"refuse-pool": pool}},
+            "detectors": {"hungTasks": {}},
+            "actions": {"hungTasks": [step]},
+            "safety": {"cooldown": "0s", "maxUnhealthy": "100%", "maxConcurrentActions": 10},
+        })
+    };
+    w.policy(&strict, spec(serde_json::Value::Null, "strict"))
+        .await;
+    w.policy(
+        &opted,
+        spec(
+            json!({"deleteEmptyDirData": true, "evictUnmanagedPods": true}),
+            "opted",
+        ),
+    )
+    .await;
+    let emptydir = json!({"spec": {"volumes": [{"name": "scratch", "emptyDir": {}}]}});
+    let mut nodes = Vec::new();
+    let mut agents = Vec::new();
+    for (pool, policy) in [("strict", &strict), ("opted", &opted)] {
+        let node = w.node("refuse").await;
+        let nodes_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(w.client.clone());
+        nodes_api
+            .patch(
+                &node,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"labels": {"refuse-pool": pool}}})),
+            )
+            .await
+            .unwrap();
+        w.pod(&ns, &format!("{pool}-managed"), &node, json!({}))
+            .await;
+        w.pod(
+            &ns,
+            &format!("{pool}-bare"),
+            &node,
+            json!({"ownerReferences": []}),
+        )
+        .await;
+        w.pod(&ns, &format!("{pool}-scratch"), &node, emptydir.clone())
+            .await;
+        let mut agent = Agent::start(&w.client, &node).await;
+        agent.set(policy, Detector::HungTasks, true);
+        agent.write().await;
+        nodes.push(node);
+        agents.push(agent);
+    }
+    let mut op = w.operator("refuse-a").start();
+    let drain_of = |node: String, policy: String| {
+        let w = &w;
+        async move {
+            eventually(T, "drain settled", || async {
+                let s = step_record(
+                    &w.get_report(&node).await,
+                    &policy,
+                    Detector::HungTasks,
+                    0,
+                    ActionKind::Drain,
+                )?;
+                s.phase.is_final().then_some(s)
+            })
+            .await
+        }
+    };
+    let strict_step = drain_of(nodes[0].clone(), strict.clone()).await;
+    assert_eq!(
+        (strict_step.phase, strict_step.reason.as_deref()),
+        (StepPhase::Failed, Some("DrainRefused")),
+        "{strict_step:?}"
+    );
+    let message = strict_step.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("strict-bare") && message.contains("strict-scratch"),
+        "{message}"
+    );
+    let opted_step = drain_of(nodes[1].clone(), opted.clone()).await;
+    assert_eq!(opted_step.phase, StepPhase::Done, "{opted_step:?}");
+    let pods: Api<Pod> = Api::namespaced(w.client.clone(), &ns);
+    for (name, evicted) in [
+        ("strict-managed", false),
+        ("strict-bare", false),
+        ("strict-scratch", false),
+        ("opted-managed", true),
+        ("opted-bare", true),
+        ("opted-scratch", true),
     ] {
         let p = pods.get(name).await.unwrap();
         assert_eq!(p.metadata.deletion_timestamp.is_some(), evicted, "{name}");

@@ -70,7 +70,9 @@ fn step(action: ActionKind, after: &'static str) -> ActionStep {
             key: "nodemedic.io/unhealthy".into(),
             value: None,
             effect: TaintEffect::NoSchedule,
+            allow_no_execute: false,
         }),
+        drain: None,
     }
 }
 

@@ -177,11 +177,30 @@ pub enum Effect {
     ForgetTaint { key: String, effect: TaintEffect },
 }
 
-/// Pods an eviction never touches.
+/// Pods an eviction never touches, and those it refuses by default the way
+/// `kubectl drain` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exclusions {
     pub namespaces: Vec<String>,
     pub protect_annotation: String,
+    /// The step's `drain.deleteEmptyDirData`: evict pods with emptyDir
+    /// volumes (their data is lost).
+    pub delete_emptydir_data: bool,
+    /// The step's `drain.evictUnmanagedPods`: evict pods no controller owns
+    /// (nothing recreates them).
+    pub evict_unmanaged_pods: bool,
+}
+
+impl Exclusions {
+    /// The exclusions of a policy's step.
+    pub fn of(policy: &PolicyView, step: &super::policy::Step) -> Self {
+        Self {
+            namespaces: policy.safety.exclude_namespaces.clone(),
+            protect_annotation: policy.safety.protect_annotation.clone(),
+            delete_emptydir_data: step.drain.delete_emptydir_data,
+            evict_unmanaged_pods: step.drain.evict_unmanaged_pods,
+        }
+    }
 }
 
 /// What came of an [`Effect`].

@@ -652,10 +652,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 planned: false,
             });
         }
-        let exclusions = Exclusions {
-            namespaces: p.safety.exclude_namespaces.clone(),
-            protect_annotation: p.safety.protect_annotation.clone(),
-        };
+        let exclusions = Exclusions::of(p, step);
         match step.action {
             ActionKind::Event => {
                 let notice = Notice {
@@ -926,6 +923,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 after: Duration::ZERO,
                 signal: Default::default(),
                 taint: None,
+                drain: Default::default(),
             };
             self.in_flight(cx, episode, &step, rec, cond, wake);
             return;
@@ -1101,10 +1099,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     wake.at(next);
                     return;
                 }
-                let exclusions = Exclusions {
-                    namespaces: p.safety.exclude_namespaces.clone(),
-                    protect_annotation: p.safety.protect_annotation.clone(),
-                };
+                let exclusions = Exclusions::of(p, step);
                 if step.action == ActionKind::Drain {
                     cx.effects.push(Effect::Drain {
                         step: sref,

@@ -9,7 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nodemedic_crds::conditions::Detector;
 use nodemedic_crds::duration::{DurationError, parse_duration};
-use nodemedic_crds::policy::{ActionKind, ActionStep, ParentSignal, TaintTemplate};
+use nodemedic_crds::policy::{
+    ActionKind, ActionStep, DrainOptions, ParentSignal, TaintEffect, TaintTemplate,
+};
 use nodemedic_crds::selector::{SelectorError, selects};
 use nodemedic_crds::thresholds::{EffectiveThresholds, ThresholdError};
 use nodemedic_crds::{NodeHealthPolicy, PolicyMode};
@@ -33,6 +35,10 @@ pub enum PolicyError {
     },
     #[error("actions.{detector}[{index}]: a Taint step needs taint.key and taint.effect")]
     TaintMissing { detector: Detector, index: usize },
+    #[error(
+        "actions.{detector}[{index}].taint: a NoExecute taint evicts pods through the taint manager, bypassing PodDisruptionBudgets, excludeNamespaces, the protect annotation and the DaemonSet exemption; use a Drain step instead, or set allowNoExecute: true"
+    )]
+    NoExecute { detector: Detector, index: usize },
     #[error("actions.{detector}[{index}]: SignalParent applies only to the zombies detector")]
     SignalNotZombies { detector: Detector, index: usize },
     #[error("actions.{0}: the ladder needs detectors.{0} to be configured")]
@@ -127,6 +133,8 @@ pub struct Step {
     pub signal: ParentSignal,
     /// Taint's taint.
     pub taint: Option<TaintTemplate>,
+    /// Drain's and EvictPod's opt-ins (default: refuse like `kubectl drain`).
+    pub drain: DrainOptions,
 }
 
 /// `spec.safety`, parsed.
@@ -238,6 +246,13 @@ fn parse_step(detector: Detector, index: usize, step: &ActionStep) -> Result<Ste
     if step.action == ActionKind::SignalParent && detector != Detector::Zombies {
         return Err(PolicyError::SignalNotZombies { detector, index });
     }
+    if let Some(t) = &step.taint
+        && t.effect == TaintEffect::NoExecute
+        && !t.allow_no_execute
+    {
+        // The API server refuses this; a stored object may predate the rule.
+        return Err(PolicyError::NoExecute { detector, index });
+    }
     Ok(Step {
         // Ladders hold at most 8 steps (schema).
         index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -245,6 +260,7 @@ fn parse_step(detector: Detector, index: usize, step: &ActionStep) -> Result<Ste
         after,
         signal: step.signal.unwrap_or_default(),
         taint: step.taint.clone(),
+        drain: step.drain.unwrap_or_default(),
     })
 }
 

@@ -1912,3 +1912,24 @@ fn an_invalid_policy_keeps_its_episodes_and_its_cordon() {
             .any(|e| matches!(e, Effect::Uncordon { .. }))
     );
 }
+
+#[test]
+fn a_stored_no_execute_taint_without_the_opt_in_makes_the_policy_invalid() {
+    let mut p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Taint, "0s")],
+    );
+    if let Some(t) = p.policy.spec.actions.zombies[0].taint.as_mut() {
+        t.effect = TaintEffect::NoExecute;
+    }
+    let err = PolicyView::from_policy(&p.policy).unwrap_err();
+    assert!(
+        err.to_string().contains("use a Drain step instead"),
+        "{err}"
+    );
+    if let Some(t) = p.policy.spec.actions.zombies[0].taint.as_mut() {
+        t.allow_no_execute = true;
+    }
+    assert!(PolicyView::from_policy(&p.policy).is_ok());
+}

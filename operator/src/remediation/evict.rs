@@ -56,6 +56,45 @@ pub fn exclusion(pod: &Pod, ex: &Exclusions) -> Option<(&'static str, String)> {
     None
 }
 
+/// Why `kubectl drain` would refuse a pod without flags, unless the step
+/// opts in: a pod no controller owns is gone for good once evicted, and an
+/// emptyDir volume's data is deleted with its pod.
+pub fn refusal(pod: &Pod, ex: &Exclusions) -> Option<(&'static str, String)> {
+    let name = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    let managed = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    if !managed && !ex.evict_unmanaged_pods {
+        return Some((
+            "UnmanagedPod",
+            format!(
+                "pod {name} has no controller, so nothing would recreate it (set drain.evictUnmanagedPods: true to evict such pods)"
+            ),
+        ));
+    }
+    let emptydir = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.empty_dir.is_some()));
+    if emptydir && !ex.delete_emptydir_data {
+        return Some((
+            "EmptyDirData",
+            format!(
+                "pod {name} has emptyDir volumes whose data would be deleted (set drain.deleteEmptyDirData: true to evict such pods)"
+            ),
+        ));
+    }
+    None
+}
+
 enum Evicted {
     Yes,
     Gone,
@@ -111,7 +150,7 @@ pub async fn evict(ctx: &Context, node: &str, target: &PodRef, ex: &Exclusions) 
             message: format!("pod {target} was replaced (its uid differs from the finding's)"),
         };
     }
-    if let Some((reason, message)) = exclusion(&pod, ex) {
+    if let Some((reason, message)) = exclusion(&pod, ex).or_else(|| refusal(&pod, ex)) {
         return EffectOutcome::Skipped {
             reason: reason.into(),
             message,
@@ -177,6 +216,22 @@ pub async fn drain(ctx: &Context, node: &str, owner: &str, ex: &Exclusions) -> E
         Ok(l) => l.items,
         Err(e) => return failed_or_retry(Error::kube(format!("list pods on {node}"), e)),
     };
+    // Like `kubectl drain`: a pod it would refuse fails the whole drain
+    // before anything is evicted.
+    let refused: Vec<String> = pods
+        .iter()
+        .filter(|p| exclusion(p, ex).is_none() && p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| refusal(p, ex).map(|(_, m)| m))
+        .collect();
+    if !refused.is_empty() {
+        return EffectOutcome::Failed {
+            reason: "DrainRefused".into(),
+            message: crate::plan::truncate_note(&format!(
+                "not drained, nothing evicted (as kubectl drain refuses without flags): {}",
+                refused.join("; ")
+            )),
+        };
+    }
     let mut progress = DrainProgress::default();
     let mut blocked: Vec<String> = Vec::new();
     for pod in &pods {
@@ -236,6 +291,8 @@ mod tests {
         Exclusions {
             namespaces: vec!["kube-system".into()],
             protect_annotation: "nodemedic.io/protect".into(),
+            delete_emptydir_data: false,
+            evict_unmanaged_pods: false,
         }
     }
 
@@ -271,6 +328,33 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn bare_pods_and_emptydir_data_are_refused_unless_the_step_opts_in() {
+        let owned = serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": "u", "controller": true}]);
+        let bare = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "web"}}));
+        assert_eq!(refusal(&bare, &ex()).unwrap().0, "UnmanagedPod");
+        let not_controller = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "web", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u"}]}}),
+        );
+        assert_eq!(refusal(&not_controller, &ex()).unwrap().0, "UnmanagedPod");
+        let managed = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "web", "ownerReferences": owned}}),
+        );
+        assert!(refusal(&managed, &ex()).is_none());
+        let scratch = pod(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "web", "ownerReferences": owned},
+            "spec": {"containers": [], "volumes": [{"name": "tmp", "emptyDir": {}}]},
+        }));
+        assert_eq!(refusal(&scratch, &ex()).unwrap().0, "EmptyDirData");
+        let opted_in = Exclusions {
+            delete_emptydir_data: true,
+            evict_unmanaged_pods: true,
+            ..ex()
+        };
+        assert!(refusal(&scratch, &opted_in).is_none());
+        assert!(refusal(&bare, &opted_in).is_none());
     }
 
     #[test]

@@ -215,7 +215,9 @@ impl World {
     }
 
     /// A pod bound to `node`, Running and Ready (no kubelet: the test sets
-    /// the status).
+    /// the status). Owned by a ReplicaSet (a controller) unless `meta` sets
+    /// `ownerReferences` (`[]` for a bare pod); a `spec` key in `meta` is
+    /// merged into the pod's spec.
     pub async fn pod(
         &self,
         namespace: &str,
@@ -227,12 +229,21 @@ impl World {
         let mut body = json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app": name}},
+            "metadata": {"name": name, "labels": {"app": name}, "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-rs"),
+                "uid": "0b6f6a8e-0000-4000-8000-0000000000aa", "controller": true,
+            }]},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
         });
         if let Some(obj) = meta.as_object() {
             for (k, v) in obj {
-                body["metadata"][k] = v.clone();
+                if k == "spec" {
+                    for (sk, sv) in v.as_object().into_iter().flatten() {
+                        body["spec"][sk] = sv.clone();
+                    }
+                } else {
+                    body["metadata"][k] = v.clone();
+                }
             }
         }
         let pod: Pod = serde_json::from_value(body).unwrap();
