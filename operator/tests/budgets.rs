@@ -270,9 +270,10 @@ async fn a_stale_report_plans_nothing_and_degrades_the_policy() {
     let node = w.node("stale").await;
     let mut agent = Agent::start(&w.client, &node).await;
     agent.set(&policy, Detector::Zombies, true);
-    // Last scan 4 heartbeats ago.
+    // Last scan 10 heartbeats ago: stale by its own stamp, whatever the
+    // skew tolerance.
     agent.status.last_scan_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        Timestamp::from_second(Timestamp::now().as_second() - 240).unwrap(),
+        Timestamp::from_second(Timestamp::now().as_second() - 600).unwrap(),
     ));
     agent.write_as_is().await;
     let mut op = w.operator("stale-a").start();

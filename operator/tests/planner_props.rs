@@ -432,7 +432,8 @@ impl World {
     }
 
     fn stale(&self, node: usize) -> bool {
-        facts::freshness(self.nodes[node].report.status.as_ref(), self.now()) == Freshness::Stale
+        facts::freshness(self.nodes[node].report.status.as_ref(), None, self.now())
+            == Freshness::Stale
     }
 
     /// One round of reconciles: every valid policy once, in order.
@@ -477,6 +478,7 @@ impl World {
                     selected: true,
                     node: Some(&n.node),
                     report: Some(&n.report),
+                    observed_scan: None,
                 })
                 .collect();
             plan::plan(&PlanInput {

@@ -17,6 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use nodemedic_crds::conditions::{Detector, policy_condition};
@@ -124,11 +125,15 @@ pub struct ReportPrint {
 }
 
 /// The fingerprint of a report at `now`.
-pub fn report_print(r: &NodeHealthReport, now: Timestamp) -> ReportPrint {
+pub fn report_print(
+    r: &NodeHealthReport,
+    observed: Option<Timestamp>,
+    now: Timestamp,
+) -> ReportPrint {
     let Some(s) = r.status.as_ref() else {
         return ReportPrint::default();
     };
-    let stale = facts::freshness(Some(s), now) == Freshness::Stale;
+    let stale = facts::freshness(Some(s), observed, now) == Freshness::Stale;
     let results: Vec<(&str, String)> = s
         .action_results
         .iter()
@@ -235,6 +240,8 @@ pub enum Affected {
 #[derive(Debug, Default)]
 pub struct Index {
     reports: HashMap<String, ReportPrint>,
+    /// Per report: its `lastScanTime` and when this process first saw it.
+    scans: HashMap<String, (Option<Time>, Timestamp)>,
     nodes: HashMap<String, (u64, u64)>,
     policies: HashMap<String, (Option<i64>, bool)>,
 }
@@ -245,9 +252,18 @@ impl Index {
         let name = r.metadata.name.clone().unwrap_or_default();
         if deleted {
             self.reports.remove(&name);
+            self.scans.remove(&name);
             return Affected::Node(name);
         }
-        let print = report_print(r, now);
+        let scan = r.status.as_ref().and_then(|s| s.last_scan_time.clone());
+        let observed = match self.scans.get(&name) {
+            Some((seen, at)) if *seen == scan => *at,
+            _ => {
+                self.scans.insert(name.clone(), (scan, now));
+                now
+            }
+        };
+        let print = report_print(r, Some(observed), now);
         let Some(old) = self.reports.insert(name.clone(), print.clone()) else {
             return Affected::Node(name);
         };
@@ -266,6 +282,11 @@ impl Index {
         } else {
             Affected::Policies(changed)
         }
+    }
+
+    /// When this process first saw the current `lastScanTime` of a report.
+    pub fn observed_scan(&self, report: &str) -> Option<Timestamp> {
+        self.scans.get(report).map(|(_, at)| *at)
     }
 
     /// A Node was applied or deleted.
@@ -437,7 +458,8 @@ mod tests {
             Affected::Policies(["a".to_owned()].into())
         );
         // A stale report coming back is news for every policy on the node.
-        let later = Timestamp::from_second(1996 + 901).unwrap();
+        // (Three 5m heartbeats after the operator first saw that scan.)
+        let later = Timestamp::from_second(2000 + 901).unwrap();
         assert_eq!(
             ix.report(&report(1996, &[("a", true), ("b", false)]), false, later),
             Affected::Node("n".into())

@@ -62,6 +62,8 @@ pub struct Context {
     pub nodes: Store<Node>,
     pub reports_overlay: Overlay<NodeHealthReport>,
     pub nodes_overlay: Overlay<Node>,
+    /// Fingerprints, and when each report's scan was first seen.
+    pub index: Arc<Mutex<Index>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
@@ -353,6 +355,7 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         nodes: nodes.clone(),
         reports_overlay: Overlay::default(),
         nodes_overlay: Overlay::default(),
+        index: index.clone(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -574,6 +577,7 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
             selected: *selected,
             node: node.as_deref(),
             report: report.as_deref(),
+            observed_scan: ctx.index.lock().ok().and_then(|i| i.observed_scan(n)),
         })
         .collect();
     let plan = plan::plan(&PlanInput {

@@ -124,8 +124,27 @@ pub enum Freshness {
     Stale,
 }
 
-/// Whether `status` is fresh at `now`.
-pub fn freshness(status: Option<&NodeHealthReportStatus>, now: Timestamp) -> Freshness {
+/// Clock skew between an agent and the operator that changes no decision.
+pub const SKEW_TOLERANCE: Duration = Duration::from_secs(30);
+
+/// Longest heartbeat the operator believes: an agent stating a longer one
+/// (a typo, or a compromised agent keeping a dead node "fresh") gets this.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(15 * 60);
+
+/// Whether `status` is fresh at `now`, on the operator's clock.
+///
+/// `observed` is when the operator itself first saw the report's current
+/// `lastScanTime` (the watch event that carried it): a report is stale three
+/// heartbeats after that, on the operator's clock, so an agent whose clock
+/// runs ahead cannot keep a dead node fresh. It is also stale three
+/// heartbeats (plus [`SKEW_TOLERANCE`]) after its own `lastScanTime`, which
+/// covers a report this process has just met (after a restart) that was
+/// already old. Without an observation only the second rule applies.
+pub fn freshness(
+    status: Option<&NodeHealthReportStatus>,
+    observed: Option<Timestamp>,
+    now: Timestamp,
+) -> Freshness {
     let Some(status) = status else {
         return Freshness::Stale;
     };
@@ -137,8 +156,17 @@ pub fn freshness(status: Option<&NodeHealthReportStatus>, now: Timestamp) -> Fre
         .as_deref()
         .and_then(|h| parse_duration(h).ok())
         .filter(|h| !h.is_zero())
-        .unwrap_or(DEFAULT_HEARTBEAT);
-    let stale_at = super::plus(last.0, heartbeat.saturating_mul(STALE_HEARTBEATS));
+        .unwrap_or(DEFAULT_HEARTBEAT)
+        .min(MAX_HEARTBEAT);
+    let window = heartbeat.saturating_mul(STALE_HEARTBEATS);
+    // By the agent's own stamp, allowing for the documented skew: an agent
+    // whose clock runs far behind reads as stale (nothing is planned, the
+    // policy is Degraded), never the reverse.
+    let by_stamp = super::plus(last.0, window.saturating_add(SKEW_TOLERANCE));
+    let stale_at = match observed {
+        Some(seen) => by_stamp.min(super::plus(seen, window)),
+        None => by_stamp,
+    };
     if now >= stale_at {
         Freshness::Stale
     } else {

@@ -171,7 +171,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
             continue;
         };
-        match facts::freshness(report.status.as_ref(), now) {
+        match facts::freshness(report.status.as_ref(), n.observed_scan, now) {
             Freshness::Stale => {
                 if n.selected {
                     summary.stale.push(n.name.to_owned());

@@ -83,6 +83,9 @@ pub struct NodeInput<'a> {
     pub node: Option<&'a Node>,
     /// Its report (absent when the agent has not created it).
     pub report: Option<&'a NodeHealthReport>,
+    /// When the operator first saw the report's current `lastScanTime`, on
+    /// its own clock (see [`super::facts::freshness`]).
+    pub observed_scan: Option<Timestamp>,
 }
 
 /// Everything [`plan`] decides from.

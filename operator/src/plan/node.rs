@@ -154,7 +154,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         let Some(report) = n.report else {
             return result;
         };
-        if facts::freshness(report.status.as_ref(), now) == Freshness::Stale {
+        if facts::freshness(report.status.as_ref(), n.observed_scan, now) == Freshness::Stale {
             // No action is ever planned from stale data.
             return result;
         }

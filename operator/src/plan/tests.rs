@@ -208,6 +208,7 @@ fn run_with_invalid(
             selected: p.selects(n.metadata.labels.as_ref().unwrap()),
             node: Some(n),
             report: r.as_ref(),
+            observed_scan: None,
         })
         .collect();
     plan(&PlanInput {
@@ -708,7 +709,11 @@ fn stale_reports_count_toward_the_storm_and_plan_nothing() {
     st.last_scan_time = Some(Time(t(NOW - 14 * 60)));
     let plan = run(&p, &[], &[(node("c"), Some(old))]);
     assert!(plan.summary.stale.is_empty());
-    assert_eq!(plan.wake_at, t(NOW + 60), "wakes when it would go stale");
+    assert_eq!(
+        plan.wake_at,
+        t(NOW + 60) + facts::SKEW_TOLERANCE,
+        "wakes when it would go stale (with the skew tolerance)"
+    );
 }
 
 #[test]
@@ -1932,4 +1937,70 @@ fn a_stored_no_execute_taint_without_the_opt_in_makes_the_policy_invalid() {
         t.allow_no_execute = true;
     }
     assert!(PolicyView::from_policy(&p.policy).is_ok());
+}
+
+fn observed(r: &NodeHealthReport, scan: i64, heartbeat: &str) -> NodeHealthReport {
+    let mut r = r.clone();
+    let st = r.status.as_mut().unwrap();
+    st.last_scan_time = Some(Time(t(scan)));
+    st.heartbeat_interval = Some(heartbeat.into());
+    r
+}
+
+#[test]
+fn freshness_is_judged_on_the_operators_clock() {
+    let r = firing("a", "p", NOW - 100);
+    // The agent's clock runs an hour ahead; it died 20 minutes ago (the
+    // operator last saw a new scan then). Its lastScanTime is in the future.
+    let ahead = observed(&r, NOW + 3600, "5m");
+    assert_eq!(
+        facts::freshness(ahead.status.as_ref(), Some(t(NOW - 1200)), t(NOW)),
+        facts::Freshness::Stale
+    );
+    // The agent's clock runs ten minutes behind, and it is alive: the
+    // operator saw its newest scan a minute ago.
+    let behind = observed(&r, NOW - 600, "5m");
+    assert!(matches!(
+        facts::freshness(behind.status.as_ref(), Some(t(NOW - 60)), t(NOW)),
+        facts::Freshness::Fresh { .. }
+    ));
+    // An hour behind reads as stale: the safe direction (nothing is planned
+    // and the policy is Degraded, naming the node).
+    let far_behind = observed(&r, NOW - 3600, "5m");
+    assert_eq!(
+        facts::freshness(far_behind.status.as_ref(), Some(t(NOW - 60)), t(NOW)),
+        facts::Freshness::Stale
+    );
+    // A heartbeat the agent claims to be a day long is capped.
+    let lazy = observed(&r, NOW - 3600, "24h");
+    assert_eq!(
+        facts::freshness(lazy.status.as_ref(), Some(t(NOW - 3600)), t(NOW)),
+        facts::Freshness::Stale
+    );
+    // The planner uses the observation.
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .view();
+    let settings = Settings::default();
+    let node = node("a");
+    let inputs = [NodeInput {
+        name: "a",
+        selected: true,
+        node: Some(&node),
+        report: Some(&ahead),
+        observed_scan: Some(t(NOW - 1200)),
+    }];
+    let plan = plan(&PlanInput {
+        policy: &p,
+        others: &[],
+        invalid: &[],
+        nodes: &inputs,
+        settings: &settings,
+        now: t(NOW),
+    });
+    assert_eq!(plan.summary.stale, ["a"]);
+    assert!(plan.work.is_empty());
 }
