@@ -19,6 +19,7 @@
 //! KILL (signalling another user's process) is proven with the agent's
 //! action execution in `tests/cluster.rs`.
 
+use nodemedic_agent::confine::{Confinement, confine_self};
 use nodemedic_crds::NodeHealthReport;
 use nodemedic_testkit::real_host::{is_root, skip};
 use nodemedic_testkit::workload::{DStateTask, Spawned, freezer_hierarchy};
@@ -329,13 +330,16 @@ fn without_sys_ptrace_another_users_files_are_closed_through_proc_root() {
     drop(victim);
 }
 
-/// The limit of dropping SYS_PTRACE, measured so `docs/security.md` can say
-/// it: the kernel's ptrace access check lets a process in when it has the
-/// same uid and at least the target's capabilities. A process of uid 0
-/// without capabilities (a container running as root with `drop: [ALL]`)
-/// is open to the agent's uid with the chart's capabilities alone.
+/// The limit of dropping SYS_PTRACE, and what closes it. The kernel's
+/// ptrace access check lets a process in when it has the same uid and at
+/// least the target's capabilities: a process of uid 0 without capabilities
+/// (a container running as root with `drop: [ALL]`) is open to the agent's
+/// uid with the chart's capabilities alone. The agent's Landlock domain
+/// (`confine_self`, entered at start-up) closes it: inside the domain the
+/// check fails for every process outside it, even for root with every
+/// capability, while the agent's own reads keep working.
 #[test]
-fn a_root_process_without_capabilities_stays_open_to_the_agents_uid() {
+fn a_root_process_without_capabilities_is_closed_once_the_agent_confines_itself() {
     if !preconditions() {
         return;
     }
@@ -349,19 +353,100 @@ fn a_root_process_without_capabilities_stays_open_to_the_agents_uid() {
             .spawn()
             .expect("spawn"),
     );
+    let pid = victim.pid();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(format!("/proc/{}/comm", victim.pid())).unwrap_or_default()
-        != "sleep\n"
-    {
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
         assert!(Instant::now() < deadline, "setpriv never exec'd sleep");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let through_root = format!("/proc/{}/root{}", victim.pid(), token.display());
+    let through_root = format!("/proc/{pid}/root{}", token.display());
     let chart = with_caps(CHART_CAPS, "cat", &[&through_root]);
     assert_eq!(
         String::from_utf8_lossy(&chart.stdout),
         "a root pod's token\n",
         "same uid and a superset of its capabilities: the ptrace check passes"
     );
+
+    // The agent's confinement, entered by a thread of this test (root with
+    // every capability, more than the agent ever has).
+    let expected_fds = open_fds(pid);
+    let confined = std::thread::spawn(move || {
+        let state = confine_self().expect("confine_self");
+        let root = std::fs::read_to_string(&through_root);
+        let closed: Vec<(&str, bool)> = ["io", "mem", "syscall", "stack"]
+            .into_iter()
+            .map(|f| (f, std::fs::read(format!("/proc/{pid}/{f}")).is_err()))
+            .chain([
+                (
+                    "cwd",
+                    std::fs::read_link(format!("/proc/{pid}/cwd")).is_err(),
+                ),
+                (
+                    "fd/0",
+                    std::fs::read_link(format!("/proc/{pid}/fd/0")).is_err(),
+                ),
+            ])
+            .collect();
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        let fds = std::fs::metadata(format!("/proc/{pid}/fd")).map(|m| m.len());
+        (state, root, closed, wchan, stat, fds)
+    })
+    .join()
+    .expect("the confined thread");
+    let (state, root, closed, wchan, stat, fds) = confined;
+    if state == Confinement::Unavailable {
+        skip("this kernel has no Landlock");
+        return;
+    }
+    let err = root.expect_err("/proc/PID/root is closed inside the domain");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    for (entry, is_closed) in closed {
+        assert!(is_closed, "/proc/PID/{entry} is closed inside the domain");
+    }
+    assert_eq!(wchan.expect("wchan reads, masked").trim(), "0");
+    assert!(
+        stat.expect("stat stays readable")
+            .starts_with(&format!("{pid} (sleep) S")),
+    );
+    assert_eq!(fds.expect("the fd count stays readable"), expected_fds);
     drop(victim);
+}
+
+/// The real binary enters the domain before it scans: even given
+/// SYS_PTRACE it cannot pass the ptrace check of another process (the
+/// kernel masks the hung thread's wchan), and the scan is otherwise whole.
+#[test]
+fn the_agent_binary_confines_itself_before_scanning() {
+    if !preconditions() {
+        return;
+    }
+    let Some(freezer) = freezer_hierarchy() else {
+        skip("no cgroup v1 freezer to hold a task in D state");
+        return;
+    };
+    let hung = DStateTask::spawn_frozen_with(&freezer, as_nobody("sleep", &["120"]))
+        .expect("a frozen sleeper of user nobody");
+    wait_state(hung.pid, 'D');
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: nodemedic.io/v1alpha1\nkind: NodeHealthPolicy\nmetadata: {name: caps}\nspec:\n  detectors:\n    hungTasks: {minDuration: 1s}\n",
+    )
+    .expect("policy");
+    let report = scan_with(",+kill,+sys_ptrace", &policy);
+    let status = report.status.as_ref().expect("a status");
+    let blocked = status
+        .findings
+        .hung_tasks
+        .iter()
+        .find(|h| h.tid == hung.pid)
+        .unwrap_or_else(|| panic!("the hung thread {} is listed", hung.pid));
+    assert_eq!(
+        blocked.wchan, None,
+        "inside its Landlock domain the agent cannot read wchan even with SYS_PTRACE"
+    );
+    assert_eq!(status.scan_errors.permission_denied, 0);
+    drop(hung);
 }
