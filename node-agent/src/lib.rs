@@ -5,6 +5,7 @@
 pub mod act;
 pub mod admin;
 pub mod cli;
+pub mod confine;
 pub mod detect;
 pub mod output;
 pub mod report;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use nodemedic_agent::cli::{Cli, Command, LogFormat};
+use nodemedic_agent::confine::Confinement;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -36,6 +37,18 @@ fn init_logging(cli: &Cli) -> Result<()> {
 fn run() -> Result<u8> {
     let cli = Cli::parse();
     init_logging(&cli)?;
+    // Before any thread starts, so that every thread is inside the domain.
+    match nodemedic_agent::confine::confine_self() {
+        Ok(Confinement::Enforced) => {
+            tracing::debug!("confined: no ptrace access to other processes, no exec")
+        }
+        Ok(Confinement::Unavailable) => tracing::warn!(
+            "this kernel has no Landlock: the agent cannot give up ptrace access to other processes (see docs/security.md)"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "the agent could not confine itself (see docs/security.md)")
+        }
+    }
     match cli.command {
         Command::Scan(args) => {
             let code = nodemedic_agent::scan_command::run(&args)?;

@@ -981,7 +981,7 @@ async fn signalling_another_users_process_needs_cap_kill() {
         caps: Some(caps),
     };
 
-    let mut without = Agent::start(&opts(",+sys_ptrace,+dac_read_search"));
+    let mut without = Agent::start(&opts(""));
     wait_report(
         &node,
         Duration::from_secs(15),
@@ -1002,7 +1002,7 @@ async fn signalling_another_users_process_needs_cap_kill() {
     let (code, _) = without.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
 
-    let with = Agent::start(&opts(",+kill,+sys_ptrace,+dac_read_search"));
+    let with = Agent::start(&opts(",+kill"));
     request_actions(&node, request("with-kill")).await;
     let s = wait_report(&node, Duration::from_secs(15), "signalled", &with, |s| {
         result(s, "with-kill").is_some_and(|r| r.outcome.is_final())

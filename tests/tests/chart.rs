@@ -238,6 +238,14 @@ async fn values_schema_rejects_bad_values_with_clear_messages() {
             &["--set", "agent.logFormat=json"],
             &["/agent", "additional properties 'logFormat' not allowed"],
         ),
+        // No way to hand the agent SYS_PTRACE through values.
+        (
+            &["--set", "agent.capabilities.sysPtrace=true"],
+            &[
+                "/agent/capabilities",
+                "additional properties 'sysPtrace' not allowed",
+            ],
+        ),
         (
             &["--set", "agent.log.format=xml"],
             &["/agent/log/format", "value must be one of 'json', 'text'"],
@@ -479,7 +487,11 @@ async fn pod_templates_have_the_documented_security_settings() {
             "runAsNonRoot": false,
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"], "add": ["KILL", "SYS_PTRACE", "DAC_READ_SEARCH"]},
+            // Only KILL: no SYS_PTRACE (it opens other pods' files through
+            // /proc/PID/root) and no DAC_READ_SEARCH (the fd count is stat()'s
+            // st_size since Linux 6.2); node-agent/tests/capabilities.rs
+            // proves the agent's scan needs nothing more.
+            "capabilities": {"drop": ["ALL"], "add": ["KILL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         })
     );
@@ -508,6 +520,19 @@ async fn pod_templates_have_the_documented_security_settings() {
         .map(|e| e["name"].as_str().expect("env name"))
         .collect();
     assert!(!env.contains(&"NODEMEDIC_REBOOT_SENTINEL"), "{env:?}");
+
+    // DAC_READ_SEARCH only on request (kernels before 6.2).
+    let objs = render(
+        "nodemedic",
+        "nodemedic",
+        &["--set", "agent.capabilities.dacReadSearch=true"],
+    )
+    .await;
+    let c = &find(&objs, "DaemonSet", "agent")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["securityContext"]["capabilities"],
+        json!({"drop": ["ALL"], "add": ["KILL", "DAC_READ_SEARCH"]})
+    );
 
     // With the reboot hand-off, exactly the sentinel's directory becomes writable.
     let objs = render(

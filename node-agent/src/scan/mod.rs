@@ -113,11 +113,7 @@ impl Scanner {
             source: std::io::Error::from_raw_os_error(e.raw_os_error()),
             path: proc_path.clone(),
         })?;
-        let fd_counting = if reader::is_procfs(&proc_dir) {
-            FdCounting::StatThenReaddir
-        } else {
-            FdCounting::Readdir
-        };
+        let fd_counting = FdCounting::probe(&proc_dir);
         Ok(Self {
             host_root: host_root.to_owned(),
             proc_dir,

@@ -1,7 +1,7 @@
 //! The per-process and per-thread walk of `/proc`.
 
 use super::parse::{self, Limit};
-use super::reader::{ReadFailure, ScanCounters, for_each_entry, read_at, size_at};
+use super::reader::{ReadFailure, ScanCounters, for_each_entry, is_procfs, read_at, size_at};
 use rustix::fd::AsFd;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -121,10 +121,32 @@ impl ProcSnapshot {
 /// How to count open fds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FdCounting {
-    /// `st_size` of `/proc/PID/fd` (Linux ≥ 6.2), readdir when it is 0.
+    /// `st_size` of `/proc/PID/fd` is the count, 0 included (Linux ≥ 6.2):
+    /// one `stat()`, which needs no privilege over the process.
+    Stat,
+    /// `st_size` when it is not 0, else a listing of `/proc/PID/fd`: for a
+    /// kernel that reports 0 for every process (before 6.2), where listing
+    /// another user's fd directory (mode 0500) needs `CAP_DAC_READ_SEARCH`.
     StatThenReaddir,
     /// Always readdir (fixture trees are not procfs).
     Readdir,
+}
+
+impl FdCounting {
+    /// How fds can be counted under `proc_dir`. This process always holds
+    /// open fds (`proc_dir` itself), so a kernel that counts them in
+    /// `st_size` reports a non-zero size for its own fd directory; then a
+    /// size of 0 for another process means it has no open fds and the
+    /// directory never needs listing.
+    pub fn probe(proc_dir: impl AsFd + Copy) -> Self {
+        if !is_procfs(proc_dir) {
+            return FdCounting::Readdir;
+        }
+        match size_at(proc_dir, "self/fd") {
+            Ok(n) if n > 0 => FdCounting::Stat,
+            _ => FdCounting::StatThenReaddir,
+        }
+    }
 }
 
 /// Reusable state of the walk: scratch buffers only, no per-scan allocation
@@ -343,7 +365,7 @@ impl ProcWalker {
             let seq = self.scan_seq;
             self.fd_cache.retain(|_, e| e.2 == seq);
         }
-        if snap.sched_now_ns.is_some() && fd_counting == FdCounting::StatThenReaddir {
+        if snap.sched_now_ns.is_some() && fd_counting != FdCounting::Readdir {
             self.sched_now_per_cpu(proc_dir, &mut snap, counters);
         }
         snap
@@ -539,9 +561,9 @@ impl ProcWalker {
     ) -> Option<u32> {
         self.path.clear();
         let _ = write!(self.path, "{pid}/fd");
-        if how == FdCounting::StatThenReaddir {
+        if how != FdCounting::Readdir {
             match size_at(proc_dir, &self.path) {
-                Ok(n) if n > 0 => return u32::try_from(n).ok(),
+                Ok(n) if n > 0 || how == FdCounting::Stat => return u32::try_from(n).ok(),
                 Ok(_) => {}
                 Err(e) => {
                     counters.record(e);
