@@ -24,6 +24,13 @@
 #      report says so; the pod keeps running;
 #   6. the agent's RBAC and admission limits hold inside the cluster, with a
 #      token bound to the running agent pod;
+#   6b. trust boundaries: a report spec write by anyone but the operator (a
+#      cluster admin here) is denied by the admission policy; a pod with the
+#      agent pod's privileges (hostPID, uid 0, KILL only) reads another pod's
+#      process stat but not the operator's token through /proc/PID/root; a
+#      forged SIGKILL request written with a stolen operator token against a
+#      process with no zombies is refused by the real agent
+#      (NotAZombieParent) and the process lives on;
 #   7. `helm uninstall` leaves none of the release's objects behind.
 #
 # Environment: KIND_CLUSTER_NAME (default nodemedic-e2e), KIND_NODE_IMAGE
@@ -137,8 +144,8 @@ agent_pod=$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=agent -o js
 agent_sa=$(kubectl -n "$ns" get pod "$agent_pod" -o jsonpath='{.spec.serviceAccountName}')
 privileged=$(kubectl -n "$ns" get pod "$agent_pod" -o jsonpath='{.spec.containers[0].securityContext.privileged}')
 caps=$(kubectl -n "$ns" get pod "$agent_pod" -o jsonpath='{.spec.containers[0].securityContext.capabilities.add}')
-if [ "$privileged" != true ] && [ "$caps" = '["KILL","SYS_PTRACE","DAC_READ_SEARCH"]' ]; then
-    ok "the agent runs unprivileged with KILL, SYS_PTRACE, DAC_READ_SEARCH"
+if [ "$privileged" != true ] && [ "$caps" = '["KILL"]' ]; then
+    ok "the agent runs unprivileged with KILL only"
 else
     fail "agent security context: privileged=$privileged caps=$caps"
 fi
@@ -305,6 +312,92 @@ for check in "patch nodes" "create pods/eviction -n shop" "get secrets -n $ns" "
     # shellcheck disable=SC2086
     if [ "$(as_agent auth can-i $check 2>/dev/null)" = no ]; then ok "agent cannot $check"; else fail "agent can $check"; fi
 done
+
+# ---------------------------------------------------------------------------
+step "6b. trust boundaries: who writes report spec, a forged request, what the agent's privileges read"
+forged_spec='{"spec":{"actionRequests":[{"id":"e2e-forged","action":"SignalParent","target":{"pid":PID,"startTime":START,"comm":"bystander"},"signal":"SIGKILL","policy":"e2e-zombies","requestedAt":"NOW"}]}}'
+out=$(kubectl patch nhr "$node" --type=merge --dry-run=server -p "$(echo "$forged_spec" | sed 's/PID/4242/; s/START/1/; s/NOW/2026-01-01T00:00:00Z/')" 2>&1 || true)
+case "$out" in
+    *"is written only by the nodemedic operator"*) ok "a report spec write by a non-operator identity (cluster admin here) is denied by the admission policy" ;;
+    *) fail "a report spec write by a cluster admin: $out" ;;
+esac
+# A bystander process, and a pod with exactly the agent pod's privileges
+# (hostPID, uid 0, every capability dropped but KILL).
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: bystander, namespace: shop}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - {name: main, image: "localhost/nodemedic-workload:$tag", imagePullPolicy: Never, args: [rename, bystander]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: agent-twin, namespace: shop}
+spec:
+  hostPID: true
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: "localhost/nodemedic-workload:$tag"
+      imagePullPolicy: Never
+      args: [rename, agent-twin]
+      securityContext:
+        runAsUser: 0
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL], add: [KILL]}
+EOF
+wait_for "the bystander and the agent's twin run" 60 sh -c \
+    "kubectl -n shop get pod bystander agent-twin -o jsonpath='{.items[*].status.phase}' | grep -qx 'Running Running'"
+twin() { kubectl -n shop exec agent-twin -- /usr/local/bin/nodemedic-workload "$@"; }
+op_pid=$(twin find-pid nodemedic-opera 2>/dev/null | head -n1 | cut -d' ' -f1 || true)
+if [ -n "$op_pid" ]; then
+    if twin read-file "/proc/$op_pid/stat" >/dev/null 2>&1; then
+        ok "with the agent's privileges: another pod's process stat is readable (what the agent needs)"
+    else
+        fail "with the agent's privileges: /proc/$op_pid/stat of the operator is not readable"
+    fi
+    rc=0
+    twin read-file "/proc/$op_pid/root/var/run/secrets/kubernetes.io/serviceaccount/token" >/dev/null 2>&1 || rc=$?
+    if [ "$rc" = 3 ]; then
+        ok "with the agent's privileges: the operator's ServiceAccount token through /proc/PID/root is denied"
+    else
+        fail "reading the operator's token through /proc/$op_pid/root: exit $rc (want 3, permission denied)"
+    fi
+else
+    fail "no operator process found from the agent's twin"
+fi
+read -r by_pid by_start < <(twin find-pid bystander 2>/dev/null | head -n1) || true
+# A stolen operator token: the operator is stopped so that it does not
+# prune the forged request before the agent sees it.
+op_sa=$(kubectl -n "$ns" get deploy -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].spec.template.spec.serviceAccountName}')
+kubectl -n "$ns" scale deploy -l app.kubernetes.io/component=operator --replicas=0 >/dev/null
+no_operator() { [ -z "$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=operator -o name 2>/dev/null)" ]; }
+wait_for "the operator is stopped" 60 no_operator
+op_token=$(kubectl -n "$ns" create token "$op_sa" --duration 10m)
+op_kc="$images_out/operator.kubeconfig"
+sed "s|token: \".*\"|token: \"$op_token\"|" "$agent_kc" >"$op_kc"
+forged=$(echo "$forged_spec" | sed "s/PID/${by_pid:-0}/; s/START/${by_start:-0}/; s/NOW/$(date -u +%Y-%m-%dT%H:%M:%SZ)/")
+if kubectl --kubeconfig "$op_kc" patch nhr "$node" --type=merge -p "$forged" >/dev/null 2>&1; then
+    ok "a forged SignalParent (SIGKILL to a process with no zombies) written with the operator's token"
+else
+    fail "writing the forged request with the operator's token"
+fi
+refused() {
+    kubectl get nhr "$node" -o json | jq -e \
+        '[.status.actionResults[]? | select(.id == "e2e-forged" and .outcome == "Refused" and .reason == "NotAZombieParent")] | length > 0'
+}
+wait_for "the agent refuses the forged request (NotAZombieParent)" 60 refused
+still=$(twin find-pid bystander 2>/dev/null | head -n1 || true)
+restarts=$(kubectl -n shop get pod bystander -o jsonpath='{.status.containerStatuses[0].restartCount}')
+if [ "$still" = "$by_pid $by_start" ] && [ "$restarts" = 0 ]; then
+    ok "the bystander was not signalled"
+else
+    fail "the bystander: was '$by_pid $by_start', now '$still', restarts $restarts"
+fi
+kubectl -n shop delete pod bystander agent-twin --wait=false >/dev/null
 
 # ---------------------------------------------------------------------------
 step "7. helm uninstall leaves nothing behind"

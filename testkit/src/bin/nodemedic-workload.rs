@@ -54,6 +54,13 @@ enum Cmd {
     ZombieParent { count: usize },
     /// (helper) Exit at once.
     Exit,
+    /// (probe) Print the pid and start time (stat field 22) of every process
+    /// whose comm is NAME, one "PID STARTTIME" per line; exit 1 if none.
+    FindPid { name: String },
+    /// (probe) Read FILE and print how many bytes it holds, or the error;
+    /// exit 0 when readable, 3 when permission is denied, 1 otherwise.
+    /// Used to show what a pod with the agent's privileges can read.
+    ReadFile { path: PathBuf },
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +198,47 @@ fn main() -> Result<()> {
             sleep_forever()
         }
         Cmd::Exit => Ok(()),
+        Cmd::FindPid { name } => {
+            let mut found = false;
+            for entry in std::fs::read_dir("/proc").context("reading /proc")?.flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                    continue;
+                };
+                if stat[open + 1..close] != name {
+                    continue;
+                }
+                // Fields after the comm start at field 3 (state); starttime is 22.
+                if let Some(start) = stat[close + 1..].split_whitespace().nth(19) {
+                    println!("{pid} {start}");
+                    found = true;
+                }
+            }
+            if found {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Cmd::ReadFile { path } => match std::fs::read(&path) {
+            Ok(bytes) => {
+                println!("readable: {} bytes", bytes.len());
+                Ok(())
+            }
+            Err(e) => {
+                println!("{}: {e}", path.display());
+                std::process::exit(if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    3
+                } else {
+                    1
+                })
+            }
+        },
         Cmd::Cleanup => {
             let n = workload::cleanup_stale_groups();
             println!("removed {n} stale cgroup(s)");
