@@ -1068,6 +1068,7 @@ fn full_report(name: &str) -> serde_json::Value {
                     last_attempt_at: None,
                     reason: None,
                     target: None,
+                    pod: None,
                     message: None,
                     drain: Some(DrainProgress {
                         evicted: 1,
@@ -1075,6 +1076,8 @@ fn full_report(name: &str) -> serde_json::Value {
                         skipped: 1,
                     }),
                 }],
+                slot_since: Some(t.clone()),
+                needs_attention_since: None,
             }],
             history: vec![HistoryEntry {
                 at: t.clone(),
