@@ -553,12 +553,111 @@ pub struct ActionResult {
     #[serde(default)]
     #[schemars(length(max = 1024))]
     pub message: String,
+    /// Why the agent did not carry it out (outcomes Refused, TargetChanged
+    /// and TargetGone): a stable word for alerts and dashboards, also the
+    /// `reason` label of the agent's actions metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ActionRefusal>,
     /// When the agent finished handling it (for InProgress: when it accepted it).
     pub completed_at: Time,
     /// For a delivered SignalParent: what became of the zombies under the
     /// signalled parent, from the scans after the signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up: Option<SignalFollowUp>,
+}
+
+// Why the agent did not carry out a request. The agent re-verifies every
+// request against its own view (its watched policies and its latest scan)
+// before acting: the operator's word is necessary, never sufficient. No
+// type-level doc: on an optional enum it would replace the field's doc in
+// the generated schema.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionRefusal {
+    /// The request is incomplete or contradictory (e.g. SignalParent
+    /// without target or signal, a target or signal on RequestReboot).
+    MalformedRequest,
+    /// No policy of that name exists in the agent's view.
+    UnknownPolicy,
+    /// The named policy cannot be evaluated (a threshold, duration or
+    /// selector it cannot read).
+    PolicyInvalid,
+    /// The named policy does not select this node.
+    PolicyDoesNotSelectNode,
+    /// The named policy is in Observe or DryRun mode.
+    PolicyNotEnforcing,
+    /// The policy's ladder has no step with this action (for SignalParent:
+    /// the zombies ladder).
+    StepNotInLadder,
+    /// The policy's zombies ladder has SignalParent, but not with this
+    /// signal (a step without `signal` means SIGCHLD).
+    SignalNotInLadder,
+    /// In the agent's latest scan the target is not the parent of any zombie.
+    NotAZombieParent,
+    /// The target has fewer zombies older than the policy's minAge than its
+    /// perParentThreshold.
+    BelowPerParentThreshold,
+    /// The target runs in a pod of one of the policy's excludeNamespaces.
+    ExcludedNamespace,
+    /// The target runs in a pod whose namespace the agent cannot tell, and
+    /// the policy excludes namespaces.
+    NamespaceUnknown,
+    /// The target's name matches a built-in protected process or the
+    /// policy's protectedProcesses.
+    ProtectedProcess,
+    /// PID 1 of the host, or a non-positive pid.
+    InitProcess,
+    /// The target is a kernel thread.
+    KernelThread,
+    /// The target is the agent itself.
+    OwnProcess,
+    /// The pid now belongs to another process than the requested one.
+    TargetChanged,
+    /// The target has exited.
+    TargetGone,
+    /// The request was older than the agent's action TTL when first seen.
+    Expired,
+    /// RequestReboot on an agent without a reboot sentinel configured.
+    RebootNotEnabled,
+    /// The reboot sentinel path exists but is a symbolic link or not a
+    /// regular file.
+    SentinelUnsafe,
+}
+
+impl ActionRefusal {
+    /// The stable name (as serialized, and as the metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionRefusal::MalformedRequest => "MalformedRequest",
+            ActionRefusal::UnknownPolicy => "UnknownPolicy",
+            ActionRefusal::PolicyInvalid => "PolicyInvalid",
+            ActionRefusal::PolicyDoesNotSelectNode => "PolicyDoesNotSelectNode",
+            ActionRefusal::PolicyNotEnforcing => "PolicyNotEnforcing",
+            ActionRefusal::StepNotInLadder => "StepNotInLadder",
+            ActionRefusal::SignalNotInLadder => "SignalNotInLadder",
+            ActionRefusal::NotAZombieParent => "NotAZombieParent",
+            ActionRefusal::BelowPerParentThreshold => "BelowPerParentThreshold",
+            ActionRefusal::ExcludedNamespace => "ExcludedNamespace",
+            ActionRefusal::NamespaceUnknown => "NamespaceUnknown",
+            ActionRefusal::ProtectedProcess => "ProtectedProcess",
+            ActionRefusal::InitProcess => "InitProcess",
+            ActionRefusal::KernelThread => "KernelThread",
+            ActionRefusal::OwnProcess => "OwnProcess",
+            ActionRefusal::TargetChanged => "TargetChanged",
+            ActionRefusal::TargetGone => "TargetGone",
+            ActionRefusal::Expired => "Expired",
+            ActionRefusal::RebootNotEnabled => "RebootNotEnabled",
+            ActionRefusal::SentinelUnsafe => "SentinelUnsafe",
+        }
+    }
+
+    /// The outcome a request with this refusal gets.
+    pub fn outcome(self) -> ActionResultOutcome {
+        match self {
+            ActionRefusal::TargetChanged => ActionResultOutcome::TargetChanged,
+            ActionRefusal::TargetGone => ActionResultOutcome::TargetGone,
+            _ => ActionResultOutcome::Refused,
+        }
+    }
 }
 
 /// What the scans after a SignalParent saw.
@@ -592,8 +691,8 @@ pub enum ActionResultOutcome {
     TargetGone,
     /// The pid now belongs to another process (start time or parent differ).
     TargetChanged,
-    /// Refused: PID 1, kernel thread, protected process, the agent itself,
-    /// or a request older than the agent's action TTL.
+    /// Refused: the agent's own checks do not back the request (see
+    /// `reason`): policy, ladder, target, protection, or the action TTL.
     Refused,
     /// The attempt failed (e.g. permission denied), or an InProgress request
     /// was interrupted by an agent restart and is not retried.

@@ -4,10 +4,11 @@
 //! then signal through the pidfd so PID reuse cannot redirect the signal.
 
 pub mod request;
+pub mod verify;
 
 use crate::scan::parse::{self, ProcStat};
 use crate::scan::reader::{self, ReadFailure};
-use nodemedic_crds::report::ActionResultOutcome;
+use nodemedic_crds::report::{ActionRefusal, ActionResultOutcome};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
@@ -52,6 +53,18 @@ pub enum RefusalReason {
     Protected(String),
 }
 
+impl RefusalReason {
+    /// The stable reason recorded in `status.actionResults`.
+    pub fn to_api(&self) -> ActionRefusal {
+        match self {
+            RefusalReason::InitOrInvalidPid => ActionRefusal::InitProcess,
+            RefusalReason::KernelThread => ActionRefusal::KernelThread,
+            RefusalReason::OwnProcess => ActionRefusal::OwnProcess,
+            RefusalReason::Protected(_) => ActionRefusal::ProtectedProcess,
+        }
+    }
+}
+
 impl std::fmt::Display for RefusalReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -84,6 +97,16 @@ pub enum SignalOutcome {
 }
 
 impl SignalOutcome {
+    /// Why it was not delivered, when it was not.
+    pub fn refusal(&self) -> Option<ActionRefusal> {
+        match self {
+            SignalOutcome::Signalled { .. } => None,
+            SignalOutcome::TargetGone => Some(ActionRefusal::TargetGone),
+            SignalOutcome::TargetChanged { .. } => Some(ActionRefusal::TargetChanged),
+            SignalOutcome::Refused { reason } => Some(reason.to_api()),
+        }
+    }
+
     pub fn to_api(&self) -> ActionResultOutcome {
         match self {
             SignalOutcome::Signalled { .. } => ActionResultOutcome::Signalled,
@@ -196,11 +219,13 @@ impl Signaller {
         let Some(stat) = self.read_stat(target.pid)? else {
             return Ok(SignalOutcome::TargetGone);
         };
+        // The details name only what the request carried: the identity the
+        // pid belongs to now is none of the requester's business.
         if stat.starttime != target.start_time {
             return Ok(SignalOutcome::TargetChanged {
                 detail: format!(
-                    "start time is {} (expected {}): the pid was reused",
-                    stat.starttime, target.start_time
+                    "its start time is not {}: the pid belongs to another process now",
+                    target.start_time
                 ),
             });
         }
@@ -208,7 +233,7 @@ impl Signaller {
             && stat.ppid != ppid
         {
             return Ok(SignalOutcome::TargetChanged {
-                detail: format!("parent is {} (expected {ppid})", stat.ppid),
+                detail: format!("its parent is not {ppid} any more"),
             });
         }
         if stat.is_kernel_thread() {

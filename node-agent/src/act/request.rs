@@ -7,7 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::policy::ParentSignal;
-use nodemedic_crds::report::{ActionRequest, ActionResult, ActionResultOutcome, NodeAction};
+use nodemedic_crds::report::{
+    ActionRefusal, ActionRequest, ActionResult, ActionResultOutcome, NodeAction,
+};
 use rustix::process::Signal;
 use std::path::Path;
 use std::time::Duration;
@@ -41,20 +43,32 @@ pub fn expired(request: &ActionRequest, now: Timestamp, ttl: Duration) -> Option
     (age > ttl).then_some(age)
 }
 
+/// The message of a request refused for its age.
+pub fn expired_message(age: Duration, ttl: Duration) -> String {
+    format!(
+        "expired: requested {} ago, the agent's action TTL is {}; not executed",
+        format_duration(Duration::from_secs(age.as_secs())),
+        format_duration(ttl)
+    )
+}
+
+/// What became of a request: outcome, the refusal reason when it was not
+/// carried out, and the message.
+type Described = (ActionResultOutcome, Option<ActionRefusal>, String);
+
 /// Executes one request and describes the outcome for `status.actionResults`.
+/// The request must have passed [`super::verify::verify`]; this re-checks
+/// the target itself at the moment of acting.
 pub fn execute(
     signaller: &Signaller,
     request: &ActionRequest,
     ctx: RequestContext<'_>,
 ) -> ActionResult {
-    let (outcome, message) = if let Some(age) = expired(request, ctx.now, ctx.ttl) {
+    let (outcome, reason, message) = if let Some(age) = expired(request, ctx.now, ctx.ttl) {
         (
             ActionResultOutcome::Refused,
-            format!(
-                "expired: requested {} ago, the agent's action TTL is {}; not executed",
-                format_duration(Duration::from_secs(age.as_secs())),
-                format_duration(ctx.ttl)
-            ),
+            Some(ActionRefusal::Expired),
+            expired_message(age, ctx.ttl),
         )
     } else {
         match request.action {
@@ -72,7 +86,8 @@ pub fn execute(
                     )
                 }
                 _ => (
-                    ActionResultOutcome::Failed,
+                    ActionResultOutcome::Refused,
+                    Some(ActionRefusal::MalformedRequest),
                     "malformed request: SignalParent needs target and signal".to_owned(),
                 ),
             },
@@ -82,6 +97,7 @@ pub fn execute(
     ActionResult {
         id: request.id.clone(),
         outcome,
+        reason,
         message,
         completed_at: Time(ctx.now),
         follow_up: None,
@@ -91,19 +107,18 @@ pub fn execute(
 /// Creates the reboot daemon's sentinel (e.g. kured's
 /// `/var/run/reboot-required`): the daemon then drains and reboots the
 /// node under its own lock and schedule.
-fn request_reboot(
-    sentinel: Option<&Path>,
-    request: &ActionRequest,
-) -> (ActionResultOutcome, String) {
+fn request_reboot(sentinel: Option<&Path>, request: &ActionRequest) -> Described {
     let Some(path) = sentinel else {
         return (
             ActionResultOutcome::Refused,
+            Some(ActionRefusal::RebootNotEnabled),
             "the reboot hand-off is not enabled on this agent (--reboot-sentinel)".to_owned(),
         );
     };
     if path.exists() {
         return (
             ActionResultOutcome::Completed,
+            None,
             format!(
                 "{} already exists: a reboot is already requested",
                 path.display()
@@ -123,20 +138,18 @@ fn request_reboot(
     match std::fs::write(path, text) {
         Ok(()) => (
             ActionResultOutcome::Completed,
+            None,
             format!("created {} for the reboot daemon", path.display()),
         ),
         Err(e) => (
             ActionResultOutcome::Failed,
+            None,
             format!("cannot create {}: {e}", path.display()),
         ),
     }
 }
 
-fn describe(
-    r: Result<SignalOutcome, SignalError>,
-    pid: i32,
-    signal: ParentSignal,
-) -> (ActionResultOutcome, String) {
+fn describe(r: Result<SignalOutcome, SignalError>, pid: i32, signal: ParentSignal) -> Described {
     let sig = format!("{signal:?}");
     match r {
         Ok(o) => {
@@ -158,9 +171,9 @@ fn describe(
                     format!("refused to signal pid {pid}: {reason}")
                 }
             };
-            (o.to_api(), msg)
+            (o.to_api(), o.refusal(), msg)
         }
-        Err(e) => (ActionResultOutcome::Failed, e.to_string()),
+        Err(e) => (ActionResultOutcome::Failed, None, e.to_string()),
     }
 }
 

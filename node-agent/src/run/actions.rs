@@ -7,8 +7,8 @@ use crate::scan::Observation;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::report::{
-    ActionRequest, ActionResult, ActionResultOutcome, MAX_ACTION_RESULTS, NodeAction,
-    SignalFollowUp,
+    ActionRefusal, ActionRequest, ActionResult, ActionResultOutcome, MAX_ACTION_RESULTS,
+    NodeAction, SignalFollowUp,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -95,13 +95,8 @@ impl ActionBook {
                 self.results.push(ActionResult {
                     id: req.id.clone(),
                     outcome: ActionResultOutcome::Refused,
-                    message: format!(
-                        "expired: requested {} ago, the agent's action TTL is {}; not executed",
-                        nodemedic_crds::duration::format_duration(Duration::from_secs(
-                            age.as_secs()
-                        )),
-                        nodemedic_crds::duration::format_duration(ttl)
-                    ),
+                    reason: Some(ActionRefusal::Expired),
+                    message: crate::act::request::expired_message(age, ttl),
                     completed_at: Time(now),
                     follow_up: None,
                 });
@@ -110,6 +105,7 @@ impl ActionBook {
             self.results.push(ActionResult {
                 id: req.id.clone(),
                 outcome: ActionResultOutcome::InProgress,
+                reason: None,
                 message: format!("accepted at {now}"),
                 completed_at: Time(now),
                 follow_up: None,

@@ -453,6 +453,7 @@ fn signal_parent_writes_a_deterministic_request_with_the_target() {
             .push(ActionResult {
                 id: id.clone(),
                 outcome: ActionResultOutcome::Signalled,
+                reason: None,
                 message: "SIGTERM delivered".into(),
                 completed_at: Time(t(NOW)),
                 follow_up: None,
@@ -497,6 +498,7 @@ fn a_refused_signal_is_skipped_and_refunded() {
         .push(ActionResult {
             id,
             outcome: ActionResultOutcome::Refused,
+            reason: None,
             message: "protected process".into(),
             completed_at: Time(t(NOW)),
             follow_up: None,

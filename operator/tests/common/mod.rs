@@ -572,6 +572,7 @@ impl Agent {
         self.status.action_results.push(ActionResult {
             id: id.into(),
             outcome,
+            reason: None,
             message: "delivered".into(),
             completed_at: Time(Timestamp::now()),
             follow_up: None,
