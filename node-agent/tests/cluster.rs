@@ -533,8 +533,26 @@ async fn zombies_in_a_pod_are_reported_and_hysteresis_holds_both_ways() {
     assert!(resolved.healthy);
 }
 
+/// A client with the operator's ServiceAccount token: the only identity the
+/// chart's admission policy lets write a report's spec.
+async fn operator_client() -> kube::Client {
+    static CLIENT: OnceCell<kube::Client> = OnceCell::const_new();
+    CLIENT
+        .get_or_init(|| async {
+            let rbac = rbac().await;
+            cp().await
+                .service_account_client(&rbac.namespace, &rbac.operator_service_account)
+                .await
+                .expect("operator client")
+        })
+        .await
+        .clone()
+}
+
+/// Writes action requests into the node's report spec with the operator's
+/// token, as the operator does (or as whoever holds that token would).
 async fn request_actions(node: &str, requests: serde_json::Value) {
-    let api: Api<NodeHealthReport> = Api::all(cp().await.client().await.expect("client"));
+    let api: Api<NodeHealthReport> = Api::all(operator_client().await);
     let body = serde_json::json!({
         "apiVersion": "nodemedic.io/v1alpha1",
         "kind": "NodeHealthReport",
@@ -735,7 +753,9 @@ fn alive(pid: i32, start: u64) -> bool {
 }
 
 /// Issue 13, "the report spec is a SIGKILL interface": SignalParent
-/// requests written by hand into the report spec, none of which an
+/// requests written by hand into the report spec (with the operator's
+/// token, the only identity the chart's admission lets write spec: what a
+/// thief of that token could do), none of which an
 /// enforcing policy of this node would have produced, are each refused by
 /// the agent with their own reason, and their targets live. The same agent
 /// still carries out a request its policy backs.

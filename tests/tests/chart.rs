@@ -892,6 +892,7 @@ async fn operator_pod_is_restricted_and_agent_pod_needs_privileged() {
 }
 
 /// A release's RBAC and admission objects, installed for real.
+#[derive(Clone)]
 struct Installed {
     namespace: String,
     agent_sa: String,
@@ -899,16 +900,25 @@ struct Installed {
     policy: String,
 }
 
+/// The chart's RBAC and admission objects, installed once for the shared
+/// control plane: two releases in one cluster would each let only their own
+/// operator write report spec, denying the other's.
 async fn install_rbac_and_admission(cp: &ControlPlane, prefix: &str) -> Installed {
-    let r = install_chart_rbac(cp, prefix)
+    static INSTALLED: tokio::sync::OnceCell<Installed> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let r = install_chart_rbac(cp, prefix)
+                .await
+                .expect("install the chart's RBAC and admission objects");
+            Installed {
+                namespace: r.namespace,
+                agent_sa: r.agent_service_account,
+                operator_sa: r.operator_service_account,
+                policy: r.admission_policy,
+            }
+        })
         .await
-        .expect("install the chart's RBAC and admission objects");
-    Installed {
-        namespace: r.namespace,
-        agent_sa: r.agent_service_account,
-        operator_sa: r.operator_service_account,
-        policy: r.admission_policy,
-    }
+        .clone()
 }
 
 /// A Pod object bound to `node` (no kubelet runs: it is only an API object).
@@ -1311,6 +1321,213 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
 /// The operator's ServiceAccount can do every remediation step (cordon, taint,
 /// Node condition, eviction, Events, policy status, report spec, its Lease), and
 /// nothing broader.
+/// Issue 13: "requests are also limited by a ValidatingAdmissionPolicy in
+/// the chart: spec of a NodeHealthReport may be written only by the
+/// operator's ServiceAccount". Real tokens against the real API server: the
+/// agent's pod-bound token, a ServiceAccount granted full rights on reports
+/// by RBAC, and cluster-admin can neither create a report with a spec nor
+/// change one; the agent still writes its status, metadata-only updates
+/// pass, and the operator's token writes spec.
+#[tokio::test]
+async fn only_the_operator_writes_report_spec() {
+    if skip_without_helm() {
+        return;
+    }
+    let cp = cp().await;
+    let inst = install_rbac_and_admission(cp, "chart-spec").await;
+    let ns = inst.namespace.as_str();
+    let spec_policy = format!(
+        "{}-operator-report-spec",
+        inst.policy.trim_end_matches("-agent-own-report")
+    );
+    let only_operator = format!(
+        "NodeHealthReport spec (actionRequests) is written only by the nodemedic operator (system:serviceaccount:{ns}:{})",
+        inst.operator_sa
+    );
+    let node = cp.create_node("spec", &[]).await.expect("node");
+    let (admin, ar) = report_api(cp.client().await.expect("admin client"));
+    let with_spec = report(
+        &ar,
+        &node,
+        json!({"actionRequests": [action_request("forged")]}),
+    );
+
+    // Cluster-admin: RBAC allows everything, the policy does not.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually("the report-spec policy denies cluster-admin", || {
+        let admin = admin.clone();
+        let obj = with_spec.clone();
+        let dry = dry.clone();
+        let only_operator = only_operator.clone();
+        async move {
+            match admin.create(&dry, &obj).await {
+                Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(&only_operator) => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_denied(
+        admin.create(&PostParams::default(), &with_spec).await,
+        403,
+        &[
+            &format!("ValidatingAdmissionPolicy '{spec_policy}'"),
+            &only_operator,
+            "may create the report only with an empty spec",
+        ],
+    );
+
+    // The agent (pod-bound token on the node) creates its report with an
+    // empty spec and writes status; it cannot put requests in spec.
+    let pod = create_pod(cp, ns, &unique_name("spec-agent"), &node, &inst.agent_sa).await;
+    let token = pod_bound_token(cp, ns, &inst.agent_sa, &pod)
+        .await
+        .expect("pod-bound token");
+    let (agent, _) = token_client(cp, &token).await.expect("agent client");
+    let (agent_reports, _) = report_api(agent);
+    assert_denied(
+        agent_reports
+            .create(&PostParams::default(), &with_spec)
+            .await,
+        403,
+        &["spec"],
+    );
+    agent_reports
+        .create(&PostParams::default(), &report(&ar, &node, json!({})))
+        .await
+        .expect("the agent creates its report with an empty spec");
+    let spec_patch = json!({"spec": {"actionRequests": [action_request("forged")]}});
+    assert_denied(
+        agent_reports
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&spec_patch))
+            .await,
+        403,
+        &[],
+    );
+
+    // An identity RBAC lets edit reports (a controller or user granted
+    // `patch`): denied by the policy, but metadata-only updates pass.
+    let editor = unique_name("report-editor");
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": editor, "namespace": ns}}))
+            .expect("service account");
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+        cp.client().await.expect("admin client"),
+        ns,
+    )
+    .create(&PostParams::default(), &sa)
+    .await
+    .expect("editor service account");
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": editor},
+        "rules": [{"apiGroups": ["nodemedic.io"], "resources": ["nodehealthreports"],
+                   "verbs": ["get", "list", "create", "update", "patch"]}],
+    }))
+    .expect("role");
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": editor},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": editor},
+        "subjects": [{"kind": "ServiceAccount", "name": editor, "namespace": ns}],
+    }))
+    .expect("binding");
+    let admin_client = cp.client().await.expect("admin client");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin_client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("editor role");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin_client)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("editor binding");
+    let (editor_reports, _) = report_api(
+        cp.service_account_client(ns, &editor)
+            .await
+            .expect("editor client"),
+    );
+    let denied_change = eventually("the editor's RBAC to propagate", || {
+        let editor_reports = editor_reports.clone();
+        let node = node.clone();
+        let spec_patch = spec_patch.clone();
+        async move {
+            match editor_reports
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&spec_patch))
+                .await
+            {
+                Err(KubeError::Api(s)) if s.message.contains("cannot patch") => Err(s.message),
+                other => Ok(other),
+            }
+        }
+    })
+    .await;
+    assert_denied(
+        denied_change,
+        403,
+        &[
+            &format!("ValidatingAdmissionPolicy '{spec_policy}'"),
+            &only_operator,
+            "may not change it",
+        ],
+    );
+    editor_reports
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"team": "sre"}}})),
+        )
+        .await
+        .expect("a metadata-only update passes");
+
+    // The operator writes spec; afterwards the agent still writes status and
+    // nobody else changes the (now non-empty) spec.
+    let op = cp
+        .service_account_client(ns, &inst.operator_sa)
+        .await
+        .expect("operator client");
+    let (op_reports, _) = report_api(op);
+    let requested = eventually("the operator's RBAC to propagate", || {
+        let op_reports = op_reports.clone();
+        let node = node.clone();
+        let spec_patch = spec_patch.clone();
+        async move {
+            op_reports
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&spec_patch))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    assert_eq!(requested.data["spec"]["actionRequests"][0]["id"], "forged");
+    agent_reports
+        .patch_status(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"healthy": false}})),
+        )
+        .await
+        .expect("the agent writes its status under a non-empty spec");
+    let emptied = json!({"spec": {"actionRequests": null}});
+    assert_denied(
+        admin
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&emptied))
+            .await,
+        403,
+        &[&only_operator, "may not change it"],
+    );
+    editor_reports
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"team": "platform"}}})),
+        )
+        .await
+        .expect("a metadata-only update passes under a non-empty spec");
+}
+
 #[tokio::test]
 async fn operator_token_can_remediate() {
     if skip_without_helm() {
