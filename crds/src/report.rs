@@ -21,6 +21,10 @@ pub const MAX_FINDINGS_PER_DETECTOR: usize = 20;
 pub const MAX_ACTION_REQUESTS: usize = 32;
 /// Bound on remembered action results per node.
 pub const MAX_ACTION_RESULTS: usize = 32;
+/// Bound on the policies named in a finding's `exceededUnder`.
+pub const MAX_EXCEEDED_UNDER: usize = 64;
+/// Bound on the messages of conditions and action results (characters).
+pub const MAX_MESSAGE_LEN: usize = 1024;
 
 /// Operator → agent: node-local actions to carry out.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -207,6 +211,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 /// Node-wide figures from /proc.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -364,10 +372,14 @@ pub struct NodeFileHandlesFinding {
     pub ratio: f64,
     /// Whether nodeFileRatio is reached under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it is exceeded.
+    /// Policies under whose thresholds it is exceeded (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it is exceeded that did not fit into
+    /// exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A process as the agent saw it, with its workload.
@@ -427,10 +439,13 @@ pub struct ZombieFinding {
     pub oldest_age_seconds: u64,
     /// Whether this parent exceeds perParentThreshold under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A thread in D state.
@@ -450,10 +465,13 @@ pub struct HungTaskFinding {
     pub wchan: Option<String>,
     /// Whether it is blocked longer than minDuration under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A process and its fd usage.
@@ -475,10 +493,13 @@ pub struct FdLeakFinding {
     pub growth_per_minute: Option<f64>,
     /// Whether usageRatio (or the growth rule) is exceeded under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A throttled container.
@@ -506,10 +527,13 @@ pub struct CpuThrottlingFinding {
     pub pressure_some_avg10: Option<f64>,
     /// Whether throttledRatio is exceeded under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// Whether a detector fires for a node under one policy.

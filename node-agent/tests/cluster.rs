@@ -954,6 +954,65 @@ async fn forged_signal_request_is_refused_by_the_agent() {
     drop(many);
 }
 
+/// Issue 13, "65 policies on a node stop its reports": `exceededUnder` is
+/// bounded at 64 by the schema; with 65 policies under which one zombie
+/// parent exceeds, the agent names 64, counts the 65th, and its report is
+/// still written.
+#[tokio::test]
+async fn sixty_five_policies_do_not_stop_the_report() {
+    let spec = serde_json::json!({
+        "mode": "Observe",
+        "detectors": {"zombies": {"threshold": 100000, "perParentThreshold": 2, "minAge": "0s", "for": "0s"}},
+    });
+    let Some((node, first, kubeconfig, host)) = setup("sixty-five", spec.clone()).await else {
+        return;
+    };
+    let label = node_label(&node).await;
+    for i in 1..65 {
+        apply_policy(&format!("{first}-{i:02}"), &label, spec.clone()).await;
+    }
+    let z = zombies(3, host.container_cgroup());
+    let agent = Agent::start(&AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "1s",
+        heartbeat: "1m",
+        action_ttl: "10m",
+        caps: None,
+    });
+    let s = wait_report(
+        &node,
+        Duration::from_secs(30),
+        "the zombie parent reported as exceeded under 65 policies",
+        &agent,
+        |s| {
+            s.findings
+                .zombies
+                .iter()
+                .any(|f| f.parent.host_pid == z.parent && f.exceeded)
+        },
+    )
+    .await;
+    let f = s
+        .findings
+        .zombies
+        .iter()
+        .find(|f| f.parent.host_pid == z.parent)
+        .expect("finding");
+    assert_eq!(f.exceeded_under.len(), 64);
+    assert_eq!(f.exceeded_under_omitted, 1);
+    assert_eq!(s.conditions.len(), 64, "conditions keep their bound too");
+    assert_eq!(
+        agent
+            .metric("nodemedic_agent_report_writes_total{result=\"invalid\"")
+            .await,
+        0.0,
+        "no status write was refused"
+    );
+    drop(z);
+}
+
 #[tokio::test]
 async fn a_restarted_agent_keeps_transition_times_and_exits_promptly_on_sigterm() {
     let Some((node, policy, kubeconfig, host)) = setup("restart", zombie_spec("2s")).await else {

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::report::{
     ActionRefusal, ActionRequest, ActionResult, ActionResultOutcome, MAX_ACTION_RESULTS,
-    NodeAction, SignalFollowUp,
+    MAX_MESSAGE_LEN, NodeAction, SignalFollowUp,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -152,6 +152,11 @@ impl ActionBook {
                     before,
                 },
             );
+        }
+        // The API bounds messages; a long policy name or reason must not
+        // make the whole status write fail.
+        if result.message.chars().count() > MAX_MESSAGE_LEN {
+            result.message = result.message.chars().take(MAX_MESSAGE_LEN).collect();
         }
         match self.results.iter_mut().find(|r| r.id == result.id) {
             Some(slot) => *slot = result,

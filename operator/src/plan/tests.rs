@@ -164,6 +164,7 @@ fn report(name: &str, conditions: Vec<PolicyCondition>) -> NodeHealthReport {
         oldest_age_seconds: 600,
         exceeded: true,
         exceeded_under: vec![],
+        exceeded_under_omitted: 0,
     }];
     r.status = Some(status);
     r

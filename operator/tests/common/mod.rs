@@ -460,6 +460,7 @@ pub fn zombie_parent(
         oldest_age_seconds: 600,
         exceeded: true,
         exceeded_under: vec![],
+        exceeded_under_omitted: 0,
     }
 }
 
