@@ -137,8 +137,8 @@ pub struct ActionRequest {
 pub enum NodeAction {
     /// Signal a zombie parent (pidfd + start-time re-verification).
     SignalParent,
-    /// Create the reboot daemon's sentinel file (e.g. kured's
-    /// /var/run/reboot-required) on the node.
+    /// Create the reboot daemon's sentinel file (the path kured is started
+    /// with as --reboot-sentinel) on the node.
     RequestReboot,
 }
 

@@ -67,9 +67,11 @@ pub struct RunArgs {
     /// Action requests older than this are refused, not executed.
     #[arg(long, env = "NODEMEDIC_ACTION_TTL", value_parser = parse_duration, default_value = "10m")]
     pub action_ttl: Duration,
-    /// The reboot daemon's sentinel file (path on the host, e.g. kured's
-    /// /var/run/reboot-required), created on a RequestReboot request.
-    /// Unset: RequestReboot requests are refused.
+    /// The reboot daemon's sentinel file (path on the host, in a directory
+    /// dedicated to it, e.g. /var/lib/nodemedic/reboot/reboot-required; start
+    /// kured with the same --reboot-sentinel), created on a RequestReboot
+    /// request without following symbolic links. Unset: RequestReboot
+    /// requests are refused.
     #[arg(long, env = "NODEMEDIC_REBOOT_SENTINEL")]
     pub reboot_sentinel: Option<PathBuf>,
     /// Recount the fds of processes holding fewer than 64 every N scans

@@ -275,6 +275,36 @@ async fn values_schema_rejects_bad_values_with_clear_messages() {
             &["--set", "agent.rebootSentinel.path=/reboot-required"],
             &["/agent/rebootSentinel/path", "does not match pattern"],
         ),
+        // Kured's default would mount the host's /var/run (containerd.sock
+        // in it) read-write into a uid-0 pod; shared directories are refused.
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/var/run/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/etc/kubernetes/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/var/lib/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/var/lib/nodemedic/../../run/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
         (
             &["--set-string", "operator.replicas=2"],
             &["/operator/replicas", "got string, want integer"],
@@ -332,6 +362,12 @@ async fn values_schema_rejects_bad_values_with_clear_messages() {
         // (`\,` escapes the comma of a tracing filter for --set)
         vec!["--set", r"agent.log.level=nodemedic_agent=debug\,kube=warn"],
         vec!["--set", "image.tag=v0.1.0-rc.1"],
+        vec![
+            "--set",
+            "agent.rebootSentinel.enabled=true",
+            "--set",
+            "agent.rebootSentinel.path=/run/nodemedic/reboot-required",
+        ],
     ] {
         let mut args = vec!["template", "nodemedic", chart.as_str(), kv.as_str()];
         args.extend(set.iter().copied());
@@ -526,7 +562,7 @@ async fn pod_templates_have_the_documented_security_settings() {
         .collect();
     assert_eq!(
         writable,
-        [&json!({"name": "reboot-sentinel", "mountPath": "/host/var/run/nodemedic"})]
+        [&json!({"name": "reboot-sentinel", "mountPath": "/host/var/lib/nodemedic/reboot"})]
     );
     let vol = pod["volumes"]
         .as_array()
@@ -536,7 +572,7 @@ async fn pod_templates_have_the_documented_security_settings() {
         .expect("reboot-sentinel volume");
     assert_eq!(
         vol["hostPath"],
-        json!({"path": "/var/run/nodemedic", "type": "DirectoryOrCreate"})
+        json!({"path": "/var/lib/nodemedic/reboot", "type": "DirectoryOrCreate"})
     );
     let sentinel = c["env"]
         .as_array()
@@ -544,7 +580,10 @@ async fn pod_templates_have_the_documented_security_settings() {
         .iter()
         .find(|e| e["name"] == "NODEMEDIC_REBOOT_SENTINEL")
         .expect("NODEMEDIC_REBOOT_SENTINEL");
-    assert_eq!(sentinel["value"], "/var/run/nodemedic/reboot-required");
+    assert_eq!(
+        sentinel["value"],
+        "/var/lib/nodemedic/reboot/reboot-required"
+    );
 
     let deploy = find(&objs, "Deployment", "operator");
     assert_eq!(deploy["spec"]["replicas"], 2);

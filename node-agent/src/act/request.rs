@@ -104,8 +104,105 @@ pub fn execute(
     }
 }
 
-/// Creates the reboot daemon's sentinel (e.g. kured's
-/// `/var/run/reboot-required`): the daemon then drains and reboots the
+/// How creating the sentinel ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sentinel {
+    Created,
+    /// A regular file of that name was there: a reboot is already requested.
+    AlreadyThere,
+}
+
+/// Why the sentinel was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum SentinelError {
+    #[error("{0} names no file inside a directory")]
+    NoFileName(std::path::PathBuf),
+    #[error("cannot open the sentinel directory {dir} (a symbolic link is not followed): {errno}")]
+    OpenDir {
+        dir: std::path::PathBuf,
+        errno: rustix::io::Errno,
+    },
+    #[error("{0} is a symbolic link: not followed, nothing written")]
+    Symlink(std::path::PathBuf),
+    #[error("{0} exists and is not a regular file: nothing written")]
+    NotRegular(std::path::PathBuf),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SentinelError {
+    /// Whether the path is unsafe (refused) rather than the write failing.
+    fn unsafe_path(&self) -> bool {
+        matches!(
+            self,
+            SentinelError::Symlink(_) | SentinelError::NotRegular(_) | SentinelError::NoFileName(_)
+        )
+    }
+}
+
+/// Creates `path` with `text` without following a symbolic link at any
+/// step the agent controls: the directory is opened with `O_NOFOLLOW`, the
+/// file created inside it with `O_CREAT | O_EXCL | O_NOFOLLOW` (so a link
+/// planted at the sentinel's name, dangling or not, is never written
+/// through). An existing regular file is success; a link or anything but a
+/// regular file is an error.
+pub fn create_sentinel(path: &Path, text: &str) -> Result<Sentinel, SentinelError> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use std::io::Write as _;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(SentinelError::NoFileName(path.to_owned()));
+    };
+    let dir_fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| SentinelError::OpenDir {
+        dir: dir.to_owned(),
+        errno,
+    })?;
+    match rustix::fs::openat(
+        &dir_fd,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    ) {
+        Ok(fd) => {
+            let mut file = std::fs::File::from(fd);
+            file.write_all(text.as_bytes())
+                .map_err(|source| SentinelError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            Ok(Sentinel::Created)
+        }
+        Err(rustix::io::Errno::EXIST) => {
+            let st =
+                rustix::fs::statat(&dir_fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|errno| {
+                    SentinelError::Io {
+                        path: path.to_owned(),
+                        source: errno.into(),
+                    }
+                })?;
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => Ok(Sentinel::AlreadyThere),
+                FileType::Symlink => Err(SentinelError::Symlink(path.to_owned())),
+                _ => Err(SentinelError::NotRegular(path.to_owned())),
+            }
+        }
+        Err(errno) => Err(SentinelError::Io {
+            path: path.to_owned(),
+            source: errno.into(),
+        }),
+    }
+}
+
+/// Creates the reboot daemon's sentinel (e.g. the file kured is started
+/// with as `--reboot-sentinel`): the daemon then drains and reboots the
 /// node under its own lock and schedule.
 fn request_reboot(sentinel: Option<&Path>, request: &ActionRequest) -> Described {
     let Some(path) = sentinel else {
@@ -115,16 +212,6 @@ fn request_reboot(sentinel: Option<&Path>, request: &ActionRequest) -> Described
             "the reboot hand-off is not enabled on this agent (--reboot-sentinel)".to_owned(),
         );
     };
-    if path.exists() {
-        return (
-            ActionResultOutcome::Completed,
-            None,
-            format!(
-                "{} already exists: a reboot is already requested",
-                path.display()
-            ),
-        );
-    }
     let text = format!(
         "reboot requested by nodemedic policy {} at {}{}\n",
         request.policy,
@@ -135,17 +222,26 @@ fn request_reboot(sentinel: Option<&Path>, request: &ActionRequest) -> Described
             .map(|r| format!(": {r}"))
             .unwrap_or_default()
     );
-    match std::fs::write(path, text) {
-        Ok(()) => (
+    match create_sentinel(path, &text) {
+        Ok(Sentinel::Created) => (
             ActionResultOutcome::Completed,
             None,
             format!("created {} for the reboot daemon", path.display()),
         ),
-        Err(e) => (
-            ActionResultOutcome::Failed,
+        Ok(Sentinel::AlreadyThere) => (
+            ActionResultOutcome::Completed,
             None,
-            format!("cannot create {}: {e}", path.display()),
+            format!(
+                "{} already exists: a reboot is already requested",
+                path.display()
+            ),
         ),
+        Err(e) if e.unsafe_path() => (
+            ActionResultOutcome::Refused,
+            Some(ActionRefusal::SentinelUnsafe),
+            format!("refused: {e}"),
+        ),
+        Err(e) => (ActionResultOutcome::Failed, None, e.to_string()),
     }
 }
 
@@ -277,6 +373,59 @@ mod tests {
             "{}",
             again.message
         );
+    }
+
+    #[test]
+    fn the_sentinel_is_never_written_through_a_symbolic_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let target = outside.path().join("containerd.sock");
+        std::fs::write(&target, "precious").expect("target");
+        let sentinel = dir.path().join("reboot-required");
+        std::os::unix::fs::symlink(&target, &sentinel).expect("symlink");
+        let s = Signaller::new(Path::new("/proc")).expect("open /proc");
+        let now = Timestamp::now();
+        let mut req = request(2, 1, now);
+        req.action = NodeAction::RequestReboot;
+        req.target = None;
+        req.signal = None;
+        let on = RequestContext {
+            reboot_sentinel: Some(&sentinel),
+            ..ctx(now)
+        };
+        let r = execute(&s, &req, on);
+        assert_eq!(r.outcome, ActionResultOutcome::Refused, "{}", r.message);
+        assert_eq!(r.reason, Some(ActionRefusal::SentinelUnsafe));
+        assert!(r.message.contains("symbolic link"), "{}", r.message);
+        assert_eq!(
+            std::fs::read_to_string(&target).expect("target"),
+            "precious",
+            "the link's target is untouched"
+        );
+        // A dangling link: its target is not created either.
+        let missing = outside.path().join("created-through-the-link");
+        std::fs::remove_file(&sentinel).expect("unlink");
+        std::os::unix::fs::symlink(&missing, &sentinel).expect("symlink");
+        assert!(matches!(
+            create_sentinel(&sentinel, "x"),
+            Err(SentinelError::Symlink(_))
+        ));
+        assert!(!missing.exists(), "nothing created through a dangling link");
+        // Not a regular file.
+        std::fs::remove_file(&sentinel).expect("unlink");
+        std::fs::create_dir(&sentinel).expect("dir");
+        assert!(matches!(
+            create_sentinel(&sentinel, "x"),
+            Err(SentinelError::NotRegular(_))
+        ));
+        // A linked directory is not followed either.
+        let linked_dir = dir.path().join("linked");
+        std::os::unix::fs::symlink(outside.path(), &linked_dir).expect("dir link");
+        assert!(matches!(
+            create_sentinel(&linked_dir.join("reboot-required"), "x"),
+            Err(SentinelError::OpenDir { .. })
+        ));
+        assert!(!outside.path().join("reboot-required").exists());
     }
 
     #[test]
