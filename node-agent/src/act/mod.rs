@@ -16,21 +16,6 @@ use serde::Serialize;
 use std::path::Path;
 use thiserror::Error;
 
-/// Process names (comm) never signalled, whatever a policy says. A
-/// trailing `*` matches a prefix.
-pub const BUILTIN_PROTECTED: &[&str] = &[
-    "kubelet",
-    "containerd",
-    "containerd-shim*",
-    "crio",
-    "cri-o",
-    "conmon",
-    "dockerd",
-    "systemd",
-    "sshd",
-    "nodemedic-agent",
-];
-
 /// The process a request is about, as it was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -129,17 +114,6 @@ pub enum SignalError {
     Unparsable { pid: i32 },
 }
 
-/// Does `comm` match a protected pattern (exact, or prefix with `*`)?
-pub fn protected_match<'a>(
-    comm: &str,
-    patterns: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    patterns.into_iter().find(|p| match p.strip_suffix('*') {
-        Some(prefix) => comm.starts_with(prefix),
-        None => comm == *p,
-    })
-}
-
 /// Signals processes safely. `proc_root` is the host's /proc (the agent
 /// runs with hostPID, so pids are the host's).
 #[derive(Debug)]
@@ -188,7 +162,8 @@ impl Signaller {
     }
 
     /// Verifies `target` and sends `signal` to it. `extra_protected` (a
-    /// policy's `protectedProcesses`) adds to the built-in protected names.
+    /// policy's `protectedProcesses`) adds to the built-in protected names
+    /// (`nodemedic_crds::protected`, shared with the operator).
     pub fn signal(
         &self,
         target: &Target,
@@ -241,11 +216,7 @@ impl Signaller {
                 reason: RefusalReason::KernelThread,
             });
         }
-        let protected = BUILTIN_PROTECTED
-            .iter()
-            .copied()
-            .chain(extra_protected.iter().map(String::as_str));
-        if let Some(p) = protected_match(&stat.comm, protected) {
+        if let Some(p) = nodemedic_crds::protected::protecting(&stat.comm, extra_protected) {
             return Ok(SignalOutcome::Refused {
                 reason: RefusalReason::Protected(p.to_owned()),
             });
@@ -268,18 +239,6 @@ impl Signaller {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn protected_patterns() {
-        let p = BUILTIN_PROTECTED.iter().copied();
-        assert_eq!(
-            protected_match("containerd-shim", p.clone()),
-            Some("containerd-shim*")
-        );
-        assert_eq!(protected_match("kubelet", p.clone()), Some("kubelet"));
-        assert_eq!(protected_match("kubelet2", p.clone()), None);
-        assert_eq!(protected_match("php-fpm", p), None);
-    }
 
     #[test]
     fn refuses_pid_1_and_itself_without_touching_them() {

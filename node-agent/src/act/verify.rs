@@ -390,14 +390,7 @@ mod tests {
     }
 
     fn protected(comm: &str, extra: &[String]) -> Option<String> {
-        crate::act::protected_match(
-            comm,
-            crate::act::BUILTIN_PROTECTED
-                .iter()
-                .copied()
-                .chain(extra.iter().map(String::as_str)),
-        )
-        .map(str::to_owned)
+        nodemedic_crds::protected::protecting(comm, extra).map(str::to_owned)
     }
 
     fn reason(

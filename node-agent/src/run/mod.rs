@@ -7,9 +7,9 @@
 pub mod actions;
 pub mod cluster;
 
+use crate::act::Signaller;
 use crate::act::request::{RequestContext, execute};
 use crate::act::verify::{Placement, ZombieFacts, verify};
-use crate::act::{BUILTIN_PROTECTED, Signaller, protected_match};
 use crate::admin::{self, Health, Metrics};
 use crate::cli::RunArgs;
 use crate::detect::hysteresis::Published;
@@ -596,14 +596,7 @@ impl Agent {
 /// The protected-process matcher verification uses: the built-ins plus the
 /// policy's own entries; the matching pattern.
 fn builtin_or_policy_protected(comm: &str, extra: &[String]) -> Option<String> {
-    protected_match(
-        comm,
-        BUILTIN_PROTECTED
-            .iter()
-            .copied()
-            .chain(extra.iter().map(String::as_str)),
-    )
-    .map(str::to_owned)
+    nodemedic_crds::protected::protecting(comm, extra).map(str::to_owned)
 }
 
 /// Offenders of a verdict that exceed its thresholds.
