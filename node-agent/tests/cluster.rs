@@ -534,19 +534,23 @@ async fn zombies_in_a_pod_are_reported_and_hysteresis_holds_both_ways() {
 }
 
 /// A client with the operator's ServiceAccount token: the only identity the
-/// chart's admission policy lets write a report's spec.
+/// chart's admission policy lets write a report's spec. (A kube Client lives
+/// in the runtime that made it, and every test has its own: the kubeconfig
+/// is shared, the client is not.)
 async fn operator_client() -> kube::Client {
-    static CLIENT: OnceCell<kube::Client> = OnceCell::const_new();
-    CLIENT
+    static KUBECONFIG: OnceCell<PathBuf> = OnceCell::const_new();
+    let path = KUBECONFIG
         .get_or_init(|| async {
             let rbac = rbac().await;
             cp().await
-                .service_account_client(&rbac.namespace, &rbac.operator_service_account)
+                .service_account_kubeconfig(&rbac.namespace, &rbac.operator_service_account)
                 .await
-                .expect("operator client")
+                .expect("operator kubeconfig")
         })
+        .await;
+    nodemedic_tests::control_plane::client_from_kubeconfig(path)
         .await
-        .clone()
+        .expect("operator client")
 }
 
 /// Writes action requests into the node's report spec with the operator's
