@@ -305,6 +305,15 @@ async fn values_schema_rejects_bad_values_with_clear_messages() {
             ],
             &["/agent/rebootSentinel/path"],
         ),
+        // Two agents on one node during a surge rollout would each execute
+        // the same action requests.
+        (
+            &["--set", "agent.updateStrategy.rollingUpdate.maxSurge=1"],
+            &[
+                "/agent/updateStrategy/rollingUpdate/maxSurge",
+                "value must be one of",
+            ],
+        ),
         (
             &["--set-string", "operator.replicas=2"],
             &["/operator/replicas", "got string, want integer"],
@@ -362,6 +371,7 @@ async fn values_schema_rejects_bad_values_with_clear_messages() {
         // (`\,` escapes the comma of a tracing filter for --set)
         vec!["--set", r"agent.log.level=nodemedic_agent=debug\,kube=warn"],
         vec!["--set", "image.tag=v0.1.0-rc.1"],
+        vec!["--set", "agent.updateStrategy.rollingUpdate.maxSurge=0"],
         vec![
             "--set",
             "agent.rebootSentinel.enabled=true",
