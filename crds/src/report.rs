@@ -123,8 +123,9 @@ pub struct ActionRequest {
     /// Policy that decided the action.
     #[schemars(length(min = 1, max = 253))]
     pub policy: String,
-    /// When the operator requested it. The agent refuses requests older
-    /// than its action TTL (default 10m).
+    /// When the operator requested it (the operator's clock; informational
+    /// for the agent, whose action TTL runs on its own clock from when it
+    /// first sees the request).
     pub requested_at: Time,
     /// Human-readable reason, copied into the Event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -638,7 +639,8 @@ pub enum ActionRefusal {
     TargetChanged,
     /// The target has exited.
     TargetGone,
-    /// The request was older than the agent's action TTL when first seen.
+    /// The agent saw the request, without executing it, for longer than its
+    /// action TTL (measured on the agent's own monotonic clock).
     Expired,
     /// RequestReboot on an agent without a reboot sentinel configured.
     RebootNotEnabled,

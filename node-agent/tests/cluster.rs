@@ -621,7 +621,10 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
              "target": target(z.parent, parent_start + 1), "requestedAt": now},
             {"id": "protected", "action": "SignalParent", "signal": "SIGTERM", "policy": guarding,
              "target": target(z.parent, parent_start), "requestedAt": now},
-            {"id": "expired", "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
+            // An operator clock 11 minutes behind (the TTL is 10m): the
+            // agent measures the TTL from when it first saw the request, so
+            // this is judged on its merits (protected), not expired.
+            {"id": "skewed", "action": "SignalParent", "signal": "SIGTERM", "policy": guarding,
              "target": target(z.parent, parent_start), "requestedAt": now - SignedDuration::from_secs(11 * 60)},
         ]),
     )
@@ -632,7 +635,7 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
         "three results",
         &agent,
         |s| {
-            ["stale", "protected", "expired"]
+            ["stale", "protected", "skewed"]
                 .iter()
                 .all(|id| result(s, id).is_some_and(|r| r.outcome.is_final()))
         },
@@ -663,18 +666,12 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
     let reason = |id| result(&s, id).and_then(|r| r.reason);
     assert_eq!(reason("stale"), Some(ActionRefusal::TargetChanged));
     assert_eq!(reason("protected"), Some(ActionRefusal::ProtectedProcess));
-    assert_eq!(reason("expired"), Some(ActionRefusal::Expired));
+    assert_eq!(reason("skewed"), Some(ActionRefusal::ProtectedProcess));
     // The TargetChanged message does not tell the caller the real start time.
     assert!(
         !outcome("stale").1.contains(&parent_start.to_string()),
         "{:?}",
         outcome("stale")
-    );
-    assert_eq!(outcome("expired").0, ActionResultOutcome::Refused);
-    assert!(
-        outcome("expired").1.starts_with("expired"),
-        "{:?}",
-        outcome("expired")
     );
     // Nothing was signalled.
     assert_eq!(

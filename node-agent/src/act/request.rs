@@ -4,7 +4,7 @@
 
 use super::{SignalError, SignalOutcome, Signaller, Target};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::policy::ParentSignal;
 use nodemedic_crds::report::{
@@ -25,10 +25,8 @@ pub fn signal_of(s: ParentSignal) -> Signal {
 /// What a request is executed against.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestContext<'a> {
+    /// Stamps the result.
     pub now: Timestamp,
-    /// Requests older than this are refused: the situation they were
-    /// decided on is likely gone.
-    pub ttl: Duration,
     /// `safety.protectedProcesses` of the policy that requested it.
     pub protected: &'a [String],
     /// The reboot daemon's sentinel file (absolute, under the host root);
@@ -36,17 +34,12 @@ pub struct RequestContext<'a> {
     pub reboot_sentinel: Option<&'a Path>,
 }
 
-/// How old a request is, when it is older than `ttl`.
-pub fn expired(request: &ActionRequest, now: Timestamp, ttl: Duration) -> Option<Duration> {
-    let age = now.duration_since(request.requested_at.0);
-    let age = Duration::try_from(age.max(SignedDuration::ZERO)).unwrap_or_default();
-    (age > ttl).then_some(age)
-}
-
-/// The message of a request refused for its age.
+/// The message of a request refused for its age: it was seen by this agent,
+/// unexecuted, for longer than the action TTL (on the agent's own
+/// monotonic clock; `requestedAt` is the operator's clock and plays no part).
 pub fn expired_message(age: Duration, ttl: Duration) -> String {
     format!(
-        "expired: requested {} ago, the agent's action TTL is {}; not executed",
+        "expired: this agent first saw it {} ago and has not executed it; the action TTL is {}; not executed",
         format_duration(Duration::from_secs(age.as_secs())),
         format_duration(ttl)
     )
@@ -64,13 +57,7 @@ pub fn execute(
     request: &ActionRequest,
     ctx: RequestContext<'_>,
 ) -> ActionResult {
-    let (outcome, reason, message) = if let Some(age) = expired(request, ctx.now, ctx.ttl) {
-        (
-            ActionResultOutcome::Refused,
-            Some(ActionRefusal::Expired),
-            expired_message(age, ctx.ttl),
-        )
-    } else {
+    let (outcome, reason, message) = {
         match request.action {
             NodeAction::SignalParent => match (&request.target, request.signal) {
                 (Some(t), Some(sig)) => {
@@ -297,7 +284,6 @@ mod tests {
     fn ctx(now: Timestamp) -> RequestContext<'static> {
         RequestContext {
             now,
-            ttl: Duration::from_secs(600),
             protected: &[],
             reboot_sentinel: None,
         }
@@ -318,27 +304,6 @@ mod tests {
             ActionResultOutcome::TargetGone,
             "{}",
             gone.message
-        );
-    }
-
-    #[test]
-    fn requests_older_than_the_ttl_are_refused_unexecuted() {
-        let s = Signaller::new(Path::new("/proc")).expect("open /proc");
-        let now = Timestamp::now();
-        let old = now - SignedDuration::from_secs(601);
-        // i32::MAX would be TargetGone if it were tried.
-        let r = execute(&s, &request(i32::MAX, 1, old), ctx(now));
-        assert_eq!(r.outcome, ActionResultOutcome::Refused);
-        assert!(
-            r.message.starts_with("expired: requested 10m1s ago"),
-            "{}",
-            r.message
-        );
-        // A clock slightly ahead on the operator's side is not "expired".
-        let future = now + SignedDuration::from_secs(5);
-        assert_eq!(
-            expired(&request(2, 1, future), now, Duration::from_secs(600)),
-            None
         );
     }
 

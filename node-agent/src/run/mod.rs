@@ -506,9 +506,12 @@ impl Agent {
         let requests = self.requests();
         let requested: HashSet<String> = requests.iter().map(|r| r.id.clone()).collect();
         let before = self.book.results().len();
-        let to_run = self
-            .book
-            .accept(&requests, Timestamp::now(), self.args.action_ttl);
+        let to_run = self.book.accept(
+            &requests,
+            Instant::now(),
+            Timestamp::now(),
+            self.args.action_ttl,
+        );
         if self.book.results().len() == before {
             self.book.prune(&requested);
             return;
@@ -566,7 +569,6 @@ impl Agent {
 
     async fn execute(&self, req: ActionRequest, protected: Vec<String>) -> ActionResult {
         let signaller = self.signaller.clone();
-        let ttl = self.args.action_ttl;
         let sentinel = self.reboot_sentinel.clone();
         let id = req.id.clone();
         tokio::task::spawn_blocking(move || {
@@ -575,7 +577,6 @@ impl Agent {
                 &req,
                 RequestContext {
                     now: Timestamp::now(),
-                    ttl,
                     protected: &protected,
                     reboot_sentinel: sentinel.as_deref(),
                 },
