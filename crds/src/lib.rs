@@ -10,6 +10,7 @@ pub mod crd_yaml;
 pub mod duration;
 pub mod policy;
 pub mod policy_document;
+pub mod protected;
 pub mod remediation;
 pub mod report;
 pub mod schema_check;

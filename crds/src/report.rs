@@ -25,6 +25,10 @@ pub const MAX_FINDINGS_PER_DETECTOR: usize = 20;
 pub const MAX_ACTION_REQUESTS: usize = 32;
 /// Bound on remembered action results per node.
 pub const MAX_ACTION_RESULTS: usize = 32;
+/// Bound on the policies named in a finding's `exceededUnder`.
+pub const MAX_EXCEEDED_UNDER: usize = 64;
+/// Bound on the messages of conditions and action results (characters).
+pub const MAX_MESSAGE_LEN: usize = 1024;
 
 /// Operator → agent: node-local actions to carry out.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -123,8 +127,9 @@ pub struct ActionRequest {
     /// Policy that decided the action.
     #[schemars(length(min = 1, max = 253))]
     pub policy: String,
-    /// When the operator requested it. The agent refuses requests older
-    /// than its action TTL (default 10m).
+    /// When the operator requested it (the operator's clock; informational
+    /// for the agent, whose action TTL runs on its own clock from when it
+    /// first sees the request).
     pub requested_at: Time,
     /// Human-readable reason, copied into the Event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,8 +142,8 @@ pub struct ActionRequest {
 pub enum NodeAction {
     /// Signal a zombie parent (pidfd + start-time re-verification).
     SignalParent,
-    /// Create the reboot daemon's sentinel file (e.g. kured's
-    /// /var/run/reboot-required) on the node.
+    /// Create the reboot daemon's sentinel file (the path kured is started
+    /// with as --reboot-sentinel) on the node.
     RequestReboot,
 }
 
@@ -216,6 +221,10 @@ pub struct NodeHealthReportStatus {
 
 fn yes() -> bool {
     true
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Node-wide figures from /proc.
@@ -401,10 +410,14 @@ pub struct NodeFileHandlesFinding {
     pub ratio: f64,
     /// Whether nodeFileRatio is reached under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it is exceeded.
+    /// Policies under whose thresholds it is exceeded (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it is exceeded that did not fit into
+    /// exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A process as the agent saw it, with its workload.
@@ -477,10 +490,13 @@ pub struct ZombieFinding {
     pub oldest_age_seconds: u64,
     /// Whether this parent exceeds perParentThreshold under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A thread in D state.
@@ -504,10 +520,13 @@ pub struct HungTaskFinding {
     pub wchan: Option<String>,
     /// Whether it is blocked longer than minDuration under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A process and its fd usage.
@@ -532,10 +551,13 @@ pub struct FdLeakFinding {
     pub growth_per_minute: Option<f64>,
     /// Whether usageRatio (or the growth rule) is exceeded under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// A throttled container.
@@ -569,10 +591,13 @@ pub struct CpuThrottlingFinding {
     pub pressure_some_avg10: Option<f64>,
     /// Whether throttledRatio is exceeded under any policy.
     pub exceeded: bool,
-    /// Policies under whose thresholds it exceeds.
+    /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = MAX_NAME)))]
     pub exceeded_under: Vec<String>,
+    /// Policies under which it exceeds that did not fit into exceededUnder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exceeded_under_omitted: u32,
 }
 
 /// Whether a detector fires for a node under one policy.
@@ -616,12 +641,112 @@ pub struct ActionResult {
     #[serde(default)]
     #[schemars(length(max = 1024))]
     pub message: String,
+    /// Why the agent did not carry it out (outcomes Refused, TargetChanged
+    /// and TargetGone): a stable word for alerts and dashboards, also the
+    /// `reason` label of the agent's actions metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ActionRefusal>,
     /// When the agent finished handling it (for InProgress: when it accepted it).
     pub completed_at: Time,
     /// For a delivered SignalParent: what became of the zombies under the
     /// signalled parent, from the scans after the signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up: Option<SignalFollowUp>,
+}
+
+// Why the agent did not carry out a request. The agent re-verifies every
+// request against its own view (its watched policies and its latest scan)
+// before acting: the operator's word is necessary, never sufficient. No
+// type-level doc: on an optional enum it would replace the field's doc in
+// the generated schema.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionRefusal {
+    /// The request is incomplete or contradictory (e.g. SignalParent
+    /// without target or signal, a target or signal on RequestReboot).
+    MalformedRequest,
+    /// No policy of that name exists in the agent's view.
+    UnknownPolicy,
+    /// The named policy cannot be evaluated (a threshold, duration or
+    /// selector it cannot read).
+    PolicyInvalid,
+    /// The named policy does not select this node.
+    PolicyDoesNotSelectNode,
+    /// The named policy is in Observe or DryRun mode.
+    PolicyNotEnforcing,
+    /// The policy's ladder has no step with this action (for SignalParent:
+    /// the zombies ladder).
+    StepNotInLadder,
+    /// The policy's zombies ladder has SignalParent, but not with this
+    /// signal (a step without `signal` means SIGCHLD).
+    SignalNotInLadder,
+    /// In the agent's latest scan the target is not the parent of any zombie.
+    NotAZombieParent,
+    /// The target has fewer zombies older than the policy's minAge than its
+    /// perParentThreshold.
+    BelowPerParentThreshold,
+    /// The target runs in a pod of one of the policy's excludeNamespaces.
+    ExcludedNamespace,
+    /// The target runs in a pod whose namespace the agent cannot tell, and
+    /// the policy excludes namespaces.
+    NamespaceUnknown,
+    /// The target's name matches a built-in protected process or the
+    /// policy's protectedProcesses.
+    ProtectedProcess,
+    /// PID 1 of the host, or a non-positive pid.
+    InitProcess,
+    /// The target is a kernel thread.
+    KernelThread,
+    /// The target is the agent itself.
+    OwnProcess,
+    /// The pid now belongs to another process than the requested one.
+    TargetChanged,
+    /// The target has exited.
+    TargetGone,
+    /// The agent saw the request, without executing it, for longer than its
+    /// action TTL (measured on the agent's own monotonic clock).
+    Expired,
+    /// RequestReboot on an agent without a reboot sentinel configured.
+    RebootNotEnabled,
+    /// The reboot sentinel path exists but is a symbolic link or not a
+    /// regular file.
+    SentinelUnsafe,
+}
+
+impl ActionRefusal {
+    /// The stable name (as serialized, and as the metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionRefusal::MalformedRequest => "MalformedRequest",
+            ActionRefusal::UnknownPolicy => "UnknownPolicy",
+            ActionRefusal::PolicyInvalid => "PolicyInvalid",
+            ActionRefusal::PolicyDoesNotSelectNode => "PolicyDoesNotSelectNode",
+            ActionRefusal::PolicyNotEnforcing => "PolicyNotEnforcing",
+            ActionRefusal::StepNotInLadder => "StepNotInLadder",
+            ActionRefusal::SignalNotInLadder => "SignalNotInLadder",
+            ActionRefusal::NotAZombieParent => "NotAZombieParent",
+            ActionRefusal::BelowPerParentThreshold => "BelowPerParentThreshold",
+            ActionRefusal::ExcludedNamespace => "ExcludedNamespace",
+            ActionRefusal::NamespaceUnknown => "NamespaceUnknown",
+            ActionRefusal::ProtectedProcess => "ProtectedProcess",
+            ActionRefusal::InitProcess => "InitProcess",
+            ActionRefusal::KernelThread => "KernelThread",
+            ActionRefusal::OwnProcess => "OwnProcess",
+            ActionRefusal::TargetChanged => "TargetChanged",
+            ActionRefusal::TargetGone => "TargetGone",
+            ActionRefusal::Expired => "Expired",
+            ActionRefusal::RebootNotEnabled => "RebootNotEnabled",
+            ActionRefusal::SentinelUnsafe => "SentinelUnsafe",
+        }
+    }
+
+    /// The outcome a request with this refusal gets.
+    pub fn outcome(self) -> ActionResultOutcome {
+        match self {
+            ActionRefusal::TargetChanged => ActionResultOutcome::TargetChanged,
+            ActionRefusal::TargetGone => ActionResultOutcome::TargetGone,
+            _ => ActionResultOutcome::Refused,
+        }
+    }
 }
 
 /// What the scans after a SignalParent saw.
@@ -657,8 +782,8 @@ pub enum ActionResultOutcome {
     TargetGone,
     /// The pid now belongs to another process (start time or parent differ).
     TargetChanged,
-    /// Refused: PID 1, kernel thread, protected process, the agent itself,
-    /// or a request older than the agent's action TTL.
+    /// Refused: the agent's own checks do not back the request (see
+    /// `reason`): policy, ladder, target, protection, or the action TTL.
     Refused,
     /// The attempt failed (e.g. permission denied), or an InProgress request
     /// was interrupted by an agent restart and is not retried.

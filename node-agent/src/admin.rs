@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use nodemedic_crds::Detector;
-use nodemedic_crds::report::{ActionResultOutcome, NodeAction};
+use nodemedic_crds::report::{ActionRefusal, ActionResultOutcome, NodeAction};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -48,6 +48,8 @@ pub struct WriteLabels {
 pub struct ActionLabels {
     pub action: &'static str,
     pub outcome: &'static str,
+    /// Why it was not carried out (`ActionRefusal`), `none` when it was.
+    pub reason: &'static str,
 }
 
 /// Every metric the agent exports (names documented in docs/agent.md).
@@ -127,7 +129,7 @@ impl Metrics {
         );
         r.register(
             "actions",
-            "Action requests handled, by action and outcome",
+            "Action requests handled, by action, outcome and refusal reason",
             m.actions.clone(),
         );
         r.register(
@@ -187,7 +189,12 @@ impl Metrics {
         }
     }
 
-    pub fn record_action(&self, action: NodeAction, outcome: ActionResultOutcome) {
+    pub fn record_action(
+        &self,
+        action: NodeAction,
+        outcome: ActionResultOutcome,
+        reason: Option<ActionRefusal>,
+    ) {
         self.actions
             .get_or_create(&ActionLabels {
                 action: match action {
@@ -195,6 +202,7 @@ impl Metrics {
                     NodeAction::RequestReboot => "RequestReboot",
                 },
                 outcome: outcome_name(outcome),
+                reason: reason.map_or("none", ActionRefusal::name),
             })
             .inc();
     }

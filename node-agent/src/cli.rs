@@ -64,12 +64,16 @@ pub struct RunArgs {
     /// Address of the admin endpoint (/metrics, /livez, /readyz).
     #[arg(long, env = "NODEMEDIC_ADMIN_ADDR", default_value = "0.0.0.0:9470")]
     pub admin_addr: std::net::SocketAddr,
-    /// Action requests older than this are refused, not executed.
+    /// Action requests this agent has seen for longer than this without
+    /// executing them are refused (measured on its own monotonic clock from
+    /// when it first saw them; requestedAt, the operator's clock, is ignored).
     #[arg(long, env = "NODEMEDIC_ACTION_TTL", value_parser = parse_duration, default_value = "10m")]
     pub action_ttl: Duration,
-    /// The reboot daemon's sentinel file (path on the host, e.g. kured's
-    /// /var/run/reboot-required), created on a RequestReboot request.
-    /// Unset: RequestReboot requests are refused.
+    /// The reboot daemon's sentinel file (path on the host, in a directory
+    /// dedicated to it, e.g. /var/lib/nodemedic/reboot/reboot-required; start
+    /// kured with the same --reboot-sentinel), created on a RequestReboot
+    /// request without following symbolic links. Unset: RequestReboot
+    /// requests are refused.
     #[arg(long, env = "NODEMEDIC_REBOOT_SENTINEL")]
     pub reboot_sentinel: Option<PathBuf>,
     /// Recount the fds of processes holding fewer than 64 every N scans

@@ -8,7 +8,7 @@
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, ConditionType, field_manager};
-use nodemedic_crds::report::{ActionResult, ActionResultOutcome, PolicyCondition};
+use nodemedic_crds::report::{ActionRefusal, ActionResult, ActionResultOutcome, PolicyCondition};
 use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportStatus};
 use nodemedic_testkit::real_host::is_root;
 use nodemedic_testkit::workload::Spawned;
@@ -300,24 +300,42 @@ async fn node_and_policy(prefix: &str, spec: serde_json::Value) -> (String, Stri
         .await
         .expect("node");
     let policy = unique_name(prefix);
+    apply_policy(&policy, &label, spec).await;
+    (node, policy)
+}
+
+/// Creates (or replaces) policy `name` selecting the node labelled `label`.
+async fn apply_policy(name: &str, label: &str, spec: serde_json::Value) {
     let mut spec = spec;
     spec["nodeSelector"] = serde_json::json!({"matchLabels": {"nodemedic.io/test-node": label}});
     let obj: NodeHealthPolicy = serde_json::from_value(serde_json::json!({
         "apiVersion": "nodemedic.io/v1alpha1",
         "kind": "NodeHealthPolicy",
-        "metadata": {"name": policy},
+        "metadata": {"name": name},
         "spec": spec,
     }))
     .expect("policy");
-    Api::<NodeHealthPolicy>::all(cp.client().await.expect("client"))
+    Api::<NodeHealthPolicy>::all(cp().await.client().await.expect("client"))
         .patch(
-            &policy,
+            name,
             &PatchParams::apply("nodemedic-tests"),
             &Patch::Apply(&obj),
         )
         .await
         .expect("apply policy");
-    (node, policy)
+}
+
+/// The test-node label value of a node made by `node_and_policy`.
+async fn node_label(node: &str) -> String {
+    let api: Api<k8s_openapi::api::core::v1::Node> =
+        Api::all(cp().await.client().await.expect("client"));
+    api.get(node)
+        .await
+        .expect("node")
+        .metadata
+        .labels
+        .and_then(|l| l.get("nodemedic.io/test-node").cloned())
+        .expect("test-node label")
 }
 
 async fn report_status(node: &str) -> Option<NodeHealthReportStatus> {
@@ -370,6 +388,20 @@ fn zombie_spec(for_: &str) -> serde_json::Value {
         "mode": "DryRun",
         "detectors": {"zombies": {"threshold": 100000, "perParentThreshold": 5, "minAge": "0s", "for": for_}},
     })
+}
+
+/// An enforcing policy whose zombies ladder signals parents with `signals`
+/// (perParentThreshold 5, minAge 0s): what the agent needs to see before it
+/// carries out a SignalParent request naming it.
+fn enforcing_zombie_spec(signals: &[&str]) -> serde_json::Value {
+    let ladder: Vec<serde_json::Value> = signals
+        .iter()
+        .map(|s| serde_json::json!({"action": "SignalParent", "signal": s}))
+        .collect();
+    let mut spec = zombie_spec("0s");
+    spec["mode"] = serde_json::json!("Enforce");
+    spec["actions"] = serde_json::json!({"zombies": ladder});
+    spec
 }
 
 /// Root check, the agent's identity and the pod-shaped host.
@@ -501,8 +533,30 @@ async fn zombies_in_a_pod_are_reported_and_hysteresis_holds_both_ways() {
     assert!(resolved.healthy);
 }
 
+/// A client with the operator's ServiceAccount token: the only identity the
+/// chart's admission policy lets write a report's spec. (A kube Client lives
+/// in the runtime that made it, and every test has its own: the kubeconfig
+/// is shared, the client is not.)
+async fn operator_client() -> kube::Client {
+    static KUBECONFIG: OnceCell<PathBuf> = OnceCell::const_new();
+    let path = KUBECONFIG
+        .get_or_init(|| async {
+            let rbac = rbac().await;
+            cp().await
+                .service_account_kubeconfig(&rbac.namespace, &rbac.operator_service_account)
+                .await
+                .expect("operator kubeconfig")
+        })
+        .await;
+    nodemedic_tests::control_plane::client_from_kubeconfig(path)
+        .await
+        .expect("operator client")
+}
+
+/// Writes action requests into the node's report spec with the operator's
+/// token, as the operator does (or as whoever holds that token would).
 async fn request_actions(node: &str, requests: serde_json::Value) {
-    let api: Api<NodeHealthReport> = Api::all(cp().await.client().await.expect("client"));
+    let api: Api<NodeHealthReport> = Api::all(operator_client().await);
     let body = serde_json::json!({
         "apiVersion": "nodemedic.io/v1alpha1",
         "kind": "NodeHealthReport",
@@ -524,11 +578,15 @@ fn result<'a>(s: &'a NodeHealthReportStatus, id: &str) -> Option<&'a ActionResul
 
 #[tokio::test]
 async fn action_requests_are_executed_once_with_honest_outcomes() {
-    let mut spec = zombie_spec("0s");
-    spec["safety"] = serde_json::json!({"protectedProcesses": ["sleep"]});
+    let spec = enforcing_zombie_spec(&["SIGKILL"]);
     let Some((node, policy, kubeconfig, host)) = setup("actions", spec).await else {
         return;
     };
+    // A second enforcing policy on the node protects the workload by name.
+    let guarding = unique_name("guarding");
+    let mut guard_spec = enforcing_zombie_spec(&["SIGTERM"]);
+    guard_spec["safety"] = serde_json::json!({"protectedProcesses": ["nodemedic-work*"]});
+    apply_policy(&guarding, &node_label(&node).await, guard_spec).await;
     let z = zombies(6, host.container_cgroup());
     let agent = Agent::start(&AgentOptions {
         kubeconfig: &kubeconfig,
@@ -552,21 +610,6 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
         },
     )
     .await;
-    let sleeper = nodemedic_testkit::workload::sleepers(1, Duration::from_secs(120))
-        .expect("sleeper")
-        .pop()
-        .expect("one");
-    // Wait for the sleeper to have exec'd sleep.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline
-        && std::fs::read_to_string(format!("/proc/{}/comm", sleeper.pid()))
-            .map(|c| c.trim().to_owned())
-            .ok()
-            .as_deref()
-            != Some("sleep")
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let parent_start = start_time_of(z.parent);
     let now = Timestamp::now();
     let target =
@@ -576,9 +619,12 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
         serde_json::json!([
             {"id": "stale", "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
              "target": target(z.parent, parent_start + 1), "requestedAt": now},
-            {"id": "protected", "action": "SignalParent", "signal": "SIGTERM", "policy": policy,
-             "target": target(sleeper.pid(), start_time_of(sleeper.pid())), "requestedAt": now},
-            {"id": "expired", "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
+            {"id": "protected", "action": "SignalParent", "signal": "SIGTERM", "policy": guarding,
+             "target": target(z.parent, parent_start), "requestedAt": now},
+            // An operator clock 11 minutes behind (the TTL is 10m): the
+            // agent measures the TTL from when it first saw the request, so
+            // this is judged on its merits (protected), not expired.
+            {"id": "skewed", "action": "SignalParent", "signal": "SIGTERM", "policy": guarding,
              "target": target(z.parent, parent_start), "requestedAt": now - SignedDuration::from_secs(11 * 60)},
         ]),
     )
@@ -589,7 +635,7 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
         "three results",
         &agent,
         |s| {
-            ["stale", "protected", "expired"]
+            ["stale", "protected", "skewed"]
                 .iter()
                 .all(|id| result(s, id).is_some_and(|r| r.outcome.is_final()))
         },
@@ -617,21 +663,21 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
         "{:?}",
         outcome("protected")
     );
-    assert_eq!(outcome("expired").0, ActionResultOutcome::Refused);
+    let reason = |id| result(&s, id).and_then(|r| r.reason);
+    assert_eq!(reason("stale"), Some(ActionRefusal::TargetChanged));
+    assert_eq!(reason("protected"), Some(ActionRefusal::ProtectedProcess));
+    assert_eq!(reason("skewed"), Some(ActionRefusal::ProtectedProcess));
+    // The TargetChanged message does not tell the caller the real start time.
     assert!(
-        outcome("expired").1.starts_with("expired"),
+        !outcome("stale").1.contains(&parent_start.to_string()),
         "{:?}",
-        outcome("expired")
+        outcome("stale")
     );
     // Nothing was signalled.
     assert_eq!(
         start_time_of(z.parent),
         parent_start,
         "the zombie parent lives"
-    );
-    assert!(
-        std::fs::metadata(format!("/proc/{}", sleeper.pid())).is_ok(),
-        "the protected sleeper lives"
     );
 
     // The real request: SIGKILL the zombie parent; its zombies are reparented
@@ -678,9 +724,292 @@ async fn action_requests_are_executed_once_with_honest_outcomes() {
     );
     assert_eq!(
         agent
-            .metric("nodemedic_agent_actions_total{action=\"SignalParent\",outcome=\"Signalled\"}")
+            .metric("nodemedic_agent_actions_total{action=\"SignalParent\",outcome=\"Signalled\",reason=\"none\"}")
             .await,
         1.0
+    );
+    drop(z);
+}
+
+/// The `reason` of a result, read as JSON (the field's wire name is the
+/// API; this helper also reads reports written by agents that predate it).
+async fn result_reason(node: &str, id: &str) -> Option<String> {
+    let api: Api<kube::api::DynamicObject> = Api::all_with(
+        cp().await.client().await.expect("client"),
+        &kube::api::ApiResource::erase::<NodeHealthReport>(&()),
+    );
+    let report = api.get(node).await.ok()?;
+    report.data["status"]["actionResults"]
+        .as_array()?
+        .iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["reason"].as_str().map(str::to_owned))
+}
+
+fn alive(pid: i32, start: u64) -> bool {
+    std::fs::read(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| nodemedic_agent::scan::parse::parse_stat(&s).ok())
+        .is_some_and(|s| s.starttime == start && s.state != b'Z')
+}
+
+/// Issue 13, "the report spec is a SIGKILL interface": SignalParent
+/// requests written by hand into the report spec (with the operator's
+/// token, the only identity the chart's admission lets write spec: what a
+/// thief of that token could do), none of which an
+/// enforcing policy of this node would have produced, are each refused by
+/// the agent with their own reason, and their targets live. The same agent
+/// still carries out a request its policy backs.
+#[tokio::test]
+async fn forged_signal_request_is_refused_by_the_agent() {
+    let mut observe = enforcing_zombie_spec(&["SIGKILL"]);
+    observe["mode"] = serde_json::json!("Observe");
+    let Some((node, observing, kubeconfig, host)) = setup("forged", observe).await else {
+        return;
+    };
+    let label = node_label(&node).await;
+    let no_signal = unique_name("forged-cordon");
+    let mut cordon = enforcing_zombie_spec(&[]);
+    cordon["actions"] = serde_json::json!({"zombies": [{"action": "Cordon"}]});
+    apply_policy(&no_signal, &label, cordon).await;
+    let sigchld = unique_name("forged-sigchld");
+    let mut chld = enforcing_zombie_spec(&[]);
+    chld["actions"] = serde_json::json!({"zombies": [{"action": "SignalParent"}]});
+    apply_policy(&sigchld, &label, chld).await;
+    let sigkill = unique_name("forged-sigkill");
+    apply_policy(&sigkill, &label, enforcing_zombie_spec(&["SIGKILL"])).await;
+
+    // A `sleep` with no zombie children, and a parent with 2 zombies
+    // (perParentThreshold is 5).
+    let sleeper = nodemedic_testkit::workload::sleepers(1, Duration::from_secs(300))
+        .expect("sleeper")
+        .pop()
+        .expect("one");
+    let few = zombies(2, host.container_cgroup());
+    let agent = Agent::start(&AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "1s",
+        heartbeat: "1m",
+        action_ttl: "10m",
+        caps: None,
+    });
+    wait_report(
+        &node,
+        Duration::from_secs(15),
+        "the parent of two zombies reported",
+        &agent,
+        |s| {
+            s.findings
+                .zombies
+                .iter()
+                .any(|f| f.parent.host_pid == few.parent && f.zombies == 2)
+        },
+    )
+    .await;
+    let sleep_start = start_time_of(sleeper.pid());
+    let few_start = start_time_of(few.parent);
+    let now = Timestamp::now();
+    let kill = |id: &str, policy: &str, pid: i32, start: u64| {
+        serde_json::json!({"id": id, "action": "SignalParent", "signal": "SIGKILL", "policy": policy,
+            "target": {"pid": pid, "startTime": start, "comm": "sleep"}, "requestedAt": now})
+    };
+    let cases = [
+        (
+            "observe",
+            observing.as_str(),
+            sleeper.pid(),
+            sleep_start,
+            "PolicyNotEnforcing",
+        ),
+        (
+            "no-signal-step",
+            no_signal.as_str(),
+            sleeper.pid(),
+            sleep_start,
+            "StepNotInLadder",
+        ),
+        (
+            "sigchld-only",
+            sigchld.as_str(),
+            sleeper.pid(),
+            sleep_start,
+            "SignalNotInLadder",
+        ),
+        (
+            "no-zombies",
+            sigkill.as_str(),
+            sleeper.pid(),
+            sleep_start,
+            "NotAZombieParent",
+        ),
+        (
+            "below-threshold",
+            sigkill.as_str(),
+            few.parent,
+            few_start,
+            "BelowPerParentThreshold",
+        ),
+        (
+            "no-such-policy",
+            "no-such-policy",
+            sleeper.pid(),
+            sleep_start,
+            "UnknownPolicy",
+        ),
+    ];
+    request_actions(
+        &node,
+        serde_json::Value::Array(
+            cases
+                .iter()
+                .map(|(id, policy, pid, start, _)| kill(id, policy, *pid, *start))
+                .collect(),
+        ),
+    )
+    .await;
+    let s = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "every forged request answered",
+        &agent,
+        |s| {
+            cases
+                .iter()
+                .all(|(id, ..)| result(s, id).is_some_and(|r| r.outcome.is_final()))
+        },
+    )
+    .await;
+    for (id, _, _, _, reason) in &cases {
+        let r = result(&s, id).expect("result");
+        assert_eq!(
+            r.outcome,
+            ActionResultOutcome::Refused,
+            "{id}: {}",
+            r.message
+        );
+        assert_eq!(
+            result_reason(&node, id).await.as_deref(),
+            Some(*reason),
+            "{id}: {}",
+            r.message
+        );
+    }
+    assert!(alive(sleeper.pid(), sleep_start), "the sleep process lives");
+    assert!(
+        alive(few.parent, few_start),
+        "the parent of two zombies lives"
+    );
+    assert_eq!(
+        agent
+            .metric("nodemedic_agent_actions_total{action=\"SignalParent\",outcome=\"Refused\",reason=\"NotAZombieParent\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        agent
+            .metric("nodemedic_agent_actions_total{action=\"SignalParent\",outcome=\"Signalled\"")
+            .await,
+        0.0
+    );
+
+    // What the enforcing SIGKILL policy does back: a parent above its
+    // perParentThreshold. The same agent carries it out.
+    let many = zombies(6, host.container_cgroup());
+    wait_report(
+        &node,
+        Duration::from_secs(15),
+        "the parent of six zombies reported",
+        &agent,
+        |s| {
+            s.findings
+                .zombies
+                .iter()
+                .any(|f| f.parent.host_pid == many.parent && f.zombies == 6)
+        },
+    )
+    .await;
+    let many_start = start_time_of(many.parent);
+    let mut all: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(id, policy, pid, start, _)| kill(id, policy, *pid, *start))
+        .collect();
+    all.push(kill("backed", &sigkill, many.parent, many_start));
+    request_actions(&node, serde_json::Value::Array(all)).await;
+    let s = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "backed request",
+        &agent,
+        |s| result(s, "backed").is_some_and(|r| r.outcome.is_final()),
+    )
+    .await;
+    let r = result(&s, "backed").expect("result");
+    assert_eq!(r.outcome, ActionResultOutcome::Signalled, "{}", r.message);
+    assert!(
+        alive(sleeper.pid(), sleep_start),
+        "the sleep process still lives"
+    );
+    drop(few);
+    drop(many);
+}
+
+/// Issue 13, "65 policies on a node stop its reports": `exceededUnder` is
+/// bounded at 64 by the schema; with 65 policies under which one zombie
+/// parent exceeds, the agent names 64, counts the 65th, and its report is
+/// still written.
+#[tokio::test]
+async fn sixty_five_policies_do_not_stop_the_report() {
+    let spec = serde_json::json!({
+        "mode": "Observe",
+        "detectors": {"zombies": {"threshold": 100000, "perParentThreshold": 2, "minAge": "0s", "for": "0s"}},
+    });
+    let Some((node, first, kubeconfig, host)) = setup("sixty-five", spec.clone()).await else {
+        return;
+    };
+    let label = node_label(&node).await;
+    for i in 1..65 {
+        apply_policy(&format!("{first}-{i:02}"), &label, spec.clone()).await;
+    }
+    let z = zombies(3, host.container_cgroup());
+    let agent = Agent::start(&AgentOptions {
+        kubeconfig: &kubeconfig,
+        node: &node,
+        host_root: host.root.path(),
+        interval: "1s",
+        heartbeat: "1m",
+        action_ttl: "10m",
+        caps: None,
+    });
+    let s = wait_report(
+        &node,
+        Duration::from_secs(30),
+        "the zombie parent reported as exceeded under 65 policies",
+        &agent,
+        |s| {
+            s.findings
+                .zombies
+                .iter()
+                .any(|f| f.parent.host_pid == z.parent && f.exceeded)
+        },
+    )
+    .await;
+    let f = s
+        .findings
+        .zombies
+        .iter()
+        .find(|f| f.parent.host_pid == z.parent)
+        .expect("finding");
+    assert_eq!(f.exceeded_under.len(), 64);
+    assert_eq!(f.exceeded_under_omitted, 1);
+    assert_eq!(s.conditions.len(), 64, "conditions keep their bound too");
+    assert_eq!(
+        agent
+            .metric("nodemedic_agent_report_writes_total{result=\"invalid\"")
+            .await,
+        0.0,
+        "no status write was refused"
     );
     drop(z);
 }
@@ -932,7 +1261,9 @@ async fn a_missing_node_is_a_clear_error() {
 /// fails (EPERM) and says so.
 #[tokio::test]
 async fn signalling_another_users_process_needs_cap_kill() {
-    let Some((node, policy, kubeconfig, host)) = setup("kill", zombie_spec("0s")).await else {
+    let Some((node, policy, kubeconfig, host)) =
+        setup("kill", enforcing_zombie_spec(&["SIGKILL"])).await
+    else {
         return;
     };
     if Command::new("setpriv").arg("--version").output().is_err() {

@@ -193,6 +193,7 @@ fn new_node(i: usize) -> SimNode {
         oldest_age_seconds: 600,
         exceeded: true,
         exceeded_under: vec![],
+        exceeded_under_omitted: 0,
     }];
     report.status = Some(status);
     report.metadata.resource_version = Some("1".into());
@@ -420,6 +421,7 @@ impl World {
             st.action_results.push(ActionResult {
                 id: r.id.clone(),
                 outcome,
+                reason: None,
                 message: String::new(),
                 completed_at: Time(now),
                 follow_up: None,

@@ -1131,6 +1131,7 @@ fn full_report(name: &str) -> serde_json::Value {
         action_results: vec![ActionResult {
             id: "r1".into(),
             outcome: ActionResultOutcome::Signalled,
+            reason: None,
             message: String::new(),
             completed_at: t.clone(),
             follow_up: Some(SignalFollowUp {

@@ -283,6 +283,45 @@ async fn values_schema_rejects_bad_values_with_clear_messages() {
             &["--set", "agent.rebootSentinel.path=/reboot-required"],
             &["/agent/rebootSentinel/path", "does not match pattern"],
         ),
+        // Kured's default would mount the host's /var/run (containerd.sock
+        // in it) read-write into a uid-0 pod; shared directories are refused.
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/var/run/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/etc/kubernetes/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/var/lib/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
+        (
+            &[
+                "--set",
+                "agent.rebootSentinel.path=/var/lib/nodemedic/../../run/reboot-required",
+            ],
+            &["/agent/rebootSentinel/path"],
+        ),
+        // Two agents on one node during a surge rollout would each execute
+        // the same action requests.
+        (
+            &["--set", "agent.updateStrategy.rollingUpdate.maxSurge=1"],
+            &[
+                "/agent/updateStrategy/rollingUpdate/maxSurge",
+                "value must be one of",
+            ],
+        ),
         (
             &["--set-string", "operator.replicas=2"],
             &["/operator/replicas", "got string, want integer"],
@@ -340,6 +379,13 @@ async fn values_schema_rejects_bad_values_with_clear_messages() {
         // (`\,` escapes the comma of a tracing filter for --set)
         vec!["--set", r"agent.log.level=nodemedic_agent=debug\,kube=warn"],
         vec!["--set", "image.tag=v0.1.0-rc.1"],
+        vec!["--set", "agent.updateStrategy.rollingUpdate.maxSurge=0"],
+        vec![
+            "--set",
+            "agent.rebootSentinel.enabled=true",
+            "--set",
+            "agent.rebootSentinel.path=/run/nodemedic/reboot-required",
+        ],
     ] {
         let mut args = vec!["template", "nodemedic", chart.as_str(), kv.as_str()];
         args.extend(set.iter().copied());
@@ -551,7 +597,7 @@ async fn pod_templates_have_the_documented_security_settings() {
         .collect();
     assert_eq!(
         writable,
-        [&json!({"name": "reboot-sentinel", "mountPath": "/host/var/run/nodemedic"})]
+        [&json!({"name": "reboot-sentinel", "mountPath": "/host/var/lib/nodemedic/reboot"})]
     );
     let vol = pod["volumes"]
         .as_array()
@@ -561,7 +607,7 @@ async fn pod_templates_have_the_documented_security_settings() {
         .expect("reboot-sentinel volume");
     assert_eq!(
         vol["hostPath"],
-        json!({"path": "/var/run/nodemedic", "type": "DirectoryOrCreate"})
+        json!({"path": "/var/lib/nodemedic/reboot", "type": "DirectoryOrCreate"})
     );
     let sentinel = c["env"]
         .as_array()
@@ -569,7 +615,10 @@ async fn pod_templates_have_the_documented_security_settings() {
         .iter()
         .find(|e| e["name"] == "NODEMEDIC_REBOOT_SENTINEL")
         .expect("NODEMEDIC_REBOOT_SENTINEL");
-    assert_eq!(sentinel["value"], "/var/run/nodemedic/reboot-required");
+    assert_eq!(
+        sentinel["value"],
+        "/var/lib/nodemedic/reboot/reboot-required"
+    );
 
     let deploy = find(&objs, "Deployment", "operator");
     assert_eq!(deploy["spec"]["replicas"], 2);
@@ -917,6 +966,7 @@ async fn operator_pod_is_restricted_and_agent_pod_needs_privileged() {
 }
 
 /// A release's RBAC and admission objects, installed for real.
+#[derive(Clone)]
 struct Installed {
     namespace: String,
     agent_sa: String,
@@ -924,16 +974,25 @@ struct Installed {
     policy: String,
 }
 
+/// The chart's RBAC and admission objects, installed once for the shared
+/// control plane: two releases in one cluster would each let only their own
+/// operator write report spec, denying the other's.
 async fn install_rbac_and_admission(cp: &ControlPlane, prefix: &str) -> Installed {
-    let r = install_chart_rbac(cp, prefix)
+    static INSTALLED: tokio::sync::OnceCell<Installed> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let r = install_chart_rbac(cp, prefix)
+                .await
+                .expect("install the chart's RBAC and admission objects");
+            Installed {
+                namespace: r.namespace,
+                agent_sa: r.agent_service_account,
+                operator_sa: r.operator_service_account,
+                policy: r.admission_policy,
+            }
+        })
         .await
-        .expect("install the chart's RBAC and admission objects");
-    Installed {
-        namespace: r.namespace,
-        agent_sa: r.agent_service_account,
-        operator_sa: r.operator_service_account,
-        policy: r.admission_policy,
-    }
+        .clone()
 }
 
 /// A Pod object bound to `node` (no kubelet runs: it is only an API object).
@@ -1336,6 +1395,213 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
 /// The operator's ServiceAccount can do every remediation step (cordon, taint,
 /// Node condition, eviction, Events, policy status, report spec, its Lease), and
 /// nothing broader.
+/// Issue 13: "requests are also limited by a ValidatingAdmissionPolicy in
+/// the chart: spec of a NodeHealthReport may be written only by the
+/// operator's ServiceAccount". Real tokens against the real API server: the
+/// agent's pod-bound token, a ServiceAccount granted full rights on reports
+/// by RBAC, and cluster-admin can neither create a report with a spec nor
+/// change one; the agent still writes its status, metadata-only updates
+/// pass, and the operator's token writes spec.
+#[tokio::test]
+async fn only_the_operator_writes_report_spec() {
+    if skip_without_helm() {
+        return;
+    }
+    let cp = cp().await;
+    let inst = install_rbac_and_admission(cp, "chart-spec").await;
+    let ns = inst.namespace.as_str();
+    let spec_policy = format!(
+        "{}-operator-report-spec",
+        inst.policy.trim_end_matches("-agent-own-report")
+    );
+    let only_operator = format!(
+        "NodeHealthReport spec (actionRequests) is written only by the nodemedic operator (system:serviceaccount:{ns}:{})",
+        inst.operator_sa
+    );
+    let node = cp.create_node("spec", &[]).await.expect("node");
+    let (admin, ar) = report_api(cp.client().await.expect("admin client"));
+    let with_spec = report(
+        &ar,
+        &node,
+        json!({"actionRequests": [action_request("forged")]}),
+    );
+
+    // Cluster-admin: RBAC allows everything, the policy does not.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually("the report-spec policy denies cluster-admin", || {
+        let admin = admin.clone();
+        let obj = with_spec.clone();
+        let dry = dry.clone();
+        let only_operator = only_operator.clone();
+        async move {
+            match admin.create(&dry, &obj).await {
+                Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(&only_operator) => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_denied(
+        admin.create(&PostParams::default(), &with_spec).await,
+        403,
+        &[
+            &format!("ValidatingAdmissionPolicy '{spec_policy}'"),
+            &only_operator,
+            "may create the report only with an empty spec",
+        ],
+    );
+
+    // The agent (pod-bound token on the node) creates its report with an
+    // empty spec and writes status; it cannot put requests in spec.
+    let pod = create_pod(cp, ns, &unique_name("spec-agent"), &node, &inst.agent_sa).await;
+    let token = pod_bound_token(cp, ns, &inst.agent_sa, &pod)
+        .await
+        .expect("pod-bound token");
+    let (agent, _) = token_client(cp, &token).await.expect("agent client");
+    let (agent_reports, _) = report_api(agent);
+    assert_denied(
+        agent_reports
+            .create(&PostParams::default(), &with_spec)
+            .await,
+        403,
+        &["spec"],
+    );
+    agent_reports
+        .create(&PostParams::default(), &report(&ar, &node, json!({})))
+        .await
+        .expect("the agent creates its report with an empty spec");
+    let spec_patch = json!({"spec": {"actionRequests": [action_request("forged")]}});
+    assert_denied(
+        agent_reports
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&spec_patch))
+            .await,
+        403,
+        &[],
+    );
+
+    // An identity RBAC lets edit reports (a controller or user granted
+    // `patch`): denied by the policy, but metadata-only updates pass.
+    let editor = unique_name("report-editor");
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": editor, "namespace": ns}}))
+            .expect("service account");
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+        cp.client().await.expect("admin client"),
+        ns,
+    )
+    .create(&PostParams::default(), &sa)
+    .await
+    .expect("editor service account");
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": editor},
+        "rules": [{"apiGroups": ["nodemedic.io"], "resources": ["nodehealthreports"],
+                   "verbs": ["get", "list", "create", "update", "patch"]}],
+    }))
+    .expect("role");
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": editor},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": editor},
+        "subjects": [{"kind": "ServiceAccount", "name": editor, "namespace": ns}],
+    }))
+    .expect("binding");
+    let admin_client = cp.client().await.expect("admin client");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin_client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("editor role");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin_client)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("editor binding");
+    let (editor_reports, _) = report_api(
+        cp.service_account_client(ns, &editor)
+            .await
+            .expect("editor client"),
+    );
+    let denied_change = eventually("the editor's RBAC to propagate", || {
+        let editor_reports = editor_reports.clone();
+        let node = node.clone();
+        let spec_patch = spec_patch.clone();
+        async move {
+            match editor_reports
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&spec_patch))
+                .await
+            {
+                Err(KubeError::Api(s)) if s.message.contains("cannot patch") => Err(s.message),
+                other => Ok(other),
+            }
+        }
+    })
+    .await;
+    assert_denied(
+        denied_change,
+        403,
+        &[
+            &format!("ValidatingAdmissionPolicy '{spec_policy}'"),
+            &only_operator,
+            "may not change it",
+        ],
+    );
+    editor_reports
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"team": "sre"}}})),
+        )
+        .await
+        .expect("a metadata-only update passes");
+
+    // The operator writes spec; afterwards the agent still writes status and
+    // nobody else changes the (now non-empty) spec.
+    let op = cp
+        .service_account_client(ns, &inst.operator_sa)
+        .await
+        .expect("operator client");
+    let (op_reports, _) = report_api(op);
+    let requested = eventually("the operator's RBAC to propagate", || {
+        let op_reports = op_reports.clone();
+        let node = node.clone();
+        let spec_patch = spec_patch.clone();
+        async move {
+            op_reports
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&spec_patch))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    assert_eq!(requested.data["spec"]["actionRequests"][0]["id"], "forged");
+    agent_reports
+        .patch_status(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"healthy": false}})),
+        )
+        .await
+        .expect("the agent writes its status under a non-empty spec");
+    let emptied = json!({"spec": {"actionRequests": null}});
+    assert_denied(
+        admin
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&emptied))
+            .await,
+        403,
+        &[&only_operator, "may not change it"],
+    );
+    editor_reports
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"team": "platform"}}})),
+        )
+        .await
+        .expect("a metadata-only update passes under a non-empty spec");
+}
+
 #[tokio::test]
 async fn operator_token_can_remediate() {
     if skip_without_helm() {

@@ -80,6 +80,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "nodemedic.agent.serviceAccountName" .) }}
 {{- end }}
 
+{{/* The operator's user name in the API server's user info. */}}
+{{- define "nodemedic.operator.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "nodemedic.operator.serviceAccountName" .) }}
+{{- end }}
+
 {{/* Container image: repository@digest when a digest is set, else repository:tag (tag defaults to appVersion). */}}
 {{- define "nodemedic.image" -}}
 {{- if .Values.image.digest }}

@@ -4,31 +4,17 @@
 //! then signal through the pidfd so PID reuse cannot redirect the signal.
 
 pub mod request;
+pub mod verify;
 
 use crate::scan::parse::{self, ProcStat};
 use crate::scan::reader::{self, ReadFailure};
-use nodemedic_crds::report::ActionResultOutcome;
+use nodemedic_crds::report::{ActionRefusal, ActionResultOutcome};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::Serialize;
 use std::path::Path;
 use thiserror::Error;
-
-/// Process names (comm) never signalled, whatever a policy says. A
-/// trailing `*` matches a prefix.
-pub const BUILTIN_PROTECTED: &[&str] = &[
-    "kubelet",
-    "containerd",
-    "containerd-shim*",
-    "crio",
-    "cri-o",
-    "conmon",
-    "dockerd",
-    "systemd",
-    "sshd",
-    "nodemedic-agent",
-];
 
 /// The process a request is about, as it was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +36,18 @@ pub enum RefusalReason {
     OwnProcess,
     /// A protected name matched (the pattern that matched).
     Protected(String),
+}
+
+impl RefusalReason {
+    /// The stable reason recorded in `status.actionResults`.
+    pub fn to_api(&self) -> ActionRefusal {
+        match self {
+            RefusalReason::InitOrInvalidPid => ActionRefusal::InitProcess,
+            RefusalReason::KernelThread => ActionRefusal::KernelThread,
+            RefusalReason::OwnProcess => ActionRefusal::OwnProcess,
+            RefusalReason::Protected(_) => ActionRefusal::ProtectedProcess,
+        }
+    }
 }
 
 impl std::fmt::Display for RefusalReason {
@@ -84,6 +82,16 @@ pub enum SignalOutcome {
 }
 
 impl SignalOutcome {
+    /// Why it was not delivered, when it was not.
+    pub fn refusal(&self) -> Option<ActionRefusal> {
+        match self {
+            SignalOutcome::Signalled { .. } => None,
+            SignalOutcome::TargetGone => Some(ActionRefusal::TargetGone),
+            SignalOutcome::TargetChanged { .. } => Some(ActionRefusal::TargetChanged),
+            SignalOutcome::Refused { reason } => Some(reason.to_api()),
+        }
+    }
+
     pub fn to_api(&self) -> ActionResultOutcome {
         match self {
             SignalOutcome::Signalled { .. } => ActionResultOutcome::Signalled,
@@ -104,17 +112,6 @@ pub enum SignalError {
     Reread { pid: i32, failure: ReadFailure },
     #[error("/proc/{pid}/stat is unparsable")]
     Unparsable { pid: i32 },
-}
-
-/// Does `comm` match a protected pattern (exact, or prefix with `*`)?
-pub fn protected_match<'a>(
-    comm: &str,
-    patterns: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    patterns.into_iter().find(|p| match p.strip_suffix('*') {
-        Some(prefix) => comm.starts_with(prefix),
-        None => comm == *p,
-    })
 }
 
 /// Signals processes safely. `proc_root` is the host's /proc (the agent
@@ -165,7 +162,8 @@ impl Signaller {
     }
 
     /// Verifies `target` and sends `signal` to it. `extra_protected` (a
-    /// policy's `protectedProcesses`) adds to the built-in protected names.
+    /// policy's `protectedProcesses`) adds to the built-in protected names
+    /// (`nodemedic_crds::protected`, shared with the operator).
     pub fn signal(
         &self,
         target: &Target,
@@ -196,11 +194,13 @@ impl Signaller {
         let Some(stat) = self.read_stat(target.pid)? else {
             return Ok(SignalOutcome::TargetGone);
         };
+        // The details name only what the request carried: the identity the
+        // pid belongs to now is none of the requester's business.
         if stat.starttime != target.start_time {
             return Ok(SignalOutcome::TargetChanged {
                 detail: format!(
-                    "start time is {} (expected {}): the pid was reused",
-                    stat.starttime, target.start_time
+                    "its start time is not {}: the pid belongs to another process now",
+                    target.start_time
                 ),
             });
         }
@@ -208,7 +208,7 @@ impl Signaller {
             && stat.ppid != ppid
         {
             return Ok(SignalOutcome::TargetChanged {
-                detail: format!("parent is {} (expected {ppid})", stat.ppid),
+                detail: format!("its parent is not {ppid} any more"),
             });
         }
         if stat.is_kernel_thread() {
@@ -216,11 +216,7 @@ impl Signaller {
                 reason: RefusalReason::KernelThread,
             });
         }
-        let protected = BUILTIN_PROTECTED
-            .iter()
-            .copied()
-            .chain(extra_protected.iter().map(String::as_str));
-        if let Some(p) = protected_match(&stat.comm, protected) {
+        if let Some(p) = nodemedic_crds::protected::protecting(&stat.comm, extra_protected) {
             return Ok(SignalOutcome::Refused {
                 reason: RefusalReason::Protected(p.to_owned()),
             });
@@ -243,18 +239,6 @@ impl Signaller {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn protected_patterns() {
-        let p = BUILTIN_PROTECTED.iter().copied();
-        assert_eq!(
-            protected_match("containerd-shim", p.clone()),
-            Some("containerd-shim*")
-        );
-        assert_eq!(protected_match("kubelet", p.clone()), Some("kubelet"));
-        assert_eq!(protected_match("kubelet2", p.clone()), None);
-        assert_eq!(protected_match("php-fpm", p), None);
-    }
 
     #[test]
     fn refuses_pid_1_and_itself_without_touching_them() {

@@ -97,6 +97,11 @@ impl Engine {
         Self::default()
     }
 
+    /// What the engine remembers across scans (first sightings and samples).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// The hysteresis state, for adopting conditions published earlier.
     pub fn hysteresis_mut(&mut self) -> &mut Hysteresis {
         &mut self.hysteresis

@@ -17,9 +17,9 @@ use nodemedic_crds::conditions::{ConditionReason, ConditionStatus};
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::report::{
     CpuThrottlingFinding, FdLeakFinding, Findings, HungTaskFinding, LoadSummary,
-    MAX_FINDINGS_PER_DETECTOR, NodeFileHandlesFinding, NodeSummary, OmittedFindings,
-    PolicyCondition, Pressure, PressureSummary, ProcessRef, ScanErrors, TaskCounts, Workload,
-    ZombieFinding,
+    MAX_EXCEEDED_UNDER, MAX_FINDINGS_PER_DETECTOR, MAX_MESSAGE_LEN, NodeFileHandlesFinding,
+    NodeSummary, OmittedFindings, PolicyCondition, Pressure, PressureSummary, ProcessRef,
+    ScanErrors, TaskCounts, Workload, ZombieFinding,
 };
 use nodemedic_crds::{NodeHealthReport, NodeHealthReportSpec, NodeHealthReportStatus};
 use std::collections::HashMap;
@@ -168,9 +168,11 @@ fn merge<O, K: Eq + Hash, T>(
     let done = merged
         .into_iter()
         .filter_map(|m| {
+            let (exceeded_under, exceeded_under_omitted) = bound_names(m.exceeded_under);
             Some(Done {
                 item: m.item?,
-                exceeded_under: m.exceeded_under,
+                exceeded_under,
+                exceeded_under_omitted,
             })
         })
         .collect();
@@ -181,6 +183,16 @@ fn merge<O, K: Eq + Hash, T>(
 struct Done<T> {
     item: T,
     exceeded_under: Vec<String>,
+    exceeded_under_omitted: u32,
+}
+
+/// Keeps the first `MAX_EXCEEDED_UNDER` policy names (the API's bound on
+/// `exceededUnder`: one more and every status write is refused) and counts
+/// the others.
+fn bound_names(mut names: Vec<String>) -> (Vec<String>, u32) {
+    let cut = names.len().saturating_sub(MAX_EXCEEDED_UNDER);
+    names.truncate(MAX_EXCEEDED_UNDER);
+    (names, clamp_u32(cut as u64))
 }
 
 /// The verdicts of one detector under every policy that configures it.
@@ -225,6 +237,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
                     oldest_age_seconds: secs(z.oldest_age_seconds),
                     exceeded: z.exceeds,
                     exceeded_under: Vec::new(),
+                    exceeded_under_omitted: 0,
                 },
                 z.severity,
                 f64::from(z.past_min_age) + f64::from(z.zombies) / 1e6,
@@ -238,6 +251,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
         .map(|m| ZombieFinding {
             exceeded: !m.exceeded_under.is_empty(),
             exceeded_under: m.exceeded_under,
+            exceeded_under_omitted: m.exceeded_under_omitted,
             ..m.item
         })
         .collect();
@@ -263,6 +277,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
                     wchan: h.wchan.clone(),
                     exceeded: h.exceeds,
                     exceeded_under: Vec::new(),
+                    exceeded_under_omitted: 0,
                 },
                 h.severity,
                 h.blocked_seconds,
@@ -276,6 +291,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
         .map(|m| HungTaskFinding {
             exceeded: !m.exceeded_under.is_empty(),
             exceeded_under: m.exceeded_under,
+            exceeded_under_omitted: m.exceeded_under_omitted,
             ..m.item
         })
         .collect();
@@ -307,6 +323,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
                     growth_per_minute: f.growth_per_minute,
                     exceeded: f.exceeds,
                     exceeded_under: Vec::new(),
+                    exceeded_under_omitted: 0,
                 },
                 f.severity,
                 f.open_fds as f64,
@@ -320,21 +337,25 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
         .map(|m| FdLeakFinding {
             exceeded: !m.exceeded_under.is_empty(),
             exceeded_under: m.exceeded_under,
+            exceeded_under_omitted: m.exceeded_under_omitted,
             ..m.item
         })
         .collect();
     out.node_file_handles = nodes.first().map(|(_, n)| {
-        let exceeded_under: Vec<String> = nodes
-            .iter()
-            .filter(|(_, n)| n.exceeds)
-            .map(|(p, _)| (*p).to_owned())
-            .collect();
+        let (exceeded_under, exceeded_under_omitted) = bound_names(
+            nodes
+                .iter()
+                .filter(|(_, n)| n.exceeds)
+                .map(|(p, _)| (*p).to_owned())
+                .collect(),
+        );
         NodeFileHandlesFinding {
             allocated: clamp_long(n.allocated),
             max: clamp_long(n.max),
             ratio: n.ratio,
             exceeded: !exceeded_under.is_empty(),
             exceeded_under,
+            exceeded_under_omitted,
         }
     });
 
@@ -362,6 +383,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
                     pressure_some_avg10: c.pressure_some_avg10,
                     exceeded: c.exceeds,
                     exceeded_under: Vec::new(),
+                    exceeded_under_omitted: 0,
                 },
                 c.severity,
                 c.throttled_ratio,
@@ -375,6 +397,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
         .map(|m| CpuThrottlingFinding {
             exceeded: !m.exceeded_under.is_empty(),
             exceeded_under: m.exceeded_under,
+            exceeded_under_omitted: m.exceeded_under_omitted,
             ..m.item
         })
         .collect();
@@ -459,7 +482,7 @@ pub fn conditions(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<Polic
                     format_duration(d.for_duration)
                 ));
             }
-            let mut message: String = message.chars().take(1024).collect();
+            let mut message: String = message.chars().take(MAX_MESSAGE_LEN).collect();
             message.shrink_to_fit();
             out.push(PolicyCondition {
                 policy: a.policy.clone(),
@@ -550,4 +573,20 @@ pub fn report(node: &str, status: NodeHealthReportStatus) -> NodeHealthReport {
     let mut r = NodeHealthReport::new(node, NodeHealthReportSpec::default());
     r.status = Some(status);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exceeded_under_is_bounded_and_counts_what_it_leaves_out() {
+        let names: Vec<String> = (0..65).map(|i| format!("p{i:02}")).collect();
+        let (kept, omitted) = bound_names(names);
+        assert_eq!(kept.len(), MAX_EXCEEDED_UNDER);
+        assert_eq!(kept.first().map(String::as_str), Some("p00"));
+        assert_eq!(omitted, 1);
+        let (kept, omitted) = bound_names(vec!["a".to_owned()]);
+        assert_eq!((kept, omitted), (vec!["a".to_owned()], 0));
+    }
 }

@@ -150,6 +150,7 @@ mod tests {
             oldest_age_seconds: age,
             exceeded: true,
             exceeded_under: vec!["p".to_owned()],
+            exceeded_under_omitted: 0,
         });
         s.conditions.push(PolicyCondition {
             policy: "p".to_owned(),

@@ -7,11 +7,11 @@ use crate::scan::Observation;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::report::{
-    ActionRequest, ActionResult, ActionResultOutcome, MAX_ACTION_RESULTS, NodeAction,
-    SignalFollowUp,
+    ActionRefusal, ActionRequest, ActionResult, ActionResultOutcome, MAX_ACTION_RESULTS,
+    MAX_MESSAGE_LEN, NodeAction, SignalFollowUp,
 };
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A signalled parent whose zombies are being watched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,9 @@ struct Tracked {
 pub struct ActionBook {
     results: Vec<ActionResult>,
     tracked: HashMap<String, Tracked>,
+    /// When this agent first saw each request not yet handled (its own
+    /// monotonic clock: the action TTL runs from here).
+    first_seen: HashMap<String, Instant>,
 }
 
 /// Zombies (pid, start time) whose parent is the process `pid` started at
@@ -78,30 +81,37 @@ impl ActionBook {
         self.results.iter().any(|r| r.id == id)
     }
 
-    /// Records every request not seen before: expired ones are refused at
-    /// once, the others marked InProgress and returned for execution.
+    /// Records every request not handled before: those this agent has seen
+    /// for longer than `ttl` without executing them (e.g. while the
+    /// InProgress write kept failing) are refused, the others marked
+    /// InProgress and returned for execution. Age is measured on the agent's
+    /// own monotonic clock from when it first saw the request, never from
+    /// `requestedAt` (the operator's wall clock: skew would make requests
+    /// expire at once or live forever). After a restart, requests found in
+    /// the spec are first seen at that moment.
     pub fn accept(
         &mut self,
         requests: &[ActionRequest],
+        mono_now: Instant,
         now: Timestamp,
         ttl: Duration,
     ) -> Vec<ActionRequest> {
         let mut run = Vec::new();
+        self.first_seen
+            .retain(|id, _| requests.iter().any(|r| r.id == *id));
         for req in requests {
             if self.known(&req.id) {
                 continue;
             }
-            if let Some(age) = crate::act::request::expired(req, now, ttl) {
+            let seen = *self.first_seen.entry(req.id.clone()).or_insert(mono_now);
+            let age = mono_now.saturating_duration_since(seen);
+            if age > ttl {
+                self.first_seen.remove(&req.id);
                 self.results.push(ActionResult {
                     id: req.id.clone(),
                     outcome: ActionResultOutcome::Refused,
-                    message: format!(
-                        "expired: requested {} ago, the agent's action TTL is {}; not executed",
-                        nodemedic_crds::duration::format_duration(Duration::from_secs(
-                            age.as_secs()
-                        )),
-                        nodemedic_crds::duration::format_duration(ttl)
-                    ),
+                    reason: Some(ActionRefusal::Expired),
+                    message: crate::act::request::expired_message(age, ttl),
                     completed_at: Time(now),
                     follow_up: None,
                 });
@@ -110,6 +120,7 @@ impl ActionBook {
             self.results.push(ActionResult {
                 id: req.id.clone(),
                 outcome: ActionResultOutcome::InProgress,
+                reason: None,
                 message: format!("accepted at {now}"),
                 completed_at: Time(now),
                 follow_up: None,
@@ -156,6 +167,11 @@ impl ActionBook {
                     before,
                 },
             );
+        }
+        // The API bounds messages; a long policy name or reason must not
+        // make the whole status write fail.
+        if result.message.chars().count() > MAX_MESSAGE_LEN {
+            result.message = result.message.chars().take(MAX_MESSAGE_LEN).collect();
         }
         match self.results.iter_mut().find(|r| r.id == result.id) {
             Some(slot) => *slot = result,
@@ -272,40 +288,64 @@ mod tests {
     #[test]
     fn each_id_is_accepted_once_and_expired_ones_never_run() {
         let now = Timestamp::now();
+        let t0 = Instant::now();
         let mut book = ActionBook::default();
-        let old = now - SignedDuration::from_secs(700);
-        let run = book.accept(&[request("a", now), request("old", old)], now, TTL);
+        let run = book.accept(&[request("a", now)], t0, now, TTL);
         assert_eq!(run.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a"]);
-        let outcomes: Vec<_> = book
-            .results()
-            .iter()
-            .map(|r| (r.id.as_str(), r.outcome))
-            .collect();
-        assert_eq!(
-            outcomes,
-            [
-                ("a", ActionResultOutcome::InProgress),
-                ("old", ActionResultOutcome::Refused)
-            ]
-        );
+        assert_eq!(book.results()[0].outcome, ActionResultOutcome::InProgress);
+        assert!(book.accept(&[request("a", now)], t0, now, TTL).is_empty());
+        // A failed write of the InProgress mark un-accepts it; within the
+        // TTL (since the agent first saw it) it runs on the next try.
+        book.revert(&["a".to_owned()]);
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(book.accept(&[request("a", now)], later, now, TTL).len(), 1);
+        // Seen for longer than the TTL without being executed: refused.
+        book.revert(&["a".to_owned()]);
+        let too_late = t0 + TTL + Duration::from_secs(1);
         assert!(
-            book.accept(&[request("a", now), request("old", old)], now, TTL)
+            book.accept(&[request("a", now)], too_late, now, TTL)
                 .is_empty()
         );
-        // A failed write of the InProgress mark un-accepts it.
-        book.revert(&["a".to_owned()]);
-        assert_eq!(book.accept(&[request("a", now)], now, TTL).len(), 1);
+        let r = &book.results()[0];
+        assert_eq!(
+            (r.outcome, r.reason),
+            (ActionResultOutcome::Refused, Some(ActionRefusal::Expired))
+        );
+        assert!(
+            r.message
+                .starts_with("expired: this agent first saw it 10m1s ago"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn the_operators_clock_does_not_decide_expiry() {
+        let now = Timestamp::now();
+        let t0 = Instant::now();
+        let mut book = ActionBook::default();
+        // An operator clock an hour behind or ahead of the agent's: the
+        // requests are fresh to this agent, so they run.
+        let behind = request("behind", now - SignedDuration::from_secs(3600));
+        let ahead = request("ahead", now + SignedDuration::from_secs(3600));
+        let run = book.accept(&[behind, ahead], t0, now, TTL);
+        assert_eq!(run.len(), 2);
+        assert!(book.results().iter().all(|r| r.reason.is_none()));
     }
 
     #[test]
     fn a_restart_never_reruns_an_interrupted_request() {
         let now = Timestamp::now();
         let mut first = ActionBook::default();
-        first.accept(&[request("a", now)], now, TTL);
+        first.accept(&[request("a", now)], Instant::now(), now, TTL);
         let mut second = ActionBook::adopt(first.results(), now);
         assert_eq!(second.results()[0].outcome, ActionResultOutcome::Failed);
         assert!(second.results()[0].message.contains("interrupted"));
-        assert!(second.accept(&[request("a", now)], now, TTL).is_empty());
+        assert!(
+            second
+                .accept(&[request("a", now)], Instant::now(), now, TTL)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -313,7 +353,7 @@ mod tests {
         let now = Timestamp::now();
         let mut book = ActionBook::default();
         let reqs: Vec<ActionRequest> = (0..40).map(|i| request(&format!("r{i}"), now)).collect();
-        book.accept(&reqs, now, TTL);
+        book.accept(&reqs, Instant::now(), now, TTL);
         let requested: HashSet<String> = (0..32).map(|i| format!("r{i}")).collect();
         book.prune(&requested);
         assert_eq!(book.results().len(), MAX_ACTION_RESULTS);

@@ -9,6 +9,7 @@ pub mod cluster;
 
 use crate::act::Signaller;
 use crate::act::request::{RequestContext, execute};
+use crate::act::verify::{Placement, ZombieFacts, verify};
 use crate::admin::{self, Health, Metrics};
 use crate::cli::RunArgs;
 use crate::detect::hysteresis::Published;
@@ -22,6 +23,7 @@ use crate::scan::{Observation, ScanError, ScanPlan, Scanner};
 use actions::ActionBook;
 use cluster::ClusterView;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use nodemedic_crds::NodeHealthReportStatus;
@@ -75,6 +77,8 @@ struct ScanOutput {
     observation: Observation,
     assessments: Vec<PolicyAssessment>,
     enrichment: Enrichment,
+    /// The zombie parents, for re-verifying SignalParent requests.
+    zombie_facts: ZombieFacts,
 }
 
 impl ScanWorker {
@@ -82,11 +86,52 @@ impl ScanWorker {
         let observation = self.scanner.observe(&ScanPlan::for_policies(policies));
         let assessments = self.engine.assess(&observation, policies, Timestamp::now());
         let enrichment = enrich(&mut self.scanner, &assessments);
+        let zombie_facts = self.zombie_facts(&observation, policies);
         ScanOutput {
             observation,
             assessments,
             enrichment,
+            zombie_facts,
         }
+    }
+
+    /// Every zombie parent with its zombies' ages (measured as the zombies
+    /// detector measures them) and, for those big enough for some selecting
+    /// policy's perParentThreshold, the pod namespace.
+    fn zombie_facts(&mut self, obs: &Observation, policies: &[SelectedPolicy]) -> ZombieFacts {
+        let lookup_from = policies
+            .iter()
+            .filter_map(|p| p.thresholds.zombies.as_ref())
+            .map(|z| z.per_parent_threshold.max(1) as usize)
+            .min();
+        let history = self.engine.history();
+        let scanner = &mut self.scanner;
+        let mut counters = crate::scan::reader::ScanCounters::default();
+        ZombieFacts::collect(
+            obs,
+            |z| {
+                crate::detect::zombies::zombie_age(
+                    obs,
+                    history,
+                    z.pid,
+                    z.starttime,
+                    z.exec_start_ns,
+                    z.cpu,
+                    obs.clock_ticks,
+                )
+                .0
+            },
+            lookup_from,
+            |pid, start| {
+                let d = scanner.details(pid, start, &mut counters);
+                match d.attribution.pod_uid {
+                    None => Placement::Host,
+                    Some(_) => Placement::Pod {
+                        namespace: d.pod_namespace,
+                    },
+                }
+            },
+        )
     }
 }
 
@@ -147,6 +192,8 @@ struct Agent {
     /// The status of the latest scan, without action results.
     last_status: Option<NodeHealthReportStatus>,
     last_observation: Option<Arc<Observation>>,
+    /// The zombie parents of the latest scan.
+    last_zombie_facts: ZombieFacts,
     /// For logging changes only.
     selected_names: Vec<String>,
     rejected_lines: Vec<String>,
@@ -244,6 +291,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         reboot_sentinel,
         last_status: None,
         last_observation: None,
+        last_zombie_facts: ZombieFacts::default(),
         selected_names: Vec::new(),
         rejected_lines: Vec::new(),
         stopping_since: None,
@@ -339,6 +387,7 @@ impl Agent {
         self.book.follow_up(&out.observation, now);
         self.last_status = Some(status);
         self.last_observation = Some(Arc::new(out.observation));
+        self.last_zombie_facts = out.zombie_facts;
         self.health.scan_finished();
         self.write_if_due(None).await;
         Ok(())
@@ -457,16 +506,22 @@ impl Agent {
         let requests = self.requests();
         let requested: HashSet<String> = requests.iter().map(|r| r.id.clone()).collect();
         let before = self.book.results().len();
-        let to_run = self
-            .book
-            .accept(&requests, Timestamp::now(), self.args.action_ttl);
+        let to_run = self.book.accept(
+            &requests,
+            Instant::now(),
+            Timestamp::now(),
+            self.args.action_ttl,
+        );
         if self.book.results().len() == before {
             self.book.prune(&requested);
             return;
         }
         for r in self.book.results().iter().skip(before) {
             if r.outcome == nodemedic_crds::report::ActionResultOutcome::Refused {
-                tracing::warn!(id = %r.id, message = %r.message, "action request refused");
+                if let Some(req) = requests.iter().find(|q| q.id == r.id) {
+                    self.metrics.record_action(req.action, r.outcome, r.reason);
+                }
+                tracing::warn!(id = %r.id, reason = ?r.reason, message = %r.message, "action request refused");
             }
         }
         if !self.write_if_due(Some(WriteReason::Action)).await {
@@ -475,17 +530,36 @@ impl Agent {
             return;
         }
         let policies = self.view.policies();
+        let labels = self.view.node_labels();
         for req in to_run {
-            let protected = policies
-                .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(req.policy.as_str()))
-                .map(|p| p.spec.safety.protected_processes.clone());
-            let result = match protected {
-                Some(protected) => self.execute(req.clone(), protected).await,
-                None => refuse(&req, "the requesting policy no longer exists"),
+            let verified = verify(
+                &req,
+                policies.iter().map(AsRef::as_ref),
+                &labels,
+                &self.last_zombie_facts,
+                builtin_or_policy_protected,
+            );
+            let result = match verified {
+                Ok(policy) => {
+                    let protected = policy.spec.safety.protected_processes.clone();
+                    self.execute(req.clone(), protected).await
+                }
+                Err(refusal) => ActionResult {
+                    id: req.id.clone(),
+                    outcome: refusal.reason.outcome(),
+                    reason: Some(refusal.reason),
+                    message: format!("refused: {}", refusal.message),
+                    completed_at: Time(Timestamp::now()),
+                    follow_up: None,
+                },
             };
-            self.metrics.record_action(req.action, result.outcome);
-            tracing::info!(id = %req.id, policy = %req.policy, action = ?req.action, outcome = ?result.outcome, message = %result.message, "action request handled");
+            self.metrics
+                .record_action(req.action, result.outcome, result.reason);
+            if result.reason.is_some() {
+                tracing::warn!(id = %req.id, policy = %req.policy, action = ?req.action, outcome = ?result.outcome, reason = ?result.reason, message = %result.message, "action request not carried out");
+            } else {
+                tracing::info!(id = %req.id, policy = %req.policy, action = ?req.action, outcome = ?result.outcome, message = %result.message, "action request handled");
+            }
             let obs = self.last_observation.clone();
             self.book.complete(&req, result, obs.as_deref());
         }
@@ -495,7 +569,6 @@ impl Agent {
 
     async fn execute(&self, req: ActionRequest, protected: Vec<String>) -> ActionResult {
         let signaller = self.signaller.clone();
-        let ttl = self.args.action_ttl;
         let sentinel = self.reboot_sentinel.clone();
         let id = req.id.clone();
         tokio::task::spawn_blocking(move || {
@@ -504,7 +577,6 @@ impl Agent {
                 &req,
                 RequestContext {
                     now: Timestamp::now(),
-                    ttl,
                     protected: &protected,
                     reboot_sentinel: sentinel.as_deref(),
                 },
@@ -514,21 +586,18 @@ impl Agent {
         .unwrap_or_else(|_| ActionResult {
             id,
             outcome: nodemedic_crds::report::ActionResultOutcome::Failed,
+            reason: None,
             message: "the action thread panicked".to_owned(),
-            completed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+            completed_at: Time(Timestamp::now()),
             follow_up: None,
         })
     }
 }
 
-fn refuse(req: &ActionRequest, why: &str) -> ActionResult {
-    ActionResult {
-        id: req.id.clone(),
-        outcome: nodemedic_crds::report::ActionResultOutcome::Refused,
-        message: format!("refused: {why} ({})", req.policy),
-        completed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-        follow_up: None,
-    }
+/// The protected-process matcher verification uses: the built-ins plus the
+/// policy's own entries; the matching pattern.
+fn builtin_or_policy_protected(comm: &str, extra: &[String]) -> Option<String> {
+    nodemedic_crds::protected::protecting(comm, extra).map(str::to_owned)
 }
 
 /// Offenders of a verdict that exceed its thresholds.

@@ -110,17 +110,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Whether `comm` is protected by the built-ins or `extra` (a trailing `*`
-/// matches a prefix).
+/// Whether `comm` is protected by the built-ins or `extra` (the one list
+/// the agent also enforces: `nodemedic_crds::protected`). Checked here too
+/// so that a hopeless request is not sent.
 pub fn is_protected_process(comm: &str, extra: &[String]) -> bool {
-    BUILTIN_PROTECTED
-        .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-        .any(|p| match p.strip_suffix('*') {
-            Some(prefix) => comm.starts_with(prefix),
-            None => comm == p,
-        })
+    nodemedic_crds::protected::is_protected(comm, extra)
 }
 
 struct Wake {

@@ -50,21 +50,6 @@ pub const HISTORY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// maxSignalsPerHour window.
 pub const SIGNAL_WINDOW: Duration = Duration::from_secs(3600);
 
-/// Built-in process names the agent never signals (the policy's
-/// protectedProcesses add to them). Checked here too so that a hopeless
-/// request is not sent.
-pub const BUILTIN_PROTECTED: &[&str] = &[
-    "kubelet",
-    "containerd",
-    "containerd-shim*",
-    "crio",
-    "conmon",
-    "dockerd",
-    "systemd",
-    "sshd",
-    "nodemedic-agent",
-];
-
 /// Another policy, as far as the planner of this one needs it.
 #[derive(Debug, Clone)]
 pub struct OtherPolicy {

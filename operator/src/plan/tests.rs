@@ -166,6 +166,7 @@ fn report(name: &str, conditions: Vec<PolicyCondition>) -> NodeHealthReport {
         oldest_age_seconds: 600,
         exceeded: true,
         exceeded_under: vec![],
+        exceeded_under_omitted: 0,
     }];
     r.status = Some(status);
     r
@@ -474,6 +475,7 @@ fn signal_parent_writes_a_deterministic_request_with_the_target() {
             .push(ActionResult {
                 id: id.clone(),
                 outcome: ActionResultOutcome::Signalled,
+                reason: None,
                 message: "SIGTERM delivered".into(),
                 completed_at: Time(t(NOW)),
                 follow_up: None,
@@ -525,6 +527,7 @@ fn a_refused_signal_is_skipped_and_refunded() {
         .push(ActionResult {
             id,
             outcome: ActionResultOutcome::Refused,
+            reason: None,
             message: "protected process".into(),
             completed_at: Time(t(NOW)),
             follow_up: None,
@@ -1569,6 +1572,7 @@ fn request_ids_name_the_action_so_a_ladder_edit_cannot_reuse_one() {
         .push(ActionResult {
             id: old_id.clone(),
             outcome: ActionResultOutcome::Signalled,
+            reason: None,
             message: String::new(),
             completed_at: Time(t(NOW)),
             follow_up: None,

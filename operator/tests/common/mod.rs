@@ -471,6 +471,7 @@ pub fn zombie_parent(
         oldest_age_seconds: 600,
         exceeded: true,
         exceeded_under: vec![],
+        exceeded_under_omitted: 0,
     }
 }
 
@@ -583,6 +584,7 @@ impl Agent {
         self.status.action_results.push(ActionResult {
             id: id.into(),
             outcome,
+            reason: None,
             message: "delivered".into(),
             completed_at: Time(Timestamp::now()),
             follow_up: None,

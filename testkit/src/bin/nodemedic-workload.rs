@@ -200,7 +200,10 @@ fn main() -> Result<()> {
         Cmd::Exit => Ok(()),
         Cmd::FindPid { name } => {
             let mut found = false;
-            for entry in std::fs::read_dir("/proc").context("reading /proc")?.flatten() {
+            for entry in std::fs::read_dir("/proc")
+                .context("reading /proc")?
+                .flatten()
+            {
                 let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                     continue;
                 };
@@ -219,11 +222,7 @@ fn main() -> Result<()> {
                     found = true;
                 }
             }
-            if found {
-                Ok(())
-            } else {
-                std::process::exit(1)
-            }
+            if found { Ok(()) } else { std::process::exit(1) }
         }
         Cmd::ReadFile { path } => match std::fs::read(&path) {
             Ok(bytes) => {
