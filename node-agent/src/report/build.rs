@@ -13,6 +13,7 @@ use crate::scan::{Observation, ProcessDetails};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::Detector;
+use nodemedic_crds::bounds::KERNEL_LONG_MAX;
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus};
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::report::{
@@ -82,9 +83,11 @@ pub fn node_summary(obs: &Observation) -> NodeSummary {
             cpus: n.cpus.unwrap_or(0),
         },
         psi: (psi != PressureSummary::default()).then_some(psi),
-        file_handles_allocated: n.file_handles_allocated.unwrap_or(0),
-        file_handles_max: n.file_handles_max.unwrap_or(0),
-        hung_task_timeout_secs: n.hung_task_timeout_secs,
+        // Kernel longs above the API's bound (file-max is LONG_MAX, "no
+        // limit", where systemd raises it) are reported as the bound.
+        file_handles_allocated: n.file_handles_allocated.unwrap_or(0).min(KERNEL_LONG_MAX),
+        file_handles_max: n.file_handles_max.unwrap_or(0).min(KERNEL_LONG_MAX),
+        hung_task_timeout_secs: n.hung_task_timeout_secs.map(|s| s.min(KERNEL_LONG_MAX)),
     }
 }
 
@@ -324,8 +327,8 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
             .map(|(p, _)| (*p).to_owned())
             .collect();
         NodeFileHandlesFinding {
-            allocated: n.allocated,
-            max: n.max,
+            allocated: n.allocated.min(KERNEL_LONG_MAX),
+            max: n.max.min(KERNEL_LONG_MAX),
             ratio: n.ratio,
             exceeded: !exceeded_under.is_empty(),
             exceeded_under,
