@@ -219,7 +219,8 @@ impl Sieve {
                     }
                     self.relisting
                         .get_or_insert_with(BTreeMap::new)
-                        .insert(u.name.clone(), u);
+                        .insert(u.name.clone(), u.clone());
+                    self.undecodable.insert(u.name.clone(), u);
                     None
                 }
             },
@@ -322,6 +323,8 @@ mod tests {
         );
         assert!(ev.is_none());
         assert!(matches!(&notices[..], [Notice::Undecodable(u)] if u.name == "bad"));
+        // Known as soon as it is listed, not only once the list is done.
+        assert_eq!(sieve.undecodable().keys().collect::<Vec<_>>(), ["bad"]);
         assert!(matches!(
             sieve.sift(Event::InitDone, none).0,
             Some(Event::InitDone)

@@ -137,8 +137,10 @@ async fn undecodable_objects_do_not_stop_the_operator() {
                 dry_run: true,
                 ..PatchParams::default()
             };
+            // Another value than the stored one: the API server lets an
+            // unchanged invalid value stay (validation ratcheting).
             reports
-                .patch_status(&bad_node, &params, &Patch::Merge(tasks(1 << 32)))
+                .patch_status(&bad_node, &params, &Patch::Merge(tasks((1 << 32) + 1)))
                 .await
                 .is_ok()
         }
@@ -213,6 +215,16 @@ async fn undecodable_objects_do_not_stop_the_operator() {
     agent.write().await;
 
     let op = w.operator("undecodable-a").start();
+    // On failure, the operator's log explains.
+    struct LogOnPanic<'a>(&'a Operator);
+    impl Drop for LogOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("--- operator log ---\n{}", self.0.log_tail(80));
+            }
+        }
+    }
+    let _log = LogOnPanic(&op);
 
     // The good policy is reconciled: its status says what happened on the
     // good node.
@@ -277,6 +289,7 @@ async fn undecodable_objects_do_not_stop_the_operator() {
             op.log_tail(80)
         );
     }
+    drop(_log);
     drop(op);
     policies.delete(&bad, &Default::default()).await.unwrap();
     reports

@@ -102,6 +102,7 @@ pub async fn report_policies(
                 }
                 match report(&api, &recorder, &metrics, u).await {
                     Ok(()) => {
+                        tracing::info!(policy = %name, "marked the undecodable policy Ready=False (Undecodable)");
                         reported.insert(name.clone(), u.resource_version.clone());
                     }
                     Err(e) => {
