@@ -1,4 +1,5 @@
-//! One policy that does not decode never keeps the agent from working.
+//! One policy (or its own report) that does not decode never keeps the
+//! agent from working.
 //!
 //! A policy stored under an older, looser CRD (here: the current one without
 //! the `maximum` of `zombies.threshold`) with `threshold: 4294967296` stays
@@ -52,8 +53,13 @@ fn crd(kind: &str, path: &[&str], loose: bool) -> Value {
 }
 
 /// Applies a CRD and waits until the API server validates with it: `probe`
-/// (a dry-run create) must be accepted (`accepted`) or refused.
-async fn apply_crd(crd: &Value, api: &Api<DynamicObject>, probe: &DynamicObject, accepted: bool) {
+/// (a dry-run write only the loose CRD accepts) must be accepted (`loose`)
+/// or refused.
+async fn apply_crd<F, Fut>(crd: &Value, loose: bool, probe: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let client = cp().await.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     let name = crd["metadata"]["name"].as_str().expect("name").to_owned();
@@ -65,18 +71,17 @@ async fn apply_crd(crd: &Value, api: &Api<DynamicObject>, probe: &DynamicObject,
     .await
     .expect("apply CRD");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    loop {
-        let ok = api.create(&dry, probe).await.is_ok();
-        if ok == accepted {
-            return;
-        }
+    while probe().await != loose {
         assert!(Instant::now() < deadline, "{name} not in effect after 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn tasks(zombie: u64) -> Value {
+    json!({"status": {"summary": {"tasks": {
+        "processes": 1, "threads": 1, "running": 0, "sleeping": 1,
+        "uninterruptible": 0, "zombie": zombie, "stopped": 0, "idle": 0,
+    }}}})
 }
 
 fn policy_object(name: &str, label: &str, threshold: u64) -> DynamicObject {
@@ -135,18 +140,67 @@ async fn undecodable_policy_leaves_the_agent_ready() {
         .create_node("undecodable", &[("nodemedic.io/test-node", label.as_str())])
         .await
         .expect("node");
+    let reports_dyn: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<NodeHealthReport>(&()));
     let probe = policy_object(&unique_name("probe"), &label, 4_294_967_296);
+    let policy_probe = || {
+        let policies = policies.clone();
+        let probe = probe.clone();
+        async move {
+            let dry = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            policies.create(&dry, &probe).await.is_ok()
+        }
+    };
+    let report_probe = || {
+        let reports = reports_dyn.clone();
+        let node = node.clone();
+        async move {
+            let dry = PatchParams {
+                dry_run: true,
+                ..PatchParams::default()
+            };
+            // Another value than the stored one (validation ratcheting).
+            reports
+                .patch_status(&node, &dry, &Patch::Merge(tasks((1 << 32) + 1)))
+                .await
+                .is_ok()
+        }
+    };
     let path = ["spec", "detectors", "zombies", "threshold"];
+    let zombie_count = ["status", "summary", "tasks", "zombie"];
 
-    // An older, looser CRD stores a threshold no u32 holds; the current one
-    // keeps it stored as it is.
+    // The agent's own report with a status no u32 holds, and a policy with
+    // a threshold no u32 holds, stored under older, looser CRDs; the current
+    // ones keep them stored as they are.
+    let report: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthReport",
+        "metadata": {"name": node},
+        "spec": {},
+    }))
+    .expect("report object");
+    reports_dyn
+        .create(&PostParams::default(), &report)
+        .await
+        .expect("create the report");
+    apply_crd(&crd("NodeHealthPolicy", &path, true), true, policy_probe).await;
     apply_crd(
-        &crd("NodeHealthPolicy", &path, true),
-        &policies,
-        &probe,
+        &crd("NodeHealthReport", &zombie_count, true),
         true,
+        report_probe,
     )
     .await;
+    reports_dyn
+        .patch_status(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(tasks(1 << 32)),
+        )
+        .await
+        .expect("write the bad report status under the loose CRD");
     let bad = unique_name("bad");
     let good = unique_name("good");
     policies
@@ -163,13 +217,20 @@ async fn undecodable_policy_leaves_the_agent_ready() {
         )
         .await
         .expect("create the good policy");
+    apply_crd(&crd("NodeHealthPolicy", &path, false), false, policy_probe).await;
     apply_crd(
-        &crd("NodeHealthPolicy", &path, false),
-        &policies,
-        &probe,
+        &crd("NodeHealthReport", &zombie_count, false),
         false,
+        report_probe,
     )
     .await;
+    assert!(
+        Api::<NodeHealthReport>::all(client.clone())
+            .get(&node)
+            .await
+            .is_err(),
+        "the stored report should not decode"
+    );
     assert!(
         Api::<NodeHealthPolicy>::all(client.clone())
             .list(&Default::default())
@@ -203,7 +264,8 @@ async fn undecodable_policy_leaves_the_agent_ready() {
         .expect("start the agent");
     let agent = Running { child, log };
 
-    // Ready, and reporting under the good policy.
+    // Ready, and reporting under the good policy: its own report, which did
+    // not decode, is written over and decodes again.
     let reports: Api<NodeHealthReport> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -253,7 +315,24 @@ async fn undecodable_policy_leaves_the_agent_ready() {
         "no log line naming {bad} and its error:\n{text}"
     );
 
-    // Deleted, it is no longer counted.
+    // The report decodes again: no longer counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = http_get(admin, "/metrics").await.expect("metrics");
+        if metrics
+            .lines()
+            .any(|l| l == "nodemedic_agent_undecodable_objects{kind=\"NodeHealthReport\"} 0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report still counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Deleted, the policy is no longer counted.
     policies
         .delete(&bad, &Default::default())
         .await
