@@ -183,7 +183,8 @@ pub enum Notice {
 }
 
 /// Turns watcher events of `Lenient<K>` into events of `K`, leaving out
-/// objects that do not decode and keeping the set of those.
+/// objects that do not decode and keeping the set of those. Objects are
+/// keyed by name: for cluster-scoped kinds (both nodemedic kinds, Node).
 #[derive(Debug, Default)]
 pub struct Sieve {
     undecodable: BTreeMap<String, Undecodable>,
