@@ -38,10 +38,13 @@ pub fn label_selector(_: &mut SchemaGenerator) -> Schema {
                             "type": "string",
                             "maxLength": MAX_LABEL_KEY,
                         },
+                        // Not an enum: the operator reports an unknown
+                        // operator on the policy (Ready=False,
+                        // InvalidSelector), as for selectors stored before.
                         "operator": {
                             "description": "In, NotIn, Exists or DoesNotExist.",
                             "type": "string",
-                            "enum": ["In", "NotIn", "Exists", "DoesNotExist"],
+                            "maxLength": 16,
                         },
                         "values": {
                             "description": "Label values: non-empty for In and NotIn, empty for Exists and DoesNotExist.",

@@ -9,8 +9,7 @@
 //!
 //! The integer bounds follow the domain, and stay within 2^53 − 1 (the
 //! largest integer a JSON number holds exactly, so that the API server's
-//! float comparison is exact) except where the kernel itself reports `long`
-//! values.
+//! float comparison is exact).
 
 /// Tasks (processes or threads) one Linux node can hold: `PID_MAX_LIMIT` of
 /// 64-bit kernels (2^22); `kernel.pid_max` cannot be set higher. Bounds the
@@ -24,13 +23,12 @@ pub const MAX_PID: i32 = 4_194_304;
 /// ticks, seconds and generations, none of which comes near it.
 pub const MAX_COUNT: u64 = 9_007_199_254_740_991;
 
-/// A kernel `long` (`LONG_MAX`): `fs.file-max` is LONG_MAX on hosts where
-/// systemd raises it, and `file-nr` and `hung_task_timeout_secs` are longs.
-/// The schema's `maximum` travels as a float64, and `i64::MAX` as a float64
-/// rounds up to 2^63, which the API server refuses as an integer bound: this
-/// is LONG_MAX rounded down to the nearest value a float64 holds exactly
-/// (2^63 − 1024). Writers clamp a kernel LONG_MAX ("unlimited") to it.
-pub const KERNEL_LONG_MAX: u64 = (1 << 63) - 1024;
+/// Kernel `long` values (`fs.file-max`, `file-nr`,
+/// `hung_task_timeout_secs`). The API server cannot hold `LONG_MAX` as a
+/// schema bound (its float64 rounds above the int64 range), so these are
+/// bounded like counters and the agent reports a larger value — `fs.file-max`
+/// is `LONG_MAX`, "no limit", where systemd raises it — as this bound.
+pub const KERNEL_LONG_MAX: u64 = MAX_COUNT;
 
 /// A file descriptor is a C `int`: no process holds more than `INT_MAX`
 /// (`fs.nr_open` is lower still).

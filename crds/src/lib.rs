@@ -8,6 +8,7 @@ pub mod bounds;
 pub mod conditions;
 pub mod crd_yaml;
 pub mod duration;
+pub mod lenient;
 pub mod policy;
 pub mod policy_document;
 pub mod protected;

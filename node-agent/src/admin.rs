@@ -66,6 +66,7 @@ pub struct Metrics {
     pub report_writes: Family<WriteLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
     pub last_report: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub undecodable: Family<KindLabel, Gauge>,
 }
 
 impl Metrics {
@@ -84,6 +85,7 @@ impl Metrics {
             report_writes: Family::default(),
             actions: Family::default(),
             last_report: Gauge::default(),
+            undecodable: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("nodemedic_agent");
         r.register(
@@ -136,6 +138,11 @@ impl Metrics {
             "last_report_timestamp_seconds",
             "Unix time of the last successful report write",
             m.last_report.clone(),
+        );
+        r.register(
+            "undecodable_objects",
+            "Watched objects left out of the agent's caches because they do not decode, by kind",
+            m.undecodable.clone(),
         );
         m
     }

@@ -35,6 +35,12 @@ pub struct WriteLabels {
     pub verb: String,
 }
 
+/// `{kind}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -47,6 +53,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub is_leader: Gauge,
     pub api_writes: Family<WriteLabels, Counter>,
+    pub undecodable: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -107,8 +114,15 @@ impl Metrics {
             "Write requests sent to the API server, by resource and verb",
             api_writes.clone(),
         );
+        let undecodable = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "nodemedic_operator_undecodable_objects",
+            "Watched objects left out of the caches because they do not decode, by kind",
+            undecodable.clone(),
+        );
         Self {
             registry,
+            undecodable,
             actions,
             unhealthy_nodes,
             stale_reports,
@@ -118,6 +132,15 @@ impl Metrics {
             is_leader,
             api_writes,
         }
+    }
+
+    /// Sets how many objects of `kind` do not decode.
+    pub fn undecodable(&self, kind: &str, count: usize) {
+        self.undecodable
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts one write request.

@@ -13,6 +13,7 @@ use crate::scan::{Observation, ProcessDetails};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::Detector;
+use nodemedic_crds::bounds::KERNEL_LONG_MAX;
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus};
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::report::{
@@ -33,12 +34,6 @@ pub struct AgentMeta {
     pub scan_interval: Option<Duration>,
     /// The longest the agent goes without writing its report.
     pub heartbeat: Option<Duration>,
-}
-
-/// A kernel `long` as the schema bounds it: LONG_MAX ("unlimited", e.g.
-/// `fs.file-max` raised by systemd) becomes the schema's maximum.
-fn clamp_long(v: u64) -> u64 {
-    v.min(nodemedic_crds::bounds::KERNEL_LONG_MAX)
 }
 
 fn clamp_u32(v: u64) -> u32 {
@@ -88,9 +83,11 @@ pub fn node_summary(obs: &Observation) -> NodeSummary {
             cpus: n.cpus.unwrap_or(0),
         },
         psi: (psi != PressureSummary::default()).then_some(psi),
-        file_handles_allocated: clamp_long(n.file_handles_allocated.unwrap_or(0)),
-        file_handles_max: clamp_long(n.file_handles_max.unwrap_or(0)),
-        hung_task_timeout_secs: n.hung_task_timeout_secs.map(clamp_long),
+        // Kernel longs above the API's bound (file-max is LONG_MAX, "no
+        // limit", where systemd raises it) are reported as the bound.
+        file_handles_allocated: n.file_handles_allocated.unwrap_or(0).min(KERNEL_LONG_MAX),
+        file_handles_max: n.file_handles_max.unwrap_or(0).min(KERNEL_LONG_MAX),
+        hung_task_timeout_secs: n.hung_task_timeout_secs.map(|s| s.min(KERNEL_LONG_MAX)),
     }
 }
 
@@ -350,8 +347,8 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
                 .collect(),
         );
         NodeFileHandlesFinding {
-            allocated: clamp_long(n.allocated),
-            max: clamp_long(n.max),
+            allocated: n.allocated.min(KERNEL_LONG_MAX),
+            max: n.max.min(KERNEL_LONG_MAX),
             ratio: n.ratio,
             exceeded: !exceeded_under.is_empty(),
             exceeded_under,

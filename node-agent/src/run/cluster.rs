@@ -2,13 +2,18 @@
 //! NodeHealthPolicy, its own Node (field selector on the name) and its own
 //! NodeHealthReport (for the operator's action requests). Each is a
 //! reflector that retries on its own with backoff, so an API server outage
-//! only pauses the view.
+//! only pauses the view. An object that does not decode (stored before a
+//! schema change, or written around validation) is left out of the view,
+//! named in a log line and counted in `nodemedic_agent_undecodable_objects`;
+//! it never keeps the view from loading.
 
+use crate::admin::{KindLabel, Metrics};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use nodemedic_crds::lenient::{DescribeUndecodable, Lenient, Notice, Sieve};
 use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,20 +35,58 @@ impl std::fmt::Debug for ClusterView {
     }
 }
 
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, notify: Option<Arc<Notify>>) -> Store<K>
+fn spawn_reflector<K>(
+    client: &Client,
+    config: watcher::Config,
+    notify: Option<Arc<Notify>>,
+    metrics: Arc<Metrics>,
+) -> Store<K>
 where
-    K: kube::Resource
+    K: kube::Resource<DynamicType = ()>
+        + DescribeUndecodable
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
         + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store();
+    let cached: Store<K> = writer.as_reader();
+    let mut sieve = Sieve::default();
+    let kind = kind_label::<K>();
+    let api: Api<Lenient<K>> = Api::all(client.clone());
     let stream = watcher(api, config)
         .default_backoff()
+        .filter_map(move |event| {
+            let event = match event {
+                Ok(event) => {
+                    let (event, notices) = sieve.sift(event, |name| {
+                        cached.get(&ObjectRef::new(name)).map(|k| (*k).clone())
+                    });
+                    for notice in notices {
+                        match notice {
+                            Notice::Undecodable(u) => tracing::warn!(
+                                kind = %u.kind,
+                                name = %u.name,
+                                error = %u.error,
+                                "object does not decode; left out of the agent's view until it is fixed or deleted"
+                            ),
+                            Notice::Resolved { name } => {
+                                tracing::info!(kind, %name, "object no longer undecodable")
+                            }
+                        }
+                    }
+                    metrics
+                        .undecodable
+                        .get_or_create(&KindLabel { kind })
+                        .set(sieve.undecodable().len() as i64);
+                    event.map(Ok)
+                }
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(event)
+        })
         .reflect(writer)
         .touched_objects();
     tokio::spawn(async move {
@@ -64,22 +107,34 @@ where
     store
 }
 
+/// The metric label of a watched kind.
+fn kind_label<K: kube::Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "NodeHealthPolicy" => "NodeHealthPolicy",
+        "NodeHealthReport" => "NodeHealthReport",
+        "Node" => "Node",
+        _ => "other",
+    }
+}
+
 impl ClusterView {
     /// Starts the three reflectors for node `node`.
-    pub fn start(client: &Client, node: &str) -> Self {
+    pub fn start(client: &Client, node: &str, metrics: Arc<Metrics>) -> Self {
         let by_name = format!("metadata.name={node}");
         let report_changed = Arc::new(Notify::new());
         Self {
-            policies: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
+            policies: spawn_reflector(client, watcher::Config::default(), None, metrics.clone()),
             node: spawn_reflector(
-                Api::all(client.clone()),
+                client,
                 watcher::Config::default().fields(&by_name),
                 None,
+                metrics.clone(),
             ),
             report: spawn_reflector(
-                Api::all(client.clone()),
+                client,
                 watcher::Config::default().fields(&by_name),
                 Some(report_changed.clone()),
+                metrics,
             ),
             report_changed,
         }

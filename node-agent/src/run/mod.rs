@@ -231,7 +231,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map(Arc::new)
         .map_err(|_| RunError::Signaller { path: proc_root })?;
 
-    let view = ClusterView::start(&client, &args.node_name);
+    let view = ClusterView::start(&client, &args.node_name, metrics.clone());
     view.synced().await;
 
     // Adopt what the previous agent on this node published: firing

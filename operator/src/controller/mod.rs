@@ -8,6 +8,7 @@
 //! write ahead → act → settle (pure) → write outcome → status.
 
 pub mod index;
+pub mod undecodable;
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -25,6 +26,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use nodemedic_crds::conditions::field_manager;
+use nodemedic_crds::lenient::{DescribeUndecodable, Lenient, Sieve};
 use nodemedic_crds::policy::NodeHealthPolicyStatus;
 use nodemedic_crds::selector::selects;
 use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport};
@@ -72,6 +74,11 @@ pub struct Context {
     written_status: Mutex<HashMap<String, NodeHealthPolicyStatus>>,
     /// Consecutive failures per policy, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Policies that exist but do not decode: left out of the cache, yet
+    /// not deleted — what they placed stays (see `PlanInput::invalid`).
+    undecodable_policies: tokio::sync::watch::Receiver<
+        std::collections::BTreeMap<String, nodemedic_crds::lenient::Undecodable>,
+    >,
 }
 
 impl std::fmt::Debug for Context {
@@ -177,14 +184,19 @@ impl Resolver {
     }
 }
 
+/// A watch cache of `K`. Objects that do not decode are left out of it
+/// (see [`undecodable`]) and handed to `on_undecodable` with the current
+/// set of them; everything else goes on.
 fn spawn_reflector<K, F>(
-    api: Api<K>,
+    client: &Client,
     config: watcher::Config,
     trim: fn(&mut K),
     mut on_event: F,
+    on_undecodable: undecodable::Sink,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()>
+        + DescribeUndecodable
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -194,8 +206,26 @@ where
     F: FnMut(&watcher::Event<K>) + Send + 'static,
 {
     let (reader, writer) = reflector::store();
+    let cached: Store<K> = writer.as_reader();
+    let mut sieve = Sieve::default();
+    let api: Api<Lenient<K>> = Api::all(client.clone());
     let stream = watcher(api, config)
         .default_backoff()
+        .filter_map(move |event| {
+            let event = match event {
+                Ok(event) => {
+                    let (event, notices) = sieve.sift(event, |name| {
+                        cached.get(&ObjectRef::new(name)).map(|k| (*k).clone())
+                    });
+                    if !notices.is_empty() {
+                        on_undecodable.notify(K::kind(&()).as_ref(), &notices, &sieve);
+                    }
+                    event.map(Ok)
+                }
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(event)
+        })
         .modify(trim)
         .reflect(writer);
     tokio::spawn(async move {
@@ -262,12 +292,13 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
             }
         }
     };
+    let (undecodable_policies, undecodable_rx) = undecodable::Sink::reporting(metrics.clone());
     let policies = {
         let index = index.clone();
         let fire = fire.clone();
         let metrics = metrics.clone();
         spawn_reflector(
-            Api::<NodeHealthPolicy>::all(client.clone()),
+            &client,
             policy_config,
             index::trim_policy,
             move |ev| {
@@ -287,13 +318,14 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
                 };
                 fire(affected);
             },
+            undecodable_policies,
         )
     };
     let reports = {
         let index = index.clone();
         let fire = fire.clone();
-        spawn_reflector(
-            Api::<NodeHealthReport>::all(client.clone()),
+        spawn_reflector::<NodeHealthReport, _>(
+            &client,
             watcher::Config::default().any_semantic(),
             index::trim_report,
             move |ev| {
@@ -311,13 +343,14 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
                 };
                 fire(affected);
             },
+            undecodable::Sink::counting(metrics.clone()),
         )
     };
     let nodes = {
         let index = index.clone();
         let fire = fire.clone();
-        spawn_reflector(
-            Api::<Node>::all(client.clone()),
+        spawn_reflector::<Node, _>(
+            &client,
             watcher::Config::default().any_semantic(),
             index::trim_node,
             move |ev| {
@@ -334,6 +367,7 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
                 };
                 fire(affected);
             },
+            undecodable::Sink::counting(metrics.clone()),
         )
     };
     if let Ok(mut r) = resolver.lock() {
@@ -368,7 +402,16 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         fence: leadership.fence.clone(),
         written_status: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        undecodable_policies: undecodable_rx.clone(),
     });
+
+    tokio::spawn(undecodable::report_policies(
+        client.clone(),
+        ctx.recorder.clone(),
+        metrics.clone(),
+        leadership.acting.clone(),
+        undecodable_rx,
+    ));
 
     let shutdown = shutdown_signal();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -556,6 +599,13 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
             Err(_) => invalid.push(other.name_any()),
         }
     }
+    invalid.extend(
+        ctx.undecodable_policies
+            .borrow()
+            .keys()
+            .filter(|n| **n != name)
+            .cloned(),
+    );
 
     let mut rows: Vec<Row> = Vec::new();
     let no_labels = std::collections::BTreeMap::new();
