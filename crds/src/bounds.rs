@@ -43,6 +43,9 @@ pub const MAX_CPUS: u32 = 65_536;
 /// Pods of one node, far above any kubelet `maxPods`.
 pub const MAX_PODS: u32 = 1_000_000;
 
+/// Policies in a cluster (counts of them, e.g. `exceededUnderOmitted`).
+pub const MAX_POLICIES: u32 = 1_000_000;
+
 /// CFS periods a container must have run (`minPeriods`): 10^9 periods of
 /// the shortest CFS period (1 ms) is over 11 days.
 pub const MAX_MIN_PERIODS: u64 = 1_000_000_000;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounds::{
     KERNEL_LONG_MAX, MAX_COMM, MAX_COUNT, MAX_CPUS, MAX_FDS, MAX_LABEL_VALUE, MAX_NAME, MAX_PATH,
-    MAX_PID, MAX_TASKS, MAX_WORD,
+    MAX_PID, MAX_POLICIES, MAX_TASKS, MAX_WORD,
 };
 use crate::conditions::{ConditionReason, ConditionStatus, ConditionType};
 use crate::policy::ParentSignal;
@@ -417,6 +417,7 @@ pub struct NodeFileHandlesFinding {
     /// Policies under which it is exceeded that did not fit into
     /// exceededUnder.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = MAX_POLICIES))]
     pub exceeded_under_omitted: u32,
 }
 
@@ -496,6 +497,7 @@ pub struct ZombieFinding {
     pub exceeded_under: Vec<String>,
     /// Policies under which it exceeds that did not fit into exceededUnder.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = MAX_POLICIES))]
     pub exceeded_under_omitted: u32,
 }
 
@@ -526,6 +528,7 @@ pub struct HungTaskFinding {
     pub exceeded_under: Vec<String>,
     /// Policies under which it exceeds that did not fit into exceededUnder.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = MAX_POLICIES))]
     pub exceeded_under_omitted: u32,
 }
 
@@ -557,6 +560,7 @@ pub struct FdLeakFinding {
     pub exceeded_under: Vec<String>,
     /// Policies under which it exceeds that did not fit into exceededUnder.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = MAX_POLICIES))]
     pub exceeded_under_omitted: u32,
 }
 
@@ -597,6 +601,7 @@ pub struct CpuThrottlingFinding {
     pub exceeded_under: Vec<String>,
     /// Policies under which it exceeds that did not fit into exceededUnder.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = MAX_POLICIES))]
     pub exceeded_under_omitted: u32,
 }
 

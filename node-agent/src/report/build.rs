@@ -189,7 +189,10 @@ struct Done<T> {
 fn bound_names(mut names: Vec<String>) -> (Vec<String>, u32) {
     let cut = names.len().saturating_sub(MAX_EXCEEDED_UNDER);
     names.truncate(MAX_EXCEEDED_UNDER);
-    (names, clamp_u32(cut as u64))
+    (
+        names,
+        clamp_u32(cut as u64).min(nodemedic_crds::bounds::MAX_POLICIES),
+    )
 }
 
 /// The verdicts of one detector under every policy that configures it.
