@@ -1119,20 +1119,27 @@ fn full_report(name: &str) -> serde_json::Value {
         findings: Findings {
             zombies: vec![ZombieFinding {
                 parent: process.clone(),
+                exceeded_under_omitted: 1,
                 ..ZombieFinding::default()
             }],
             hung_tasks: vec![HungTaskFinding {
                 process: process.clone(),
+                exceeded_under_omitted: 1,
                 ..HungTaskFinding::default()
             }],
             fd_leak: vec![FdLeakFinding {
                 process,
                 soft_limit: Some(1024),
+                exceeded_under_omitted: 1,
                 ..FdLeakFinding::default()
             }],
-            node_file_handles: Some(NodeFileHandlesFinding::default()),
+            node_file_handles: Some(NodeFileHandlesFinding {
+                exceeded_under_omitted: 1,
+                ..NodeFileHandlesFinding::default()
+            }),
             cpu_throttling: vec![CpuThrottlingFinding {
                 pressure_some_avg10: Some(1.0),
+                exceeded_under_omitted: 1,
                 ..CpuThrottlingFinding::default()
             }],
             omitted: OmittedFindings {
