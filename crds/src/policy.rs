@@ -490,8 +490,12 @@ pub struct Safety {
 
     /// Process names (comm, at most 15 characters; a trailing * matches a
     /// prefix) that are never signalled, in addition to the built-ins:
-    /// kubelet, containerd, containerd-shim*, crio, conmon, dockerd,
-    /// systemd, sshd, nodemedic-agent.
+    /// kubelet, kube-proxy, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler, etcd, containerd, containerd-shim*, crio, cri-o,
+    /// conmon, conmonrs, dockerd, runc*, crun, pause, systemd*, sshd*,
+    /// nodemedic-agent, nodemedic-operator. Names are compared as the kernel
+    /// stores comm, cut to 15 bytes: a longer entry matches its first 15
+    /// bytes (kube-controller-manager protects comm kube-controller).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 16)))]
     #[x_kube(validation = Rule::new("self.all(p, size(p) >= 1 && size(p) <= 16)")

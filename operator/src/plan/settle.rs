@@ -173,20 +173,11 @@ pub fn settle(
                             ..progress.clone()
                         });
                         rec.message = Some(truncate_note(message));
-                        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
                         if *complete {
                             rec.phase = StepPhase::Done;
                             rec.since = Time(now);
                             result = Some((StepPhase::Done, message.clone()));
-                        } else if now >= plus(started, timeout) {
-                            rec.phase = StepPhase::Failed;
-                            rec.since = Time(now);
-                            rec.reason = Some("Timeout".into());
-                            let m = format!(
-                                "drain did not finish within {}: {message}",
-                                format_duration(timeout)
-                            );
-                            rec.message = Some(truncate_note(&m));
+                        } else if let Some(m) = drain_timed_out(rec, now, timeout, message) {
                             result = Some((StepPhase::Failed, m));
                         }
                     });
@@ -224,18 +215,7 @@ pub fn settle(
                             rec.attempts = rec.attempts.saturating_add(1);
                             rec.last_attempt_at = Some(Time(now));
                             rec.message = Some(truncate_note(&msg));
-                            let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
-                            if now >= plus(started, timeout) {
-                                let m = format!(
-                                    "drain did not finish within {}: {msg}",
-                                    format_duration(timeout)
-                                );
-                                rec.phase = StepPhase::Failed;
-                                rec.since = Time(now);
-                                rec.reason = Some("Timeout".into());
-                                rec.message = Some(truncate_note(&m));
-                                timed_out = Some(m);
-                            }
+                            timed_out = drain_timed_out(rec, now, timeout, &msg);
                         });
                         if let Some(m) = timed_out {
                             out.push(
@@ -384,6 +364,29 @@ pub fn next_retry(spec: &NodeHealthReportSpec, policy: &str) -> Option<Timestamp
             Some(plus(last.0, retry_delay(s.attempts.saturating_sub(1))))
         })
         .min()
+}
+
+/// Fails a drain that has run for its timeout (counted from when it
+/// started) and returns the message; `None` while it still has time.
+fn drain_timed_out(
+    rec: &mut StepRecord,
+    now: Timestamp,
+    timeout: std::time::Duration,
+    detail: &str,
+) -> Option<String> {
+    let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
+    if now < plus(started, timeout) {
+        return None;
+    }
+    let m = format!(
+        "drain did not finish within {}: {detail}",
+        format_duration(timeout)
+    );
+    rec.phase = StepPhase::Failed;
+    rec.since = Time(now);
+    rec.reason = Some("Timeout".into());
+    rec.message = Some(truncate_note(&m));
+    Some(m)
 }
 
 fn phase_of(outcome: &EffectOutcome) -> (StepPhase, ActionOutcome, String, Option<String>) {
