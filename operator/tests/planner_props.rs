@@ -281,6 +281,8 @@ struct World {
     executed: BTreeSet<String>,
     /// Drives effect outcomes and crashes.
     dice: u64,
+    /// The operator crashed in the current round.
+    crashed: bool,
 }
 
 impl World {
@@ -438,13 +440,23 @@ impl World {
             == Freshness::Stale
     }
 
-    /// One round of reconciles: every valid policy once, in order.
+    /// One round of reconciles: every valid policy once, in order. An
+    /// operator that crashed mid-round restarts at once and reconciles again
+    /// from the durable state, as the real one does (a crash delays an
+    /// outcome by a round; the timeout invariant is checked after the
+    /// restart).
     fn reconcile(&mut self) -> Result<(), TestCaseError> {
-        for pi in 0..POLICIES {
-            if self.policies[pi].invalid {
-                continue;
+        for _ in 0..16 {
+            self.crashed = false;
+            for pi in 0..POLICIES {
+                if self.policies[pi].invalid {
+                    continue;
+                }
+                self.reconcile_one(pi)?;
             }
-            self.reconcile_one(pi)?;
+            if !self.crashed {
+                break;
+            }
         }
         self.check_world()
     }
@@ -522,6 +534,7 @@ impl World {
             // The operator may crash after the write-ahead, before acting.
             if work.write_ahead && self.roll(8) == 0 {
                 self.nodes[ni].report.spec = work.ahead.clone();
+                self.crashed = true;
                 continue;
             }
             let outcomes: Vec<EffectOutcome> =
@@ -959,6 +972,7 @@ proptest! {
             requests: BTreeMap::new(),
             executed: BTreeSet::new(),
             dice,
+            crashed: false,
         };
         for e in &events {
             world.apply(e);
