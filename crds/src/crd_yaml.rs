@@ -3,6 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::remediation::NodeRemediation;
 use crate::{NodeHealthPolicy, NodeHealthReport};
 
 /// Directory (relative to the `crds` crate) holding the generated YAML.
@@ -14,14 +15,18 @@ pub const HEADER: &str =
 
 /// Every CRD of the API with the file name it is committed under.
 pub fn all() -> Vec<(String, CustomResourceDefinition)> {
-    [NodeHealthPolicy::crd(), NodeHealthReport::crd()]
-        .into_iter()
-        .map(drop_unsigned_formats)
-        .map(|crd| {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            (format!("{name}.yaml"), crd)
-        })
-        .collect()
+    [
+        NodeHealthPolicy::crd(),
+        NodeHealthReport::crd(),
+        NodeRemediation::crd(),
+    ]
+    .into_iter()
+    .map(drop_unsigned_formats)
+    .map(|crd| {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        (format!("{name}.yaml"), crd)
+    })
+    .collect()
 }
 
 /// The YAML text of one CRD, as committed.

@@ -92,6 +92,13 @@ impl DescribeUndecodable for crate::NodeHealthReport {
     }
 }
 
+impl DescribeUndecodable for crate::remediation::NodeRemediation {
+    fn schema_violations(object: &Value) -> Vec<String> {
+        static SCHEMA: OnceLock<Value> = OnceLock::new();
+        violations(&SCHEMA, open_api_schema::<Self>, object)
+    }
+}
+
 impl<K> Lenient<K> {
     /// The object's metadata (always decoded).
     pub fn metadata(&self) -> &ObjectMeta {

@@ -21,10 +21,11 @@ pub mod thresholds;
 pub use conditions::Detector;
 pub use duration::{KubeDuration, parse_duration};
 pub use policy::{NodeHealthPolicy, NodeHealthPolicySpec, NodeHealthPolicyStatus, PolicyMode};
+pub use remediation::{NodeRemediation, NodeRemediationSpec};
 pub use report::{NodeHealthReport, NodeHealthReportSpec, NodeHealthReportStatus};
 pub use thresholds::{EffectiveThresholds, NodePolicies, SelectedPolicy};
 
-/// API group of both kinds.
+/// API group of every kind.
 pub const GROUP: &str = "nodemedic.io";
-/// API version of both kinds.
+/// API version of every kind.
 pub const VERSION: &str = "v1alpha1";

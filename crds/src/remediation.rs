@@ -1,6 +1,9 @@
-//! The operator's durable remediation state for one node:
-//! `NodeHealthReport.spec.remediation`, written only by the operator (field
-//! manager `nodemedic-operator`).
+//! The operator's durable remediation state for one node: the
+//! `NodeRemediation` object named after the Node (the remediation ledger),
+//! written only by the operator (field manager `nodemedic-operator`) and
+//! read by nothing else. Agents do not watch it, and deleting a
+//! NodeHealthReport does not touch it: cooldowns, signal budgets and a
+//! running ladder survive `kubectl delete nhr`.
 //!
 //! Everything the budgets and ladders depend on lives here, in the API and not
 //! in the operator's memory, so that a restarted operator or a new leader
@@ -12,13 +15,18 @@
 //! What nodemedic placed on the Node itself (cordon, taints) is recorded on the
 //! Node, in the annotations below, in the same write that places it.
 
+// Printer columns legitimately repeat `type_`; clippy reads them as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::KubeSchema;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::conditions::Detector;
-use crate::policy::{ActionKind, TaintEffect};
+use crate::policy::{ActionKind, ParentSignal, TaintEffect};
+use crate::report::ProcessTarget;
 
 /// Bound on open episodes per node (policies × detectors).
 pub const MAX_EPISODES: usize = 64;
@@ -37,10 +45,51 @@ pub const CORDONED_BY_ANNOTATION: &str = "nodemedic.io/cordoned-by";
 /// JSON list of [`OwnedTaint`]. Written together with the taints.
 pub const TAINTED_BY_ANNOTATION: &str = "nodemedic.io/tainted-by";
 
-/// The operator's bookkeeping for one node.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+/// The operator's bookkeeping for one node (the spec of its
+/// `NodeRemediation`).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "nodemedic.io",
+    version = "v1alpha1",
+    kind = "NodeRemediation",
+    plural = "noderemediations",
+    singular = "noderemediation",
+    shortname = "nrm",
+    category = "nodemedic",
+    cel,
+    doc = "The nodemedic operator's remediation ledger for one node: open firing episodes with the ladder steps taken in each, and recent actions (the basis of cooldown and maxSignalsPerHour). Named after its Node and owned by it; written only by the operator. Deleting it resets the node's budgets and ladders.",
+    printcolumn(
+        name = "Policies",
+        type_ = "string",
+        json_path = ".spec.episodes[*].policy",
+        description = "Policies with an open episode on the node"
+    ),
+    printcolumn(
+        name = "Attention",
+        type_ = "date",
+        json_path = ".spec.episodes[*].needsAttentionSince",
+        description = "When a ladder ran out while the node was still unhealthy"
+    ),
+    printcolumn(
+        name = "Last-Action",
+        type_ = "string",
+        json_path = ".spec.history[-1:].action",
+        description = "The latest action taken or planned on the node"
+    ),
+    printcolumn(
+        name = "Last-Action-At",
+        type_ = "date",
+        json_path = ".spec.history[-1:].at",
+        description = "When it was taken"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase")]
-pub struct Remediation {
+pub struct NodeRemediationSpec {
     /// Open firing episodes in which the operator took, planned or held a
     /// ladder step: one per policy and detector. An episode starts when the
     /// policy's detector condition in this report turns True and ends when it
@@ -59,7 +108,10 @@ pub struct Remediation {
     pub history: Vec<HistoryEntry>,
 }
 
-impl Remediation {
+/// The ledger's content, as the planner and the legacy report field use it.
+pub type Remediation = NodeRemediationSpec;
+
+impl NodeRemediationSpec {
     /// Nothing recorded.
     pub fn is_empty(&self) -> bool {
         self.episodes.is_empty() && self.history.is_empty()
@@ -165,6 +217,14 @@ pub struct StepRecord {
     /// evicted in its place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodTarget>,
+    /// For SignalParent: the process the request names (pid, start time,
+    /// comm), so that a request lost with its report is asked again for
+    /// exactly the same process, never for whatever the findings name now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessTarget>,
+    /// For SignalParent: the signal requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<ParentSignal>,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]

@@ -94,10 +94,10 @@ pub struct NodeHealthReportSpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
     pub action_requests: Vec<ActionRequest>,
 
-    /// The operator's durable remediation state for this node: open firing
-    /// episodes with the ladder steps taken in each, and recent actions (the
-    /// basis of cooldown and maxSignalsPerHour). Written by the operator
-    /// only; it survives operator restarts and leader changes.
+    /// Deprecated: where operators before the NodeRemediation kind kept
+    /// their remediation ledger. The operator reads it once, moves it into
+    /// the node's NodeRemediation and drops it from here; nothing writes it
+    /// any more.
     #[serde(default, skip_serializing_if = "Remediation::is_empty")]
     pub remediation: Remediation,
 }

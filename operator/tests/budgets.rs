@@ -86,7 +86,7 @@ async fn a_storm_holds_node_level_actions_until_back_under_the_budget() {
     eventually(T, "5 held Cordon steps", || async {
         let mut held = 0;
         for n in &nodes[..5] {
-            let r = w.get_report(n).await;
+            let r = w.get_ledger(n).await;
             let s = step_record(&r, &policy, Detector::Zombies, 1, ActionKind::Cordon);
             if s.is_some_and(|s| {
                 s.phase == StepPhase::Held && s.reason.as_deref() == Some("StormActive")
@@ -253,7 +253,7 @@ async fn cooldown_and_max_signals_per_hour_are_respected() {
     );
     let gap = seen[1].1.as_second() - seen[0].1.as_second();
     assert!(gap >= 4, "cooldown 4s between two signals, got {gap}s");
-    let r = w.get_report(&node).await;
+    let r = w.get_ledger(&node).await;
     let third = step_record(&r, &policy, Detector::Zombies, 2, ActionKind::SignalParent).unwrap();
     assert_eq!(
         (third.phase, third.reason.as_deref()),
@@ -289,8 +289,8 @@ async fn a_stale_report_plans_nothing_and_degrades_the_policy() {
         Duration::from_secs(3),
         "no action from stale data",
         || async {
-            let r = w.get_report(&node).await;
-            !unschedulable(&w.get_node(&node).await) && r.spec.remediation.episodes.is_empty()
+            let r = w.get_ledger(&node).await;
+            !unschedulable(&w.get_node(&node).await) && r.episodes.is_empty()
         },
     )
     .await;
@@ -340,19 +340,13 @@ async fn several_policies_share_one_cordon_and_the_longest_cooldown() {
     })
     .await;
     assert!(unschedulable(&n));
-    let r = w.get_report(&node).await;
+    let r = w.get_ledger(&node).await;
     let disruptive = r
-        .spec
-        .remediation
         .history
         .iter()
         .filter(|h| h.action == ActionKind::Cordon)
         .count();
-    assert_eq!(
-        disruptive, 1,
-        "cordoned once: {:?}",
-        r.spec.remediation.history
-    );
+    assert_eq!(disruptive, 1, "cordoned once: {:?}", r.history);
 
     // a recovers: b still firing keeps the node cordoned.
     agent.set(&a, Detector::Zombies, false);
@@ -400,7 +394,7 @@ async fn a_selector_the_server_accepted_but_that_is_invalid_makes_the_policy_unr
     assert_eq!(reason, "InvalidSelector");
     assert!(message.contains("needs at least one value"), "{message}");
     stays(Duration::from_secs(2), "nothing planned", || async {
-        w.get_report(&node).await.spec.remediation.is_empty()
+        w.get_ledger(&node).await.is_empty()
     })
     .await;
     op.terminate().await;

@@ -59,10 +59,8 @@ async fn step_of(
     node: &str,
     policy: &str,
 ) -> Option<nodemedic_crds::remediation::StepRecord> {
-    w.get_report(node)
+    w.get_ledger(node)
         .await
-        .spec
-        .remediation
         .episode(policy, Detector::Zombies)?
         .step(0, ActionKind::EvictPod)
         .cloned()
@@ -275,7 +273,7 @@ async fn a_drain_cordons_and_evicts_every_evictable_pod() {
     agent.write().await;
     let s = eventually(T, "drain done", || async {
         let s = step_record(
-            &w.get_report(&node).await,
+            &w.get_ledger(&node).await,
             &policy,
             Detector::HungTasks,
             0,
@@ -372,7 +370,7 @@ async fn a_drain_refuses_bare_pods_and_emptydir_data_like_kubectl_drain() {
         async move {
             eventually(T, "drain settled", || async {
                 let s = step_record(
-                    &w.get_report(&node).await,
+                    &w.get_ledger(&node).await,
                     &policy,
                     Detector::HungTasks,
                     0,

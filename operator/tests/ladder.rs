@@ -227,10 +227,11 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
     agent.result(&req.id, ActionResultOutcome::Signalled);
     agent.write().await;
     eventually(T, "the request is consumed and the step Done", || async {
-        let r = w.get_report(&node).await;
+        let r = w.get_ledger(&node).await;
         let done = step_record(&r, &policy, Detector::Zombies, 2, ActionKind::SignalParent)
             .is_some_and(|s| s.phase == StepPhase::Done);
-        (done && r.spec.action_requests.is_empty()).then_some(())
+        let requests = w.get_report(&node).await.spec.action_requests;
+        (done && requests.is_empty()).then_some(())
     })
     .await;
 
@@ -336,7 +337,7 @@ async fn a_node_cordoned_by_someone_else_is_never_uncordoned() {
         T,
         "the Cordon step is Done without owning the cordon",
         || async {
-            let r = w.get_report(&node).await;
+            let r = w.get_ledger(&node).await;
             let s = step_record(&r, &policy, Detector::Zombies, 0, ActionKind::Cordon)?;
             (s.phase == StepPhase::Done).then_some(())
         },
@@ -412,7 +413,7 @@ async fn taint_and_reboot_hand_off_then_untaint_when_healthy() {
     eventually(T, "reboot step Done, request pruned", || async {
         let r = w.get_report(&node).await;
         let s = step_record(
-            &r,
+            &w.get_ledger(&node).await,
             &policy,
             Detector::HungTasks,
             1,

@@ -3,7 +3,8 @@
 //! fail, are refused or time out, an agent that answers or does not, agents
 //! that go silent, operator crashes between the write-ahead and the outcome,
 //! ladder edits, mode switches, policies that turn invalid and valid again,
-//! and someone else's cordons.
+//! someone else's cordons, and reports deleted by hand (`kubectl delete
+//! nhr`: the requests go, the ledger in the node's NodeRemediation stays).
 //!
 //! The world below plays the controller, the API and the agent with the
 //! planner's own types; `plan()` and `settle()` are the production
@@ -35,7 +36,9 @@ use nodemedic_crds::report::{
     ActionResult, ActionResultOutcome, NodeAction, PolicyCondition, ProcessRef, Workload,
     ZombieFinding,
 };
-use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportSpec, PolicyMode};
+use nodemedic_crds::{
+    NodeHealthPolicy, NodeHealthReport, NodeHealthReportSpec, NodeRemediation, PolicyMode,
+};
 use nodemedic_operator::plan::facts::{self, Freshness, NodeFacts};
 use nodemedic_operator::plan::policy::PolicyView;
 use nodemedic_operator::plan::{
@@ -151,6 +154,8 @@ impl SimPolicy {
 struct SimNode {
     node: Node,
     report: NodeHealthReport,
+    /// The operator's ledger for the node.
+    ledger: NodeRemediation,
     /// The agent stopped writing: lastScanTime no longer advances.
     agent_down: bool,
     /// Cordoned by someone else.
@@ -200,23 +205,64 @@ fn new_node(i: usize) -> SimNode {
     SimNode {
         node,
         report,
+        ledger: NodeRemediation::new(&name, Default::default()),
         agent_down: false,
         foreign_cordon: false,
+    }
+}
+
+impl SimNode {
+    /// Writes a node's state the way the operator does: the ledger to the
+    /// NodeRemediation, the requests to the report.
+    fn store(&mut self, state: &plan::NodeState) {
+        self.ledger.spec = state.remediation.clone();
+        self.report.spec.action_requests = state.action_requests.clone();
     }
 }
 
 #[derive(Debug, Clone)]
 enum Event {
     Advance(u16),
-    Fire { node: usize, policy: usize },
-    Clearing { node: usize, policy: usize },
-    Clear { node: usize, policy: usize },
-    AgentAnswers { node: usize, how: u8 },
-    AgentDown { node: usize, down: bool },
-    ForeignCordon { node: usize },
-    Mode { policy: usize, mode: u8 },
-    EditLadder { policy: usize, ladder: u8 },
-    Invalid { policy: usize, invalid: bool },
+    Fire {
+        node: usize,
+        policy: usize,
+    },
+    Clearing {
+        node: usize,
+        policy: usize,
+    },
+    Clear {
+        node: usize,
+        policy: usize,
+    },
+    AgentAnswers {
+        node: usize,
+        how: u8,
+    },
+    AgentDown {
+        node: usize,
+        down: bool,
+    },
+    ForeignCordon {
+        node: usize,
+    },
+    Mode {
+        policy: usize,
+        mode: u8,
+    },
+    EditLadder {
+        policy: usize,
+        ladder: u8,
+    },
+    Invalid {
+        policy: usize,
+        invalid: bool,
+    },
+    /// `kubectl delete nhr`: the agent recreates the report at once, with
+    /// its conditions and the results it still holds, and an empty spec.
+    DeleteReport {
+        node: usize,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -233,6 +279,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (policy.clone(), any::<u8>()).prop_map(|(policy, mode)| Event::Mode { policy, mode }),
         1 => (policy.clone(), any::<u8>()).prop_map(|(policy, ladder)| Event::EditLadder { policy, ladder }),
         1 => (policy, any::<bool>()).prop_map(|(policy, invalid)| Event::Invalid { policy, invalid }),
+        1 => node.prop_map(|node| Event::DeleteReport { node }),
     ]
 }
 
@@ -394,6 +441,11 @@ impl World {
             Event::Mode { policy, mode } => self.policies[policy].mode = mode_of(mode),
             Event::EditLadder { policy, ladder } => self.policies[policy].ladder = ladder,
             Event::Invalid { policy, invalid } => self.policies[policy].invalid = invalid,
+            Event::DeleteReport { node } => {
+                let r = &mut self.nodes[node].report;
+                r.spec = NodeHealthReportSpec::default();
+                r.metadata.uid = Some(format!("recreated-{}", self.now));
+            }
         }
     }
 
@@ -492,6 +544,7 @@ impl World {
                     selected: true,
                     node: Some(&n.node),
                     report: Some(&n.report),
+                    ledger: Some(&n.ledger),
                     observed_scan: None,
                 })
                 .collect();
@@ -533,7 +586,7 @@ impl World {
             }
             // The operator may crash after the write-ahead, before acting.
             if work.write_ahead && self.roll(8) == 0 {
-                self.nodes[ni].report.spec = work.ahead.clone();
+                self.nodes[ni].store(&work.ahead);
                 self.crashed = true;
                 continue;
             }
@@ -542,8 +595,8 @@ impl World {
             for (e, o) in work.effects.iter().zip(&outcomes) {
                 self.carry_out(ni, e, o);
             }
-            let (spec, _, _) = plan::settle(work, &outcomes, &view, &settings, now);
-            self.nodes[ni].report.spec = spec;
+            let (state, _, _) = plan::settle(work, &outcomes, &view, &settings, now);
+            self.nodes[ni].store(&state);
         }
 
         // A policy that is invalid loses nothing through the others.
@@ -820,7 +873,7 @@ impl World {
                 .iter()
                 .enumerate()
                 .filter(|(i, n)| {
-                    n.report.spec.remediation.episodes.iter().any(|e| {
+                    n.ledger.spec.episodes.iter().any(|e| {
                         let open = self.stale(*i)
                             || facts::condition(&n.report, &e.policy, e.detector).is_some_and(
                                 |c| facts::is_true(c) && c.last_transition_time == e.since,
@@ -855,9 +908,8 @@ impl World {
         for (i, n) in self.nodes.iter().enumerate() {
             // No two disruptive actions on a node within the cooldown.
             let mut starts: Vec<i64> = n
-                .report
+                .ledger
                 .spec
-                .remediation
                 .history
                 .iter()
                 .filter(|h| !h.planned && h.action.is_disruptive())
@@ -887,7 +939,7 @@ impl World {
             if self.stale(i) {
                 continue;
             }
-            for e in &n.report.spec.remediation.episodes {
+            for e in &n.ledger.spec.episodes {
                 let Some(sp) = self.policies.iter().find(|p| p.name == e.policy) else {
                     continue;
                 };
@@ -917,9 +969,8 @@ impl World {
 fn owned_by(n: &SimNode, invalid: &[String]) -> String {
     let mine = |p: &str| invalid.iter().any(|i| i == p);
     let episodes: Vec<_> = n
-        .report
+        .ledger
         .spec
-        .remediation
         .episodes
         .iter()
         .filter(|e| mine(&e.policy))

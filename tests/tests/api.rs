@@ -19,6 +19,7 @@ use serde_json::json;
 
 const POLICY_CRD: &str = "nodehealthpolicies.nodemedic.io";
 const REPORT_CRD: &str = "nodehealthreports.nodemedic.io";
+const LEDGER_CRD: &str = "noderemediations.nodemedic.io";
 
 async fn cp() -> &'static ControlPlane {
     match ControlPlane::shared().await {
@@ -126,17 +127,21 @@ fn normalize_ws(s: &str) -> String {
 // ---------------------------------------------------------------- CRDs
 
 #[tokio::test]
-async fn both_crds_are_established_cluster_scoped_with_short_names() {
+async fn every_crd_is_established_cluster_scoped_with_a_short_name() {
     let cp = cp().await;
     let installed = cp.installed_crds();
-    for name in [POLICY_CRD, REPORT_CRD] {
+    for name in [POLICY_CRD, REPORT_CRD, LEDGER_CRD] {
         assert!(
             installed.iter().any(|n| n == name),
             "{name} not installed from crds/yaml (installed: {installed:?})"
         );
     }
     let api: Api<CustomResourceDefinition> = Api::all(cp.client().await.expect("client"));
-    for (name, short) in [(POLICY_CRD, "nhp"), (REPORT_CRD, "nhr")] {
+    for (name, short) in [
+        (POLICY_CRD, "nhp"),
+        (REPORT_CRD, "nhr"),
+        (LEDGER_CRD, "nrm"),
+    ] {
         let crd = api.get(name).await.expect("get CRD");
         let conditions = crd
             .status
@@ -169,13 +174,15 @@ async fn both_crds_are_established_cluster_scoped_with_short_names() {
             .find(|v| v.name == "v1alpha1")
             .expect("v1alpha1 served");
         assert!(version.served && version.storage);
-        assert!(
+        // The ledger is the operator's alone, spec and all: no status.
+        assert_eq!(
             version
                 .subresources
                 .as_ref()
                 .and_then(|s| s.status.as_ref())
                 .is_some(),
-            "{name} must have the status subresource"
+            name != LEDGER_CRD,
+            "{name}: status subresource"
         );
     }
 }
@@ -187,7 +194,7 @@ async fn served_crds_match_the_rust_types() {
     let cp = cp().await;
     let api: Api<CustomResourceDefinition> = Api::all(cp.client().await.expect("client"));
     let generated = nodemedic_crds::crd_yaml::all();
-    assert_eq!(generated.len(), 2);
+    assert_eq!(generated.len(), 3);
     for (_, crd) in generated {
         let name = crd.metadata.name.clone().expect("crd name");
         let served = api.get(&name).await.expect("get CRD");
@@ -1077,6 +1084,12 @@ fn full_report(name: &str) -> serde_json::Value {
                     reason: None,
                     target: None,
                     pod: None,
+                    process: Some(ProcessTarget {
+                        pid: 10,
+                        start_time: 5,
+                        comm: "sh".into(),
+                    }),
+                    signal: Some(ParentSignal::SIGTERM),
                     message: None,
                     drain: Some(DrainProgress {
                         evicted: 1,

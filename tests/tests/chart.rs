@@ -458,6 +458,12 @@ async fn rendered_rbac_is_exactly_the_contract() {
             "nodemedic.io/nodehealthreports patch",
             "nodemedic.io/nodehealthreports update",
             "nodemedic.io/nodehealthreports/status get",
+            "nodemedic.io/noderemediations get",
+            "nodemedic.io/noderemediations list",
+            "nodemedic.io/noderemediations watch",
+            "nodemedic.io/noderemediations create",
+            "nodemedic.io/noderemediations patch",
+            "nodemedic.io/noderemediations update",
             "/nodes get",
             "/nodes list",
             "/nodes watch",
@@ -1117,23 +1123,34 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
     .await;
 
     // 2. Its own report: create (empty spec only) and write status.
-    assert_denied(
-        reports
-            .create(
-                &PostParams::default(),
-                &report(
-                    &ar,
-                    &node_a,
-                    json!({"actionRequests": [action_request("x")]}),
-                ),
-            )
-            .await,
-        403,
-        &[
-            &format!("ValidatingAdmissionPolicy '{}'", inst.policy),
-            "must create its NodeHealthReport with an empty spec",
-        ],
-    );
+    // Two policies deny this (the agent's own-report policy and the
+    // operator-only spec policy); the API server names whichever it
+    // evaluated first.
+    match reports
+        .create(
+            &PostParams::default(),
+            &report(
+                &ar,
+                &node_a,
+                json!({"actionRequests": [action_request("x")]}),
+            ),
+        )
+        .await
+    {
+        Err(KubeError::Api(s)) => {
+            assert_eq!(s.code, 403, "{s:?}");
+            let own_report = s
+                .message
+                .contains(&format!("ValidatingAdmissionPolicy '{}'", inst.policy))
+                && s.message
+                    .contains("must create its NodeHealthReport with an empty spec");
+            let operator_only = s
+                .message
+                .contains("may create the report only with an empty spec");
+            assert!(own_report || operator_only, "{}", s.message);
+        }
+        other => panic!("a report with requests in spec was not denied: {other:?}"),
+    }
     reports
         .create(&PostParams::default(), &report(&ar, &node_a, json!({})))
         .await
@@ -1395,6 +1412,117 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
 /// The operator's ServiceAccount can do every remediation step (cordon, taint,
 /// Node condition, eviction, Events, policy status, report spec, its Lease), and
 /// nothing broader.
+fn ledger_api(client: Client) -> (Api<DynamicObject>, ApiResource) {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("nodemedic.io", "v1alpha1", "NodeRemediation"),
+        "noderemediations",
+    );
+    (Api::all_with(client, &ar), ar)
+}
+
+/// Issue 13: the remediation ledger lives in an object only the operator
+/// writes. Cluster-admin can neither create nor change a NodeRemediation
+/// (a forged ledger could restart a ladder or erase a cooldown), the agent
+/// cannot even read one, the operator writes it, and deleting it (the
+/// documented reset) stays possible.
+#[tokio::test]
+async fn only_the_operator_writes_the_ledger() {
+    if skip_without_helm() {
+        return;
+    }
+    let cp = cp().await;
+    let inst = install_rbac_and_admission(cp, "chart-ledger").await;
+    let ns = inst.namespace.as_str();
+    let ledger_policy = format!(
+        "{}-operator-ledger",
+        inst.policy.trim_end_matches("-agent-own-report")
+    );
+    let only_operator = format!(
+        "NodeRemediation (the remediation ledger) is written only by the nodemedic operator (system:serviceaccount:{ns}:{})",
+        inst.operator_sa
+    );
+    let node = cp.create_node("ledger", &[]).await.expect("node");
+    let (admin, ar) = ledger_api(cp.client().await.expect("admin client"));
+    let ledger = DynamicObject::new(&node, &ar).data(json!({"spec": {"history": [{
+        "at": "2026-01-01T00:00:00Z", "policy": "zombie-reaper", "detector": "zombies",
+        "action": "Cordon", "step": 0,
+    }]}}));
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually("the ledger policy denies cluster-admin", || {
+        let admin = admin.clone();
+        let obj = ledger.clone();
+        let dry = dry.clone();
+        let only_operator = only_operator.clone();
+        async move {
+            match admin.create(&dry, &obj).await {
+                Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(&only_operator) => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_denied(
+        admin.create(&PostParams::default(), &ledger).await,
+        403,
+        &[
+            &format!("ValidatingAdmissionPolicy '{ledger_policy}'"),
+            &only_operator,
+            "may not create it",
+        ],
+    );
+
+    // The agent's token (pod-bound, on the node) cannot read it.
+    let pod = create_pod(cp, ns, &unique_name("ledger-agent"), &node, &inst.agent_sa).await;
+    let token = pod_bound_token(cp, ns, &inst.agent_sa, &pod)
+        .await
+        .expect("pod-bound token");
+    let (agent, _) = token_client(cp, &token).await.expect("agent client");
+    let (agent_ledgers, _) = ledger_api(agent);
+    assert_denied(agent_ledgers.get(&node).await, 403, &["noderemediations"]);
+
+    // The operator creates it.
+    let op = cp
+        .service_account_client(ns, &inst.operator_sa)
+        .await
+        .expect("operator client");
+    let (op_ledgers, _) = ledger_api(op);
+    let created = eventually("the operator's RBAC to propagate", || {
+        let op_ledgers = op_ledgers.clone();
+        let obj = ledger.clone();
+        async move {
+            op_ledgers
+                .create(&PostParams::default(), &obj)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    assert_eq!(created.data["spec"]["history"][0]["action"], "Cordon");
+
+    // Nobody else changes it, not even to empty it.
+    assert_denied(
+        admin
+            .patch(
+                &node,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"history": null}})),
+            )
+            .await,
+        403,
+        &[&only_operator, "may not change it"],
+    );
+    // Deleting it is the documented reset.
+    admin
+        .delete(&node, &Default::default())
+        .await
+        .expect("cluster-admin deletes a ledger (reset)");
+}
+
 /// Issue 13: "requests are also limited by a ValidatingAdmissionPolicy in
 /// the chart: spec of a NodeHealthReport may be written only by the
 /// operator's ServiceAccount". Real tokens against the real API server: the

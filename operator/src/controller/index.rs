@@ -103,6 +103,12 @@ pub fn trim_node(n: &mut Node) {
     });
 }
 
+/// Drops managed fields from a ledger.
+pub fn trim_ledger(l: &mut nodemedic_crds::NodeRemediation) {
+    l.metadata.managed_fields = None;
+    l.metadata.annotations = None;
+}
+
 /// Drops managed fields from a policy.
 pub fn trim_policy(p: &mut NodeHealthPolicy) {
     p.metadata.managed_fields = None;
@@ -397,6 +403,14 @@ impl<K: Resource> Overlay<K> {
         }
         m.remove(name);
         cached
+    }
+
+    /// Forgets the written object (it was deleted, or a write based on it
+    /// was refused): the cache is the truth again.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut m) = self.objects.lock() {
+            m.remove(name);
+        }
     }
 
     /// Number of objects held (for tests and debugging).

@@ -29,7 +29,7 @@ use nodemedic_crds::conditions::field_manager;
 use nodemedic_crds::lenient::{DescribeUndecodable, Lenient, Sieve};
 use nodemedic_crds::policy::NodeHealthPolicyStatus;
 use nodemedic_crds::selector::selects;
-use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport};
+use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeRemediation};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -62,8 +62,11 @@ pub struct Context {
     pub policies: Store<NodeHealthPolicy>,
     pub reports: Store<NodeHealthReport>,
     pub nodes: Store<Node>,
+    /// The remediation ledgers (written by this operator only).
+    pub ledgers: Store<NodeRemediation>,
     pub reports_overlay: Overlay<NodeHealthReport>,
     pub nodes_overlay: Overlay<Node>,
+    pub ledgers_overlay: Overlay<NodeRemediation>,
     /// Fingerprints, and when each report's scan was first seen.
     pub index: Arc<Mutex<Index>>,
     pub recorder: Recorder,
@@ -99,6 +102,12 @@ impl Context {
         self.reports_overlay
             .resolve(name, self.reports.get(&ObjectRef::new(name)))
     }
+
+    /// The node's ledger as the operator last knew it (cache or own write).
+    pub fn ledger(&self, name: &str) -> Option<Arc<NodeRemediation>> {
+        self.ledgers_overlay
+            .resolve(name, self.ledgers.get(&ObjectRef::new(name)))
+    }
 }
 
 /// Where reconcile requests go while this process leads.
@@ -132,6 +141,7 @@ struct Resolver {
     policies: Store<NodeHealthPolicy>,
     reports: Store<NodeHealthReport>,
     nodes: Store<Node>,
+    ledgers: Store<NodeRemediation>,
     triggers: Arc<Triggers>,
 }
 
@@ -156,6 +166,9 @@ impl Resolver {
         if let Some(r) = self.reports.get(&ObjectRef::new(node)) {
             out.extend(r.spec.remediation.episodes.iter().map(|e| e.policy.clone()));
             out.extend(r.spec.action_requests.iter().map(|a| a.policy.clone()));
+        }
+        if let Some(l) = self.ledgers.get(&ObjectRef::new(node)) {
+            out.extend(l.spec.episodes.iter().map(|e| e.policy.clone()));
         }
         if let Some(n) = n {
             let f = facts::NodeFacts::from_node(&n);
@@ -370,11 +383,21 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
             undecodable::Sink::counting(metrics.clone()),
         )
     };
+    // The ledgers are this operator's own writes, read through the overlay:
+    // a change to one asks for no reconcile.
+    let ledgers = spawn_reflector::<NodeRemediation, _>(
+        &client,
+        watcher::Config::default().any_semantic(),
+        index::trim_ledger,
+        |_| {},
+        undecodable::Sink::counting(metrics.clone()),
+    );
     if let Ok(mut r) = resolver.lock() {
         *r = Some(Arc::new(Resolver {
             policies: policies.clone(),
             reports: reports.clone(),
             nodes: nodes.clone(),
+            ledgers: ledgers.clone(),
             triggers: triggers.clone(),
         }));
     }
@@ -387,8 +410,10 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         policies: policies.clone(),
         reports: reports.clone(),
         nodes: nodes.clone(),
+        ledgers: ledgers.clone(),
         reports_overlay: Overlay::default(),
         nodes_overlay: Overlay::default(),
+        ledgers_overlay: Overlay::default(),
         index: index.clone(),
         recorder: Recorder::new(
             client.clone(),
@@ -419,6 +444,7 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         policies.wait_until_ready().await.ok();
         reports.wait_until_ready().await.ok();
         nodes.wait_until_ready().await.ok();
+        ledgers.wait_until_ready().await.ok();
     };
     tokio::select! {
         _ = synced => {}
@@ -540,13 +566,19 @@ async fn reconcile(policy: Arc<NodeHealthPolicy>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-fn mentions(policy: &str, report: Option<&NodeHealthReport>, node: Option<&Node>) -> bool {
+fn mentions(
+    policy: &str,
+    report: Option<&NodeHealthReport>,
+    ledger: Option<&NodeRemediation>,
+    node: Option<&Node>,
+) -> bool {
+    let in_ledger = |l: &nodemedic_crds::remediation::Remediation| {
+        l.episodes.iter().any(|e| e.policy == policy)
+            || l.history.iter().any(|h| h.policy == policy)
+    };
     let in_report = report.is_some_and(|r| {
-        let s = &r.spec;
-        s.remediation.episodes.iter().any(|e| e.policy == policy)
-            || s.remediation.history.iter().any(|h| h.policy == policy)
-            || s.action_requests.iter().any(|a| a.policy == policy)
-    });
+        in_ledger(&r.spec.remediation) || r.spec.action_requests.iter().any(|a| a.policy == policy)
+    }) || ledger.is_some_and(|l| in_ledger(&l.spec));
     let on_node = node.is_some_and(|n| {
         let f = facts::NodeFacts::from_node(n);
         f.cordoned_by.is_some_and(|o| o.contains(policy))
@@ -557,12 +589,13 @@ fn mentions(policy: &str, report: Option<&NodeHealthReport>, node: Option<&Node>
     in_report || on_node
 }
 
-/// A node in a reconcile: name, selected, Node, report.
+/// A node in a reconcile: name, selected, Node, report, ledger.
 type Row = (
     String,
     bool,
     Option<Arc<Node>>,
     Option<Arc<NodeHealthReport>>,
+    Option<Arc<NodeRemediation>>,
 );
 
 async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Action> {
@@ -615,18 +648,20 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
         let node = ctx.node(&node_name).unwrap_or(n);
         let selected = view.selects(node.metadata.labels.as_ref().unwrap_or(&no_labels));
         let report = ctx.report(&node_name);
-        if selected || mentions(&name, report.as_deref(), Some(&node)) {
-            rows.push((node_name, selected, Some(node), report));
+        let ledger = ctx.ledger(&node_name);
+        if selected || mentions(&name, report.as_deref(), ledger.as_deref(), Some(&node)) {
+            rows.push((node_name, selected, Some(node), report, ledger));
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     let inputs: Vec<NodeInput<'_>> = rows
         .iter()
-        .map(|(n, selected, node, report)| NodeInput {
+        .map(|(n, selected, node, report, ledger)| NodeInput {
             name: n,
             selected: *selected,
             node: node.as_deref(),
             report: report.as_deref(),
+            ledger: ledger.as_deref(),
             observed_scan: ctx.index.lock().ok().and_then(|i| i.observed_scan(n)),
         })
         .collect();

@@ -159,9 +159,21 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if n.selected {
             summary.matched += 1;
         }
+        // Not known to be healthy (no report, or a stale one): a
+        // remediation taken there is still in progress.
+        let holds_slot = || {
+            n.remediation().is_some_and(|l| {
+                l.episodes
+                    .iter()
+                    .any(|e| e.policy == p.name && slots::occupies_slot(e, p.ladder(e.detector)))
+            })
+        };
         let Some(report) = n.report else {
             if n.selected {
                 summary.missing.push(n.name.to_owned());
+            }
+            if holds_slot() {
+                in_progress.insert(n.name.to_owned());
             }
             continue;
         };
@@ -170,15 +182,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 if n.selected {
                     summary.stale.push(n.name.to_owned());
                 }
-                // Not known to be healthy: a remediation taken there is still
-                // in progress.
-                if report
-                    .spec
-                    .remediation
-                    .episodes
-                    .iter()
-                    .any(|e| e.policy == p.name && slots::occupies_slot(e, p.ladder(e.detector)))
-                {
+                if holds_slot() {
                     in_progress.insert(n.name.to_owned());
                 }
             }
@@ -194,11 +198,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 if n.selected && firing_since.is_some() {
                     summary.unhealthy += 1;
                 }
-                for e in report
-                    .spec
-                    .remediation
-                    .episodes
-                    .iter()
+                for e in n
+                    .remediation()
+                    .into_iter()
+                    .flat_map(|l| l.episodes.iter())
                     .filter(|e| e.policy == p.name)
                 {
                     let open = facts::condition(report, &p.name, e.detector)
@@ -248,8 +251,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         // Counted from the state as it will be written.
         let history = match (&result.work, n.report) {
             (Some(w), _) => Some(&w.ahead.remediation.history),
-            (None, Some(r)) => Some(&r.spec.remediation.history),
-            (None, None) => None,
+            (None, _) => n.remediation().map(|l| &l.history),
         };
         summary.actions_last_24h += history.map_or(0, |h| {
             h.iter()

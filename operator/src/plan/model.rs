@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::NodeHealthReport;
 use nodemedic_crds::conditions::Detector;
 use nodemedic_crds::policy::{ActionKind, ActionRecord, TaintEffect, TaintTemplate};
-use nodemedic_crds::remediation::DrainProgress;
-use nodemedic_crds::{NodeHealthReport, NodeHealthReportSpec};
+use nodemedic_crds::remediation::{DrainProgress, NodeRemediation, Remediation};
+use nodemedic_crds::report::ActionRequest;
 
 use super::facts::PodRef;
 use super::policy::PolicyView;
@@ -68,9 +69,23 @@ pub struct NodeInput<'a> {
     pub node: Option<&'a Node>,
     /// Its report (absent when the agent has not created it).
     pub report: Option<&'a NodeHealthReport>,
+    /// The operator's remediation ledger for it (absent before the first
+    /// step, or when an operator before the ledger kind kept it in the
+    /// report: see [`NodeState::of`]).
+    pub ledger: Option<&'a NodeRemediation>,
     /// When the operator first saw the report's current `lastScanTime`, on
     /// its own clock (see [`super::facts::freshness`]).
     pub observed_scan: Option<Timestamp>,
+}
+
+impl<'a> NodeInput<'a> {
+    /// The node's remediation ledger as stored: the NodeRemediation or,
+    /// while there is none, the report's deprecated copy.
+    pub fn remediation(&self) -> Option<&'a Remediation> {
+        self.ledger
+            .map(|l| &l.spec)
+            .or(self.report.map(|r| &r.spec.remediation))
+    }
 }
 
 /// Everything [`plan`] decides from.
@@ -213,18 +228,58 @@ pub enum EffectOutcome {
     },
 }
 
+/// What the operator keeps for one node, in two objects: the requests its
+/// agent is to carry out (the report's spec, which the agent watches) and
+/// the remediation ledger (the node's NodeRemediation, which nothing but
+/// the operator reads).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeState {
+    pub action_requests: Vec<ActionRequest>,
+    pub remediation: Remediation,
+}
+
+impl NodeState {
+    /// The state as stored: the requests from the report, the ledger from
+    /// the NodeRemediation or, while there is none, from the report's
+    /// deprecated `spec.remediation` (moved on the next write).
+    pub fn of(report: &NodeHealthReport, ledger: Option<&NodeRemediation>) -> Self {
+        Self {
+            action_requests: report.spec.action_requests.clone(),
+            remediation: match ledger {
+                Some(l) => l.spec.clone(),
+                None => report.spec.remediation.clone(),
+            },
+        }
+    }
+}
+
+/// Where a node's state was read from: the preconditions of its writes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Versions {
+    /// resourceVersion of the report the plan was made from.
+    pub report: Option<String>,
+    /// resourceVersion of the NodeRemediation, None when there is none yet
+    /// (the write creates it, and fails if one appeared meanwhile).
+    pub ledger: Option<String>,
+    /// The report still holds the deprecated `spec.remediation`: the next
+    /// report write drops it (after the ledger holds its content).
+    pub legacy_in_report: bool,
+    /// The Node's uid, for the ledger's owner reference (so that a deleted
+    /// Node takes its ledger with it).
+    pub node_uid: Option<String>,
+}
+
 /// The work for one node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeWork {
     pub node: String,
-    /// resourceVersion of the report the plan was made from (the write's
-    /// precondition).
-    pub resource_version: Option<String>,
-    /// The report spec as read.
-    pub before: NodeHealthReportSpec,
-    /// The spec to write: before effects when `write_ahead`, else together
+    /// Where `before` was read from (the writes' preconditions).
+    pub versions: Versions,
+    /// The state as read.
+    pub before: NodeState,
+    /// The state to write: before effects when `write_ahead`, else together
     /// with their outcomes.
-    pub ahead: NodeHealthReportSpec,
+    pub ahead: NodeState,
     /// Steps were started that must be durable before they are carried out.
     pub write_ahead: bool,
     pub effects: Vec<Effect>,

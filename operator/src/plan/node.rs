@@ -15,7 +15,7 @@ use nodemedic_crds::remediation::{
 use nodemedic_crds::report::{
     ActionRequest, ActionResultOutcome, NodeAction, PolicyCondition, ProcessTarget,
 };
-use nodemedic_crds::{NodeHealthReport, NodeHealthReportSpec, PolicyMode};
+use nodemedic_crds::{NodeHealthReport, PolicyMode};
 
 use super::facts::{Freshness, NodeFacts, PodRef};
 use super::policy::{PolicyView, Step};
@@ -50,7 +50,8 @@ struct NodeCtx<'r> {
     report: &'r NodeHealthReport,
     facts: Option<NodeFacts>,
     budget: NodeBudget,
-    ahead: NodeHealthReportSpec,
+    before: NodeState,
+    ahead: NodeState,
     effects: Vec<Effect>,
     notices: Vec<Notice>,
     records: Vec<ActionRecord>,
@@ -113,7 +114,11 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
     fn nothing_to_do(&self, n: &NodeInput<'_>, report: &NodeHealthReport) -> bool {
         let p = self.policy();
         let spec = &report.spec;
-        if !spec.remediation.episodes.is_empty() || !spec.action_requests.is_empty() {
+        if !spec.remediation.is_empty() || !spec.action_requests.is_empty() {
+            // Requests to follow, or a ledger still to move out of the report.
+            return false;
+        }
+        if n.ledger.is_some_and(|l| !l.spec.episodes.is_empty()) {
             return false;
         }
         if n.selected
@@ -161,12 +166,14 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         if self.nothing_to_do(n, report) {
             return result;
         }
+        let before = NodeState::of(report, n.ledger);
         let mut cx = NodeCtx {
             name: n.name.to_owned(),
             report,
             facts: n.node.map(NodeFacts::from_node),
             budget: self.node_budget(n),
-            ahead: report.spec.clone(),
+            ahead: before.clone(),
+            before,
             effects: Vec::new(),
             notices: Vec::new(),
             records: Vec::new(),
@@ -215,7 +222,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             self.node_level(&mut cx, n, wake);
         }
 
-        if cx.ahead != report.spec {
+        if cx.ahead != cx.before {
             prune_history(&mut cx.ahead.remediation.history, now, cx.budget.cooldown);
         }
 
@@ -247,15 +254,23 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             });
         }
 
-        if cx.ahead != report.spec
+        // A ledger still in the report moves to its own object now.
+        let legacy_in_report = !report.spec.remediation.is_empty();
+        if cx.ahead != cx.before
+            || legacy_in_report
             || !cx.effects.is_empty()
             || !cx.notices.is_empty()
             || !cx.records.is_empty()
         {
             result.work = Some(NodeWork {
                 node: cx.name,
-                resource_version: report.metadata.resource_version.clone(),
-                before: report.spec.clone(),
+                versions: Versions {
+                    report: report.metadata.resource_version.clone(),
+                    ledger: n.ledger.and_then(|l| l.metadata.resource_version.clone()),
+                    legacy_in_report,
+                    node_uid: n.node.and_then(|node| node.metadata.uid.clone()),
+                },
+                before: cx.before,
                 ahead: cx.ahead,
                 write_ahead: cx.write_ahead,
                 effects: cx.effects,
@@ -557,6 +572,8 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     reason: Some(hold.reason.to_owned()),
                     target: target.clone(),
                     pod: None,
+                    process: None,
+                    signal: None,
                     message: Some(hold.message.clone()),
                     drain: None,
                 },
@@ -594,6 +611,8 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     reason: None,
                     target,
                     pod: None,
+                    process: None,
+                    signal: None,
                     message: Some(format!("would {what}")),
                     drain: None,
                 },
@@ -633,6 +652,8 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             reason: None,
             target: target.clone(),
             pod: None,
+            process: None,
+            signal: None,
             message: None,
             drain: None,
         };
@@ -703,6 +724,8 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         cond.message
                     ))),
                 };
+                rec.process = request.target.clone();
+                rec.signal = request.signal;
                 cx.ahead.action_requests.retain(|r| r.id != id);
                 cx.ahead.action_requests.push(request);
                 rec.request_id = Some(id);
@@ -1065,6 +1088,18 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     .or(rec.started_at.as_ref().map(|t| t.0))
                     .unwrap_or(now);
                 let deadline = plus(requested, self.input.settings.request_ttl + REQUEST_GRACE);
+                if p.mode == PolicyMode::Enforce
+                    && now < deadline
+                    && !cx.ahead.action_requests.iter().any(|r| r.id == id)
+                {
+                    // The request went with its report (`kubectl delete
+                    // nhr`) or its write was lost: ask again, for exactly
+                    // the recorded target, under the same id (the agent
+                    // executes an id once and re-publishes its result).
+                    if let Some(request) = reissue(&rec, &id, &p.name, requested) {
+                        cx.ahead.action_requests.push(request);
+                    }
+                }
                 if now >= deadline {
                     rec.phase = StepPhase::Failed;
                     rec.since = Time(now);
@@ -1395,6 +1430,35 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             note: truncate_note(&format!("policy {} ({}): {message}", p.name, step.detector)),
         });
     }
+}
+
+/// The request of a Started SignalParent or RequestReboot step, rebuilt
+/// from its durable record; None when the record lacks what the request
+/// needs (a SignalParent record written before targets were recorded).
+fn reissue(
+    rec: &StepRecord,
+    id: &str,
+    policy: &str,
+    requested: Timestamp,
+) -> Option<ActionRequest> {
+    let (action, target, signal) = match rec.action {
+        ActionKind::SignalParent => (
+            NodeAction::SignalParent,
+            Some(rec.process.clone()?),
+            Some(rec.signal?),
+        ),
+        ActionKind::RequestReboot => (NodeAction::RequestReboot, None, None),
+        _ => return None,
+    };
+    Some(ActionRequest {
+        id: id.to_owned(),
+        action,
+        target,
+        signal,
+        policy: policy.to_owned(),
+        requested_at: Time(requested),
+        reason: Some("asked again: the request was no longer in the report".into()),
+    })
 }
 
 fn pod_target(pod: &PodRef) -> Option<PodTarget> {

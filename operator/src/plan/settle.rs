@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use nodemedic_crds::NodeHealthReportSpec;
+
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::policy::{ActionKind, ActionOutcome, ActionRecord};
 use nodemedic_crds::remediation::{DrainProgress, StepPhase, StepRecord};
@@ -20,7 +20,7 @@ pub fn settle(
     policy: &PolicyView,
     settings: &Settings,
     now: Timestamp,
-) -> (NodeHealthReportSpec, Vec<ActionRecord>, Vec<Notice>) {
+) -> (NodeState, Vec<ActionRecord>, Vec<Notice>) {
     let mut spec = work.ahead.clone();
     let mut out = Out {
         node: &work.node,
@@ -349,7 +349,7 @@ impl Out<'_> {
 
 /// When the next retry of an eviction or drain of `policy` in `spec` is due
 /// (the plan cannot know before the attempt's outcome is settled).
-pub fn next_retry(spec: &NodeHealthReportSpec, policy: &str) -> Option<Timestamp> {
+pub fn next_retry(spec: &NodeState, policy: &str) -> Option<Timestamp> {
     spec.remediation
         .episodes
         .iter()
@@ -414,7 +414,7 @@ fn phase_of(outcome: &EffectOutcome) -> (StepPhase, ActionOutcome, String, Optio
     }
 }
 
-fn update_step(spec: &mut NodeHealthReportSpec, step: &StepRef, f: impl FnOnce(&mut StepRecord)) {
+fn update_step(spec: &mut NodeState, step: &StepRef, f: impl FnOnce(&mut StepRecord)) {
     if let Some(rec) = spec
         .remediation
         .episodes
@@ -427,7 +427,7 @@ fn update_step(spec: &mut NodeHealthReportSpec, step: &StepRef, f: impl FnOnce(&
     }
 }
 
-fn step_message(spec: &NodeHealthReportSpec, step: &StepRef) -> String {
+fn step_message(spec: &NodeState, step: &StepRef) -> String {
     spec.remediation
         .episode(&step.policy, step.detector)
         .and_then(|e| e.step(step.index, step.action))
@@ -435,7 +435,7 @@ fn step_message(spec: &NodeHealthReportSpec, step: &StepRef) -> String {
         .unwrap_or_default()
 }
 
-fn step_started(spec: &NodeHealthReportSpec, step: &StepRef) -> Option<Time> {
+fn step_started(spec: &NodeState, step: &StepRef) -> Option<Time> {
     spec.remediation
         .episode(&step.policy, step.detector)
         .and_then(|e| e.step(step.index, step.action))

@@ -26,7 +26,9 @@ use nodemedic_crds::report::{
     ActionResult, ActionResultOutcome, NodeAction, PolicyCondition, ProcessRef, Workload,
     ZombieFinding,
 };
-use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportSpec, PolicyMode};
+use nodemedic_crds::{
+    NodeHealthPolicy, NodeHealthReport, NodeHealthReportSpec, NodeRemediation, PolicyMode,
+};
 
 use super::policy::PolicyView;
 use super::*;
@@ -202,13 +204,31 @@ fn run_with_invalid(
         resync: Duration::from_secs(86_400),
         ..Settings::default()
     };
+    // The tests keep a node's whole state in its report's spec; here it is
+    // split the way it is stored: requests in the report, the ledger in
+    // the node's NodeRemediation.
+    let stored: Vec<(Option<NodeHealthReport>, NodeRemediation)> = nodes
+        .iter()
+        .map(|(n, r)| {
+            let mut r = r.clone();
+            let spec = r
+                .as_mut()
+                .map(|r| std::mem::take(&mut r.spec.remediation))
+                .unwrap_or_default();
+            let mut ledger = NodeRemediation::new(n.metadata.name.as_deref().unwrap(), spec);
+            ledger.metadata.resource_version = Some("1".into());
+            (r, ledger)
+        })
+        .collect();
     let inputs: Vec<NodeInput<'_>> = nodes
         .iter()
-        .map(|(n, r)| NodeInput {
+        .zip(&stored)
+        .map(|((n, _), (r, ledger))| NodeInput {
             name: n.metadata.name.as_deref().unwrap(),
             selected: p.selects(n.metadata.labels.as_ref().unwrap()),
             node: Some(n),
             report: r.as_ref(),
+            ledger: Some(ledger),
             observed_scan: None,
         })
         .collect();
@@ -242,7 +262,7 @@ fn apply_ok(plan: &Plan, p: &PolicyView, nodes: &mut [(Node, Option<NodeHealthRe
         for (n, r) in nodes.iter_mut() {
             if n.metadata.name.as_deref() == Some(w.node.as_str()) {
                 if let Some(r) = r {
-                    r.spec = spec.clone();
+                    r.spec = as_spec(&spec);
                 }
                 for e in &w.effects {
                     if let Effect::Cordon { owner, .. } = e {
@@ -260,6 +280,14 @@ fn apply_ok(plan: &Plan, p: &PolicyView, nodes: &mut [(Node, Option<NodeHealthRe
                 }
             }
         }
+    }
+}
+
+/// A node's state as the tests keep it (see `run_with_invalid`).
+fn as_spec(state: &NodeState) -> NodeHealthReportSpec {
+    NodeHealthReportSpec {
+        action_requests: state.action_requests.clone(),
+        remediation: state.remediation.clone(),
     }
 }
 
@@ -1183,7 +1211,7 @@ fn eviction_retries_with_backoff_then_fails_at_the_timeout() {
     assert!(records.is_empty(), "retries are not recorded");
     let rec = &spec.remediation.episodes[0].steps[0];
     assert_eq!((rec.phase, rec.attempts), (StepPhase::Started, 1));
-    nodes[0].1.as_mut().unwrap().spec = spec;
+    nodes[0].1.as_mut().unwrap().spec = as_spec(&spec);
 
     // Not yet time for the next attempt.
     let plan = run(&p, &[], &nodes);
@@ -1720,7 +1748,7 @@ fn skipped_steps_hold_no_concurrency_slot() {
         &Settings::default(),
         t(NOW),
     );
-    nodes[0].1.as_mut().unwrap().spec = spec;
+    nodes[0].1.as_mut().unwrap().spec = as_spec(&spec);
     let plan = run(&p, &[], &nodes);
     let evicts: Vec<&str> = plan
         .work
@@ -1814,7 +1842,7 @@ fn an_eviction_retry_keeps_the_pod_uid_of_the_first_attempt() {
         &Settings::default(),
         t(NOW),
     );
-    nodes[0].1.as_mut().unwrap().spec = spec;
+    nodes[0].1.as_mut().unwrap().spec = as_spec(&spec);
     // The StatefulSet replaced the pod under the same name; the agent now
     // attributes the finding to the new pod (or, after a restart, to no uid).
     for new_uid in [Some("replacement-uid"), None] {
@@ -1995,6 +2023,7 @@ fn freshness_is_judged_on_the_operators_clock() {
         selected: true,
         node: Some(&node),
         report: Some(&ahead),
+        ledger: None,
         observed_scan: Some(t(NOW - 1200)),
     }];
     let plan = plan(&PlanInput {

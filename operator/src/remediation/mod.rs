@@ -3,8 +3,10 @@
 
 pub mod events;
 pub mod evict;
+pub mod ledger;
 pub mod node;
 pub mod report;
+pub mod state;
 
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::policy::ActionRecord;
@@ -35,19 +37,18 @@ pub async fn execute(
     now: Timestamp,
 ) -> Result<Executed> {
     tracing::trace!(node = %work.node, write_ahead = work.write_ahead, effects = work.effects.len(), "execute");
-    let mut resource_version = work.resource_version.clone();
+    let mut versions = work.versions.clone();
     let mut written = &work.before;
     if work.write_ahead && work.ahead != work.before {
-        ctx.fence.check()?;
-        let obj = report::write_spec(
+        state::write(
             ctx,
             &work.node,
+            &mut versions,
+            &work.before,
             &work.ahead,
-            resource_version.as_deref(),
-            None,
+            false,
         )
         .await?;
-        resource_version = obj.metadata.resource_version.clone();
         written = &work.ahead;
     }
 
@@ -92,17 +93,9 @@ pub async fn execute(
     }
 
     tracing::trace!(node = %work.node, ?outcomes, "outcomes");
-    let (spec, settled, notices) = plan::settle(work, &outcomes, policy, &ctx.settings, now);
-    if spec != *written {
-        ctx.fence.check()?;
-        report::write_spec(
-            ctx,
-            &work.node,
-            &spec,
-            resource_version.as_deref(),
-            Some(written),
-        )
-        .await?;
+    let (state, settled, notices) = plan::settle(work, &outcomes, policy, &ctx.settings, now);
+    if state != *written || versions.legacy_in_report {
+        state::write(ctx, &work.node, &mut versions, written, &state, true).await?;
     }
 
     let mut records = work.records.clone();
@@ -130,7 +123,7 @@ pub async fn execute(
             "action"
         );
     }
-    let failing = spec
+    let failing = state
         .remediation
         .episodes
         .iter()
@@ -139,7 +132,7 @@ pub async fn execute(
         .any(|s| s.phase == nodemedic_crds::remediation::StepPhase::Failed);
     Ok(Executed {
         records,
-        retry_at: plan::next_retry(&spec, &policy.name),
+        retry_at: plan::next_retry(&state, &policy.name),
         failing,
     })
 }

@@ -18,8 +18,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, Detector, field_manager};
+use nodemedic_crds::remediation::Remediation;
 use nodemedic_crds::report::{ActionResult, PolicyCondition, ProcessRef, Workload, ZombieFinding};
-use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportStatus};
+use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeHealthReportStatus, NodeRemediation};
 use nodemedic_tests::{ControlPlane, unique_name};
 use serde_json::json;
 
@@ -54,6 +55,7 @@ pub fn rbac_manifests(name: &str, namespace: &str) -> Vec<serde_json::Value> {
                 {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthpolicies/status"], "verbs": ["get", "patch", "update"]},
                 {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthreports"], "verbs": ["get", "list", "watch", "patch", "update"]},
                 {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthreports/status"], "verbs": ["get"]},
+                {"apiGroups": ["nodemedic.io"], "resources": ["noderemediations"], "verbs": ["get", "list", "watch", "create", "patch", "update"]},
                 {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
                 {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
@@ -182,6 +184,17 @@ impl World {
             .get(name)
             .await
             .unwrap()
+    }
+
+    /// The operator's ledger for the node (its NodeRemediation's spec;
+    /// empty while there is none).
+    pub async fn get_ledger(&self, name: &str) -> Remediation {
+        Api::<NodeRemediation>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .unwrap()
+            .map(|l| l.spec)
+            .unwrap_or_default()
     }
 
     /// Events about an object (by name), oldest first.
@@ -512,6 +525,16 @@ impl Agent {
         agent
     }
 
+    /// After `kubectl delete nhr`: creates the report again, with an empty
+    /// spec, and writes the status the agent still holds (its conditions
+    /// and action results live in its memory, not in the report).
+    pub async fn recreate(&mut self) {
+        let status = self.status.clone();
+        *self = Agent::start(&self.client, &self.node).await;
+        self.status = status;
+        self.write().await;
+    }
+
     /// Writes the status now (a scan).
     pub async fn write(&mut self) {
         self.status.last_scan_time = Some(Time(Timestamp::now()));
@@ -593,20 +616,16 @@ impl Agent {
 }
 
 /// The nodemedic annotation saying who cordoned the node.
-/// The durable record of ladder step `index` (`action`) in the report's open
+/// The durable record of ladder step `index` (`action`) in the ledger's open
 /// episode of (`policy`, `detector`), if the operator has written one.
 pub fn step_record(
-    r: &NodeHealthReport,
+    r: &Remediation,
     policy: &str,
     detector: Detector,
     index: u32,
     action: nodemedic_crds::policy::ActionKind,
 ) -> Option<nodemedic_crds::remediation::StepRecord> {
-    r.spec
-        .remediation
-        .episode(policy, detector)?
-        .step(index, action)
-        .cloned()
+    r.episode(policy, detector)?.step(index, action).cloned()
 }
 
 pub fn cordoned_by(n: &Node) -> Option<String> {

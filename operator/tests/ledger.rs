@@ -1,0 +1,226 @@
+//! The remediation ledger (a node's NodeRemediation) against a real API
+//! server: it is the operator's alone, survives `kubectl delete nhr` with
+//! every budget it holds, and a request lost with its report is asked again
+//! under the same id for the same process.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams};
+use nodemedic_crds::NodeHealthReport;
+use nodemedic_crds::conditions::Detector;
+use nodemedic_crds::policy::ActionKind;
+use nodemedic_crds::remediation::StepPhase;
+use nodemedic_crds::report::ActionResultOutcome;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+async fn delete_report(w: &World, node: &str) {
+    let api: Api<NodeHealthReport> = Api::all(w.client.clone());
+    api.delete(node, &DeleteParams::default()).await.unwrap();
+    eventually(T, "the report is gone", || async {
+        api.get_opt(node).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+/// Before the ledger had its own object, deleting a report erased the
+/// history the cooldown is computed from and the record of a pending
+/// request: the held Cordon below ran at once, and the signal was
+/// forgotten.
+#[tokio::test]
+async fn deleting_the_report_keeps_the_ledger_and_its_budgets() {
+    let w = World::new("ledger").await;
+    let policy = format!("{}-p", w.id);
+    w.policy(
+        &policy,
+        json!({
+            "mode": "Enforce",
+            "detectors": {"zombies": {}},
+            "actions": {"zombies": [
+                {"action": "SignalParent", "signal": "SIGTERM"},
+                {"action": "Cordon", "after": "2s"},
+            ]},
+            "safety": {"cooldown": "10m", "maxUnhealthy": "100%"},
+        }),
+    )
+    .await;
+    let node = w.node("ledger").await;
+    let mut agent = Agent::start(&w.client, &node).await;
+    agent.status.findings.zombies = vec![zombie_parent(4242, 98_765, "php-fpm", None)];
+    let mut op = w.operator("ledger-a").start();
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
+    agent.set(&policy, Detector::Zombies, true);
+    agent.write().await;
+
+    let first = eventually(T, "the signal is requested", || async {
+        w.get_report(&node)
+            .await
+            .spec
+            .action_requests
+            .into_iter()
+            .next()
+    })
+    .await;
+    let target = first.target.clone().unwrap();
+    assert_eq!((target.pid, target.start_time), (4242, 98_765));
+
+    // The report goes before the agent answered: the ledger keeps the
+    // Started step, and the request comes back under the same id, for the
+    // same process, even though the findings now name another one.
+    delete_report(&w, &node).await;
+    agent.status.findings.zombies = vec![zombie_parent(5151, 11_111, "php-fpm", None)];
+    agent.recreate().await;
+    let again = eventually(T, "the request is asked again", || async {
+        w.get_report(&node)
+            .await
+            .spec
+            .action_requests
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(again.id, first.id, "same id: the agent executes it once");
+    assert_eq!(
+        again.target, first.target,
+        "the recorded process, not today's"
+    );
+    assert_eq!(again.signal, first.signal);
+    let step = step_record(
+        &w.get_ledger(&node).await,
+        &policy,
+        Detector::Zombies,
+        0,
+        ActionKind::SignalParent,
+    )
+    .unwrap();
+    assert_eq!(step.phase, StepPhase::Started);
+
+    agent.result(&first.id, ActionResultOutcome::Signalled);
+    agent.write().await;
+    eventually(
+        T,
+        "the signal step is Done and the Cordon held by the cooldown",
+        || async {
+            let l = w.get_ledger(&node).await;
+            let signal = step_record(&l, &policy, Detector::Zombies, 0, ActionKind::SignalParent)?;
+            let cordon = step_record(&l, &policy, Detector::Zombies, 1, ActionKind::Cordon)?;
+            (signal.phase == StepPhase::Done
+                && cordon.phase == StepPhase::Held
+                && cordon.reason.as_deref() == Some("Cooldown"))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The report goes again: the cooldown still holds the Cordon.
+    delete_report(&w, &node).await;
+    agent.recreate().await;
+    stays(
+        Duration::from_secs(5),
+        "the cooldown survives the report",
+        || async {
+            let l = w.get_ledger(&node).await;
+            let held = step_record(&l, &policy, Detector::Zombies, 1, ActionKind::Cordon)
+                .is_some_and(|s| s.phase == StepPhase::Held);
+            !unschedulable(&w.get_node(&node).await)
+                && held
+                && l.history
+                    .iter()
+                    .any(|h| h.action == ActionKind::SignalParent)
+        },
+    )
+    .await;
+    assert!(
+        w.get_report(&node).await.spec.remediation.is_empty(),
+        "nothing of the ledger is streamed to the agent"
+    );
+    op.terminate().await;
+}
+
+/// An operator from before the ledger kind kept it in the report's spec:
+/// the first reconcile moves it into the NodeRemediation (cooldown and
+/// all) and drops it from the report.
+#[tokio::test]
+async fn a_ledger_kept_in_the_report_is_moved_to_its_own_object() {
+    let w = World::new("migrate").await;
+    let policy = format!("{}-p", w.id);
+    w.policy(
+        &policy,
+        json!({
+            "mode": "Enforce",
+            "detectors": {"zombies": {}},
+            "actions": {"zombies": [{"action": "Cordon"}]},
+            "safety": {"cooldown": "10m", "maxUnhealthy": "100%"},
+        }),
+    )
+    .await;
+    let node = w.node("migrate").await;
+    let mut agent = Agent::start(&w.client, &node).await;
+    // What the previous operator wrote (its field manager): a disruptive
+    // action a minute ago.
+    let a_minute_ago = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(60))
+        .unwrap();
+    let legacy = json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthReport",
+        "metadata": {"name": node},
+        "spec": {"remediation": {"history": [{
+            "at": Time(a_minute_ago), "policy": policy, "detector": "zombies",
+            "action": "SignalParent", "step": 0,
+        }]}},
+    });
+    let api: Api<NodeHealthReport> = Api::all(w.client.clone());
+    api.patch(
+        &node,
+        &kube::api::PatchParams::apply(nodemedic_crds::conditions::field_manager::OPERATOR),
+        &kube::api::Patch::Apply(&legacy),
+    )
+    .await
+    .unwrap();
+    let mut op = w.operator("migrate-a").start();
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
+    agent.set(&policy, Detector::Zombies, true);
+    agent.write().await;
+    eventually(T, "the ledger moved out of the report", || async {
+        let moved = w
+            .get_ledger(&node)
+            .await
+            .history
+            .iter()
+            .any(|h| h.action == ActionKind::SignalParent);
+        let dropped = w.get_report(&node).await.spec.remediation.is_empty();
+        (moved && dropped).then_some(())
+    })
+    .await;
+    // The moved history still governs: the Cordon waits for the cooldown.
+    stays(
+        Duration::from_secs(3),
+        "held by the migrated cooldown",
+        || async { !unschedulable(&w.get_node(&node).await) },
+    )
+    .await;
+    let cordon = step_record(
+        &w.get_ledger(&node).await,
+        &policy,
+        Detector::Zombies,
+        0,
+        ActionKind::Cordon,
+    )
+    .unwrap();
+    assert_eq!(cordon.reason.as_deref(), Some("Cooldown"));
+    op.terminate().await;
+}
