@@ -17,6 +17,11 @@ use crate::bounds::{
 use crate::duration::KubeDuration;
 
 /// Desired behaviour of nodemedic for the nodes this policy selects.
+/// Finalizer the operator puts on every policy it manages: a deleted policy
+/// stays until the operator has released what it holds (its episodes and
+/// requests, its cordons and taints where no other policy holds them).
+pub const RELEASE_FINALIZER: &str = "nodemedic.io/release";
+
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "nodemedic.io",

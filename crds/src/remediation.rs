@@ -90,8 +90,8 @@ pub const TAINTED_BY_ANNOTATION: &str = "nodemedic.io/tainted-by";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRemediationSpec {
-    /// Open firing episodes in which the operator took, planned or held a
-    /// ladder step: one per policy and detector. An episode starts when the
+    /// Open firing episodes: one per policy and detector whose condition
+    /// is True, recorded when the operator first sees it. An episode starts when the
     /// policy's detector condition in this report turns True and ends when it
     /// turns False; its steps are forgotten with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -138,6 +138,12 @@ pub struct Episode {
     /// identifies the episode. A condition with another lastTransitionTime
     /// is a new episode.
     pub since: Time,
+    /// When the operator first saw the condition True, on its own clock.
+    /// Ladder steps come due `after` from `since` taken within the skew
+    /// tolerance (30s) of this observation, so that an agent whose clock is
+    /// off neither collapses a ladder nor stretches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
     /// Ladder steps touched in this episode, by index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]

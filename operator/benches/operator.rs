@@ -4,8 +4,9 @@
 //!
 //! Measures, in one run:
 //! * latency from one report's condition flipping (an agent's status write)
-//!   to the operator's resulting writes — the report spec (durable step
-//!   record) and the policy status — p50/p99 over `NODEMEDIC_BENCH_FLIPS`
+//!   to the operator's resulting writes — the node's ledger (its
+//!   NodeRemediation: the episode and its step record) and the policy
+//!   status — p50/p99 over `NODEMEDIC_BENCH_FLIPS`
 //!   flips (default 100, alternating True/False); baseline: the same flip
 //!   seen by a plain watch in this process (what no controller can beat);
 //! * API writes per change, from the API server's own request counters
@@ -408,6 +409,21 @@ async fn main() {
             .unwrap()
             .boxed()
     };
+    let ledger_api: Api<nodemedic_crds::NodeRemediation> = Api::all(client.clone());
+    let mut lwatch = {
+        let l = ledger_api
+            .list(&ListParams::default().limit(1))
+            .await
+            .unwrap();
+        ledger_api
+            .watch(
+                &WatchParams::default().timeout(290),
+                &l.metadata.resource_version.unwrap_or_default(),
+            )
+            .await
+            .unwrap()
+            .boxed()
+    };
     let w0 = apiserver_writes(&client).await;
     let op_w0 = operator_counter(admin_port).await;
     let mut seen_by_watch = Vec::new();
@@ -419,13 +435,6 @@ async fn main() {
         let since = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
         let mut m = BTreeMap::new();
         m.insert("bench-zombies", (firing, since));
-        let gen_before = report_api
-            .get(node)
-            .await
-            .unwrap()
-            .metadata
-            .generation
-            .unwrap_or(0);
         let t0 = Instant::now();
         write_status(&client, node, &status_for(&m)).await;
         let (mut watch_seen, mut spec_seen, mut status_seen) = (None, None, None);
@@ -442,9 +451,15 @@ async fn main() {
                         if fired && watch_seen.is_none() {
                             watch_seen = Some(t0.elapsed());
                         }
-                        if r.metadata.generation.unwrap_or(0) > gen_before && spec_seen.is_none() {
-                            spec_seen = Some(t0.elapsed());
-                        }
+                    }
+                }
+                ev = lwatch.next() => {
+                    if let Some(Ok(WatchEvent::Added(l) | WatchEvent::Modified(l))) = ev
+                        && l.name_any() == *node
+                        && l.spec.episodes.iter().any(|e| e.policy == "bench-zombies") == firing
+                        && spec_seen.is_none()
+                    {
+                        spec_seen = Some(t0.elapsed());
                     }
                 }
                 ev = pwatch.next() => {
@@ -461,7 +476,7 @@ async fn main() {
         }
         let (Some(a), Some(b), Some(c)) = (watch_seen, spec_seen, status_seen) else {
             panic!(
-                "flip {i} on {node}: watch {watch_seen:?} spec {spec_seen:?} status {status_seen:?}; operator log {}",
+                "flip {i} on {node}: watch {watch_seen:?} ledger {spec_seen:?} status {status_seen:?}; operator log {}",
                 log.display()
             );
         };
@@ -478,7 +493,7 @@ async fn main() {
 
     println!();
     let (b50, b99) = summarize("baseline: flip seen by a plain watch", seen_by_watch);
-    let (s50, s99) = summarize("flip → operator's report spec write", to_spec);
+    let (s50, s99) = summarize("flip → operator's ledger write", to_spec);
     let (p50, p99) = summarize("flip → operator's policy status write", to_status);
     println!(
         "ratios to the baseline: spec p50 {:.1}x p99 {:.1}x; status p50 {:.1}x p99 {:.1}x",

@@ -80,15 +80,19 @@ async fn deleting_the_report_keeps_the_ledger_and_its_budgets() {
     delete_report(&w, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(5151, 11_111, "php-fpm", None)];
     agent.recreate().await;
-    let again = eventually(T, "the request is asked again", || async {
-        w.get_report(&node)
-            .await
-            .spec
-            .action_requests
-            .into_iter()
-            .next()
-    })
-    .await;
+    let deadline = std::time::Instant::now() + T;
+    let again = loop {
+        let requests = w.get_report(&node).await.spec.action_requests;
+        if let Some(r) = requests.into_iter().next() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request was not asked again within {T:?}:\n{}",
+            op.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(again.id, first.id, "same id: the agent executes it once");
     assert_eq!(
         again.target, first.target,
@@ -222,5 +226,113 @@ async fn a_ledger_kept_in_the_report_is_moved_to_its_own_object() {
     )
     .unwrap();
     assert_eq!(cordon.reason.as_deref(), Some("Cooldown"));
+    op.terminate().await;
+}
+
+/// Before the finalizer, a deleted policy's cordon stayed until another
+/// policy's reconcile happened to touch the node, and forever on a node no
+/// other policy selects. Now the deleted policy releases it before it goes:
+/// uncordoned where it was the only owner, disowned where another policy
+/// still holds the cordon.
+#[tokio::test]
+async fn a_deleted_policy_releases_its_cordons_through_its_finalizer() {
+    let w = World::new("final").await;
+    let spec = |selector: serde_json::Value| {
+        json!({
+            "mode": "Enforce",
+            "nodeSelector": selector,
+            "detectors": {"zombies": {}},
+            // The Drain an hour later keeps the ladder from running out.
+            "actions": {"zombies": [{"action": "Cordon"}, {"action": "Drain", "after": "1h"}]},
+            "safety": {"cooldown": "0s", "maxUnhealthy": "100%", "maxConcurrentActions": 10},
+        })
+    };
+    let (a, b) = (format!("{}-a", w.id), format!("{}-b", w.id));
+    let shared = w.node("final-shared").await;
+    let only_a =
+        w.cp.create_node(
+            "final-only-a",
+            &[("nodemedic.io/test", &w.id), ("pool", "a")],
+        )
+        .await
+        .unwrap();
+    w.policy(
+        &a,
+        spec(json!({"matchLabels": {"nodemedic.io/test": w.id}})),
+    )
+    .await;
+    w.policy(
+        &b,
+        spec(json!({"matchLabels": {"nodemedic.io/test": w.id},
+                    "matchExpressions": [{"key": "pool", "operator": "DoesNotExist"}]})),
+    )
+    .await;
+    let mut agents = Vec::new();
+    for n in [&shared, &only_a] {
+        let mut agent = Agent::start(&w.client, n).await;
+        agent.set(&a, Detector::Zombies, true);
+        agent.set(&b, Detector::Zombies, true);
+        agent.write().await;
+        agents.push(agent);
+    }
+    let mut op = w.operator("final-a").start();
+    eventually(
+        T,
+        "both nodes cordoned, the shared one for both",
+        || async {
+            let s = cordoned_by(&w.get_node(&shared).await);
+            let o = cordoned_by(&w.get_node(&only_a).await);
+            (s.as_deref() == Some(&format!("{a},{b}")) && o.as_deref() == Some(a.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        w.get_policy(&a)
+            .await
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&nodemedic_crds::policy::RELEASE_FINALIZER.to_owned()),
+        "the operator puts its finalizer on the policies it manages"
+    );
+
+    let api: Api<nodemedic_crds::NodeHealthPolicy> = Api::all(w.client.clone());
+    api.delete(&a, &DeleteParams::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while api.get_opt(&a).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted policy is still there after {T:?}:\n{}",
+            op.log_tail(60)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let o = w.get_node(&only_a).await;
+    assert!(
+        !unschedulable(&o) && cordoned_by(&o).is_none(),
+        "the node only the deleted policy cordoned is uncordoned"
+    );
+    let s = w.get_node(&shared).await;
+    assert!(
+        unschedulable(&s),
+        "the other policy still holds the shared cordon"
+    );
+    assert_eq!(
+        cordoned_by(&s).as_deref(),
+        Some(b.as_str()),
+        "disowned, not removed"
+    );
+    assert!(
+        step_record(
+            &w.get_ledger(&only_a).await,
+            &a,
+            Detector::Zombies,
+            0,
+            ActionKind::Cordon
+        )
+        .is_none(),
+        "its episodes are gone"
+    );
     op.terminate().await;
 }

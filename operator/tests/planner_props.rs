@@ -552,6 +552,7 @@ impl World {
                 policy: &view,
                 others: &others,
                 invalid: &invalid,
+                deleting: false,
                 nodes: &inputs,
                 settings: &settings,
                 now,

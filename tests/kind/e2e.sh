@@ -172,7 +172,7 @@ for f in "$repo"/examples/invalid/*.yaml; do
     [ -z "$missing" ] && ok "rejected $name" || fail "rejected $name without$missing: $out"
 done
 # The examples select real nodes (some in Enforce): remove them before the scenario.
-kubectl delete -f "$repo/examples/" --ignore-not-found >/dev/null
+kubectl delete -f "$repo/examples/" --ignore-not-found --timeout=120s >/dev/null
 
 # ---------------------------------------------------------------------------
 step "3. a pod making zombies is detected and named"
@@ -398,10 +398,19 @@ else
     fail "the bystander: was '$by_pid $by_start', now '$still', restarts $restarts"
 fi
 kubectl -n shop delete pod bystander agent-twin --wait=false >/dev/null
+# The operator comes back: it releases the policy deleted below.
+kubectl -n "$ns" scale deploy -l app.kubernetes.io/component=operator --replicas=1 >/dev/null
 
 # ---------------------------------------------------------------------------
 step "7. helm uninstall leaves nothing behind"
-kubectl delete nhp e2e-zombies >/dev/null
+# The policy's finalizer holds it until the operator has released what it
+# holds; then it goes.
+if kubectl delete nhp e2e-zombies --timeout=120s >/dev/null 2>&1; then
+    ok "the deleted policy is released by the operator's finalizer and goes"
+else
+    fail "the policy e2e-zombies is still there 120 s after its deletion: $(kubectl get nhp e2e-zombies -o jsonpath='{.metadata.finalizers}' 2>&1)"
+    kubectl patch nhp e2e-zombies --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+fi
 kubectl -n shop delete pod zombie-factory --wait=false >/dev/null
 helm uninstall "$release" -n "$ns" --wait --timeout 3m >/dev/null && ok "helm uninstall" || fail "helm uninstall"
 no_pods() { [ -z "$(kubectl -n "$ns" get pods -o name 2>/dev/null)" ]; }

@@ -1072,6 +1072,7 @@ fn full_report(name: &str) -> serde_json::Value {
                 policy: "p".into(),
                 detector: Detector::Zombies,
                 since: t.clone(),
+                observed_at: Some(t.clone()),
                 steps: vec![StepRecord {
                     index: 0,
                     action: ActionKind::Drain,

@@ -449,6 +449,7 @@ async fn rendered_rbac_is_exactly_the_contract() {
             "nodemedic.io/nodehealthpolicies get",
             "nodemedic.io/nodehealthpolicies list",
             "nodemedic.io/nodehealthpolicies watch",
+            "nodemedic.io/nodehealthpolicies patch",
             "nodemedic.io/nodehealthpolicies/status get",
             "nodemedic.io/nodehealthpolicies/status patch",
             "nodemedic.io/nodehealthpolicies/status update",
@@ -1397,7 +1398,12 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
                 .patch(&node_a, &PatchParams::default(), &Patch::Merge(&spec_patch))
                 .await
             {
-                Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(spec_change) => {
+                // Either policy may be the one the API server names.
+                Err(KubeError::Api(s))
+                    if s.code == 403
+                        && (s.message.contains(spec_change)
+                            || s.message.contains("may not change it")) =>
+                {
                     Ok(())
                 }
                 other => Err(format!("{other:?}")),
@@ -1409,9 +1415,6 @@ async fn agent_token_is_pinned_to_its_own_node_report() {
     assert_eq!(unchanged.data["spec"], json!({}), "spec untouched");
 }
 
-/// The operator's ServiceAccount can do every remediation step (cordon, taint,
-/// Node condition, eviction, Events, policy status, report spec, its Lease), and
-/// nothing broader.
 fn ledger_api(client: Client) -> (Api<DynamicObject>, ApiResource) {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("nodemedic.io", "v1alpha1", "NodeRemediation"),
@@ -1730,6 +1733,9 @@ async fn only_the_operator_writes_report_spec() {
         .expect("a metadata-only update passes under a non-empty spec");
 }
 
+/// The operator's ServiceAccount can do every remediation step (cordon, taint,
+/// Node condition, eviction, Events, policy status, report spec, its Lease, the ledgers,
+/// its policy finalizer), and nothing broader.
 #[tokio::test]
 async fn operator_token_can_remediate() {
     if skip_without_helm() {
@@ -1864,17 +1870,59 @@ async fn operator_token_can_remediate() {
         .await
         .expect("the operator writes policy status");
     assert_eq!(written.data["status"]["unhealthyNodes"], 1);
-    assert_denied(
-        policies
-            .patch(
-                &policy_name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"mode": "Enforce"}})),
-            )
-            .await,
-        403,
-        &["cannot patch resource \"nodehealthpolicies\""],
+    // Its finalizer, and nothing else of a policy: RBAC allows `patch`, the
+    // operator's policy-finalizer admission policy narrows it.
+    let finalized = eventually("the operator adds its finalizer", || {
+        let policies = policies.clone();
+        let policy_name = policy_name.clone();
+        async move {
+            policies
+                .patch(
+                    &policy_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"metadata": {"finalizers": ["nodemedic.io/release"]}})),
+                )
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        finalized.metadata.finalizers,
+        Some(vec!["nodemedic.io/release".to_owned()])
     );
+    let only_finalizer = "the nodemedic operator may change only its own finalizer";
+    for (what, patch) in [
+        ("spec", json!({"spec": {"mode": "Enforce"}})),
+        (
+            "labels",
+            json!({"metadata": {"labels": {"nodemedic.io/test": "widened"}}}),
+        ),
+        (
+            "annotations",
+            json!({"metadata": {"annotations": {"a": "b"}}}),
+        ),
+        (
+            "other finalizers",
+            json!({"metadata": {"finalizers": ["nodemedic.io/release", "example.com/hold"]}}),
+        ),
+    ] {
+        match policies
+            .patch(&policy_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(only_finalizer) => {}
+            other => panic!("the operator's token changed a policy's {what}: {other:?}"),
+        }
+    }
+    policies
+        .patch(
+            &policy_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("the operator removes its finalizer");
 
     // Report spec: node-local action requests (the agent's admission policy does not
     // apply to the operator).

@@ -7,6 +7,7 @@
 //! Reconcile = read (caches + own last writes) → validate → plan (pure) →
 //! write ahead → act → settle (pure) → write outcome → status.
 
+pub mod finalizer;
 pub mod index;
 pub mod undecodable;
 
@@ -610,8 +611,23 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
         .and_then(|m| m.get(&name).cloned())
         .or_else(|| policy.status.clone());
 
+    let deleting = policy.metadata.deletion_timestamp.is_some();
+    if deleting && !finalizer::held(policy) {
+        // Released already (or never managed): nothing to do.
+        return Ok(Action::await_change());
+    }
+    finalizer::ensure(ctx, policy).await?;
+
     let view = match PolicyView::from_policy(policy) {
         Ok(v) => v,
+        Err(e) if deleting => {
+            // What an invalid policy holds cannot be planned; it is left to
+            // the other policies, which release a deleted policy's cordons
+            // and taints when they reconcile the node.
+            tracing::warn!(policy = %name, error = %e, "deleted policy is invalid; removing its finalizer without releasing");
+            finalizer::remove(ctx, policy).await?;
+            return Ok(Action::await_change());
+        }
         Err(e) => {
             tracing::warn!(policy = %name, error = %e, "policy cannot be acted on");
             let status = status::invalid(policy.metadata.generation, &e, previous.as_ref(), now);
@@ -669,6 +685,7 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
         policy: &view,
         others: &others,
         invalid: &invalid,
+        deleting,
         nodes: &inputs,
         settings: &ctx.settings,
         now,
@@ -703,6 +720,20 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Ac
                 first_error.get_or_insert(e);
             }
         }
+    }
+
+    if deleting {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let held = finalizer::still_held(ctx, &name);
+        if !held.is_empty() {
+            tracing::info!(policy = %name, nodes = ?held, "deleted policy still holds state; releasing");
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        tracing::info!(policy = %name, "deleted policy released everything it held");
+        finalizer::remove(ctx, policy).await?;
+        return Ok(Action::await_change());
     }
 
     let status = status::build(&view, previous.as_ref(), &summary, &records, now);

@@ -9,7 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::conditions::{ConditionStatus, Detector};
 use nodemedic_crds::duration::parse_duration;
 use nodemedic_crds::policy::TaintEffect;
-use nodemedic_crds::remediation::{CORDONED_BY_ANNOTATION, OwnedTaint, TAINTED_BY_ANNOTATION};
+use nodemedic_crds::remediation::{
+    CORDONED_BY_ANNOTATION, Episode, OwnedTaint, TAINTED_BY_ANNOTATION,
+};
 use nodemedic_crds::report::{PolicyCondition, ProcessTarget, Workload};
 use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus};
 
@@ -126,6 +128,20 @@ pub enum Freshness {
 
 /// Clock skew between an agent and the operator that changes no decision.
 pub const SKEW_TOLERANCE: Duration = Duration::from_secs(30);
+
+/// When an episode's ladder starts: the condition's `lastTransitionTime`
+/// (the agent's clock), held within [`SKEW_TOLERANCE`] before the
+/// operator's own first observation and never after it. An agent clock
+/// behind the operator's cannot make steps come due early, one ahead
+/// cannot hold them back. Episodes recorded before observations were
+/// (no `observedAt`) keep the agent's time.
+pub fn ladder_start(episode: &Episode) -> Timestamp {
+    let since = episode.since.0;
+    match &episode.observed_at {
+        Some(seen) => since.clamp(super::minus(seen.0, SKEW_TOLERANCE), seen.0),
+        None => since,
+    }
+}
 
 /// Longest heartbeat the operator believes: an agent stating a longer one
 /// (a typo, or a compromised agent keeping a dead node "fresh") gets this.

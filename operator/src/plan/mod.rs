@@ -232,7 +232,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         (None, None) => a.1.cmp(&b.1),
     });
 
+    // A policy being deleted no longer exists for the planner: what it
+    // holds is released like a deleted policy's.
     let existing: BTreeSet<&str> = std::iter::once(p.name.as_str())
+        .filter(|_| !input.deleting)
         .chain(input.others.iter().map(|o| o.view.name.as_str()))
         .chain(input.invalid.iter().map(String::as_str))
         .collect();

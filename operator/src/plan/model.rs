@@ -99,6 +99,11 @@ pub struct PlanInput<'a> {
     /// cordons and taints are kept as they are until they are valid again
     /// or deleted.
     pub invalid: &'a [String],
+    /// The policy is being deleted (its finalizer holds it): plan only the
+    /// release of what it holds — its episodes and requests go, its
+    /// cordons and taints are removed where no other policy holds them and
+    /// disowned where one does — whatever its mode.
+    pub deleting: bool,
     /// Nodes, sorted by name.
     pub nodes: &'a [NodeInput<'a>],
     pub settings: &'a Settings,
@@ -176,6 +181,10 @@ pub enum Effect {
     },
     /// Someone else uncordoned the node: drop nodemedic's annotation.
     ForgetCordon,
+    /// A deleted policy lets go of a cordon or taints other policies still
+    /// hold: its name leaves the ownership annotations, the cordon and
+    /// taints stay.
+    Disown { policy: String },
     /// Someone else removed nodemedic's taint: drop it from the annotation.
     ForgetTaint { key: String, effect: TaintEffect },
 }

@@ -91,7 +91,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 .here
                 .insert(view.name.clone(), view.safety.uncordon_when_healthy);
         };
-        if n.selected {
+        if n.selected && !self.input.deleting {
             add(p, self.storm);
         }
         for o in self.input.others {
@@ -128,7 +128,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         {
             return false;
         }
-        if p.mode != PolicyMode::Enforce {
+        if p.mode != PolicyMode::Enforce && !self.input.deleting {
             return true;
         }
         let Some(node) = n.node else {
@@ -156,10 +156,20 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         let p = self.policy();
         let now = self.now();
         let mut result = NodeResult::default();
-        let Some(report) = n.report else {
-            return result;
+        // A deleted policy lets go of what it holds even where the agent
+        // is silent: releasing acts on nothing the report says.
+        let placeholder;
+        let report = match n.report {
+            Some(r) => r,
+            None if self.input.deleting => {
+                placeholder = NodeHealthReport::new(n.name, Default::default());
+                &placeholder
+            }
+            None => return result,
         };
-        if facts::freshness(report.status.as_ref(), n.observed_scan, now) == Freshness::Stale {
+        let stale =
+            facts::freshness(report.status.as_ref(), n.observed_scan, now) == Freshness::Stale;
+        if stale && !self.input.deleting {
             // No action is ever planned from stale data.
             return result;
         }
@@ -187,7 +197,10 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             .episodes
             .retain(|e| existing.contains(e.policy.as_str()));
 
-        if p.mode != PolicyMode::Observe {
+        if self.input.deleting {
+            // Nothing new: only what the policy holds is let go.
+            cx.ahead.remediation.episodes.retain(|e| e.policy != p.name);
+        } else if p.mode != PolicyMode::Observe {
             if n.selected {
                 for detector in p.detectors.clone() {
                     self.detector(&mut cx, detector, wake);
@@ -218,7 +231,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 || (r.policy != p.name && existing.contains(r.policy.as_str()))
         });
 
-        if p.mode == PolicyMode::Enforce {
+        if p.mode == PolicyMode::Enforce || self.input.deleting {
             self.node_level(&mut cx, n, wake);
         }
 
@@ -301,6 +314,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 policy: p.name.clone(),
                 detector,
                 since: since.clone(),
+                observed_at: Some(Time(self.now())),
                 steps: Vec::new(),
                 slot_since: None,
                 needs_attention_since: None,
@@ -339,7 +353,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 // threshold is no longer exceeded, so nothing new starts.
                 continue;
             }
-            let due_at = plus(since.0, step.after);
+            let due_at = plus(facts::ladder_start(&episode), step.after);
             if self.now() < due_at {
                 wake.at(due_at);
                 continue;
@@ -378,7 +392,8 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             .remediation
             .episodes
             .retain(|e| !(e.policy == p.name && e.detector == detector));
-        if !episode.steps.is_empty() {
+        {
+            // Kept from the first sight on: its observation times the ladder.
             cx.ahead.remediation.episodes.push(episode);
             cx.ahead
                 .remediation
@@ -1289,6 +1304,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             });
         }
 
+        let mut disown = false;
         let cordoning_now = cx
             .effects
             .iter()
@@ -1303,6 +1319,8 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     cx.effects.push(Effect::ForgetCordon);
                 } else if let Some(message) = self.released(cx, owners, wake) {
                     cx.effects.push(Effect::Uncordon { message });
+                } else if self.input.deleting && owners.contains(&p.name) {
+                    disown = true;
                 }
             }
         }
@@ -1335,7 +1353,14 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     effect: owned.effect,
                     message,
                 });
+            } else if self.input.deleting && owners.contains(&p.name) {
+                disown = true;
             }
+        }
+        if disown {
+            cx.effects.push(Effect::Disown {
+                policy: p.name.clone(),
+            });
         }
     }
 

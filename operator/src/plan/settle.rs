@@ -293,7 +293,7 @@ pub fn settle(
                     EffectOutcome::Drained { .. } => {}
                 }
             }
-            Effect::ForgetCordon | Effect::ForgetTaint { .. } => {}
+            Effect::ForgetCordon | Effect::ForgetTaint { .. } | Effect::Disown { .. } => {}
         }
     }
     if spec != work.before {

@@ -236,6 +236,7 @@ fn run_with_invalid(
         policy: p,
         others,
         invalid,
+        deleting: false,
         nodes: &inputs,
         settings: &settings,
         now,
@@ -452,6 +453,56 @@ fn a_step_waits_for_its_after_and_the_plan_wakes_then() {
     );
     assert!(!cordons(&plan).contains(&"a"));
     assert_eq!(plan.wake_at, t(NOW + 50));
+}
+
+/// The agent's clock is an hour behind the operator's: its condition says
+/// it turned True an hour ago, the operator first sees it now. The ladder
+/// starts at the operator's observation (less the 30s skew tolerance), not
+/// an hour back: a Cordon `after: 10m` does not run at once.
+#[test]
+fn an_agent_clock_behind_cannot_make_a_step_come_due_early() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "10m")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 3600)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").expect("the episode is recorded at first sight");
+    assert!(w.effects.is_empty(), "{:?}", w.effects);
+    let episode = w.ahead.remediation.episode("p", Detector::Zombies).unwrap();
+    assert_eq!(episode.observed_at, Some(Time(t(NOW))));
+    assert_eq!(plan.wake_at, t(NOW + 600 - 30));
+    apply_ok(&plan, &p, &mut nodes);
+
+    let plan = run_at(&p, &[], &nodes, t(NOW + 500));
+    assert!(!cordons(&plan).contains(&"a"), "not yet due");
+    let plan = run_at(&p, &[], &nodes, t(NOW + 600 - 30));
+    assert_eq!(
+        cordons(&plan),
+        ["a"],
+        "due 10m after the observation, within the tolerance"
+    );
+}
+
+/// The agent's clock is an hour ahead: its condition turned True "an hour
+/// from now". The ladder starts when the operator sees it, not then.
+#[test]
+fn an_agent_clock_ahead_cannot_hold_a_step_back() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "60s")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW + 3600)))];
+    let plan = run(&p, &[], &nodes);
+    assert!(cordons(&plan).is_empty());
+    assert_eq!(plan.wake_at, t(NOW + 60));
+    apply_ok(&plan, &p, &mut nodes);
+    let plan = run_at(&p, &[], &nodes, t(NOW + 60));
+    assert_eq!(cordons(&plan), ["a"]);
 }
 
 #[test]
@@ -1913,6 +1964,7 @@ fn an_invalid_policy_keeps_its_episodes_and_its_cordon() {
         policy: "q".into(),
         detector: Detector::Zombies,
         since: Time(t(NOW - 20_000)),
+        observed_at: None,
         steps: vec![],
         slot_since: None,
         needs_attention_since: None,
@@ -2030,6 +2082,7 @@ fn freshness_is_judged_on_the_operators_clock() {
         policy: &p,
         others: &[],
         invalid: &[],
+        deleting: false,
         nodes: &inputs,
         settings: &settings,
         now: t(NOW),

@@ -2,12 +2,16 @@
 //! the operator writes and reads.
 //!
 //! The first write creates the object (and fails if one appeared
-//! meanwhile: the plan was made without it); every later write is a
-//! server-side apply with the resourceVersion the plan was made from as a
-//! precondition. A conflict, or a ledger deleted by hand since it was read
-//! (an explicit reset), makes the policy replan from the watch cache.
+//! meanwhile: the plan was made without it); every later write replaces it
+//! whole, with the resourceVersion the plan was made from as a
+//! precondition. (Not server-side apply: merging the nested list-maps of
+//! episodes and steps left a half-removed step behind when one policy's
+//! episode went while another's stayed. The ledger has one writer, and the
+//! object it writes is the whole truth.) A conflict, or a ledger deleted by
+//! hand since it was read (an explicit reset), makes the policy replan from
+//! the watch cache.
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use nodemedic_crds::conditions::field_manager;
 use nodemedic_crds::remediation::{NodeRemediation, Remediation};
 use serde_json::json;
@@ -43,26 +47,23 @@ pub async fn write(
         "metadata": metadata,
         "spec": spec,
     });
+    let mut obj: NodeRemediation = serde_json::from_value(body).map_err(|e| Error::Serialize {
+        what: format!("ledger of {node}"),
+        source: e,
+    })?;
+    let params = PostParams {
+        field_manager: Some(field_manager::OPERATOR.to_owned()),
+        ..Default::default()
+    };
     let result = match resource_version {
         None => {
-            let obj: NodeRemediation =
-                serde_json::from_value(body).map_err(|e| Error::Serialize {
-                    what: format!("ledger of {node}"),
-                    source: e,
-                })?;
             ctx.metrics.write("noderemediations", "create");
-            let params = PostParams {
-                field_manager: Some(field_manager::OPERATOR.to_owned()),
-                ..Default::default()
-            };
             api.create(&params, &obj).await
         }
         Some(rv) => {
-            let mut body = body;
-            body["metadata"]["resourceVersion"] = json!(rv);
-            ctx.metrics.write("noderemediations", "apply");
-            let params = PatchParams::apply(field_manager::OPERATOR).force();
-            api.patch(node, &params, &Patch::Apply(&body)).await
+            obj.metadata.resource_version = Some(rv.to_owned());
+            ctx.metrics.write("noderemediations", "replace");
+            api.replace(node, &params, &obj).await
         }
     };
     match result {

@@ -76,6 +76,7 @@ pub async fn execute(
                 message,
             } => node::untaint(ctx, &work.node, key, *effect, message).await,
             Effect::ForgetCordon => node::forget_cordon(ctx, &work.node).await,
+            Effect::Disown { policy } => node::disown(ctx, &work.node, policy).await,
             Effect::ForgetTaint { key, effect } => {
                 node::forget_taint(ctx, &work.node, key, *effect).await
             }

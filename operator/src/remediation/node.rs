@@ -180,6 +180,44 @@ pub async fn forget_cordon(ctx: &Context, name: &str) -> EffectOutcome {
     .await
 }
 
+/// Removes `policy` from the owners of nodemedic's cordon and taints where
+/// other policies still own them (it is being deleted); the cordon and the
+/// taints stay for the others.
+pub async fn disown(ctx: &Context, name: &str, policy: &str) -> EffectOutcome {
+    mutate(ctx, name, |node| {
+        let f = NodeFacts::from_node(node);
+        let mut patch = json!({});
+        if let Some(owners) = f.cordoned_by.as_ref().filter(|o| o.contains(policy)) {
+            let mut rest = owners.clone();
+            rest.remove(policy);
+            if !rest.is_empty() {
+                patch["metadata"]["annotations"][CORDONED_BY_ANNOTATION] = owners_value(&rest);
+            }
+        }
+        let mut owned = f.owned_taints.clone();
+        let mut changed = false;
+        for o in owned.iter_mut() {
+            if o.policies.len() > 1 && o.policies.iter().any(|p| p == policy) {
+                o.policies.retain(|p| p != policy);
+                changed = true;
+            }
+        }
+        if changed {
+            patch["metadata"]["annotations"][TAINTED_BY_ANNOTATION] = owned_value(&owned);
+        }
+        if patch == json!({}) {
+            return Change::None(EffectOutcome::Done("nothing to disown".into()));
+        }
+        Change::Patch(
+            patch,
+            EffectOutcome::Done(format!(
+                "policy {policy} deleted: no longer an owner of nodemedic's cordon or taints, which other policies still hold"
+            )),
+        )
+    })
+    .await
+}
+
 fn owned_value(owned: &[OwnedTaint]) -> Value {
     if owned.is_empty() {
         Value::Null

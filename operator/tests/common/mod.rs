@@ -51,7 +51,7 @@ pub fn rbac_manifests(name: &str, namespace: &str) -> Vec<serde_json::Value> {
             "kind": "ClusterRole",
             "metadata": {"name": name},
             "rules": [
-                {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthpolicies"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthpolicies"], "verbs": ["get", "list", "watch", "patch"]},
                 {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthpolicies/status"], "verbs": ["get", "patch", "update"]},
                 {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthreports"], "verbs": ["get", "list", "watch", "patch", "update"]},
                 {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthreports/status"], "verbs": ["get"]},
@@ -491,25 +491,7 @@ pub fn zombie_parent(
 impl Agent {
     /// Creates the report of `node` as the agent does.
     pub async fn start(client: &Client, node: &str) -> Self {
-        let nodes: Api<Node> = Api::all(client.clone());
-        let n = nodes.get(node).await.unwrap();
-        let body = json!({
-            "apiVersion": "nodemedic.io/v1alpha1",
-            "kind": "NodeHealthReport",
-            "metadata": {
-                "name": node,
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": n.uid().unwrap()}],
-            },
-            "spec": {},
-        });
-        let api: Api<NodeHealthReport> = Api::all(client.clone());
-        api.patch(
-            node,
-            &PatchParams::apply(field_manager::AGENT),
-            &Patch::Apply(&body),
-        )
-        .await
-        .unwrap();
+        create_report(client, node).await;
         let mut agent = Agent {
             client: client.clone(),
             node: node.to_owned(),
@@ -529,9 +511,7 @@ impl Agent {
     /// spec, and writes the status the agent still holds (its conditions
     /// and action results live in its memory, not in the report).
     pub async fn recreate(&mut self) {
-        let status = self.status.clone();
-        *self = Agent::start(&self.client, &self.node).await;
-        self.status = status;
+        create_report(&self.client, &self.node).await;
         self.write().await;
     }
 
@@ -615,7 +595,30 @@ impl Agent {
     }
 }
 
-/// The nodemedic annotation saying who cordoned the node.
+/// Creates (or re-creates) the report of `node` as the agent does, with an
+/// empty spec.
+async fn create_report(client: &Client, node: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let n = nodes.get(node).await.unwrap();
+    let body = json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthReport",
+        "metadata": {
+            "name": node,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": n.uid().unwrap()}],
+        },
+        "spec": {},
+    });
+    let api: Api<NodeHealthReport> = Api::all(client.clone());
+    api.patch(
+        node,
+        &PatchParams::apply(field_manager::AGENT),
+        &Patch::Apply(&body),
+    )
+    .await
+    .unwrap();
+}
+
 /// The durable record of ladder step `index` (`action`) in the ledger's open
 /// episode of (`policy`, `detector`), if the operator has written one.
 pub fn step_record(
@@ -628,6 +631,7 @@ pub fn step_record(
     r.episode(policy, detector)?.step(index, action).cloned()
 }
 
+/// The nodemedic annotation saying who cordoned the node.
 pub fn cordoned_by(n: &Node) -> Option<String> {
     n.metadata.annotations.as_ref().and_then(|a| {
         a.get(nodemedic_crds::remediation::CORDONED_BY_ANNOTATION)
