@@ -322,7 +322,7 @@ mod tests {
         let got = selected_metrics(
             "histogram_quantile(0.9, sum by (le) (rate(a_bucket{x=\"1\"}[5m]))) \
              / on () group_left () max(b) or absent({__name__=\"c\", y=~\"z\"}) \
-             and -d offset 5m > scalar(e[10m:1m] @ 100)",
+             and -d offset 5m > scalar(max_over_time(e[10m:1m] @ 100))",
         )
         .expect("valid");
         let want: BTreeSet<String> = ["a_bucket", "b", "c", "d", "e"]
