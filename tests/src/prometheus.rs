@@ -3,7 +3,7 @@
 //! share: the chart's rule groups as a Prometheus rule file, the metric names
 //! a PromQL expression reads, and the metric names an exposition declares.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -144,6 +144,14 @@ pub fn rule_names(rule_file: &serde_json::Value) -> (BTreeSet<String>, BTreeSet<
 /// Every metric name a PromQL expression selects (`foo{...}`,
 /// `{__name__="foo"}`, `foo[5m]`), or the parser's error.
 pub fn selected_metrics(expr: &str) -> Result<BTreeSet<String>> {
+    let parsed = promql_parser::parser::parse(expr)
+        .map_err(|e| Error::Other(format!("{expr:?} is not valid PromQL: {e}")))?;
+    let mut out = BTreeSet::new();
+    collect_metrics(&parsed, &mut out);
+    Ok(out)
+}
+
+fn collect_metrics(e: &promql_parser::parser::Expr, out: &mut BTreeSet<String>) {
     use promql_parser::label::MatchOp;
     use promql_parser::parser::{Expr, VectorSelector};
     fn selector(vs: &VectorSelector, out: &mut BTreeSet<String>) {
@@ -156,9 +164,53 @@ pub fn selected_metrics(expr: &str) -> Result<BTreeSet<String>> {
             }
         }
     }
-    fn walk(e: &Expr, out: &mut BTreeSet<String>) {
+    match e {
+        Expr::Aggregate(a) => {
+            collect_metrics(&a.expr, out);
+            if let Some(p) = &a.param {
+                collect_metrics(p, out);
+            }
+        }
+        Expr::Unary(u) => collect_metrics(&u.expr, out),
+        Expr::Binary(b) => {
+            collect_metrics(&b.lhs, out);
+            collect_metrics(&b.rhs, out);
+        }
+        Expr::Paren(p) => collect_metrics(&p.expr, out),
+        Expr::Subquery(s) => collect_metrics(&s.expr, out),
+        Expr::VectorSelector(vs) => selector(vs, out),
+        Expr::MatrixSelector(ms) => selector(&ms.vs, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| collect_metrics(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// Every label name a PromQL expression relies on, with the metrics it
+/// expects it on: the label names of selector matchers (on that metric), of
+/// `by (...)` (on the metrics aggregated) and of `on (...)` (on the metrics
+/// of both sides). Or the parser's error.
+pub fn used_labels(expr: &str) -> Result<Vec<(String, BTreeSet<String>)>> {
+    use promql_parser::parser::{Expr, LabelModifier, VectorSelector};
+    fn selector(vs: &VectorSelector, out: &mut Vec<(String, BTreeSet<String>)>) {
+        let Some(name) = &vs.name else { return };
+        for m in &vs.matchers.matchers {
+            if m.name != "__name__" {
+                out.push((m.name.clone(), BTreeSet::from([name.clone()])));
+            }
+        }
+    }
+    fn metrics(e: &Expr) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        collect_metrics(e, &mut out);
+        out
+    }
+    fn walk(e: &Expr, out: &mut Vec<(String, BTreeSet<String>)>) {
         match e {
             Expr::Aggregate(a) => {
+                if let Some(LabelModifier::Include(by)) = &a.modifier {
+                    let on = metrics(&a.expr);
+                    out.extend(by.labels.iter().map(|l| (l.clone(), on.clone())));
+                }
                 walk(&a.expr, out);
                 if let Some(p) = &a.param {
                     walk(p, out);
@@ -166,6 +218,13 @@ pub fn selected_metrics(expr: &str) -> Result<BTreeSet<String>> {
             }
             Expr::Unary(u) => walk(&u.expr, out),
             Expr::Binary(b) => {
+                if let Some(LabelModifier::Include(on)) =
+                    b.modifier.as_ref().and_then(|m| m.matching.as_ref())
+                {
+                    let mut both = metrics(&b.lhs);
+                    both.extend(metrics(&b.rhs));
+                    out.extend(on.labels.iter().map(|l| (l.clone(), both.clone())));
+                }
                 walk(&b.lhs, out);
                 walk(&b.rhs, out);
             }
@@ -179,9 +238,50 @@ pub fn selected_metrics(expr: &str) -> Result<BTreeSet<String>> {
     }
     let parsed = promql_parser::parser::parse(expr)
         .map_err(|e| Error::Other(format!("{expr:?} is not valid PromQL: {e}")))?;
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     walk(&parsed, &mut out);
     Ok(out)
+}
+
+/// The label names of each sample name of an exposition.
+pub fn exposed_labels(exposition: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in exposition.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, rest)) = line.split_once('{') else {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            out.entry(name.to_owned()).or_default();
+            continue;
+        };
+        let labels = out.entry(name.to_owned()).or_default();
+        // name="value",other="v\"x" } 1
+        let mut rest = rest;
+        while let Some((label, after)) = rest.split_once("=\"") {
+            labels.insert(label.trim_start_matches(',').trim().to_owned());
+            // Skip the quoted value (escapes included).
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in after.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else { break };
+            rest = &after[end + 1..];
+            if rest.starts_with('}') {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// The sample names an exposition (Prometheus text or OpenMetrics) declares:
@@ -381,5 +481,40 @@ mod tests {
         .map(String::from)
         .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn used_labels_name_the_metrics_they_are_expected_on() {
+        let got = used_labels(
+            "max by (node, policy) (a{job=\"j\"} and on (instance) (b == 1)) \
+             > sum by (le) (rate(c_bucket[5m]))",
+        )
+        .expect("valid");
+        let set = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
+        for (label, on) in [
+            ("node", set(&["a", "b"])),
+            ("policy", set(&["a", "b"])),
+            ("job", set(&["a"])),
+            ("instance", set(&["a", "b"])),
+            ("le", set(&["c_bucket"])),
+        ] {
+            assert!(
+                got.contains(&(label.to_string(), on.clone())),
+                "{label} on {on:?} missing from {got:?}"
+            );
+        }
+        assert_eq!(got.len(), 5, "{got:?}");
+    }
+
+    #[test]
+    fn exposed_labels_read_every_sample_line() {
+        let got = exposed_labels(
+            "# TYPE a gauge\na{policy=\"p,\\\"q\\\"=\",detector=\"zombies\"} 1\n\
+             b 2\nc_bucket{le=\"+Inf\"} 3\n",
+        );
+        let set = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(got.get("a"), Some(&set(&["policy", "detector"])));
+        assert_eq!(got.get("b"), Some(&set(&[])));
+        assert_eq!(got.get("c_bucket"), Some(&set(&["le"])));
     }
 }

@@ -32,7 +32,8 @@ use nodemedic_tests::chart::{
     agent_kubeconfig, chart_dir, helm_offline, install_chart_rbac, manifests,
 };
 use nodemedic_tests::prometheus::{
-    PrometheusBins, exposed_metrics, registered_metrics, rule_file_of, rule_names, selected_metrics,
+    PrometheusBins, exposed_labels, exposed_metrics, registered_metrics, rule_file_of, rule_names,
+    selected_metrics, used_labels,
 };
 use nodemedic_tests::workspace_bin::workspace_binary;
 use nodemedic_tests::{CmdOutput, ControlPlane, repo_root, unique_name};
@@ -599,6 +600,20 @@ fn start(binary: &Path, env: &[(&str, String)], log: PathBuf) -> Running {
     Running { child, admin, log }
 }
 
+/// Labels Prometheus puts on every series it scrapes through the chart's
+/// ServiceMonitors: the Prometheus Operator's target labels and the `node`
+/// the ServiceMonitors' relabeling adds.
+const TARGET_LABELS: &[&str] = &[
+    "job",
+    "namespace",
+    "pod",
+    "instance",
+    "service",
+    "endpoint",
+    "container",
+    "node",
+];
+
 /// `prometheus-client` registrations in a source file of the workspace, with
 /// the sub-registry prefix the file uses, if any.
 fn registered_in(path: &str) -> BTreeSet<String> {
@@ -622,7 +637,7 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
         .unwrap_or_else(|e| panic!("{e}"));
 
     // What the alerts and the dashboard read.
-    let mut used: BTreeMap<String, String> = BTreeMap::new();
+    let mut queries: Vec<(String, String)> = Vec::new();
     let (_, rules) = rendered_rule_file(&[]).await;
     for group in rules["groups"].as_array().into_iter().flatten() {
         for rule in group["rules"].as_array().into_iter().flatten() {
@@ -631,14 +646,16 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
                 .or(rule["record"].as_str())
                 .unwrap_or("?");
             let expr = rule["expr"].as_str().expect("expr");
-            for m in selected_metrics(expr).unwrap_or_else(|e| panic!("{what}: {e}")) {
-                used.entry(m).or_insert_with(|| format!("alert {what}"));
-            }
+            queries.push((format!("alert {what}"), expr.to_owned()));
         }
     }
     for (what, expr) in dashboard_queries(&rendered_dashboard().await) {
-        for m in selected_metrics(&expr).unwrap_or_else(|e| panic!("{what}: {e}")) {
-            used.entry(m).or_insert_with(|| format!("dashboard {what}"));
+        queries.push((format!("dashboard {what}"), expr));
+    }
+    let mut used: BTreeMap<String, String> = BTreeMap::new();
+    for (what, expr) in &queries {
+        for m in selected_metrics(expr).unwrap_or_else(|e| panic!("{what}: {e}")) {
+            used.entry(m).or_insert_with(|| what.clone());
         }
     }
     assert!(
@@ -757,13 +774,45 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
          registered: {registered:?}",
         missing.join("\n  ")
     );
+
+    // Every label a query relies on is one the scrape adds (the
+    // ServiceMonitor's target labels and its `node` relabeling) or one the
+    // binaries put on a metric it reads. Checked where the scrape has samples
+    // of at least one of those metrics.
+    let mut labels = exposed_labels(&agent_text);
+    labels.extend(exposed_labels(&operator_text));
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (what, expr) in &queries {
+        for (label, on) in used_labels(expr).unwrap_or_else(|e| panic!("{what}: {e}")) {
+            if TARGET_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            let seen: Vec<&BTreeSet<String>> = on.iter().filter_map(|m| labels.get(m)).collect();
+            if seen.is_empty() {
+                continue;
+            }
+            checked += 1;
+            if !seen.iter().any(|l| l.contains(&label)) {
+                wrong.push(format!("{what}: label {label} is on none of {on:?}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "labels the binaries do not export:\n  {}\nscraped labels: {labels:?}",
+        wrong.join("\n  ")
+    );
+    assert!(checked >= 5, "only {checked} label uses checked");
+
     let from_source: Vec<&String> = used.keys().filter(|m| !scraped.contains(*m)).collect();
     let unused: Vec<&String> = registered
         .iter()
         .filter(|m| !used.contains_key(*m))
         .collect();
     eprintln!(
-        "{} metric names read by alerts and dashboard: {} scraped from the binaries, \
+        "{checked} label uses checked; {} metric names read by alerts and dashboard: \
+         {} scraped from the binaries, \
          {from_source:?} only registered (no sample in this run); exported but not read: {unused:?}",
         used.len(),
         used.len() - from_source.len(),
