@@ -16,7 +16,9 @@
 //! * every metric an alert or a panel reads is exported by the real
 //!   `nodemedic-agent` and `nodemedic-operator` binaries, scraped from their
 //!   `/metrics` while they run against a real API server with the chart's
-//!   RBAC.
+//!   RBAC (counters without a sample in that short run: from their
+//!   registration in the code), and every label they group, join or match on
+//!   is a ServiceMonitor target label or on the scraped samples.
 //!
 //! Without promtool (and no way to provision it) the promtool tests skip
 //! loudly, except in CI (`CI=true` or `NODEMEDIC_REQUIRE_REAL_HOST=1`, which
