@@ -4,14 +4,15 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-cargo envtest scan crds lint bench image kind-provision e2e-kind e2e-kind-smoke kind-up kind-down
+.PHONY: test test-cargo envtest prometheus scan crds lint bench image kind-provision e2e-kind e2e-kind-smoke kind-up kind-down
 
 ## Run every test: unit, real host, real control plane, then the kind tier.
 test: test-cargo e2e-kind
 
-## Every cargo test (provisions the control-plane binaries first).
-test-cargo: envtest
+## Every cargo test (provisions the control-plane binaries and promtool first).
+test-cargo: envtest prometheus
 	@eval "$$(tests/envtest/provision.sh --print-env)" && \
+	  eval "$$(tests/prometheus/provision.sh --print-env)" && \
 	  $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## The kind tier alone: images, cluster, helm install, a real remediation,
@@ -32,6 +33,11 @@ bench: envtest
 ## Build or locate kube-apiserver, etcd, kubectl and helm for the tests.
 envtest:
 	tests/envtest/provision.sh
+
+## Fetch promtool and prometheus (Debian's package, cached under
+## ~/.cache/nodemedic/prometheus) for the alert tests.
+prometheus:
+	tests/prometheus/provision.sh
 
 ## The main job: one-shot scan of this machine.
 scan:

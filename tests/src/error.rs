@@ -17,6 +17,32 @@ pub enum Error {
         /// Names of the missing binaries, comma separated.
         missing: String,
     },
+    /// promtool or prometheus (the alert tests) is not where the harness looked.
+    #[error(
+        "promtool/prometheus not usable in {dir}: {reason}. Run `tests/prometheus/provision.sh` \
+         from the repository root (it fetches Debian's `prometheus` package with apt-get \
+         download), or set NODEMEDIC_PROMETHEUS_BIN_DIR to a folder holding promtool and \
+         prometheus"
+    )]
+    MissingPrometheus {
+        /// Folder searched.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A binary of the workspace could not be built for a test.
+    #[error(
+        "{binary}: {reason}. Build it with `cargo build -p {package}` (same CARGO_TARGET_DIR \
+         and profile), or run `cargo test --workspace` (what `make test` runs)"
+    )]
+    WorkspaceBinary {
+        /// The binary's path.
+        binary: PathBuf,
+        /// Its package.
+        package: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A process of the control plane exited while starting.
     #[error("{process} exited while starting (see {log})\n--- last lines of {log} ---\n{tail}")]
     ProcessExited {

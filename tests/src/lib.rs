@@ -20,6 +20,8 @@ pub mod chart;
 pub mod control_plane;
 pub mod error;
 pub mod pki;
+pub mod prometheus;
+pub mod workspace_bin;
 
 pub use assets::Assets;
 pub use control_plane::{CmdOutput, ControlPlane, ControlPlaneOptions, unique_name};
