@@ -11,6 +11,7 @@ pub mod duration;
 pub mod lenient;
 pub mod policy;
 pub mod policy_document;
+pub mod process;
 pub mod protected;
 pub mod remediation;
 pub mod report;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::Detector;
 use crate::policy::{ActionKind, ParentSignal, TaintEffect};
-use crate::report::ProcessTarget;
+use crate::process::ProcessTarget;
 
 /// Bound on open episodes per node (policies × detectors).
 pub const MAX_EPISODES: usize = 64;
