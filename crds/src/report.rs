@@ -187,6 +187,12 @@ pub struct NodeHealthReportStatus {
     /// Top offenders per detector, also below thresholds.
     #[serde(default)]
     pub findings: Findings,
+    /// Threads in D state that wait on another task and are not counted as
+    /// hung (a parent in vfork() waiting for its child to exec or exit),
+    /// longest blocked first; at most 20 (summary.waitingTasks counts all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub waiting_tasks: Vec<WaitingTaskFinding>,
     /// Per policy and detector: is it firing, since when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
@@ -235,6 +241,25 @@ pub struct NodeSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = KERNEL_LONG_MAX))]
     pub hung_task_timeout_secs: Option<u64>,
+    /// kernel.hung_task_detect_count, where the kernel has it (Linux 6.11
+    /// and later): hung-task reports of the kernel's khungtaskd since boot,
+    /// cumulative. khungtaskd skips killable waits (NFS, FUSE after a
+    /// signal, vfork), so it can stay at 0 while hungTasks counts threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = KERNEL_LONG_MAX))]
+    pub hung_task_detect_count: Option<u64>,
+    /// Threads nodemedic counts as hung now: in D state for the hungTasks
+    /// minDuration, waits that are not hangs left out; the largest count
+    /// under the policies that configure hungTasks (absent when none does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_TASKS))]
+    pub hung_tasks: Option<u32>,
+    /// Threads in D state that wait on another task and are not counted as
+    /// hung (listed in status.waitingTasks); absent when no policy
+    /// configures hungTasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_TASKS))]
+    pub waiting_tasks: Option<u32>,
 }
 
 /// Counts by /proc state letter.
@@ -513,6 +538,48 @@ pub struct HungTaskFinding {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(max = MAX_POLICIES))]
     pub exceeded_under_omitted: u32,
+}
+
+/// A thread in D state that waits on another task: not a hang.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingTaskFinding {
+    /// The process owning the thread.
+    pub process: ProcessRef,
+    /// Thread id (host namespace).
+    #[schemars(range(min = 0, max = MAX_PID))]
+    pub tid: i32,
+    /// Thread name.
+    #[schemars(length(max = MAX_COMM))]
+    pub thread_comm: String,
+    /// How long it has been in D state without a context switch, seconds.
+    #[schemars(range(max = MAX_COUNT))]
+    pub blocked_seconds: u64,
+    /// What it waits for.
+    pub reason: WaitReason,
+    /// The task it waits on (for VforkChild, the child). When that task is
+    /// stuck, it is listed in findings.hungTasks itself.
+    pub waits_on: ProcessRef,
+    /// The task waited on is itself counted as hung.
+    #[serde(default)]
+    pub waits_on_hung: bool,
+}
+
+/// Why a thread in D state is not counted as hung.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WaitReason {
+    /// Blocked in vfork() until its child calls execve or exits.
+    #[default]
+    VforkChild,
+}
+
+impl WaitReason {
+    /// The stable name (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitReason::VforkChild => "VforkChild",
+        }
+    }
 }
 
 /// A process and its fd usage.

@@ -2,7 +2,8 @@
 //! JSON and YAML print the `NodeHealthReport` itself.
 
 use crate::detect::PolicyAssessment;
-use crate::detect::finding::{Offenders, ProcessId, Severity, Verdict};
+use crate::detect::finding::{Offenders, ProcessId, Severity, Verdict, WaitingThread};
+use crate::detect::waits::WaitReason;
 use crate::report::build::{node_summary, trim_num};
 use crate::scan::Observation;
 use crate::scan::enrich::Enrichment;
@@ -59,6 +60,17 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
+/// What a waiting thread waits on, for people.
+fn wait_text(w: &WaitingThread) -> String {
+    match w.reason {
+        WaitReason::VforkChild => format!(
+            "in vfork() for child {} ({}) to exec or exit",
+            w.waits_on.pid,
+            printable(&w.waits_on.comm)
+        ),
+    }
+}
+
 /// One row of the offender table.
 struct Row {
     severity: Severity,
@@ -108,26 +120,64 @@ fn rows_of(v: &Verdict) -> Vec<Row> {
                 )
             })
             .collect(),
-        Offenders::HungTasks(h) => h
-            .iter()
-            .map(|h| {
+        Offenders::HungTasks {
+            threads,
+            waits,
+            waits_omitted,
+        } => {
+            let mut rows: Vec<Row> = threads
+                .iter()
+                .map(|h| {
+                    process_row(
+                        h.severity,
+                        name,
+                        &h.process,
+                        Some(h.tid),
+                        format!(
+                            "thread {} in D state for {:.1}s{}",
+                            printable(&h.thread_comm),
+                            h.blocked_seconds,
+                            h.wchan
+                                .as_ref()
+                                .map(|w| format!(" in {w}"))
+                                .unwrap_or_default()
+                        ),
+                    )
+                })
+                .collect();
+            rows.extend(waits.iter().map(|w| {
                 process_row(
-                    h.severity,
+                    Severity::Info,
                     name,
-                    &h.process,
-                    Some(h.tid),
+                    &w.process,
+                    Some(w.tid),
                     format!(
-                        "thread {} in D state for {:.1}s{}",
-                        printable(&h.thread_comm),
-                        h.blocked_seconds,
-                        h.wchan
-                            .as_ref()
-                            .map(|w| format!(" in {w}"))
-                            .unwrap_or_default()
+                        "waiting, not hung: thread {} in D state for {:.1}s {}{}",
+                        printable(&w.thread_comm),
+                        w.blocked_seconds,
+                        wait_text(w),
+                        if w.waits_on_hung {
+                            " (the child is hung)"
+                        } else {
+                            ""
+                        }
                     ),
                 )
-            })
-            .collect(),
+            }));
+            if *waits_omitted > 0 {
+                rows.push(Row {
+                    severity: Severity::Info,
+                    detector: name,
+                    pid: None,
+                    tid: None,
+                    process: None,
+                    comm: "-".to_owned(),
+                    cgroup: None,
+                    detail: format!("{waits_omitted} more waiting threads not listed"),
+                });
+            }
+            rows
+        }
         Offenders::FdLeak { processes, node } => {
             let mut rows: Vec<Row> = processes
                 .iter()
@@ -231,10 +281,11 @@ pub fn table(obs: &Observation, a: &PolicyAssessment, e: &Enrichment) -> String 
     );
     let _ = writeln!(
         out,
-        "files   {} of {} handles  hung_task_timeout_secs {}",
+        "files   {} of {} handles  hung_task_timeout_secs {}  hung_task_detect_count {}",
         s.file_handles_allocated,
         s.file_handles_max,
-        opt(s.hung_task_timeout_secs)
+        opt(s.hung_task_timeout_secs),
+        opt(s.hung_task_detect_count)
     );
     let k = &obs.counters;
     let x = &e.counters;

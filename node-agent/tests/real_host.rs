@@ -463,6 +463,8 @@ fn signalling_a_namespace_init_is_reported_as_such() {
     );
 }
 
+/// A vfork parent shows D, but waits on its child: listed among the waits,
+/// never as a hung task (more in `tests/hung_waits.rs`).
 #[test]
 fn vfork_parent_whose_child_sleeps_is_in_d_state() {
     if !is_root() {
@@ -509,14 +511,14 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
         ..no_detectors()
     });
     let a = assess(&mut scanner, &mut engine, &p);
-    let listed = hung(&a);
+    let listed = common::waits(&a);
     let f = listed
         .iter()
         .find(|f| f.process.pid == task.pid)
         .cloned()
         .unwrap_or_else(|| {
             panic!(
-                "vfork parent {} (now {:?}) not among D-state tasks {:?}",
+                "vfork parent {} (now {:?}) not among the waits {:?}",
                 task.pid,
                 state_of(task.pid).map(char::from),
                 listed
@@ -526,8 +528,13 @@ fn vfork_parent_whose_child_sleeps_is_in_d_state() {
             )
         });
     assert_eq!(f.process.comm, "python3");
-    assert!(!f.exceeds, "not blocked for an hour");
-    assert!(!common::verdict(&a, nodemedic_crds::Detector::HungTasks).exceeded);
+    assert_eq!(f.waits_on.comm, "python3");
+    assert_eq!(nodemedic_testkit::ppid_of(f.waits_on.pid), Some(task.pid));
+    assert!(!f.waits_on_hung);
+    assert!(
+        hung(&a).iter().all(|h| h.process.pid != task.pid),
+        "a vfork parent is not a hung-task candidate"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! benchmarks, demos and the kind end-to-end workload image. Nothing here
 //! ships in the agent or the operator.
 
+pub mod fuse;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

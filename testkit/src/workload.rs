@@ -209,9 +209,38 @@ impl DStateTask {
     /// A python3 process blocked in vfork() (a killable uninterruptible
     /// wait, shown as `D`) while its child sleeps before exiting.
     pub fn spawn_vfork(lifetime: Duration) -> std::io::Result<Self> {
+        Self::spawn_vfork_child(&format!("libc.sleep({})", lifetime.as_secs().max(1)))
+    }
+
+    /// A python3 process blocked in vfork() whose child reads one byte of
+    /// `path` before it exits: if that read never returns, the child is
+    /// stuck and its parent waits on it.
+    pub fn spawn_vfork_reading(path: &Path) -> std::io::Result<Self> {
+        let path = path
+            .to_str()
+            .filter(|p| !p.contains(['\'', '\\', '\n']))
+            .ok_or_else(|| std::io::Error::other("path not usable in a script"))?;
+        Self::spawn_vfork_child(&format!(
+            "fd = libc.open(b'{path}', 0)\n    buf = ctypes.create_string_buffer(1)\n    libc.read(fd, buf, 1)"
+        ))
+    }
+
+    /// The children of this task's process (`/proc/PID/task/PID/children`):
+    /// for a vfork parent, its vfork child.
+    pub fn children(&self) -> Vec<i32> {
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// python3 calling vfork(); the child runs `body` (python statements
+    /// with `ctypes` and `libc` at hand, indented by four spaces after the
+    /// first line), then `_exit(0)`.
+    fn spawn_vfork_child(body: &str) -> std::io::Result<Self> {
         let script = format!(
-            "import ctypes\nlibc = ctypes.CDLL(None)\nif libc.vfork() == 0:\n    libc.sleep({})\n    libc._exit(0)\n",
-            lifetime.as_secs().max(1)
+            "import ctypes\nlibc = ctypes.CDLL(None)\nif libc.vfork() == 0:\n    {body}\n    libc._exit(0)\n"
         );
         let child = Spawned::new(
             Command::new("python3")
@@ -260,6 +289,11 @@ impl Drop for DStateTask {
 
 /// Runs `nodemedic-workload <args>` and waits for its ready line.
 pub fn helper(exe: &Path, args: &[&str]) -> std::io::Result<Spawned> {
+    helper_line(exe, args).map(|(s, _)| s)
+}
+
+/// [`helper`], also returning the ready line.
+pub fn helper_line(exe: &Path, args: &[&str]) -> std::io::Result<(Spawned, String)> {
     let mut s = Spawned::new(
         Command::new(exe)
             .args(args)
@@ -267,8 +301,8 @@ pub fn helper(exe: &Path, args: &[&str]) -> std::io::Result<Spawned> {
             .stdout(Stdio::piped())
             .spawn()?,
     );
-    s.wait_ready()?;
-    Ok(s)
+    let line = s.wait_ready()?;
+    Ok((s, line))
 }
 
 /// A process holding `count` extra fds under a soft RLIMIT_NOFILE of `soft`.

@@ -1128,8 +1128,18 @@ fn full_report(name: &str) -> serde_json::Value {
                 }),
             }),
             hung_task_timeout_secs: Some(120),
+            hung_task_detect_count: Some(1),
+            hung_tasks: Some(1),
+            waiting_tasks: Some(1),
             ..NodeSummary::default()
         },
+        waiting_tasks: vec![WaitingTaskFinding {
+            process: process.clone(),
+            reason: WaitReason::VforkChild,
+            waits_on: process.clone(),
+            waits_on_hung: true,
+            ..WaitingTaskFinding::default()
+        }],
         findings: Findings {
             zombies: vec![ZombieFinding {
                 parent: process.clone(),

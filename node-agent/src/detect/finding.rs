@@ -98,6 +98,24 @@ pub struct HungThread {
     pub exceeds: bool,
 }
 
+/// A thread in uninterruptible sleep that waits on another task and is
+/// not counted as hung (see [`super::waits`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingThread {
+    /// The process owning the thread.
+    pub process: ProcessId,
+    pub tid: i32,
+    pub thread_comm: String,
+    pub blocked_seconds: f64,
+    pub blocked_source: DurationSource,
+    pub reason: super::waits::WaitReason,
+    /// The task it waits on (for a vfork wait, the child).
+    pub waits_on: ProcessId,
+    /// The task waited on is itself counted as hung.
+    pub waits_on_hung: bool,
+}
+
 /// A process and its open file descriptors.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -148,7 +166,15 @@ pub struct ThrottledCgroup {
 #[serde(rename_all = "camelCase", tag = "detector")]
 pub enum Offenders {
     Zombies(Vec<ZombieParent>),
-    HungTasks(Vec<HungThread>),
+    HungTasks {
+        /// Threads that may be hung (the detector's offenders).
+        threads: Vec<HungThread>,
+        /// Threads in D that wait on another task, longest first, at most
+        /// [`nodemedic_crds::report::MAX_FINDINGS_PER_DETECTOR`].
+        waits: Vec<WaitingThread>,
+        /// Waits left out of `waits` by that bound.
+        waits_omitted: u64,
+    },
     FdLeak {
         processes: Vec<FdUser>,
         node: Option<NodeFileHandles>,
@@ -161,7 +187,7 @@ impl Offenders {
     pub fn detector(&self) -> Detector {
         match self {
             Offenders::Zombies(_) => Detector::Zombies,
-            Offenders::HungTasks(_) => Detector::HungTasks,
+            Offenders::HungTasks { .. } => Detector::HungTasks,
             Offenders::FdLeak { .. } => Detector::FdLeak,
             Offenders::CpuThrottling(_) => Detector::CpuThrottling,
         }
@@ -171,7 +197,7 @@ impl Offenders {
     pub fn len(&self) -> usize {
         match self {
             Offenders::Zombies(v) => v.len(),
-            Offenders::HungTasks(v) => v.len(),
+            Offenders::HungTasks { threads, .. } => threads.len(),
             Offenders::FdLeak { processes, node } => processes.len() + usize::from(node.is_some()),
             Offenders::CpuThrottling(v) => v.len(),
         }

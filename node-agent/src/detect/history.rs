@@ -187,6 +187,7 @@ mod tests {
             switches: Some(switches),
             wchan: None,
             cpu: None,
+            children: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod history;
 pub mod hung;
 pub mod hysteresis;
 pub mod throttling;
+pub mod waits;
 pub mod zombies;
 
 use crate::scan::Observation;

@@ -20,7 +20,7 @@ use nodemedic_crds::report::{
     CpuThrottlingFinding, FdLeakFinding, Findings, HungTaskFinding, LoadSummary,
     MAX_EXCEEDED_UNDER, MAX_FINDINGS_PER_DETECTOR, MAX_MESSAGE_LEN, NodeFileHandlesFinding,
     NodeSummary, OmittedFindings, PolicyCondition, Pressure, PressureSummary, ProcessRef,
-    ScanErrors, TaskCounts, Workload, ZombieFinding,
+    ScanErrors, TaskCounts, WaitingTaskFinding, Workload, ZombieFinding,
 };
 use nodemedic_crds::{NodeHealthReport, NodeHealthReportSpec, NodeHealthReportStatus};
 use std::collections::HashMap;
@@ -88,6 +88,10 @@ pub fn node_summary(obs: &Observation) -> NodeSummary {
         file_handles_allocated: n.file_handles_allocated.unwrap_or(0).min(KERNEL_LONG_MAX),
         file_handles_max: n.file_handles_max.unwrap_or(0).min(KERNEL_LONG_MAX),
         hung_task_timeout_secs: n.hung_task_timeout_secs.map(|s| s.min(KERNEL_LONG_MAX)),
+        hung_task_detect_count: n.hung_task_detect_count.map(|c| c.min(KERNEL_LONG_MAX)),
+        // From the assessments: see `hung_task_counts`.
+        hung_tasks: None,
+        waiting_tasks: None,
     }
 }
 
@@ -260,7 +264,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
     let lists: Vec<(&str, &[HungThread])> = verdicts
         .iter()
         .filter_map(|(p, v)| match &v.offenders {
-            Offenders::HungTasks(h) => Some((*p, h.as_slice())),
+            Offenders::HungTasks { threads, .. } => Some((*p, threads.as_slice())),
             _ => None,
         })
         .collect();
@@ -406,6 +410,58 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
     out
 }
 
+/// nodemedic's hung-thread count (the largest under the policies that
+/// configure hungTasks) and the number of D-state threads that are waits,
+/// not hangs; both `None` when no policy configures hungTasks.
+pub fn hung_task_counts(assessments: &[PolicyAssessment]) -> (Option<u32>, Option<u32>) {
+    let verdicts = verdicts_of(assessments, Detector::HungTasks);
+    let hung = verdicts
+        .iter()
+        .map(|(_, v)| secs(v.value))
+        .max()
+        .map(clamp_u32);
+    let waiting = verdicts
+        .iter()
+        .filter_map(|(_, v)| match &v.offenders {
+            Offenders::HungTasks {
+                waits,
+                waits_omitted,
+                ..
+            } => Some(waits.len() as u64 + waits_omitted),
+            _ => None,
+        })
+        .max()
+        .map(clamp_u32);
+    (hung, waiting)
+}
+
+/// The D-state threads that wait on another task (the same under every
+/// policy: they come from the observation), bounded like the findings.
+pub fn waiting_tasks(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<WaitingTaskFinding> {
+    verdicts_of(assessments, Detector::HungTasks)
+        .iter()
+        .find_map(|(_, v)| match &v.offenders {
+            Offenders::HungTasks { waits, .. } => Some(waits),
+            _ => None,
+        })
+        .map(|waits| {
+            waits
+                .iter()
+                .take(MAX_FINDINGS_PER_DETECTOR)
+                .map(|w| WaitingTaskFinding {
+                    process: process_ref(&w.process, e),
+                    tid: w.tid,
+                    thread_comm: w.thread_comm.clone(),
+                    blocked_seconds: secs(w.blocked_seconds),
+                    reason: w.reason,
+                    waits_on: process_ref(&w.waits_on, e),
+                    waits_on_hung: w.waits_on_hung,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Who to name in a message: the worst exceeding offender.
 pub fn worst_offender(v: &Verdict, e: &Enrichment) -> Option<String> {
     let pod_or = |key: (i32, u64), comm: &str| {
@@ -424,7 +480,7 @@ pub fn worst_offender(v: &Verdict, e: &Enrichment) -> Option<String> {
             .iter()
             .find(|z| z.exceeds)
             .map(|z| pod_or(z.parent.key(), &z.parent.comm)),
-        Offenders::HungTasks(h) => h
+        Offenders::HungTasks { threads: h, .. } => h
             .iter()
             .find(|h| h.exceeds)
             .map(|h| pod_or(h.process.key(), &h.process.comm)),
@@ -546,6 +602,8 @@ pub fn status(
     meta: AgentMeta,
 ) -> NodeHealthReportStatus {
     let c = &obs.counters;
+    let mut summary = node_summary(obs);
+    (summary.hung_tasks, summary.waiting_tasks) = hung_task_counts(assessments);
     NodeHealthReportStatus {
         last_scan_time: Some(Time(now)),
         scan_duration: Some(format!("{}ms", obs.duration.as_millis())),
@@ -554,8 +612,9 @@ pub fn status(
         heartbeat_interval: meta.heartbeat.map(format_duration),
         healthy: !assessments.iter().any(PolicyAssessment::firing),
         problems: problems(assessments, e),
-        summary: node_summary(obs),
+        summary,
         findings: findings(assessments, e),
+        waiting_tasks: waiting_tasks(assessments, e),
         conditions: conditions(assessments, e),
         action_results: Vec::new(),
         scan_errors: ScanErrors {

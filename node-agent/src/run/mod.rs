@@ -605,7 +605,7 @@ fn exceeding_offenders(v: &crate::detect::finding::Verdict) -> i64 {
     use crate::detect::finding::Offenders;
     let n = match &v.offenders {
         Offenders::Zombies(z) => z.iter().filter(|x| x.exceeds).count(),
-        Offenders::HungTasks(h) => h.iter().filter(|x| x.exceeds).count(),
+        Offenders::HungTasks { threads, .. } => threads.iter().filter(|x| x.exceeds).count(),
         Offenders::FdLeak { processes, node } => {
             processes.iter().filter(|x| x.exceeds).count()
                 + usize::from(node.as_ref().is_some_and(|n| n.exceeds))

@@ -48,9 +48,15 @@ pub fn enrich(scanner: &mut Scanner, assessments: &[PolicyAssessment]) -> Enrich
             Offenders::Zombies(v) => v
                 .iter()
                 .for_each(|z| process(scanner, &mut out, z.parent.key())),
-            Offenders::HungTasks(v) => v
-                .iter()
-                .for_each(|h| process(scanner, &mut out, h.process.key())),
+            Offenders::HungTasks { threads, waits, .. } => {
+                threads
+                    .iter()
+                    .for_each(|h| process(scanner, &mut out, h.process.key()));
+                for w in waits {
+                    process(scanner, &mut out, w.process.key());
+                    process(scanner, &mut out, w.waits_on.key());
+                }
+            }
             Offenders::FdLeak { processes, .. } => processes
                 .iter()
                 .for_each(|f| process(scanner, &mut out, f.process.key())),

@@ -21,6 +21,9 @@ pub struct NodeObs {
     pub file_handles_allocated: Option<u64>,
     pub file_handles_max: Option<u64>,
     pub hung_task_timeout_secs: Option<u64>,
+    /// `kernel.hung_task_detect_count`: hung tasks the kernel's khungtaskd
+    /// has reported since boot (Linux 6.11 and later).
+    pub hung_task_detect_count: Option<u64>,
     pub uptime_secs: Option<f64>,
 }
 
@@ -91,6 +94,9 @@ pub fn read_node(proc_dir: impl AsFd + Copy, counters: &mut ScanCounters) -> Nod
     }
     if let Some(t) = text("sys/kernel/hung_task_timeout_secs", true, counters) {
         node.hung_task_timeout_secs = parsed(t.trim().parse(), counters);
+    }
+    if let Some(t) = text("sys/kernel/hung_task_detect_count", true, counters) {
+        node.hung_task_detect_count = parsed(t.trim().parse(), counters);
     }
     if let Some(t) = text("uptime", false, counters) {
         node.uptime_secs = parsed(

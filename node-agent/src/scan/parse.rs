@@ -28,6 +28,12 @@ pub struct ProcStat {
     pub num_threads: u32,
     /// Clock ticks since boot.
     pub starttime: u64,
+    /// Virtual memory size in bytes (field 23) and resident pages (field
+    /// 24): figures of the task's address space (`mm`), so two tasks that
+    /// share one (threads, a vfork child and its parent) show the same.
+    /// `None` when the line is cut short.
+    pub vsize: Option<u64>,
+    pub rss: Option<u64>,
     /// CPU it last ran on (field 39); its `se.exec_start` is in that CPU's
     /// scheduler clock.
     pub processor: Option<u32>,
@@ -36,9 +42,18 @@ pub struct ProcStat {
 /// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread.
 pub const PF_KTHREAD: u64 = 0x0020_0000;
 
+/// `PF_FORKNOEXEC` from include/linux/sched.h: the task was forked and has
+/// not called `execve` since (set by `copy_process`, cleared by `exec`).
+pub const PF_FORKNOEXEC: u64 = 0x0000_0040;
+
 impl ProcStat {
     pub fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
+    }
+
+    /// Forked and not yet exec'd.
+    pub fn fork_no_exec(&self) -> bool {
+        self.flags & PF_FORKNOEXEC != 0
     }
 }
 
@@ -79,7 +94,9 @@ pub fn parse_stat(buf: &[u8]) -> Result<ProcStat, ParseError> {
     let flags = num(rest.nth(4), "flags")?;
     let num_threads = num(rest.nth(10), "num_threads")?;
     let starttime = num(rest.nth(1), "starttime")?;
-    let processor = rest.nth(16).and_then(|f| num(Some(f), "processor").ok());
+    let vsize = rest.next().and_then(|f| num(Some(f), "vsize").ok());
+    let rss = rest.next().and_then(|f| num(Some(f), "rss").ok());
+    let processor = rest.nth(14).and_then(|f| num(Some(f), "processor").ok());
     Ok(ProcStat {
         pid,
         comm,
@@ -88,6 +105,8 @@ pub fn parse_stat(buf: &[u8]) -> Result<ProcStat, ParseError> {
         flags,
         num_threads,
         starttime,
+        vsize,
+        rss,
         processor,
     })
 }

@@ -40,6 +40,32 @@ pub struct BlockedThread {
     pub wchan: Option<String>,
     /// The CPU whose scheduler clock `exec_start_ns` is in.
     pub cpu: Option<u32>,
+    /// The newest children this thread created that have not exec'd since
+    /// (`PF_FORKNOEXEC`), at most [`MAX_CHILD_CANDIDATES`]: the evidence
+    /// for a vfork wait (see `detect::waits`).
+    pub children: Vec<ChildObs>,
+}
+
+/// How many of a blocked thread's newest children are looked at. A thread
+/// in a vfork wait created its vfork child last (it can create none while
+/// it waits), so the child is the newest entry of its `children` list
+/// unless orphans were reparented to it (a subreaper) since.
+pub const MAX_CHILD_CANDIDATES: usize = 4;
+
+/// A child of a blocked thread that has not exec'd since it was forked,
+/// and the address-space figures of both, read back to back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildObs {
+    pub pid: i32,
+    pub comm: String,
+    pub starttime: u64,
+    pub state: u8,
+    /// `PF_FORKNOEXEC` is set in its stat flags.
+    pub fork_no_exec: bool,
+    /// (vsize, rss) of the child.
+    pub mm: Option<(u64, u64)>,
+    /// (vsize, rss) of the blocked thread, read right after the child's.
+    pub parent_mm: Option<(u64, u64)>,
 }
 
 /// A zombie and when it last ran (≈ when it exited).
@@ -361,6 +387,7 @@ impl ProcWalker {
                 fd_soft_limit: None,
             });
         }
+        self.read_children(proc_dir, &mut snap, counters);
         if !self.fd_cache.is_empty() {
             let seq = self.scan_seq;
             self.fd_cache.retain(|_, e| e.2 == seq);
@@ -513,7 +540,101 @@ impl ProcWalker {
             switches,
             wchan,
             cpu: stat.processor,
+            children: Vec::new(),
         }
+    }
+
+    /// For every blocked thread, reads its newest children that have not
+    /// exec'd (from `/proc/PID/task/TID/children`; without that file —
+    /// kernels built without CONFIG_PROC_CHILDREN — from the ppid of the
+    /// other processes, for single-threaded processes only, since ppid
+    /// names the process, not the thread).
+    fn read_children(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        snap: &mut ProcSnapshot,
+        counters: &mut ScanCounters,
+    ) {
+        let single: std::collections::HashSet<i32> = snap
+            .processes
+            .iter()
+            .filter(|p| p.num_threads <= 1)
+            .map(|p| p.pid)
+            .collect();
+        for i in 0..snap.blocked.len() {
+            let (tgid, tid) = (snap.blocked[i].tgid, snap.blocked[i].tid);
+            self.path.clear();
+            let _ = write!(self.path, "{tgid}/task/{tid}/children");
+            let mut pids: Vec<i32> = match read_at(proc_dir, &self.path, &mut self.buf) {
+                Ok(()) => self
+                    .buf
+                    .split(u8::is_ascii_whitespace)
+                    .filter_map(parse_pid)
+                    .collect(),
+                Err(_) if single.contains(&tgid) => {
+                    let mut kids: Vec<&ProcessObs> =
+                        snap.processes.iter().filter(|p| p.ppid == tgid).collect();
+                    kids.sort_by_key(|p| p.starttime);
+                    kids.iter().map(|p| p.pid).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            let keep = pids.len().saturating_sub(MAX_CHILD_CANDIDATES);
+            pids.drain(..keep);
+            let parent_stat = if tid == tgid {
+                format!("{tgid}/stat")
+            } else {
+                format!("{tgid}/task/{tid}/stat")
+            };
+            let mut children = Vec::new();
+            for pid in pids.into_iter().rev() {
+                if let Some(c) = self.child_obs(proc_dir, pid, &parent_stat, counters) {
+                    children.push(c);
+                }
+            }
+            snap.blocked[i].children = children;
+        }
+    }
+
+    /// One child of a blocked thread, if it has not exec'd. The two stat
+    /// lines are read back to back, up to three times until their
+    /// address-space figures agree: a child that faults a page in between
+    /// the two reads would otherwise look like a different address space.
+    fn child_obs(
+        &mut self,
+        proc_dir: impl AsFd + Copy,
+        pid: i32,
+        parent_stat: &str,
+        counters: &mut ScanCounters,
+    ) -> Option<ChildObs> {
+        let mut out: Option<ChildObs> = None;
+        for _ in 0..3 {
+            self.path.clear();
+            let _ = write!(self.path, "{pid}/stat");
+            let child = self.read_stat(proc_dir, counters)?;
+            if !child.fork_no_exec() || child.is_kernel_thread() {
+                return None;
+            }
+            self.path.clear();
+            self.path.push_str(parent_stat);
+            let parent = self.read_stat(proc_dir, counters)?;
+            let mm = |s: &parse::ProcStat| Some((s.vsize?, s.rss?));
+            let obs = ChildObs {
+                pid,
+                comm: child.comm.clone(),
+                starttime: child.starttime,
+                state: child.state,
+                fork_no_exec: true,
+                mm: mm(&child),
+                parent_mm: mm(&parent),
+            };
+            let agree = obs.mm.is_some() && obs.mm == obs.parent_mm;
+            out = Some(obs);
+            if agree {
+                break;
+            }
+        }
+        out
     }
 
     fn sched_exec_start(

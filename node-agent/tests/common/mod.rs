@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use nodemedic_agent::detect::finding::{
-    FdUser, HungThread, Offenders, ThrottledCgroup, Verdict, ZombieParent,
+    FdUser, HungThread, Offenders, ThrottledCgroup, Verdict, WaitingThread, ZombieParent,
 };
 use nodemedic_agent::scan::ProcessDetails;
 use nodemedic_agent::scan_command::Scan;
@@ -36,7 +36,15 @@ pub fn zombies(scan: &Scan) -> &[ZombieParent] {
 
 pub fn hung(scan: &Scan) -> &[HungThread] {
     match &verdict(scan, Detector::HungTasks).offenders {
-        Offenders::HungTasks(h) => h,
+        Offenders::HungTasks { threads, .. } => threads,
+        other => panic!("hung verdict holds {other:?}"),
+    }
+}
+
+/// Threads in D listed as waiting on another task, not hung.
+pub fn waits(scan: &Scan) -> &[WaitingThread] {
+    match &verdict(scan, Detector::HungTasks).offenders {
+        Offenders::HungTasks { waits, .. } => waits,
         other => panic!("hung verdict holds {other:?}"),
     }
 }

@@ -57,6 +57,24 @@ enum Cmd {
     /// (probe) Print the pid and start time (stat field 22) of every process
     /// whose comm is NAME, one "PID STARTTIME" per line; exit 1 if none.
     FindPid { name: String },
+    /// (helper) Mount a FUSE filesystem on DIR (type fuse.nodemedic-test)
+    /// whose daemon never answers a read of its file `stuck`, and serve it
+    /// until the connection is aborted or unmounted. Prints
+    /// "ready PID conn=N" (N: /sys/fs/fuse/connections/N).
+    FuseServe {
+        dir: PathBuf,
+        /// Append a line per READ and INTERRUPT to this file.
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
+    /// (helper) Open FILE, then read one byte of it in each of THREADS new
+    /// threads (with 0: in the main thread, after the ready line); a read
+    /// that returns is followed by sleeping.
+    FuseRead {
+        path: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// (probe) Read FILE and print how many bytes it holds, or the error;
     /// exit 0 when readable, 3 when permission is denied, 1 otherwise.
     /// Used to show what a pod with the agent's privileges can read.
@@ -238,9 +256,54 @@ fn main() -> Result<()> {
                 })
             }
         },
+        Cmd::FuseServe { dir, events } => {
+            die_with_parent();
+            let events: Box<dyn std::io::Write> = match events {
+                Some(p) => Box::new(
+                    std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&p)
+                        .with_context(|| format!("opening {}", p.display()))?,
+                ),
+                None => Box::new(std::io::sink()),
+            };
+            nodemedic_testkit::fuse::serve(
+                &dir,
+                |conn| say(&format!("ready {} conn={conn}", std::process::id())),
+                events,
+            )
+            .with_context(|| format!("serving FUSE on {}", dir.display()))
+        }
+        Cmd::FuseRead { path, threads } => {
+            die_with_parent();
+            let file = std::sync::Arc::new(
+                std::fs::File::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            );
+            let read_one = |f: &std::fs::File| {
+                use std::os::unix::fs::FileExt as _;
+                let mut byte = [0u8; 1];
+                let _ = f.read_at(&mut byte, 0);
+            };
+            for _ in 0..threads {
+                let f = std::sync::Arc::clone(&file);
+                std::thread::spawn(move || {
+                    read_one(&f);
+                    sleep_forever()
+                });
+            }
+            workload::announce_ready();
+            if threads == 0 {
+                read_one(&file);
+            }
+            sleep_forever()
+        }
         Cmd::Cleanup => {
             let n = workload::cleanup_stale_groups();
             println!("removed {n} stale cgroup(s)");
+            let m = nodemedic_testkit::fuse::cleanup_stale_mounts();
+            println!("detached {m} stale FUSE mount(s)");
             Ok(())
         }
     }
