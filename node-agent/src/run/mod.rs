@@ -2,10 +2,13 @@
 //! interval, evaluates every policy that selects the node, publishes the
 //! node's NodeHealthReport (on change and at the heartbeat), executes the
 //! operator's action requests, and serves metrics and health. It never
-//! decides to act on its own, and writes nothing but its own report.
+//! decides to act on its own, and writes nothing but its own report (and
+//! its node's Lease: only the agent holding it acts, see [`node_lease`]).
 
 pub mod actions;
 pub mod cluster;
+pub mod lease;
+pub mod node_lease;
 
 use crate::act::Signaller;
 use crate::act::request::{RequestContext, execute};
@@ -26,10 +29,11 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
-use nodemedic_crds::NodeHealthReportStatus;
+use lease::{NodeLease, Standing};
 use nodemedic_crds::conditions::ConditionStatus;
 use nodemedic_crds::report::{ActionRequest, ActionResult};
 use nodemedic_crds::thresholds::{NodePolicies, SelectedPolicy};
+use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus};
 use prometheus_client::registry::Registry;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -199,6 +203,16 @@ struct Agent {
     rejected_lines: Vec<String>,
     /// When a shutdown began: writes then get what is left of 4.5 s.
     stopping_since: Option<Instant>,
+    /// The node's Lease: only its holder executes requests and writes the
+    /// report.
+    lease: NodeLease,
+    /// The last standing logged (logs only on change).
+    standing: Option<Standing>,
+    /// Set whenever this agent does not hold the Lease: before it acts
+    /// again it re-reads the report and adopts the results written by the
+    /// agent that held it meanwhile.
+    adopt_pending: bool,
+    reports: Api<NodeHealthReport>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -279,7 +293,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         admin = %args.admin_addr,
         "agent running"
     );
+    let identity = lease::identity(args.pod_name.as_deref(), args.pod_uid.as_deref());
+    let node_lease = NodeLease::new(&client, &args.node_name, identity, args.lease_duration);
+    tracing::info!(
+        lease = %format!("{}/{}", node_lease::LEASE_NAMESPACE, node_lease.name()),
+        identity = %node_lease.identity(),
+        duration = %nodemedic_crds::duration::format_duration(args.lease_duration),
+        "only the holder of the node lease acts on this node"
+    );
     let mut agent = Agent {
+        lease: node_lease,
+        standing: None,
+        adopt_pending: true,
+        reports: Api::all(client.clone()),
         gate: WriteGate::new(args.heartbeat),
         args,
         view,
@@ -309,6 +335,8 @@ impl Agent {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        let mut lease_ticker = tokio::time::interval(self.lease.period());
+        lease_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry = self.gate.retry_at();
             let retry_sleep = async move {
@@ -320,6 +348,10 @@ impl Agent {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                _ = lease_ticker.tick() => {
+                    self.lease_tick().await;
+                    self.handle_actions().await;
+                }
                 _ = ticker.tick() => {
                     self.scan_cycle(worker).await?;
                     self.handle_actions().await;
@@ -336,7 +368,75 @@ impl Agent {
         if self.gate.retry_at().is_some() {
             self.write_if_due(None).await;
         }
+        match self.lease.release(self.write_budget()).await {
+            Ok(true) => tracing::info!("released the node lease"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the node lease; another agent takes over when it expires");
+            }
+        }
+        self.metrics.node_lease_held.set(0);
         Ok(())
+    }
+
+    /// Renews (or tries to take) the node's Lease; logs changes of standing.
+    async fn lease_tick(&mut self) {
+        let standing = self.lease.tick(self.lease.period()).await;
+        let holds = self.lease.holds();
+        self.metrics.node_lease_held.set(i64::from(holds));
+        if !holds {
+            self.adopt_pending = true;
+        }
+        let changed = match (&self.standing, &standing) {
+            (Some(Standing::Unknown { .. }), Standing::Unknown { .. }) => false,
+            (Some(before), now) => before != now,
+            (None, _) => true,
+        };
+        if changed {
+            match &standing {
+                Standing::Holder => {
+                    tracing::info!(lease = %self.lease.name(), "holding the node lease; acting on this node")
+                }
+                Standing::Passive { holder } => {
+                    tracing::warn!(lease = %self.lease.name(), %holder, "node lease held by {holder}; not acting (scanning goes on; this agent takes over when the lease is released or expires)");
+                }
+                Standing::Unknown { error } => {
+                    tracing::warn!(lease = %self.lease.name(), %error, "cannot hold the node lease; not acting until it can");
+                }
+            }
+        }
+        if matches!(standing, Standing::Passive { .. }) {
+            self.health.passive();
+        }
+        self.standing = Some(standing);
+    }
+
+    /// Whether this agent may execute requests and write the report now:
+    /// it holds the Lease and knows the results of whoever held it before.
+    async fn may_act(&mut self) -> bool {
+        if !self.lease.holds() {
+            self.adopt_pending = true;
+            return false;
+        }
+        if self.adopt_pending {
+            let read = self.reports.get_opt(&self.args.node_name);
+            match tokio::time::timeout(self.write_budget(), read).await {
+                Ok(Ok(report)) => {
+                    let results = report
+                        .and_then(|r| r.status)
+                        .map(|s| s.action_results)
+                        .unwrap_or_default();
+                    self.book = ActionBook::adopt(&results, Timestamp::now());
+                    self.adopt_pending = false;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the report before acting; retrying");
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     fn policies_for_node(&mut self) -> Vec<SelectedPolicy> {
@@ -441,6 +541,9 @@ impl Agent {
     /// Writes the current status if it is due (or `forced` for actions).
     /// Returns whether a write succeeded.
     async fn write_if_due(&mut self, forced: Option<WriteReason>) -> bool {
+        if self.last_status.is_none() || !self.may_act().await {
+            return false;
+        }
         let Some(status) = self.current_status() else {
             return false;
         };
@@ -500,7 +603,7 @@ impl Agent {
     /// in the report first (so a restart cannot repeat them), then carried
     /// out, then the results written.
     async fn handle_actions(&mut self) {
-        if self.last_status.is_none() {
+        if self.last_status.is_none() || !self.may_act().await {
             return;
         }
         let requests = self.requests();
@@ -532,6 +635,12 @@ impl Agent {
         let policies = self.view.policies();
         let labels = self.view.node_labels();
         for req in to_run {
+            if !self.lease.holds() {
+                // Marked InProgress: the next holder reports it as not
+                // known to have run, and never runs it.
+                tracing::warn!(id = %req.id, "lost the node lease; not executing the remaining requests");
+                break;
+            }
             let verified = verify(
                 &req,
                 policies.iter().map(AsRef::as_ref),
