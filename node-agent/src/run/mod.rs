@@ -212,7 +212,9 @@ struct Agent {
     /// again it re-reads the report and adopts the results written by the
     /// agent that held it meanwhile.
     adopt_pending: bool,
-    reports: Api<NodeHealthReport>,
+    /// Untyped: a report that does not decode must not keep the agent from
+    /// acting (its decodable results are adopted).
+    reports: Api<kube::api::DynamicObject>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -305,7 +307,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         lease: node_lease,
         standing: None,
         adopt_pending: true,
-        reports: Api::all(client.clone()),
+        reports: Api::all_with(
+            client.clone(),
+            &kube::api::ApiResource::erase::<NodeHealthReport>(&()),
+        ),
         gate: WriteGate::new(args.heartbeat),
         args,
         view,
@@ -423,8 +428,8 @@ impl Agent {
             match tokio::time::timeout(self.write_budget(), read).await {
                 Ok(Ok(report)) => {
                     let results = report
-                        .and_then(|r| r.status)
-                        .map(|s| s.action_results)
+                        .as_ref()
+                        .map(|r| decodable_results(&r.data))
                         .unwrap_or_default();
                     self.book = ActionBook::adopt(&results, Timestamp::now());
                     self.adopt_pending = false;
@@ -703,6 +708,21 @@ impl Agent {
     }
 }
 
+/// The action results of a report read as JSON, each one that decodes (a
+/// report written before a schema change does not keep them all out).
+fn decodable_results(report: &serde_json::Value) -> Vec<ActionResult> {
+    report
+        .get("status")
+        .and_then(|s| s.get("actionResults"))
+        .and_then(serde_json::Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| serde_json::from_value(r.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The protected-process matcher verification uses: the built-ins plus the
 /// policy's own entries; the matching pattern.
 fn builtin_or_policy_protected(comm: &str, extra: &[String]) -> Option<String> {
@@ -736,5 +756,25 @@ fn static_label(label: &str) -> &'static str {
         "rejected" => "rejected",
         "timeout" => "timeout",
         _ => "unavailable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decodable_results;
+
+    #[test]
+    fn results_that_decode_are_adopted_one_by_one() {
+        let report = serde_json::json!({"status": {"actionResults": [
+            {"id": "good", "outcome": "Completed", "message": "m", "completedAt": "2026-01-01T00:00:00Z"},
+            {"id": "bad", "outcome": "NoSuchOutcome", "message": "m", "completedAt": "2026-01-01T00:00:00Z"},
+        ]}});
+        let ids: Vec<String> = decodable_results(&report)
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["good"]);
+        assert!(decodable_results(&serde_json::json!({"status": 3})).is_empty());
+        assert!(decodable_results(&serde_json::json!({})).is_empty());
     }
 }
