@@ -1401,11 +1401,11 @@ async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
             ],
         )
     };
-    // Both start at once: they race for the Lease.
-    let mut agents = [
-        ("a", start("a", &kubeconfig_a)),
-        ("b", start("b", &kubeconfig_b)),
-    ];
+    // The second starts 2 s later (its own conditions would carry later
+    // transition times than the report's). Who wins is not assumed.
+    let first = start("a", &kubeconfig_a);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut agents = [("a", first), ("b", start("b", &kubeconfig_b))];
     let lease_held = "nodemedic_agent_node_lease_held ";
     let deadline = Instant::now() + Duration::from_secs(20);
     let holder = loop {
@@ -1504,8 +1504,14 @@ async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
         1.0
     );
 
+    let transition = |s: &NodeHealthReportStatus| {
+        condition(s, &policy, ConditionType::ZombiesDetected).map(|c| c.last_transition_time.0)
+    };
+    let before = transition(&s).expect("the holder's zombies condition");
+
     // SIGKILL the holder: no release; the other takes over when the Lease
-    // (3s) expires, keeps the first result, and acts on a new request.
+    // (3s) expires, keeps the first result and the conditions' transition
+    // times, and acts on a new request.
     agents[holder].1.kill();
     let killed = Instant::now();
     request_actions(
@@ -1538,6 +1544,11 @@ async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
     assert_eq!(
         result(&s, "second").map(|r| r.outcome),
         Some(ActionResultOutcome::Completed)
+    );
+    assert_eq!(
+        transition(&s),
+        Some(before),
+        "the survivor publishes the report's transition times, not its own"
     );
     assert!(sentinel(p).exists(), "the survivor requested the reboot");
     let first = result(&s, "first").expect("the first result is kept");

@@ -38,6 +38,9 @@ pub struct NodeLease {
     written_rv: Option<String>,
     /// Transitions the Lease had when last read.
     transitions: i32,
+    /// A create or take-over succeeded since [`Self::take_acquired`] was
+    /// last called: another agent may have acted since this one last did.
+    acquired: bool,
 }
 
 impl NodeLease {
@@ -50,6 +53,7 @@ impl NodeLease {
             acting_until: None,
             written_rv: None,
             transitions: 0,
+            acquired: false,
         }
     }
 
@@ -59,6 +63,12 @@ impl NodeLease {
 
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// Whether the Lease was created or taken over (not renewed) since the
+    /// last call.
+    pub fn take_acquired(&mut self) -> bool {
+        std::mem::take(&mut self.acquired)
     }
 
     /// How often [`Self::tick`] should run.
@@ -111,6 +121,7 @@ impl NodeLease {
         let sent = Instant::now();
         let now = MicroTime(Timestamp::now());
         let secs = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let acquiring = matches!(decision, Decision::Create | Decision::TakeOver);
         let written = match decision {
             Decision::HeldElsewhere { holder, .. } => {
                 self.acting_until = None;
@@ -159,6 +170,7 @@ impl NodeLease {
         };
         match written {
             Ok(l) => {
+                self.acquired |= acquiring;
                 self.acting_until = Some(sent + acting_window(self.duration));
                 self.written_rv = l.metadata.resource_version;
                 Ok(Standing::Holder)

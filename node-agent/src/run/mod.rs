@@ -31,7 +31,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use lease::{NodeLease, Standing};
 use nodemedic_crds::conditions::ConditionStatus;
-use nodemedic_crds::report::{ActionRequest, ActionResult};
+use nodemedic_crds::report::{ActionRequest, ActionResult, PolicyCondition};
 use nodemedic_crds::thresholds::{NodePolicies, SelectedPolicy};
 use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus};
 use prometheus_client::registry::Registry;
@@ -208,13 +208,22 @@ struct Agent {
     lease: NodeLease,
     /// The last standing logged (logs only on change).
     standing: Option<Standing>,
-    /// Set whenever this agent does not hold the Lease: before it acts
-    /// again it re-reads the report and adopts the results written by the
-    /// agent that held it meanwhile.
+    /// Set when this agent created or took over the Lease (not when it
+    /// renewed it: then no other agent acted since it last did): before it
+    /// acts it re-reads the report and adopts the results (and, unless the
+    /// start-up adoption is current, the conditions) written by whoever
+    /// held it meanwhile.
     adopt_pending: bool,
+    /// Whether the conditions adopted at start-up may be out of date: this
+    /// agent has acted since, or seen another agent hold the Lease.
+    startup_stale: bool,
     /// Untyped: a report that does not decode must not keep the agent from
     /// acting (its decodable results are adopted).
     reports: Api<kube::api::DynamicObject>,
+    /// Conditions read on taking over the Lease, adopted by the next scan
+    /// (which then publishes them with the previous holder's transition
+    /// times); no acting until then.
+    conditions_to_adopt: Option<Vec<PolicyCondition>>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -256,20 +265,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let now = Timestamp::now();
     let adopted = view.own_report().and_then(|r| r.status.clone());
     if let Some(status) = &adopted {
-        let (mono, wall) = (Instant::now(), now);
-        for c in &status.conditions {
-            engine.hysteresis_mut().adopt(
-                &c.policy,
-                c.type_.detector(),
-                Published {
-                    firing: c.status == ConditionStatus::True,
-                    last_transition: c.last_transition_time.0,
-                    exceeded_since: c.exceeded_since.as_ref().map(|t| t.0),
-                },
-                mono,
-                wall,
-            );
-        }
+        adopt_conditions(&mut engine, &status.conditions, now);
         tracing::info!(
             conditions = status.conditions.len(),
             results = status.action_results.len(),
@@ -307,6 +303,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         lease: node_lease,
         standing: None,
         adopt_pending: true,
+        startup_stale: false,
+        conditions_to_adopt: None,
         reports: Api::all_with(
             client.clone(),
             &kube::api::ApiResource::erase::<NodeHealthReport>(&()),
@@ -389,7 +387,7 @@ impl Agent {
         let standing = self.lease.tick(self.lease.period()).await;
         let holds = self.lease.holds();
         self.metrics.node_lease_held.set(i64::from(holds));
-        if !holds {
+        if self.lease.take_acquired() {
             self.adopt_pending = true;
         }
         let changed = match (&self.standing, &standing) {
@@ -412,6 +410,7 @@ impl Agent {
         }
         if matches!(standing, Standing::Passive { .. }) {
             self.health.passive();
+            self.startup_stale = true;
         }
         self.standing = Some(standing);
     }
@@ -420,7 +419,6 @@ impl Agent {
     /// it holds the Lease and knows the results of whoever held it before.
     async fn may_act(&mut self) -> bool {
         if !self.lease.holds() {
-            self.adopt_pending = true;
             return false;
         }
         if self.adopt_pending {
@@ -432,6 +430,14 @@ impl Agent {
                         .map(|r| decodable_results(&r.data))
                         .unwrap_or_default();
                     self.book = ActionBook::adopt(&results, Timestamp::now());
+                    if self.startup_stale {
+                        self.conditions_to_adopt = Some(
+                            report
+                                .as_ref()
+                                .map(|r| decodable_conditions(&r.data))
+                                .unwrap_or_default(),
+                        );
+                    }
                     self.adopt_pending = false;
                 }
                 Ok(Err(e)) => {
@@ -441,6 +447,11 @@ impl Agent {
                 Err(_) => return false,
             }
         }
+        // The next scan adopts the conditions first.
+        if self.conditions_to_adopt.is_some() {
+            return false;
+        }
+        self.startup_stale = true;
         true
     }
 
@@ -468,6 +479,14 @@ impl Agent {
     async fn scan_cycle(&mut self, worker: &mut Option<ScanWorker>) -> Result<(), RunError> {
         let policies = self.policies_for_node();
         let mut w = worker.take().ok_or(RunError::ScanThread)?;
+        if let Some(conditions) = self.conditions_to_adopt.take() {
+            adopt_conditions(&mut w.engine, &conditions, Timestamp::now());
+            tracing::info!(
+                conditions = conditions.len(),
+                results = self.book.results().len(),
+                "took over the node lease: adopted the conditions and action results of the report"
+            );
+        }
         let scan_policies = policies.clone();
         let (w, out) = tokio::task::spawn_blocking(move || {
             let out = w.scan(&scan_policies);
@@ -706,6 +725,39 @@ impl Agent {
             follow_up: None,
         })
     }
+}
+
+/// Takes over the published state of conditions: firing ones keep their
+/// transition times.
+fn adopt_conditions(engine: &mut Engine, conditions: &[PolicyCondition], now: Timestamp) {
+    let mono = Instant::now();
+    for c in conditions {
+        engine.hysteresis_mut().adopt(
+            &c.policy,
+            c.type_.detector(),
+            Published {
+                firing: c.status == ConditionStatus::True,
+                last_transition: c.last_transition_time.0,
+                exceeded_since: c.exceeded_since.as_ref().map(|t| t.0),
+            },
+            mono,
+            now,
+        );
+    }
+}
+
+/// The conditions of a report read as JSON, each one that decodes.
+fn decodable_conditions(report: &serde_json::Value) -> Vec<PolicyCondition> {
+    report
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(serde_json::Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| serde_json::from_value(c.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The action results of a report read as JSON, each one that decodes (a
