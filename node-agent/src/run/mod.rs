@@ -660,10 +660,21 @@ impl Agent {
         let labels = self.view.node_labels();
         for req in to_run {
             if !self.lease.holds() {
-                // Marked InProgress: the next holder reports it as not
-                // known to have run, and never runs it.
-                tracing::warn!(id = %req.id, "lost the node lease; not executing the remaining requests");
-                break;
+                // Marked InProgress in the report: a next holder reports it
+                // as not known to have run, and never runs it; this agent
+                // says so too if it renews its own Lease and writes again.
+                tracing::warn!(id = %req.id, "lost the node lease; request not executed");
+                let result = ActionResult {
+                    id: req.id.clone(),
+                    outcome: nodemedic_crds::report::ActionResultOutcome::Failed,
+                    reason: None,
+                    message: "not executed: the agent lost its node lease before running it"
+                        .to_owned(),
+                    completed_at: Time(Timestamp::now()),
+                    follow_up: None,
+                };
+                self.book.complete(&req, result, None);
+                continue;
             }
             let verified = verify(
                 &req,
