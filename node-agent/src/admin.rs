@@ -67,6 +67,7 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub last_report: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub undecodable: Family<KindLabel, Gauge>,
+    pub node_lease_held: Gauge,
 }
 
 impl Metrics {
@@ -86,6 +87,7 @@ impl Metrics {
             actions: Family::default(),
             last_report: Gauge::default(),
             undecodable: Family::default(),
+            node_lease_held: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("nodemedic_agent");
         r.register(
@@ -143,6 +145,11 @@ impl Metrics {
             "undecodable_objects",
             "Watched objects left out of the agent's caches because they do not decode, by kind",
             m.undecodable.clone(),
+        );
+        r.register(
+            "node_lease_held",
+            "1 while this agent holds its node's Lease and acts (executes requests, writes the report); 0 while another agent on the node does",
+            m.node_lease_held.clone(),
         );
         m
     }
@@ -253,6 +260,12 @@ impl Health {
 
     pub fn scan_finished(&self) {
         self.last_scan.store(now_unix() as u64, Ordering::Relaxed);
+    }
+
+    /// Ready without writing: another agent on the node holds the Lease
+    /// (a passive agent must not hold up a rollout).
+    pub fn passive(&self) {
+        self.first_report.store(true, Ordering::Relaxed);
     }
 
     pub fn report_written(&self) {

@@ -80,6 +80,31 @@ pub struct RunArgs {
     /// instead of every scan (staggered; 1 = every scan).
     #[arg(long, env = "NODEMEDIC_FD_RECOUNT_EVERY", default_value_t = 3)]
     pub fd_recount_every: u32,
+    /// Duration of the node Lease (kube-node-lease/nodemedic-agent-<node>)
+    /// that makes one agent, and only one, act on the node: the holder
+    /// renews it every third of this and stops acting a quarter of it
+    /// before it would expire; another agent on the node takes over this
+    /// long after the holder stopped renewing (at once when it released it
+    /// on SIGTERM). Whole seconds, at least 1s.
+    #[arg(long, env = "NODEMEDIC_LEASE_DURATION", value_parser = parse_lease_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// This agent's Pod name (downward API metadata.name): with the Pod UID,
+    /// its identity as the Lease's holder. Unset: the host name and the
+    /// process id.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// This agent's Pod UID (downward API metadata.uid).
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+}
+
+/// A Lease duration: whole seconds (the Lease stores seconds), at least 1s.
+fn parse_lease_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+        return Err("the lease duration must be whole seconds, at least 1s".to_owned());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -147,6 +172,9 @@ mod tests {
         assert!(parse_duration("3").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_lease_duration("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_lease_duration("500ms").is_err());
+        assert!(parse_lease_duration("1500ms").is_err());
     }
 
     #[test]

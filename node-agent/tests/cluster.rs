@@ -195,6 +195,11 @@ struct AgentOptions<'a> {
 
 impl Agent {
     fn start(o: &AgentOptions<'_>) -> Self {
+        Self::start_with(o, &[])
+    }
+
+    /// Starts the agent with `extra` environment variables (flags) too.
+    fn start_with(o: &AgentOptions<'_>, extra: &[(&str, &str)]) -> Self {
         let admin = free_addr();
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("agent")));
         let file = std::fs::File::create(&log).expect("agent log");
@@ -218,6 +223,7 @@ impl Agent {
             .env("NODEMEDIC_ACTION_TTL", o.action_ttl)
             .env("NODEMEDIC_ADMIN_ADDR", admin.to_string())
             .env("NODEMEDIC_LOG", "info,kube=warn")
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -258,6 +264,14 @@ impl Agent {
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// SIGKILL: no chance to release anything.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM, then the exit status (waits at most `limit`).
@@ -1341,4 +1355,232 @@ async fn signalling_another_users_process_needs_cap_kill() {
     .await;
     let r = result(&s, "with-kill").expect("result");
     assert_eq!(r.outcome, ActionResultOutcome::Signalled, "{}", r.message);
+}
+
+/// Two agents on one node (say, of two Helm releases): only the holder of
+/// the node Lease executes a request and writes the report; the other stays
+/// ready but passive, and takes over (without repeating what the first did)
+/// once the killed holder's Lease expires.
+#[tokio::test]
+async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
+    let mut spec = zombie_spec("0s");
+    spec["mode"] = serde_json::json!("Enforce");
+    spec["actions"] = serde_json::json!({"zombies": [{"action": "RequestReboot", "after": "1h"}]});
+    let Some((node, policy, kubeconfig_a, host)) = setup("two-agents", spec).await else {
+        return;
+    };
+    let kubeconfig_b = agent_kubeconfig(cp().await, rbac().await, &node)
+        .await
+        .expect("second agent kubeconfig");
+    for d in ["sentinel-a", "sentinel-b"] {
+        std::fs::create_dir_all(host.root.path().join(d)).expect("sentinel dir");
+    }
+    let sentinel = |who: &str| {
+        host.root
+            .path()
+            .join(format!("sentinel-{who}/reboot-required"))
+    };
+    let start = |who: &str, kubeconfig: &Path| {
+        let path = format!("/sentinel-{who}/reboot-required");
+        let pod = format!("agent-{who}");
+        Agent::start_with(
+            &AgentOptions {
+                kubeconfig,
+                node: &node,
+                host_root: host.root.path(),
+                interval: "1s",
+                heartbeat: "1m",
+                action_ttl: "10m",
+                caps: None,
+            },
+            &[
+                ("NODEMEDIC_REBOOT_SENTINEL", path.as_str()),
+                ("NODEMEDIC_LEASE_DURATION", "3s"),
+                ("POD_NAME", pod.as_str()),
+                ("POD_UID", "uid"),
+            ],
+        )
+    };
+    // The second starts 2 s later (its own conditions would carry later
+    // transition times than the report's). Who wins is not assumed.
+    let first = start("a", &kubeconfig_a);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut agents = [("a", first), ("b", start("b", &kubeconfig_b))];
+    let lease_held = "nodemedic_agent_node_lease_held ";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        let a = agents[0].1.metric(lease_held).await;
+        let b = agents[1].1.metric(lease_held).await;
+        let a_passive = agents[0].1.log().contains("node lease held by agent-b_uid");
+        let b_passive = agents[1].1.log().contains("node lease held by agent-a_uid");
+        if a == 1.0 && b == 0.0 && b_passive {
+            break 0;
+        }
+        if b == 1.0 && a == 0.0 && a_passive {
+            break 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one holder and one passive agent: a={a} b={b}\n--- a ---\n{}\n--- b ---\n{}",
+            agents[0].1.log(),
+            agents[1].1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let passive = 1 - holder;
+    let (h, p) = (agents[holder].0, agents[passive].0);
+    wait_report(
+        &node,
+        Duration::from_secs(15),
+        "a first report",
+        &agents[holder].1,
+        |_| true,
+    )
+    .await;
+    // The passive agent is ready (a rollout must not wait for it) and scans.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agents[passive].1.get("/readyz").await.map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the passive agent is not ready:\n{}",
+            agents[passive].1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        agents[passive]
+            .1
+            .metric("nodemedic_agent_scans_total")
+            .await
+            >= 1.0
+    );
+
+    let reboot = |id: &str| {
+        serde_json::json!({"id": id, "action": "RequestReboot", "policy": policy,
+                           "requestedAt": Timestamp::now(), "reason": "test: two agents"})
+    };
+    request_actions(&node, serde_json::json!([reboot("first")])).await;
+    let s = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "first executed",
+        &agents[holder].1,
+        |s| result(s, "first").is_some_and(|r| r.outcome.is_final()),
+    )
+    .await;
+    assert_eq!(
+        result(&s, "first").map(|r| r.outcome),
+        Some(ActionResultOutcome::Completed),
+        "{:?}",
+        result(&s, "first")
+    );
+    // Give a second executor every chance: several scans and lease periods.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(sentinel(h).exists(), "the holder requested the reboot");
+    assert!(
+        !sentinel(p).exists(),
+        "the request was executed twice: by the passive agent too\n--- passive ---\n{}",
+        agents[passive].1.log()
+    );
+    assert_eq!(
+        agents[passive]
+            .1
+            .metric("nodemedic_agent_actions_total")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        agents[passive]
+            .1
+            .metric("nodemedic_agent_report_writes_total")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        agents[holder]
+            .1
+            .metric("nodemedic_agent_actions_total")
+            .await,
+        1.0
+    );
+
+    let transition = |s: &NodeHealthReportStatus| {
+        condition(s, &policy, ConditionType::ZombiesDetected).map(|c| c.last_transition_time.0)
+    };
+    let before = transition(&s).expect("the holder's zombies condition");
+
+    // SIGKILL the holder: no release; the other takes over when the Lease
+    // (3s) expires, keeps the first result and the conditions' transition
+    // times, and acts on a new request.
+    agents[holder].1.kill();
+    let killed = Instant::now();
+    request_actions(
+        &node,
+        serde_json::json!([reboot("first"), reboot("second")]),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agents[passive].1.metric(lease_held).await != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no takeover:\n{}",
+            agents[passive].1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "took over {took:?} after the kill: before the Lease expired"
+    );
+    let s = wait_report(
+        &node,
+        Duration::from_secs(15),
+        "second executed",
+        &agents[passive].1,
+        |s| result(s, "second").is_some_and(|r| r.outcome.is_final()),
+    )
+    .await;
+    assert_eq!(
+        result(&s, "second").map(|r| r.outcome),
+        Some(ActionResultOutcome::Completed)
+    );
+    assert_eq!(
+        transition(&s),
+        Some(before),
+        "the survivor publishes the report's transition times, not its own"
+    );
+    assert!(sentinel(p).exists(), "the survivor requested the reboot");
+    let first = result(&s, "first").expect("the first result is kept");
+    assert_eq!(first.outcome, ActionResultOutcome::Completed);
+    assert!(
+        first.message.contains(&format!("sentinel-{h}")),
+        "{}",
+        first.message
+    );
+    assert_eq!(
+        agents[passive]
+            .1
+            .metric("nodemedic_agent_actions_total")
+            .await,
+        1.0,
+        "the survivor executed only the new request"
+    );
+
+    // SIGTERM releases the Lease at once.
+    let (code, _) = agents[passive].1.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", agents[passive].1.log());
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(
+        cp().await.client().await.expect("client"),
+        "kube-node-lease",
+    );
+    let lease = leases
+        .get(&format!("nodemedic-agent-{node}"))
+        .await
+        .expect("the node lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "released on SIGTERM"
+    );
 }

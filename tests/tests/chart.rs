@@ -477,6 +477,20 @@ async fn rendered_rbac_is_exactly_the_contract() {
             "events.k8s.io/events patch",
         ])
     );
+    // The agent's node Lease, in the fixed namespace every release's agents
+    // share; no list, watch, patch or delete.
+    let agent_role = find(&objs, "Role", "agent");
+    assert_eq!(agent_role["metadata"]["namespace"], "kube-node-lease");
+    assert_eq!(
+        rules(agent_role),
+        set(&[
+            "coordination.k8s.io/leases get",
+            "coordination.k8s.io/leases create",
+            "coordination.k8s.io/leases update",
+        ])
+    );
+    let agent_binding = find(&objs, "RoleBinding", "agent");
+    assert_eq!(agent_binding["metadata"]["namespace"], "kube-node-lease");
     let role = find(&objs, "Role", "operator");
     assert_eq!(role["metadata"]["namespace"], "nodemedic");
     assert_eq!(
@@ -497,8 +511,8 @@ async fn rendered_rbac_is_exactly_the_contract() {
         .filter(|o| rbac_kinds.contains(&kind(o)))
         .count();
     assert_eq!(
-        count, 6,
-        "2 ClusterRoles, 2 ClusterRoleBindings, 1 Role, 1 RoleBinding"
+        count, 8,
+        "2 ClusterRoles, 2 ClusterRoleBindings, 2 Roles, 2 RoleBindings"
     );
     for b in objs
         .iter()
@@ -894,7 +908,12 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
                     | "ValidatingAdmissionPolicyBinding"
                     | "NodeHealthPolicy"
             );
-            if !cluster_scoped {
+            // The agent's node-Lease Role and binding live in the namespace
+            // shared by every release (kube-node-lease).
+            let node_lease = matches!(kind(o), "Role" | "RoleBinding") && component(o) == "agent";
+            if node_lease {
+                assert_eq!(o["metadata"]["namespace"].as_str(), Some("kube-node-lease"));
+            } else if !cluster_scoped {
                 assert_eq!(
                     o["metadata"]["namespace"].as_str(),
                     Some(ns.as_str()),
@@ -1000,6 +1019,139 @@ async fn install_rbac_and_admission(cp: &ControlPlane, prefix: &str) -> Installe
         })
         .await
         .clone()
+}
+
+/// The node Lease that makes one agent per node act: an agent may create and
+/// update only `kube-node-lease/nodemedic-agent-<its node>`; another node's
+/// Lease is denied by the admission policy (so an agent cannot hold another
+/// node's agents off), any other namespace and delete by RBAC.
+#[tokio::test]
+async fn agent_token_is_pinned_to_its_own_node_lease() {
+    if skip_without_helm() {
+        return;
+    }
+    let cp = cp().await;
+    let inst = install_rbac_and_admission(cp, "chart-agent").await;
+    let ns = inst.namespace.as_str();
+    let node_a = cp.create_node("lease-a", &[]).await.expect("node a");
+    let node_b = cp.create_node("lease-b", &[]).await.expect("node b");
+    let pod = create_pod(
+        cp,
+        ns,
+        &unique_name("nodemedic-agent"),
+        &node_a,
+        &inst.agent_sa,
+    )
+    .await;
+    let token = pod_bound_token(cp, ns, &inst.agent_sa, &pod)
+        .await
+        .expect("pod-bound token");
+    let (agent, _) = token_client(cp, &token).await.expect("agent client");
+    let leases: Api<Lease> = Api::namespaced(agent.clone(), "kube-node-lease");
+    let lease = |name: &str, holder: &str| -> Lease {
+        serde_json::from_value(json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())},
+        }))
+        .expect("lease")
+    };
+    let own = format!("nodemedic-agent-{node_a}");
+    let other = format!("nodemedic-agent-{node_b}");
+    let wrong_lease = format!(
+        "the nodemedic agent on node {node_a} may write only the node Lease {own}, not {other}"
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually("the admission policy denies another node's Lease", || {
+        let leases = leases.clone();
+        let obj = lease(&other, "intruder");
+        let wrong_lease = wrong_lease.clone();
+        let dry = dry.clone();
+        async move {
+            match leases.create(&dry, &obj).await {
+                Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(&wrong_lease) => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+
+    // Its own node's Lease: create, read, update.
+    let mut mine = leases
+        .create(&PostParams::default(), &lease(&own, "agent-a"))
+        .await
+        .expect("the agent creates its node's Lease");
+    if let Some(spec) = mine.spec.as_mut() {
+        spec.holder_identity = None;
+    }
+    leases
+        .replace(&own, &PostParams::default(), &mine)
+        .await
+        .expect("the agent updates (releases) its node's Lease");
+    leases
+        .get(&own)
+        .await
+        .expect("the agent reads its node's Lease");
+
+    // Another node's Lease: neither create nor update (it exists: made by
+    // the admin, as that node's agent would).
+    assert_denied(
+        leases
+            .create(&PostParams::default(), &lease(&other, "intruder"))
+            .await,
+        403,
+        &[&wrong_lease],
+    );
+    let admin_leases: Api<Lease> =
+        Api::namespaced(cp.client().await.expect("admin client"), "kube-node-lease");
+    let mut theirs = admin_leases
+        .create(&PostParams::default(), &lease(&other, "agent-b"))
+        .await
+        .expect("admin creates node B's Lease");
+    if let Some(spec) = theirs.spec.as_mut() {
+        spec.holder_identity = Some("intruder".into());
+    }
+    assert_denied(
+        leases
+            .replace(&other, &PostParams::default(), &theirs)
+            .await,
+        403,
+        &[&wrong_lease],
+    );
+    // The kubelet's own Lease of node A (named like the node) is not the agent's.
+    assert_denied(
+        leases
+            .create(&PostParams::default(), &lease(&node_a, "intruder"))
+            .await,
+        403,
+        &["may write only the node Lease"],
+    );
+    // RBAC: no delete, no list, and no Leases elsewhere (e.g. the operator's).
+    assert_denied(
+        leases.delete(&own, &DeleteParams::default()).await,
+        403,
+        &["cannot delete resource \"leases\""],
+    );
+    assert_denied(
+        leases.list(&Default::default()).await,
+        403,
+        &["cannot list resource \"leases\""],
+    );
+    let elsewhere: Api<Lease> = Api::namespaced(agent.clone(), ns);
+    assert_denied(
+        elsewhere
+            .create(&PostParams::default(), &lease(&own, "agent-a"))
+            .await,
+        403,
+        &["cannot create resource \"leases\""],
+    );
 }
 
 /// A Pod object bound to `node` (no kubelet runs: it is only an API object).

@@ -2,10 +2,13 @@
 //! interval, evaluates every policy that selects the node, publishes the
 //! node's NodeHealthReport (on change and at the heartbeat), executes the
 //! operator's action requests, and serves metrics and health. It never
-//! decides to act on its own, and writes nothing but its own report.
+//! decides to act on its own, and writes nothing but its own report (and
+//! its node's Lease: only the agent holding it acts, see [`node_lease`]).
 
 pub mod actions;
 pub mod cluster;
+pub mod lease;
+pub mod node_lease;
 
 use crate::act::Signaller;
 use crate::act::request::{RequestContext, execute};
@@ -26,10 +29,11 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
-use nodemedic_crds::NodeHealthReportStatus;
+use lease::{NodeLease, Standing};
 use nodemedic_crds::conditions::ConditionStatus;
-use nodemedic_crds::report::{ActionRequest, ActionResult};
+use nodemedic_crds::report::{ActionRequest, ActionResult, PolicyCondition};
 use nodemedic_crds::thresholds::{NodePolicies, SelectedPolicy};
+use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus};
 use prometheus_client::registry::Registry;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -199,6 +203,27 @@ struct Agent {
     rejected_lines: Vec<String>,
     /// When a shutdown began: writes then get what is left of 4.5 s.
     stopping_since: Option<Instant>,
+    /// The node's Lease: only its holder executes requests and writes the
+    /// report.
+    lease: NodeLease,
+    /// The last standing logged (logs only on change).
+    standing: Option<Standing>,
+    /// Set when this agent created or took over the Lease (not when it
+    /// renewed it: then no other agent acted since it last did): before it
+    /// acts it re-reads the report and adopts the results (and, unless the
+    /// start-up adoption is current, the conditions) written by whoever
+    /// held it meanwhile.
+    adopt_pending: bool,
+    /// Whether the conditions adopted at start-up may be out of date: this
+    /// agent has acted since, or seen another agent hold the Lease.
+    startup_stale: bool,
+    /// Untyped: a report that does not decode must not keep the agent from
+    /// acting (its decodable results are adopted).
+    reports: Api<kube::api::DynamicObject>,
+    /// Conditions read on taking over the Lease, adopted by the next scan
+    /// (which then publishes them with the previous holder's transition
+    /// times); no acting until then.
+    conditions_to_adopt: Option<Vec<PolicyCondition>>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -240,20 +265,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let now = Timestamp::now();
     let adopted = view.own_report().and_then(|r| r.status.clone());
     if let Some(status) = &adopted {
-        let (mono, wall) = (Instant::now(), now);
-        for c in &status.conditions {
-            engine.hysteresis_mut().adopt(
-                &c.policy,
-                c.type_.detector(),
-                Published {
-                    firing: c.status == ConditionStatus::True,
-                    last_transition: c.last_transition_time.0,
-                    exceeded_since: c.exceeded_since.as_ref().map(|t| t.0),
-                },
-                mono,
-                wall,
-            );
-        }
+        adopt_conditions(&mut engine, &status.conditions, now);
         tracing::info!(
             conditions = status.conditions.len(),
             results = status.action_results.len(),
@@ -279,7 +291,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         admin = %args.admin_addr,
         "agent running"
     );
+    let identity = lease::identity(args.pod_name.as_deref(), args.pod_uid.as_deref());
+    let node_lease = NodeLease::new(&client, &args.node_name, identity, args.lease_duration);
+    tracing::info!(
+        lease = %format!("{}/{}", node_lease::LEASE_NAMESPACE, node_lease.name()),
+        identity = %node_lease.identity(),
+        duration = %nodemedic_crds::duration::format_duration(args.lease_duration),
+        "only the holder of the node lease acts on this node"
+    );
     let mut agent = Agent {
+        lease: node_lease,
+        standing: None,
+        adopt_pending: true,
+        startup_stale: false,
+        conditions_to_adopt: None,
+        reports: Api::all_with(
+            client.clone(),
+            &kube::api::ApiResource::erase::<NodeHealthReport>(&()),
+        ),
         gate: WriteGate::new(args.heartbeat),
         args,
         view,
@@ -309,6 +338,8 @@ impl Agent {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        let mut lease_ticker = tokio::time::interval(self.lease.period());
+        lease_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry = self.gate.retry_at();
             let retry_sleep = async move {
@@ -320,6 +351,10 @@ impl Agent {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                _ = lease_ticker.tick() => {
+                    self.lease_tick().await;
+                    self.handle_actions().await;
+                }
                 _ = ticker.tick() => {
                     self.scan_cycle(worker).await?;
                     self.handle_actions().await;
@@ -336,7 +371,88 @@ impl Agent {
         if self.gate.retry_at().is_some() {
             self.write_if_due(None).await;
         }
+        match self.lease.release(self.write_budget()).await {
+            Ok(true) => tracing::info!("released the node lease"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the node lease; another agent takes over when it expires");
+            }
+        }
+        self.metrics.node_lease_held.set(0);
         Ok(())
+    }
+
+    /// Renews (or tries to take) the node's Lease; logs changes of standing.
+    async fn lease_tick(&mut self) {
+        let standing = self.lease.tick(self.lease.period()).await;
+        let holds = self.lease.holds();
+        self.metrics.node_lease_held.set(i64::from(holds));
+        if self.lease.take_acquired() {
+            self.adopt_pending = true;
+        }
+        let changed = match (&self.standing, &standing) {
+            (Some(Standing::Unknown { .. }), Standing::Unknown { .. }) => false,
+            (Some(before), now) => before != now,
+            (None, _) => true,
+        };
+        if changed {
+            match &standing {
+                Standing::Holder => {
+                    tracing::info!(lease = %self.lease.name(), "holding the node lease; acting on this node")
+                }
+                Standing::Passive { holder } => {
+                    tracing::warn!(lease = %self.lease.name(), %holder, "node lease held by {holder}; not acting (scanning goes on; this agent takes over when the lease is released or expires)");
+                }
+                Standing::Unknown { error } => {
+                    tracing::warn!(lease = %self.lease.name(), %error, "cannot hold the node lease; not acting until it can");
+                }
+            }
+        }
+        if matches!(standing, Standing::Passive { .. }) {
+            self.health.passive();
+            self.startup_stale = true;
+        }
+        self.standing = Some(standing);
+    }
+
+    /// Whether this agent may execute requests and write the report now:
+    /// it holds the Lease and knows the results of whoever held it before.
+    async fn may_act(&mut self) -> bool {
+        if !self.lease.holds() {
+            return false;
+        }
+        if self.adopt_pending {
+            let read = self.reports.get_opt(&self.args.node_name);
+            match tokio::time::timeout(self.write_budget(), read).await {
+                Ok(Ok(report)) => {
+                    let results = report
+                        .as_ref()
+                        .map(|r| decodable_results(&r.data))
+                        .unwrap_or_default();
+                    self.book = ActionBook::adopt(&results, Timestamp::now());
+                    if self.startup_stale {
+                        self.conditions_to_adopt = Some(
+                            report
+                                .as_ref()
+                                .map(|r| decodable_conditions(&r.data))
+                                .unwrap_or_default(),
+                        );
+                    }
+                    self.adopt_pending = false;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the report before acting; retrying");
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        // The next scan adopts the conditions first.
+        if self.conditions_to_adopt.is_some() {
+            return false;
+        }
+        self.startup_stale = true;
+        true
     }
 
     fn policies_for_node(&mut self) -> Vec<SelectedPolicy> {
@@ -363,6 +479,14 @@ impl Agent {
     async fn scan_cycle(&mut self, worker: &mut Option<ScanWorker>) -> Result<(), RunError> {
         let policies = self.policies_for_node();
         let mut w = worker.take().ok_or(RunError::ScanThread)?;
+        if let Some(conditions) = self.conditions_to_adopt.take() {
+            adopt_conditions(&mut w.engine, &conditions, Timestamp::now());
+            tracing::info!(
+                conditions = conditions.len(),
+                results = self.book.results().len(),
+                "took over the node lease: adopted the conditions and action results of the report"
+            );
+        }
         let scan_policies = policies.clone();
         let (w, out) = tokio::task::spawn_blocking(move || {
             let out = w.scan(&scan_policies);
@@ -441,6 +565,9 @@ impl Agent {
     /// Writes the current status if it is due (or `forced` for actions).
     /// Returns whether a write succeeded.
     async fn write_if_due(&mut self, forced: Option<WriteReason>) -> bool {
+        if self.last_status.is_none() || !self.may_act().await {
+            return false;
+        }
         let Some(status) = self.current_status() else {
             return false;
         };
@@ -500,7 +627,7 @@ impl Agent {
     /// in the report first (so a restart cannot repeat them), then carried
     /// out, then the results written.
     async fn handle_actions(&mut self) {
-        if self.last_status.is_none() {
+        if self.last_status.is_none() || !self.may_act().await {
             return;
         }
         let requests = self.requests();
@@ -532,6 +659,23 @@ impl Agent {
         let policies = self.view.policies();
         let labels = self.view.node_labels();
         for req in to_run {
+            if !self.lease.holds() {
+                // Marked InProgress in the report: a next holder reports it
+                // as not known to have run, and never runs it; this agent
+                // says so too if it renews its own Lease and writes again.
+                tracing::warn!(id = %req.id, "lost the node lease; request not executed");
+                let result = ActionResult {
+                    id: req.id.clone(),
+                    outcome: nodemedic_crds::report::ActionResultOutcome::Failed,
+                    reason: None,
+                    message: "not executed: the agent lost its node lease before running it"
+                        .to_owned(),
+                    completed_at: Time(Timestamp::now()),
+                    follow_up: None,
+                };
+                self.book.complete(&req, result, None);
+                continue;
+            }
             let verified = verify(
                 &req,
                 policies.iter().map(AsRef::as_ref),
@@ -594,6 +738,54 @@ impl Agent {
     }
 }
 
+/// Takes over the published state of conditions: firing ones keep their
+/// transition times.
+fn adopt_conditions(engine: &mut Engine, conditions: &[PolicyCondition], now: Timestamp) {
+    let mono = Instant::now();
+    for c in conditions {
+        engine.hysteresis_mut().adopt(
+            &c.policy,
+            c.type_.detector(),
+            Published {
+                firing: c.status == ConditionStatus::True,
+                last_transition: c.last_transition_time.0,
+                exceeded_since: c.exceeded_since.as_ref().map(|t| t.0),
+            },
+            mono,
+            now,
+        );
+    }
+}
+
+/// The conditions of a report read as JSON, each one that decodes.
+fn decodable_conditions(report: &serde_json::Value) -> Vec<PolicyCondition> {
+    report
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(serde_json::Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| serde_json::from_value(c.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The action results of a report read as JSON, each one that decodes (a
+/// report written before a schema change does not keep them all out).
+fn decodable_results(report: &serde_json::Value) -> Vec<ActionResult> {
+    report
+        .get("status")
+        .and_then(|s| s.get("actionResults"))
+        .and_then(serde_json::Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| serde_json::from_value(r.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The protected-process matcher verification uses: the built-ins plus the
 /// policy's own entries; the matching pattern.
 fn builtin_or_policy_protected(comm: &str, extra: &[String]) -> Option<String> {
@@ -627,5 +819,25 @@ fn static_label(label: &str) -> &'static str {
         "rejected" => "rejected",
         "timeout" => "timeout",
         _ => "unavailable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decodable_results;
+
+    #[test]
+    fn results_that_decode_are_adopted_one_by_one() {
+        let report = serde_json::json!({"status": {"actionResults": [
+            {"id": "good", "outcome": "Completed", "message": "m", "completedAt": "2026-01-01T00:00:00Z"},
+            {"id": "bad", "outcome": "NoSuchOutcome", "message": "m", "completedAt": "2026-01-01T00:00:00Z"},
+        ]}});
+        let ids: Vec<String> = decodable_results(&report)
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["good"]);
+        assert!(decodable_results(&serde_json::json!({"status": 3})).is_empty());
+        assert!(decodable_results(&serde_json::json!({})).is_empty());
     }
 }

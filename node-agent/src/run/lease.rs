@@ -1,0 +1,254 @@
+//! Holding the node's Lease: reads it, decides ([`super::node_lease`]) and
+//! writes with a resourceVersion precondition (an update with the version
+//! read; a create that fails if another agent created it first), so of two
+//! agents deciding at once only one write succeeds. The holder acts only
+//! within [`acting_window`] of its last successful write, on its monotonic
+//! clock; a Lease it cannot renew makes it stop acting.
+
+use super::node_lease::{
+    Decision, LEASE_NAMESPACE, LeaseView, acting_window, decide, lease_name, renew_every,
+};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use std::time::{Duration, Instant};
+
+/// What this agent knows about its node's Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// It holds the Lease and may act.
+    Holder,
+    /// Another agent holds it.
+    Passive { holder: String },
+    /// The Lease could not be read or written.
+    Unknown { error: String },
+}
+
+#[derive(Debug)]
+pub struct NodeLease {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+    /// Until when this agent may act (monotonic).
+    acting_until: Option<Instant>,
+    /// The resourceVersion of the Lease as this agent last wrote it.
+    written_rv: Option<String>,
+    /// Transitions the Lease had when last read.
+    transitions: i32,
+    /// A create or take-over succeeded since [`Self::take_acquired`] was
+    /// last called: another agent may have acted since this one last did.
+    acquired: bool,
+}
+
+impl NodeLease {
+    pub fn new(client: &Client, node: &str, identity: String, duration: Duration) -> Self {
+        Self {
+            api: Api::namespaced(client.clone(), LEASE_NAMESPACE),
+            name: lease_name(node),
+            identity,
+            duration,
+            acting_until: None,
+            written_rv: None,
+            transitions: 0,
+            acquired: false,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Whether the Lease was created or taken over (not renewed) since the
+    /// last call.
+    pub fn take_acquired(&mut self) -> bool {
+        std::mem::take(&mut self.acquired)
+    }
+
+    /// How often [`Self::tick`] should run.
+    pub fn period(&self) -> Duration {
+        renew_every(self.duration)
+    }
+
+    /// Whether this agent may act now.
+    pub fn holds(&self) -> bool {
+        self.acting_until.is_some_and(|u| Instant::now() < u)
+    }
+
+    /// Reads the Lease and creates, renews or takes it over as decided.
+    /// Every call is bounded by `budget`; on any error this agent stops
+    /// acting (the safe direction).
+    pub async fn tick(&mut self, budget: Duration) -> Standing {
+        match tokio::time::timeout(budget, self.try_tick()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.acting_until = None;
+                Standing::Unknown {
+                    error: e.to_string(),
+                }
+            }
+            Err(_) => {
+                self.acting_until = None;
+                Standing::Unknown {
+                    error: "timeout: the API server did not answer in time".to_owned(),
+                }
+            }
+        }
+    }
+
+    async fn try_tick(&mut self) -> Result<Standing, kube::Error> {
+        let current = self.api.get_opt(&self.name).await?;
+        let view = current.as_ref().map(LeaseView::of);
+        if let Some(l) = &current {
+            self.transitions = l
+                .spec
+                .as_ref()
+                .and_then(|s| s.lease_transitions)
+                .unwrap_or(0);
+        }
+        let decision = decide(
+            view.as_ref(),
+            &self.identity,
+            Timestamp::now(),
+            self.duration,
+        );
+        let sent = Instant::now();
+        let now = MicroTime(Timestamp::now());
+        let secs = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let acquiring = matches!(decision, Decision::Create | Decision::TakeOver);
+        let written = match decision {
+            Decision::HeldElsewhere { holder, .. } => {
+                self.acting_until = None;
+                self.written_rv = None;
+                return Ok(Standing::Passive { holder });
+            }
+            Decision::Create => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        namespace: Some(LEASE_NAMESPACE.to_owned()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.identity.clone()),
+                        lease_duration_seconds: Some(secs),
+                        acquire_time: Some(now.clone()),
+                        renew_time: Some(now),
+                        lease_transitions: Some(0),
+                        ..LeaseSpec::default()
+                    }),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            Decision::Renew | Decision::TakeOver => {
+                // `current` is Some here; its resourceVersion is the
+                // precondition of the update.
+                let Some(mut lease) = current else {
+                    return Ok(Standing::Unknown {
+                        error: "the Lease vanished".to_owned(),
+                    });
+                };
+                let mut spec = lease.spec.take().unwrap_or_default();
+                if decision == Decision::TakeOver {
+                    spec.acquire_time = Some(now.clone());
+                    spec.lease_transitions = Some(self.transitions.saturating_add(1));
+                }
+                spec.holder_identity = Some(self.identity.clone());
+                spec.lease_duration_seconds = Some(secs);
+                spec.renew_time = Some(now);
+                lease.spec = Some(spec);
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+            }
+        };
+        match written {
+            Ok(l) => {
+                self.acquired |= acquiring;
+                self.acting_until = Some(sent + acting_window(self.duration));
+                self.written_rv = l.metadata.resource_version;
+                Ok(Standing::Holder)
+            }
+            // Another agent wrote first (409 on create or on the rv).
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                self.acting_until = None;
+                self.written_rv = None;
+                Ok(Standing::Unknown {
+                    error: "another agent wrote the Lease first".to_owned(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops acting and clears the holder (if this agent still holds the
+    /// Lease as it last wrote it), so another agent takes over at once.
+    pub async fn release(&mut self, budget: Duration) -> Result<bool, String> {
+        let was = self.acting_until.take().is_some();
+        let Some(rv) = self.written_rv.take() else {
+            return Ok(false);
+        };
+        if !was {
+            return Ok(false);
+        }
+        let release = async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+                return Ok(false);
+            };
+            if lease.metadata.resource_version.as_deref() != Some(rv.as_str()) {
+                return Ok(false);
+            }
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.holder_identity = None;
+            }
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| true)
+        };
+        match tokio::time::timeout(budget, release).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timeout".to_owned()),
+        }
+    }
+}
+
+/// This agent's identity: the Pod's name and UID (downward API), or the
+/// host's name and the process id outside a Pod.
+pub fn identity(pod_name: Option<&str>, pod_uid: Option<&str>) -> String {
+    match (
+        pod_name.filter(|s| !s.is_empty()),
+        pod_uid.filter(|s| !s.is_empty()),
+    ) {
+        (Some(name), Some(uid)) => format!("{name}_{uid}"),
+        (Some(name), None) => format!("{name}_{}", std::process::id()),
+        _ => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "unknown-host".to_owned());
+            format!("{host}_{}", std::process::id())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity;
+
+    #[test]
+    fn identities() {
+        assert_eq!(identity(Some("a-x"), Some("u1")), "a-x_u1");
+        let own = identity(None, None);
+        assert!(own.ends_with(&format!("_{}", std::process::id())), "{own}");
+        assert_eq!(identity(Some(""), Some("")), own);
+    }
+}
