@@ -10,6 +10,7 @@ use crate::controller::RunConfig;
 use crate::error::{Error, Result};
 use crate::leader::LeaderConfig;
 use crate::plan::Settings;
+use crate::remediation::drain::DrainPassLimits;
 
 /// nodemedic operator: plans and carries out node remediations from the
 /// agents' reports, within each NodeHealthPolicy's safety budgets.
@@ -101,6 +102,16 @@ pub struct RunArgs {
     #[arg(long, env = "NODEMEDIC_DRAIN_TIMEOUT", default_value = "15m", value_parser = duration)]
     pub drain_timeout: Duration,
 
+    /// How long one drain pass may evict before it yields (reconciles run
+    /// one at a time; the next pass follows a second later).
+    #[arg(long, env = "NODEMEDIC_DRAIN_PASS_BUDGET", default_value = "10s", value_parser = duration)]
+    pub drain_pass_budget: Duration,
+
+    /// Evictions a drain pass has in flight at once (1-64).
+    #[arg(long, env = "NODEMEDIC_DRAIN_PARALLELISM", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub drain_parallelism: u16,
+
     /// The agents' action-request TTL; a request without result after it
     /// (plus a minute) is Failed.
     #[arg(long, env = "NODEMEDIC_ACTION_REQUEST_TTL", default_value = "10m", value_parser = duration)]
@@ -174,6 +185,10 @@ impl RunArgs {
                 drain_timeout: self.drain_timeout,
                 request_ttl: self.action_request_ttl,
                 resync: self.resync,
+            },
+            drain_limits: DrainPassLimits {
+                budget: self.drain_pass_budget,
+                parallelism: usize::from(self.drain_parallelism),
             },
         })
     }

@@ -408,3 +408,100 @@ async fn a_drain_refuses_bare_pods_and_emptydir_data_like_kubectl_drain() {
     }
     op.terminate().await;
 }
+
+/// A drain pass is bounded: with a zero budget and two evictions at a time,
+/// each pass evicts one batch and yields, and the next pass takes up the
+/// rest without backing off. Every pass is a ledger write, so watching the
+/// ledger shows each one.
+#[tokio::test]
+async fn a_drain_yields_after_its_pass_budget_and_the_next_pass_goes_on() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use nodemedic_crds::remediation::NodeRemediation;
+
+    let w = World::new("passes").await;
+    let ns = w.namespace.clone();
+    let policy = format!("{}-p", w.id);
+    w.policy(
+        &policy,
+        json!({
+            "mode": "Enforce",
+            "detectors": {"hungTasks": {}},
+            "actions": {"hungTasks": [{"action": "Drain"}]},
+            "safety": {"cooldown": "0s", "maxUnhealthy": "100%"},
+        }),
+    )
+    .await;
+    let node = w.node("passes").await;
+    for i in 0..5 {
+        w.pod(&ns, &format!("web-{i}"), &node, json!({})).await;
+    }
+    let ledgers: Api<NodeRemediation> = Api::all(w.client.clone());
+    // The operator starts once the watch is established, so that no write
+    // is missed.
+    let (watching, established) = tokio::sync::oneshot::channel();
+    let seen = tokio::spawn({
+        let node = node.clone();
+        let policy = policy.clone();
+        let mut watching = Some(watching);
+        async move {
+            let mut passes: Vec<(u32, u32, u32, StepPhase)> = Vec::new();
+            let mut events = watcher(
+                ledgers,
+                watcher::Config::default().fields(&format!("metadata.name={node}")),
+            )
+            .boxed();
+            while let Some(ev) = events.next().await {
+                if let Ok(watcher::Event::InitDone) = ev {
+                    if let Some(tx) = watching.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                let Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) = ev else {
+                    continue;
+                };
+                let Some(s) = step_record(&l.spec, &policy, Detector::HungTasks, 0, ActionKind::Drain)
+                else {
+                    continue;
+                };
+                let Some(d) = s.drain.clone() else { continue };
+                let pass = (d.evicted, d.remaining, s.attempts, s.phase);
+                if passes.last() != Some(&pass) {
+                    passes.push(pass);
+                }
+                if s.phase != StepPhase::Started {
+                    return passes;
+                }
+            }
+            passes
+        }
+    });
+    tokio::time::timeout(T, established).await.unwrap().unwrap();
+    let mut agent = Agent::start(&w.client, &node).await;
+    let mut op = w
+        .operator("passes-a")
+        .arg("--drain-pass-budget=0s")
+        .arg("--drain-parallelism=2")
+        .start();
+    agent.set(&policy, Detector::HungTasks, true);
+    agent.write().await;
+    let passes = tokio::time::timeout(T, seen).await.unwrap().unwrap();
+    // (evicted so far, remaining after the pass, attempts, phase): the
+    // write-ahead, two passes cut short (no attempt counted, so no
+    // backoff), then the last.
+    assert_eq!(
+        passes,
+        vec![
+            (0, 0, 0, StepPhase::Started),
+            (2, 3, 0, StepPhase::Started),
+            (4, 1, 0, StepPhase::Started),
+            (5, 0, 1, StepPhase::Done),
+        ]
+    );
+    let pods: Api<Pod> = Api::namespaced(w.client.clone(), &ns);
+    for i in 0..5 {
+        let p = pods.get(&format!("web-{i}")).await.unwrap();
+        assert!(p.metadata.deletion_timestamp.is_some(), "web-{i}");
+    }
+    op.terminate().await;
+}

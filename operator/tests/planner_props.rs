@@ -42,6 +42,7 @@ use nodemedic_crds::{
 use nodemedic_operator::plan::facts::{self, Freshness, NodeFacts};
 use nodemedic_operator::plan::policy::PolicyView;
 use nodemedic_operator::plan::{
+    DrainPassEnd,
     self, Effect, EffectOutcome, NodeInput, OtherPolicy, Plan, PlanInput, REQUEST_GRACE, Settings,
     slots,
 };
@@ -640,14 +641,23 @@ impl World {
             },
             Effect::Drain { .. } => match roll {
                 0..=2 => EffectOutcome::Retry("503".into()),
-                3..=5 => EffectOutcome::Drained {
+                3..=4 => EffectOutcome::Drained {
                     progress: DrainProgress {
                         evicted: 1,
                         remaining: 1,
                         skipped: 0,
                     },
-                    complete: false,
+                    end: DrainPassEnd::Blocked,
                     message: "1 refused".into(),
+                },
+                5 => EffectOutcome::Drained {
+                    progress: DrainProgress {
+                        evicted: 2,
+                        remaining: 3,
+                        skipped: 0,
+                    },
+                    end: DrainPassEnd::OutOfTime,
+                    message: "3 not tried yet".into(),
                 },
                 6 => EffectOutcome::Failed {
                     reason: "Forbidden".into(),
@@ -655,7 +665,7 @@ impl World {
                 },
                 _ => EffectOutcome::Drained {
                     progress: DrainProgress::default(),
-                    complete: true,
+                    end: DrainPassEnd::Complete,
                     message: "drained".into(),
                 },
             },

@@ -42,6 +42,7 @@ use crate::metrics::{Metrics, ReasonLabels};
 use crate::plan::policy::PolicyView;
 use crate::plan::{self, NodeInput, OtherPolicy, PlanInput, Settings, facts, status};
 use crate::remediation;
+use crate::remediation::drain::DrainPassLimits;
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -51,6 +52,7 @@ pub struct RunConfig {
     /// Manage only policies matching this label selector.
     pub policy_selector: Option<String>,
     pub settings: Settings,
+    pub drain_limits: DrainPassLimits,
 }
 
 /// Shared by every reconcile.
@@ -73,6 +75,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// How much one drain pass may do inside a reconcile.
+    pub drain_limits: DrainPassLimits,
     pub fence: Arc<Fence>,
     /// Last status written per policy (the cache may lag behind it).
     written_status: Mutex<HashMap<String, NodeHealthPolicyStatus>>,
@@ -425,6 +429,7 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         ),
         metrics: metrics.clone(),
         settings: config.settings.clone(),
+        drain_limits: config.drain_limits,
         fence: leadership.fence.clone(),
         written_status: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),

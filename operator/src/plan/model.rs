@@ -232,9 +232,22 @@ pub enum EffectOutcome {
     /// A drain pass.
     Drained {
         progress: DrainProgress,
-        complete: bool,
+        end: DrainPassEnd,
         message: String,
     },
+}
+
+/// How a drain pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainPassEnd {
+    /// No evictable pod is left on the node: the drain is done.
+    Complete,
+    /// Every evictable pod was tried; some were refused (a
+    /// PodDisruptionBudget) or failed. The next pass backs off.
+    Blocked,
+    /// The pass's time budget ran out before every pod was tried; the next
+    /// pass follows without backing off.
+    OutOfTime,
 }
 
 /// What the operator keeps for one node, in two objects: the requests its

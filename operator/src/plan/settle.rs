@@ -158,13 +158,18 @@ pub fn settle(
             Effect::Drain { step, .. } => match outcome {
                 EffectOutcome::Drained {
                     progress,
-                    complete,
+                    end,
                     message,
                 } => {
                     let timeout = settings.drain_timeout;
                     let mut result: Option<(StepPhase, String)> = None;
                     update_step(&mut spec, step, |rec| {
-                        rec.attempts = rec.attempts.saturating_add(1);
+                        // A pass cut short by its time budget made progress
+                        // and is no reason to back off: only blocked passes
+                        // count as attempts (next_retry doubles per attempt).
+                        if *end != DrainPassEnd::OutOfTime {
+                            rec.attempts = rec.attempts.saturating_add(1);
+                        }
                         rec.last_attempt_at = Some(Time(now));
                         // Pods evicted add up over passes; the rest is this pass.
                         let before = rec.drain.as_ref().map_or(0, |d| d.evicted);
@@ -173,7 +178,7 @@ pub fn settle(
                             ..progress.clone()
                         });
                         rec.message = Some(truncate_note(message));
-                        if *complete {
+                        if *end == DrainPassEnd::Complete {
                             rec.phase = StepPhase::Done;
                             rec.since = Time(now);
                             result = Some((StepPhase::Done, message.clone()));

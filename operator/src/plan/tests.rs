@@ -253,7 +253,7 @@ fn apply_ok(plan: &Plan, p: &PolicyView, nodes: &mut [(Node, Option<NodeHealthRe
             .map(|e| match e {
                 Effect::Drain { .. } => EffectOutcome::Drained {
                     progress: Default::default(),
-                    complete: true,
+                    end: DrainPassEnd::Complete,
                     message: "drained".into(),
                 },
                 _ => EffectOutcome::Done("ok".into()),
@@ -1308,7 +1308,7 @@ fn drains_report_progress_and_time_out() {
     };
     let pass = EffectOutcome::Drained {
         progress: progress.clone(),
-        complete: false,
+        end: DrainPassEnd::Blocked,
         message: "2 pods refused by a PodDisruptionBudget".into(),
     };
     let (spec, records, _) = settle(

@@ -1,12 +1,10 @@
-//! Evictions through the Eviction API (PodDisruptionBudgets apply) and
-//! drains. Pods are read per node only when needed (field selector
-//! `spec.nodeName`). Never evicted: pods in an excluded namespace, pods with
-//! the protect annotation set to "true", DaemonSet pods, mirror (static)
-//! pods.
+//! Evictions through the Eviction API (PodDisruptionBudgets apply), and
+//! which pods may be evicted at all (drains use the same rules). Never
+//! evicted: pods in an excluded namespace, pods with the protect annotation
+//! set to "true", DaemonSet pods, mirror (static) pods.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, EvictParams, ListParams, Preconditions};
-use nodemedic_crds::remediation::DrainProgress;
+use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
 
 use crate::controller::Context;
 use crate::error::{Error, api_code};
@@ -95,14 +93,14 @@ pub fn refusal(pod: &Pod, ex: &Exclusions) -> Option<(&'static str, String)> {
     None
 }
 
-enum Evicted {
+pub(super) enum Evicted {
     Yes,
     Gone,
     Refused(String),
     Error(Error),
 }
 
-async fn evict_one(ctx: &Context, pod: &Pod) -> Evicted {
+pub(super) async fn evict_one(ctx: &Context, pod: &Pod) -> Evicted {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.eviction_client.clone(), &ns);
@@ -197,88 +195,6 @@ pub fn failed_or_retry(e: Error) -> EffectOutcome {
             reason: e.reason().to_owned(),
             message: e.to_string(),
         }
-    }
-}
-
-/// One drain pass: cordon (as nodemedic, for `owner`), then try to evict
-/// every evictable pod on the node.
-pub async fn drain(ctx: &Context, node: &str, owner: &str, ex: &Exclusions) -> EffectOutcome {
-    if let out @ (EffectOutcome::Failed { .. } | EffectOutcome::Retry(_)) =
-        super::node::cordon(ctx, node, owner).await
-    {
-        return out;
-    }
-    let api: Api<Pod> = Api::all(ctx.client.clone());
-    let pods = match api
-        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
-        .await
-    {
-        Ok(l) => l.items,
-        Err(e) => return failed_or_retry(Error::kube(format!("list pods on {node}"), e)),
-    };
-    // Like `kubectl drain`: a pod it would refuse fails the whole drain
-    // before anything is evicted.
-    let refused: Vec<String> = pods
-        .iter()
-        .filter(|p| exclusion(p, ex).is_none() && p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| refusal(p, ex).map(|(_, m)| m))
-        .collect();
-    if !refused.is_empty() {
-        return EffectOutcome::Failed {
-            reason: "DrainRefused".into(),
-            message: crate::plan::truncate_note(&format!(
-                "not drained, nothing evicted (as kubectl drain refuses without flags): {}",
-                refused.join("; ")
-            )),
-        };
-    }
-    let mut progress = DrainProgress::default();
-    let mut blocked: Vec<String> = Vec::new();
-    for pod in &pods {
-        if exclusion(pod, ex).is_some() {
-            progress.skipped += 1;
-            continue;
-        }
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if let Err(e) = ctx.fence.check() {
-            return EffectOutcome::Failed {
-                reason: e.reason().to_owned(),
-                message: e.to_string(),
-            };
-        }
-        let name = format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            pod.metadata.name.as_deref().unwrap_or_default()
-        );
-        match evict_one(ctx, pod).await {
-            Evicted::Yes => progress.evicted += 1,
-            Evicted::Gone => {}
-            Evicted::Refused(m) => {
-                progress.remaining += 1;
-                blocked.push(format!("{name} ({m})"));
-            }
-            Evicted::Error(e) => {
-                progress.remaining += 1;
-                blocked.push(format!("{name} ({e})"));
-            }
-        }
-    }
-    let complete = progress.remaining == 0;
-    let mut message = format!(
-        "drain pass: {} evicted, {} left alone (DaemonSet, mirror, excluded or protected), {} remaining",
-        progress.evicted, progress.skipped, progress.remaining
-    );
-    if !blocked.is_empty() {
-        message.push_str(": ");
-        message.push_str(&blocked.join("; "));
-    }
-    EffectOutcome::Drained {
-        progress,
-        complete,
-        message: crate::plan::truncate_note(&message),
     }
 }
 

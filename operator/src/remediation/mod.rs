@@ -2,6 +2,7 @@
 //! outcome, publish Events. Every write checks the leader fence first.
 
 pub mod events;
+pub mod drain;
 pub mod evict;
 pub mod ledger;
 pub mod node;
@@ -85,7 +86,7 @@ pub async fn execute(
             } => evict::evict(ctx, &work.node, pod, exclusions).await,
             Effect::Drain {
                 owner, exclusions, ..
-            } => evict::drain(ctx, &work.node, owner, exclusions).await,
+            } => drain::drain(ctx, &work.node, owner, exclusions).await,
         };
         if let EffectOutcome::Failed { reason, message } = &outcome {
             tracing::warn!(node = %work.node, policy = %policy.name, reason, message, "effect failed");
