@@ -54,6 +54,7 @@ pub struct Metrics {
     pub is_leader: Gauge,
     pub api_writes: Family<WriteLabels, Counter>,
     pub undecodable: Family<KindLabels, Gauge>,
+    pub drain_passes_running: Gauge,
 }
 
 impl Default for Metrics {
@@ -120,9 +121,16 @@ impl Metrics {
             "Watched objects left out of the caches because they do not decode, by kind",
             undecodable.clone(),
         );
+        let drain_passes_running = Gauge::default();
+        registry.register(
+            "nodemedic_operator_drain_passes_running",
+            "Drain passes running in the background now (at most one per draining node)",
+            drain_passes_running.clone(),
+        );
         Self {
             registry,
             undecodable,
+            drain_passes_running,
             actions,
             unhealthy_nodes,
             stale_reports,

@@ -460,7 +460,8 @@ async fn a_drain_yields_after_its_pass_budget_and_the_next_pass_goes_on() {
                 let Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) = ev else {
                     continue;
                 };
-                let Some(s) = step_record(&l.spec, &policy, Detector::HungTasks, 0, ActionKind::Drain)
+                let Some(s) =
+                    step_record(&l.spec, &policy, Detector::HungTasks, 0, ActionKind::Drain)
                 else {
                     continue;
                 };

@@ -42,9 +42,8 @@ use nodemedic_crds::{
 use nodemedic_operator::plan::facts::{self, Freshness, NodeFacts};
 use nodemedic_operator::plan::policy::PolicyView;
 use nodemedic_operator::plan::{
-    DrainPassEnd,
-    self, Effect, EffectOutcome, NodeInput, OtherPolicy, Plan, PlanInput, REQUEST_GRACE, Settings,
-    slots,
+    self, DrainPassEnd, Effect, EffectOutcome, NodeInput, OtherPolicy, Plan, PlanInput,
+    REQUEST_GRACE, Settings, slots,
 };
 use proptest::prelude::*;
 
@@ -663,6 +662,8 @@ impl World {
                     reason: "Forbidden".into(),
                     message: "403".into(),
                 },
+                // A pass still running in the background.
+                7..=8 => EffectOutcome::Pending,
                 _ => EffectOutcome::Drained {
                     progress: DrainProgress::default(),
                     end: DrainPassEnd::Complete,

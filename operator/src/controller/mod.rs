@@ -43,6 +43,7 @@ use crate::plan::policy::PolicyView;
 use crate::plan::{self, NodeInput, OtherPolicy, PlanInput, Settings, facts, status};
 use crate::remediation;
 use crate::remediation::drain::DrainPassLimits;
+use crate::remediation::drain_tasks::DrainTasks;
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -75,8 +76,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    /// How much one drain pass may do inside a reconcile.
+    /// How much one drain pass may do.
     pub drain_limits: DrainPassLimits,
+    /// Drain passes running in the background.
+    pub drains: DrainTasks,
     pub fence: Arc<Fence>,
     /// Last status written per policy (the cache may lag behind it).
     written_status: Mutex<HashMap<String, NodeHealthPolicyStatus>>,
@@ -430,6 +433,10 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         metrics: metrics.clone(),
         settings: config.settings.clone(),
         drain_limits: config.drain_limits,
+        drains: DrainTasks::new({
+            let triggers = triggers.clone();
+            Arc::new(move |policy: &str| triggers.send(policy))
+        }),
         fence: leadership.fence.clone(),
         written_status: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
@@ -511,15 +518,17 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
             _ = &mut shutdown => Some(Ok(())),
             r = leadership.failed() => Some(r),
         };
-        // Dropping the applier drops every reconcile in flight: acting
-        // stops here.
+        // Dropping the applier drops every reconcile in flight, and the
+        // drain passes end with them: acting stops here.
         triggers.set(None);
+        ctx.drains.abort_all();
         tracing::info!(identity = %config.leader.identity, "not leading: acting stopped");
         if let Some(r) = outcome {
             break r;
         }
     };
     triggers.set(None);
+    ctx.drains.abort_all();
     let released = leadership.stop().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
@@ -604,7 +613,7 @@ type Row = (
     Option<Arc<NodeRemediation>>,
 );
 
-async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Context) -> Result<Action> {
+async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Result<Action> {
     ctx.fence.check()?;
     let name = policy.name_any();
     tracing::trace!(policy = %name, "reconcile");

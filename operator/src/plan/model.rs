@@ -168,6 +168,9 @@ pub enum Effect {
     /// Cordon, then evict every evictable pod (one pass).
     Drain {
         step: StepRef,
+        /// When the step's episode began: a pass's result belongs to this
+        /// episode only.
+        episode: Timestamp,
         owner: String,
         exclusions: Exclusions,
     },
@@ -229,6 +232,9 @@ pub enum EffectOutcome {
     },
     /// Refused for now (PodDisruptionBudget); try again later.
     Retry(String),
+    /// A drain pass is running in the background; its result is taken up
+    /// by a later reconcile.
+    Pending,
     /// A drain pass.
     Drained {
         progress: DrainProgress,

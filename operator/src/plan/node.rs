@@ -842,6 +842,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 rec.drain = Some(DrainProgress::default());
                 cx.effects.push(Effect::Drain {
                     step: sref,
+                    episode: episode.since.0,
                     owner: p.name.clone(),
                     exclusions,
                 });
@@ -1153,6 +1154,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 if step.action == ActionKind::Drain {
                     cx.effects.push(Effect::Drain {
                         step: sref,
+                        episode: episode.since.0,
                         owner: p.name.clone(),
                         exclusions,
                     });

@@ -156,6 +156,27 @@ pub fn settle(
                 );
             }
             Effect::Drain { step, .. } => match outcome {
+                EffectOutcome::Pending => {
+                    // A pass still running: nothing to settle, unless the
+                    // drain's time is up (then the pass's result, when it
+                    // comes, is for a step that has ended).
+                    let timeout = settings.drain_timeout;
+                    let mut timed_out = None;
+                    update_step(&mut spec, step, |rec| {
+                        timed_out = drain_timed_out(rec, now, timeout, "a pass was still running");
+                    });
+                    if let Some(m) = timed_out {
+                        out.push(
+                            Some(step),
+                            ActionKind::Drain,
+                            ActionOutcome::Failed,
+                            &m,
+                            None,
+                            "RemediationFailed",
+                            true,
+                        );
+                    }
+                }
                 EffectOutcome::Drained {
                     progress,
                     end,
@@ -295,7 +316,7 @@ pub fn settle(
                             "RemediationFailed",
                             true,
                         ),
-                    EffectOutcome::Drained { .. } => {}
+                    EffectOutcome::Drained { .. } | EffectOutcome::Pending => {}
                 }
             }
             Effect::ForgetCordon | Effect::ForgetTaint { .. } | Effect::Disown { .. } => {}
@@ -414,6 +435,12 @@ fn phase_of(outcome: &EffectOutcome) -> (StepPhase, ActionOutcome, String, Optio
             StepPhase::Started,
             ActionOutcome::Executed,
             message.clone(),
+            None,
+        ),
+        EffectOutcome::Pending => (
+            StepPhase::Started,
+            ActionOutcome::Executed,
+            String::new(),
             None,
         ),
     }

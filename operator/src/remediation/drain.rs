@@ -19,7 +19,7 @@ use crate::plan::{DrainPassEnd, EffectOutcome, Exclusions};
 
 /// How long one API call of a pass may take before it counts as failed
 /// (the pod stays "remaining" and the next pass tries it again).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much one drain pass may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +94,8 @@ pub async fn drain(ctx: &Context, node: &str, owner: &str, ex: &Exclusions) -> E
     for (i, batch) in to_evict.chunks(limits.parallelism.max(1)).enumerate() {
         // The first batch always runs, so every pass makes progress.
         if i > 0 && started.elapsed() >= limits.budget {
-            untried = u32::try_from(to_evict.len() - i * limits.parallelism.max(1))
-                .unwrap_or(u32::MAX);
+            untried =
+                u32::try_from(to_evict.len() - i * limits.parallelism.max(1)).unwrap_or(u32::MAX);
             break;
         }
         if let Err(e) = ctx.fence.check() {
@@ -104,12 +104,11 @@ pub async fn drain(ctx: &Context, node: &str, owner: &str, ex: &Exclusions) -> E
                 message: e.to_string(),
             };
         }
-        let results = join_all(
-            batch
-                .iter()
-                .map(|pod| async move { (*pod, timeout(CALL_TIMEOUT, evict_one(ctx, pod)).await) }),
-        )
-        .await;
+        let results =
+            join_all(batch.iter().map(|pod| async move {
+                (*pod, timeout(CALL_TIMEOUT, evict_one(ctx, pod)).await)
+            }))
+            .await;
         for (pod, result) in results {
             let name = format!(
                 "{}/{}",

@@ -1,13 +1,16 @@
 //! Carrying out a plan for one node: write ahead, act, settle, write the
 //! outcome, publish Events. Every write checks the leader fence first.
 
-pub mod events;
 pub mod drain;
+pub mod drain_tasks;
+pub mod events;
 pub mod evict;
 pub mod ledger;
 pub mod node;
 pub mod report;
 pub mod state;
+
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::policy::ActionRecord;
@@ -32,7 +35,7 @@ pub struct Executed {
 
 /// Executes one node's work.
 pub async fn execute(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     policy: &PolicyView,
     work: &NodeWork,
     now: Timestamp,
@@ -85,8 +88,22 @@ pub async fn execute(
                 pod, exclusions, ..
             } => evict::evict(ctx, &work.node, pod, exclusions).await,
             Effect::Drain {
-                owner, exclusions, ..
-            } => drain::drain(ctx, &work.node, owner, exclusions).await,
+                step,
+                episode,
+                owner,
+                exclusions,
+            } => {
+                let key = drain_tasks::DrainKey::new(&work.node, step, *episode);
+                ctx.drains.poll(key, || {
+                    let (ctx, node, owner, exclusions) = (
+                        Arc::clone(ctx),
+                        work.node.clone(),
+                        owner.clone(),
+                        exclusions.clone(),
+                    );
+                    Box::pin(async move { drain::drain(&ctx, &node, &owner, &exclusions).await })
+                })
+            }
         };
         if let EffectOutcome::Failed { reason, message } = &outcome {
             tracing::warn!(node = %work.node, policy = %policy.name, reason, message, "effect failed");
@@ -95,6 +112,14 @@ pub async fn execute(
     }
 
     tracing::trace!(node = %work.node, ?outcomes, "outcomes");
+    ctx.metrics
+        .drain_passes_running
+        .set(i64::try_from(ctx.drains.running()).unwrap_or(i64::MAX));
+    // A pass running in the background asks for a reconcile when it ends;
+    // this wake is the fallback should that request be lost.
+    let pass_fallback = outcomes
+        .contains(&EffectOutcome::Pending)
+        .then(|| plan::plus(now, ctx.drain_limits.budget + drain::CALL_TIMEOUT * 2));
     let (state, settled, notices) = plan::settle(work, &outcomes, policy, &ctx.settings, now);
     if state != *written || versions.legacy_in_report {
         state::write(ctx, &work.node, &mut versions, written, &state, true).await?;
@@ -132,9 +157,13 @@ pub async fn execute(
         .filter(|e| e.policy == policy.name)
         .flat_map(|e| e.steps.iter())
         .any(|s| s.phase == nodemedic_crds::remediation::StepPhase::Failed);
+    let retry_at = match (plan::next_retry(&state, &policy.name), pass_fallback) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
     Ok(Executed {
         records,
-        retry_at: plan::next_retry(&state, &policy.name),
+        retry_at,
         failing,
     })
 }
