@@ -12,6 +12,7 @@ pub mod facts;
 mod model;
 mod node;
 pub mod policy;
+pub mod reasons;
 mod settle;
 pub mod slots;
 pub mod status;
@@ -30,6 +31,7 @@ use self::facts::Freshness;
 pub use self::model::*;
 use self::node::NodePlanner;
 pub use self::node::{prune_history, truncate_note};
+pub use self::reasons::{EndReason, EventReason, HoldReason};
 pub use self::settle::{next_retry, settle};
 
 /// `t + d`, saturating.

@@ -14,6 +14,7 @@ use nodemedic_crds::report::ActionRequest;
 
 use super::facts::PodRef;
 use super::policy::PolicyView;
+use super::reasons::EventReason;
 
 /// Operator-wide settings the planner depends on.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +127,7 @@ pub struct Notice {
     pub node: String,
     pub pod: Option<PodRef>,
     pub warning: bool,
-    pub reason: String,
+    pub reason: EventReason,
     pub action: ActionKind,
     pub note: String,
 }

@@ -38,7 +38,7 @@ pub(super) struct NodeResult {
 
 /// Why a due step does not run now.
 struct Hold {
-    reason: &'static str,
+    reason: HoldReason,
     message: String,
     /// Final: Skipped, not retried.
     skip: bool,
@@ -380,7 +380,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 node: cx.name.clone(),
                 pod: facts::attributed_pod(cx.report, &p.name, detector),
                 warning: true,
-                reason: "NeedsAttention".into(),
+                reason: EventReason::NeedsAttention,
                 action: ladder.last().map_or(ActionKind::Event, |s| s.action),
                 note: truncate_note(&format!(
                     "policy {} ({detector}): every step of the ladder has run and the node is still unhealthy; nodemedic will do nothing more in this episode: {}",
@@ -425,7 +425,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         let hold = match step.action {
             ActionKind::SignalParent => match facts::zombie_target(cx.report, &p.name) {
                 None => Some(Hold {
-                    reason: "NoTarget",
+                    reason: HoldReason::NoTarget,
                     message: "no zombie parent is attributed in the report".into(),
                     skip: false,
                 }),
@@ -443,13 +443,13 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         ns.filter(|ns| p.safety.exclude_namespaces.contains(ns))
                     {
                         Some(Hold {
-                            reason: "ExcludedNamespace",
+                            reason: HoldReason::ExcludedNamespace,
                             message: format!("the parent's pod is in excluded namespace {ns}"),
                             skip: true,
                         })
                     } else if is_protected_process(&t.comm, &p.safety.protected_processes) {
                         Some(Hold {
-                            reason: "ProtectedProcess",
+                            reason: HoldReason::ProtectedProcess,
                             message: format!("{} is a protected process", t.comm),
                             skip: true,
                         })
@@ -462,7 +462,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             },
             ActionKind::EvictPod => match &pod {
                 None => Some(Hold {
-                    reason: "NoTarget",
+                    reason: HoldReason::NoTarget,
                     message: format!("no pod is attributed to the {detector} findings"),
                     skip: false,
                 }),
@@ -470,7 +470,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     target = Some(pr.to_string());
                     if p.safety.exclude_namespaces.contains(&pr.namespace) {
                         Some(Hold {
-                            reason: "ExcludedNamespace",
+                            reason: HoldReason::ExcludedNamespace,
                             message: format!("pod {pr} is in an excluded namespace"),
                             skip: true,
                         })
@@ -478,7 +478,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         // Without the uid precondition an eviction could
                         // hit a same-name replacement of the pod meant.
                         Some(Hold {
-                            reason: "NoTarget",
+                            reason: HoldReason::NoTarget,
                             message: format!(
                                 "the {detector} findings name pod {pr} but not its uid"
                             ),
@@ -555,7 +555,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         };
         if let Some(hold) = hold {
             let same = record.as_ref().is_some_and(|r| {
-                r.reason.as_deref() == Some(hold.reason)
+                r.reason.as_deref() == Some(hold.reason.as_str())
                     && matches!(r.phase, StepPhase::Held | StepPhase::Skipped)
             });
             if same {
@@ -584,7 +584,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     request_id: None,
                     attempts: 0,
                     last_attempt_at: None,
-                    reason: Some(hold.reason.to_owned()),
+                    reason: Some(hold.reason.as_str().to_owned()),
                     target: target.clone(),
                     pod: None,
                     process: None,
@@ -594,9 +594,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 },
             );
             let event = if hold.skip {
-                "RemediationSkipped"
+                EventReason::RemediationSkipped
             } else {
-                "RemediationHeld"
+                EventReason::RemediationHeld
             };
             self.record(
                 cx,
@@ -647,7 +647,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 &format!("DryRun: would {what}"),
                 pod,
                 false,
-                "RemediationPlanned",
+                EventReason::RemediationPlanned,
             );
             return;
         }
@@ -695,7 +695,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     node: cx.name.clone(),
                     pod,
                     warning: true,
-                    reason: format!("{:?}", detector.condition_type()),
+                    reason: EventReason::Detected(detector),
                     action: ActionKind::Event,
                     note: truncate_note(&format!(
                         "policy {}: {} firing for {}: {}",
@@ -762,9 +762,9 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     pod,
                     false,
                     if signal {
-                        "SignalRequested"
+                        EventReason::SignalRequested
                     } else {
-                        "RebootRequested"
+                        EventReason::RebootRequested
                     },
                 );
             }
@@ -785,7 +785,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         in_effect.as_deref().unwrap_or_default(),
                         None,
                         false,
-                        "NodeCordoned",
+                        EventReason::NodeCordoned,
                     );
                 } else {
                     cx.effects.push(Effect::Cordon {
@@ -818,7 +818,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                             in_effect.as_deref().unwrap_or("no taint configured"),
                             None,
                             false,
-                            "NodeTainted",
+                            EventReason::NodeTainted,
                         );
                     }
                     (Some(t), false) => cx.effects.push(Effect::Taint {
@@ -858,7 +858,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         if action.is_node_level() {
             if self.storm {
                 return Some(Hold {
-                    reason: "StormActive",
+                    reason: HoldReason::StormActive,
                     message: format!(
                         "more than maxUnhealthy {} of the selected nodes are unhealthy or unknown; node-level actions are held",
                         p.safety.max_unhealthy
@@ -868,7 +868,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             }
             if let Some(other) = &cx.budget.storm {
                 return Some(Hold {
-                    reason: "StormActive",
+                    reason: HoldReason::StormActive,
                     message: format!(
                         "policy {other}, which also selects this node, has an active storm; node-level actions are held"
                     ),
@@ -881,7 +881,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             && self.in_progress.len() >= p.safety.max_concurrent_actions as usize
         {
             return Some(Hold {
-                reason: "MaxConcurrentActions",
+                reason: HoldReason::MaxConcurrentActions,
                 message: format!(
                     "{} node(s) already have a remediation by this policy in progress (maxConcurrentActions {})",
                     self.in_progress.len(),
@@ -901,7 +901,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             if now < until {
                 wake.at(until);
                 return Some(Hold {
-                    reason: "Cooldown",
+                    reason: HoldReason::Cooldown,
                     message: format!(
                         "the last disruptive action on this node was less than the cooldown {} ago (strictest of the policies selecting it)",
                         format_duration(cx.budget.cooldown)
@@ -926,7 +926,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     wake.at(plus(*first, SIGNAL_WINDOW));
                 }
                 return Some(Hold {
-                    reason: "MaxSignalsPerHour",
+                    reason: HoldReason::MaxSignalsPerHour,
                     message: format!(
                         "{} signal(s) sent on this node in the last hour (maxSignalsPerHour {}, strictest of the policies selecting it)",
                         recent.len(),
@@ -975,7 +975,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         };
         rec.phase = StepPhase::Failed;
         rec.since = Time(self.now());
-        rec.reason = Some("LadderEdited".into());
+        rec.reason = Some(EndReason::LadderEdited.as_str().into());
         rec.message = Some(format!(
             "the policy's ladder no longer has {} at step {}; stopped",
             rec.action.as_str(),
@@ -990,7 +990,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             &message,
             None,
             true,
-            "RemediationFailed",
+            EventReason::RemediationFailed,
         );
     }
 
@@ -1032,21 +1032,23 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         ActionResultOutcome::Failed => (
                             StepPhase::Failed,
                             ActionOutcome::Failed,
-                            Some("AgentFailed"),
+                            Some(EndReason::AgentFailed),
                         ),
                         ActionResultOutcome::TargetGone => (
                             StepPhase::Skipped,
                             ActionOutcome::Skipped,
-                            Some("TargetGone"),
+                            Some(EndReason::TargetGone),
                         ),
                         ActionResultOutcome::TargetChanged => (
                             StepPhase::Skipped,
                             ActionOutcome::Skipped,
-                            Some("TargetChanged"),
+                            Some(EndReason::TargetChanged),
                         ),
-                        ActionResultOutcome::Refused | ActionResultOutcome::InProgress => {
-                            (StepPhase::Skipped, ActionOutcome::Skipped, Some("Refused"))
-                        }
+                        ActionResultOutcome::Refused | ActionResultOutcome::InProgress => (
+                            StepPhase::Skipped,
+                            ActionOutcome::Skipped,
+                            Some(EndReason::Refused),
+                        ),
                     };
                     let mut message = format!("agent: {:?}", result.outcome);
                     if !result.message.is_empty() {
@@ -1074,13 +1076,15 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                     }
                     rec.phase = phase;
                     rec.since = Time(now);
-                    rec.reason = reason.map(str::to_owned);
+                    rec.reason = reason.map(|r| r.as_str().to_owned());
                     rec.message = Some(truncate_note(&message));
                     let event_reason = match (step.action, phase) {
-                        (ActionKind::SignalParent, StepPhase::Done) => "ParentSignalled",
-                        (ActionKind::RequestReboot, StepPhase::Done) => "RebootRequested",
-                        (_, StepPhase::Failed) => "RemediationFailed",
-                        _ => "RemediationSkipped",
+                        (ActionKind::SignalParent, StepPhase::Done) => EventReason::ParentSignalled,
+                        (ActionKind::RequestReboot, StepPhase::Done) => {
+                            EventReason::RebootRequested
+                        }
+                        (_, StepPhase::Failed) => EventReason::RemediationFailed,
+                        _ => EventReason::RemediationSkipped,
                     };
                     let message = rec.message.clone().unwrap_or_default();
                     self.record(
@@ -1119,7 +1123,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 if now >= deadline {
                     rec.phase = StepPhase::Failed;
                     rec.since = Time(now);
-                    rec.reason = Some("Timeout".into());
+                    rec.reason = Some(EndReason::Timeout.as_str().into());
                     rec.message = Some(format!(
                         "the agent reported no result for request {id} within {}",
                         format_duration(self.input.settings.request_ttl + REQUEST_GRACE)
@@ -1132,7 +1136,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                         &message,
                         pod,
                         true,
-                        "RemediationFailed",
+                        EventReason::RemediationFailed,
                     );
                     upsert_step(episode, rec);
                 } else {
@@ -1193,7 +1197,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                             node: cx.name.clone(),
                             pod,
                             warning: true,
-                            reason: format!("{:?}", episode.detector.condition_type()),
+                            reason: EventReason::Detected(episode.detector),
                             action: ActionKind::Event,
                             note: truncate_note(&format!(
                                 "policy {}: {} firing: {}",
@@ -1435,7 +1439,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         message: &str,
         pod: Option<PodRef>,
         warning: bool,
-        event_reason: &str,
+        event_reason: EventReason,
     ) {
         let p = self.policy();
         if let Some(outcome) = outcome {
@@ -1452,7 +1456,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             node: cx.name.clone(),
             pod,
             warning,
-            reason: event_reason.to_owned(),
+            reason: event_reason,
             action: step.action,
             note: truncate_note(&format!("policy {} ({}): {message}", p.name, step.detector)),
         });
@@ -1498,7 +1502,7 @@ fn pod_target(pod: &PodRef) -> Option<PodTarget> {
 
 fn node_missing() -> Hold {
     Hold {
-        reason: "NodeMissing",
+        reason: HoldReason::NodeMissing,
         message: "the Node object does not exist".into(),
         skip: false,
     }

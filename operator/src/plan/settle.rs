@@ -74,9 +74,9 @@ pub fn settle(
                         &msg,
                         None,
                         if phase == StepPhase::Done {
-                            "NodeConditionSet"
+                            EventReason::NodeConditionSet
                         } else {
-                            "RemediationFailed"
+                            EventReason::RemediationFailed
                         },
                         phase != StepPhase::Done,
                     );
@@ -101,7 +101,7 @@ pub fn settle(
                             timed_out = true;
                             rec.phase = StepPhase::Failed;
                             rec.since = Time(now);
-                            rec.reason = Some("Timeout".into());
+                            rec.reason = Some(EndReason::Timeout.as_str().into());
                             rec.message = Some(truncate_note(&format!(
                                 "gave up after {} attempts in {}: {message}",
                                 rec.attempts,
@@ -117,7 +117,7 @@ pub fn settle(
                             ActionOutcome::Failed,
                             &msg,
                             pod,
-                            "RemediationFailed",
+                            EventReason::RemediationFailed,
                             true,
                         );
                     }
@@ -139,11 +139,11 @@ pub fn settle(
                     refund(&mut spec.remediation.history, step, started.as_ref());
                 }
                 let event = match (step.action, phase) {
-                    (ActionKind::Cordon, StepPhase::Done) => "NodeCordoned",
-                    (ActionKind::Taint, StepPhase::Done) => "NodeTainted",
-                    (ActionKind::EvictPod, StepPhase::Done) => "PodEvicted",
-                    (_, StepPhase::Skipped) => "RemediationSkipped",
-                    _ => "RemediationFailed",
+                    (ActionKind::Cordon, StepPhase::Done) => EventReason::NodeCordoned,
+                    (ActionKind::Taint, StepPhase::Done) => EventReason::NodeTainted,
+                    (ActionKind::EvictPod, StepPhase::Done) => EventReason::PodEvicted,
+                    (_, StepPhase::Skipped) => EventReason::RemediationSkipped,
+                    _ => EventReason::RemediationFailed,
                 };
                 out.push(
                     Some(step),
@@ -172,7 +172,7 @@ pub fn settle(
                             ActionOutcome::Failed,
                             &m,
                             None,
-                            "RemediationFailed",
+                            EventReason::RemediationFailed,
                             true,
                         );
                     }
@@ -214,7 +214,7 @@ pub fn settle(
                             ActionOutcome::Executed,
                             &m,
                             None,
-                            "NodeDrained",
+                            EventReason::NodeDrained,
                             false,
                         ),
                         Some((_, m)) => out.push(
@@ -223,7 +223,7 @@ pub fn settle(
                             ActionOutcome::Failed,
                             &m,
                             None,
-                            "RemediationFailed",
+                            EventReason::RemediationFailed,
                             true,
                         ),
                         None => {}
@@ -250,7 +250,7 @@ pub fn settle(
                                 ActionOutcome::Failed,
                                 &m,
                                 None,
-                                "RemediationFailed",
+                                EventReason::RemediationFailed,
                                 true,
                             );
                         }
@@ -269,9 +269,9 @@ pub fn settle(
                         &msg,
                         None,
                         if phase == StepPhase::Done {
-                            "NodeDrained"
+                            EventReason::NodeDrained
                         } else {
-                            "RemediationFailed"
+                            EventReason::RemediationFailed
                         },
                         phase != StepPhase::Done,
                     );
@@ -291,9 +291,9 @@ pub fn settle(
                         m,
                         None,
                         if action == ActionKind::Cordon {
-                            "NodeUncordoned"
+                            EventReason::NodeUncordoned
                         } else {
-                            "NodeUntainted"
+                            EventReason::NodeUntainted
                         },
                         false,
                     ),
@@ -303,7 +303,7 @@ pub fn settle(
                         ActionOutcome::Skipped,
                         message,
                         None,
-                        "RemediationSkipped",
+                        EventReason::RemediationSkipped,
                         false,
                     ),
                     EffectOutcome::Failed { message, .. } | EffectOutcome::Retry(message) => out
@@ -313,7 +313,7 @@ pub fn settle(
                             ActionOutcome::Failed,
                             message,
                             None,
-                            "RemediationFailed",
+                            EventReason::RemediationFailed,
                             true,
                         ),
                     EffectOutcome::Drained { .. } | EffectOutcome::Pending => {}
@@ -346,7 +346,7 @@ impl Out<'_> {
         outcome: ActionOutcome,
         message: &str,
         pod: Option<PodRef>,
-        reason: &str,
+        reason: EventReason,
         warning: bool,
     ) {
         let detector = step.map_or(String::new(), |s| s.detector.name().to_owned());
@@ -362,7 +362,7 @@ impl Out<'_> {
             node: self.node.to_owned(),
             pod,
             warning,
-            reason: reason.to_owned(),
+            reason,
             action,
             note: truncate_note(&if detector.is_empty() {
                 format!("policy {}: {message}", self.policy)
@@ -410,7 +410,7 @@ fn drain_timed_out(
     );
     rec.phase = StepPhase::Failed;
     rec.since = Time(now);
-    rec.reason = Some("Timeout".into());
+    rec.reason = Some(EndReason::Timeout.as_str().into());
     rec.message = Some(truncate_note(&m));
     Some(m)
 }

@@ -378,7 +378,7 @@ fn dry_run_records_planned_once_and_changes_nothing() {
     assert!(
         w.notices
             .iter()
-            .all(|n| n.reason == "RemediationPlanned" && n.note.contains("would"))
+            .all(|n| n.reason == EventReason::RemediationPlanned && n.note.contains("would"))
     );
     assert_eq!(
         plan.summary.actions_last_24h, 2,
@@ -571,9 +571,12 @@ fn signal_parent_writes_a_deterministic_request_with_the_target() {
         "consumed results are pruned"
     );
     assert_eq!(done.records()[0].outcome, ActionOutcome::Executed);
-    assert!(w.notices.iter().any(
-        |n| n.reason == "ParentSignalled" && n.pod.as_ref().is_some_and(|p| p.name == "php-0")
-    ));
+    assert!(
+        w.notices
+            .iter()
+            .any(|n| n.reason == EventReason::ParentSignalled
+                && n.pod.as_ref().is_some_and(|p| p.name == "php-0"))
+    );
 }
 
 #[test]
@@ -1286,7 +1289,7 @@ fn eviction_retries_with_backoff_then_fails_at_the_timeout() {
         (StepPhase::Failed, Some("Timeout"))
     );
     assert_eq!(records[0].outcome, ActionOutcome::Failed);
-    assert_eq!(notices[0].reason, "RemediationFailed");
+    assert_eq!(notices[0].reason, EventReason::RemediationFailed);
     assert!(notices[0].pod.is_some(), "the Event also goes to the pod");
 }
 
@@ -1827,7 +1830,7 @@ fn an_exhausted_ladder_frees_its_slot_and_needs_attention() {
     assert!(
         w.notices
             .iter()
-            .any(|n| n.reason == "NeedsAttention" && n.warning),
+            .any(|n| n.reason == EventReason::NeedsAttention && n.warning),
         "{:?}",
         w.notices
     );
@@ -1841,7 +1844,10 @@ fn an_exhausted_ladder_frees_its_slot_and_needs_attention() {
     apply_ok(&plan, &p, &mut nodes);
     let again = run(&p, &[], &nodes);
     assert!(
-        work(&again, "a").is_none_or(|w| w.notices.iter().all(|n| n.reason != "NeedsAttention")),
+        work(&again, "a").is_none_or(|w| w
+            .notices
+            .iter()
+            .all(|n| n.reason != EventReason::NeedsAttention)),
         "a's NeedsAttention is not repeated"
     );
 }

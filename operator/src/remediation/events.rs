@@ -33,7 +33,7 @@ pub async fn publish(ctx: &Context, policy: &PolicyView, notice: &Notice) -> Res
         } else {
             EventType::Normal
         },
-        reason: notice.reason.clone(),
+        reason: notice.reason.as_str().to_owned(),
         note: Some(notice.note.clone()),
         action: notice.action.as_str().to_owned(),
         secondary: Some(policy_ref),
