@@ -452,10 +452,10 @@ async fn a_drain_yields_after_its_pass_budget_and_the_next_pass_goes_on() {
             )
             .boxed();
             while let Some(ev) = events.next().await {
-                if let Ok(watcher::Event::InitDone) = ev {
-                    if let Some(tx) = watching.take() {
-                        let _ = tx.send(());
-                    }
+                if let Ok(watcher::Event::InitDone) = ev
+                    && let Some(tx) = watching.take()
+                {
+                    let _ = tx.send(());
                 }
                 let Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) = ev else {
                     continue;

@@ -121,6 +121,18 @@ pub struct StepRef {
     pub action: ActionKind,
 }
 
+impl StepRef {
+    /// The step `step` of `policy`'s ladder for `detector`.
+    pub fn of(policy: &str, detector: Detector, step: &super::policy::Step) -> Self {
+        Self {
+            policy: policy.to_owned(),
+            detector,
+            index: step.index,
+            action: step.action,
+        }
+    }
+}
+
 /// A Kubernetes Event to publish, on the Node and on the attributed pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {

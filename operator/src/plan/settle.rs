@@ -21,312 +21,348 @@ pub fn settle(
     settings: &Settings,
     now: Timestamp,
 ) -> (NodeState, Vec<ActionRecord>, Vec<Notice>) {
-    let mut spec = work.ahead.clone();
-    let mut out = Out {
-        node: &work.node,
-        policy: &policy.name,
+    let mut settler = Settler {
+        spec: work.ahead.clone(),
+        out: Out {
+            node: &work.node,
+            policy: &policy.name,
+            now,
+            records: Vec::new(),
+            notices: Vec::new(),
+        },
+        settings,
         now,
-        records: Vec::new(),
-        notices: Vec::new(),
     };
     for (effect, outcome) in work.effects.iter().zip(outcomes) {
         match effect {
-            Effect::Event { step, notice } => {
-                let ok = matches!(outcome, EffectOutcome::Done(_));
-                update_step(&mut spec, step, |rec| {
-                    rec.phase = if ok {
-                        StepPhase::Done
-                    } else {
-                        StepPhase::Failed
-                    };
-                    rec.since = Time(now);
-                    if let EffectOutcome::Failed { reason, message } = outcome {
-                        rec.reason = Some(reason.clone());
-                        rec.message = Some(truncate_note(message));
-                    }
-                });
-                out.records.push(ActionRecord {
-                    time: Time(now),
-                    node: work.node.clone(),
-                    detector: step.detector.name().to_owned(),
-                    action: ActionKind::Event,
-                    outcome: if ok {
-                        ActionOutcome::Executed
-                    } else {
-                        ActionOutcome::Failed
-                    },
-                    message: Some(notice.note.clone()),
-                });
+            Effect::Event { step, notice } => settler.event(step, notice, outcome),
+            Effect::NodeConditions { steps, .. } => settler.node_conditions(steps, outcome),
+            Effect::Cordon { step, .. } | Effect::Taint { step, .. } => {
+                settler.node_effect(step, None, outcome);
             }
-            Effect::NodeConditions { steps, .. } => {
-                for step in steps {
-                    let (phase, rec_outcome, msg, reason) = phase_of(outcome);
-                    update_step(&mut spec, step, |rec| {
-                        rec.phase = phase;
-                        rec.since = Time(now);
-                        rec.reason = reason.clone();
-                        rec.message = Some(truncate_note(&msg));
-                    });
-                    out.push(
-                        Some(step),
-                        ActionKind::NodeCondition,
-                        rec_outcome,
-                        &msg,
-                        None,
-                        if phase == StepPhase::Done {
-                            EventReason::NodeConditionSet
-                        } else {
-                            EventReason::RemediationFailed
-                        },
-                        phase != StepPhase::Done,
-                    );
-                }
-            }
-            Effect::Cordon { step, .. }
-            | Effect::Taint { step, .. }
-            | Effect::Evict { step, .. } => {
-                let pod = match effect {
-                    Effect::Evict { pod, .. } => Some(pod.clone()),
-                    _ => None,
-                };
-                if let EffectOutcome::Retry(message) = outcome {
-                    let timeout = settings.eviction_timeout;
-                    let mut timed_out = false;
-                    update_step(&mut spec, step, |rec| {
-                        rec.attempts = rec.attempts.saturating_add(1);
-                        rec.last_attempt_at = Some(Time(now));
-                        rec.message = Some(truncate_note(message));
-                        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
-                        if now >= plus(started, timeout) {
-                            timed_out = true;
-                            rec.phase = StepPhase::Failed;
-                            rec.since = Time(now);
-                            rec.reason = Some(EndReason::Timeout.as_str().into());
-                            rec.message = Some(truncate_note(&format!(
-                                "gave up after {} attempts in {}: {message}",
-                                rec.attempts,
-                                format_duration(timeout)
-                            )));
-                        }
-                    });
-                    if timed_out {
-                        let msg = step_message(&spec, step);
-                        out.push(
-                            Some(step),
-                            step.action,
-                            ActionOutcome::Failed,
-                            &msg,
-                            pod,
-                            EventReason::RemediationFailed,
-                            true,
-                        );
-                    }
-                    continue;
-                }
-                let (phase, rec_outcome, msg, reason) = phase_of(outcome);
-                update_step(&mut spec, step, |rec| {
-                    rec.phase = phase;
-                    rec.since = Time(now);
-                    rec.reason = reason.clone();
-                    rec.message = Some(truncate_note(&msg));
-                    if matches!(effect, Effect::Evict { .. }) {
-                        rec.attempts = rec.attempts.saturating_add(1);
-                        rec.last_attempt_at = Some(Time(now));
-                    }
-                });
-                if phase == StepPhase::Skipped {
-                    let started = step_started(&spec, step);
-                    refund(&mut spec.remediation.history, step, started.as_ref());
-                }
-                let event = match (step.action, phase) {
-                    (ActionKind::Cordon, StepPhase::Done) => EventReason::NodeCordoned,
-                    (ActionKind::Taint, StepPhase::Done) => EventReason::NodeTainted,
-                    (ActionKind::EvictPod, StepPhase::Done) => EventReason::PodEvicted,
-                    (_, StepPhase::Skipped) => EventReason::RemediationSkipped,
-                    _ => EventReason::RemediationFailed,
-                };
-                out.push(
-                    Some(step),
-                    step.action,
-                    rec_outcome,
-                    &msg,
-                    pod,
-                    event,
-                    phase != StepPhase::Done,
-                );
-            }
+            Effect::Evict { step, pod, .. } => settler.node_effect(step, Some(pod), outcome),
             Effect::Drain { step, .. } => match outcome {
-                EffectOutcome::Pending => {
-                    // A pass still running: nothing to settle, unless the
-                    // drain's time is up (then the pass's result, when it
-                    // comes, is for a step that has ended).
-                    let timeout = settings.drain_timeout;
-                    let mut timed_out = None;
-                    update_step(&mut spec, step, |rec| {
-                        timed_out = drain_timed_out(rec, now, timeout, "a pass was still running");
-                    });
-                    if let Some(m) = timed_out {
-                        out.push(
-                            Some(step),
-                            ActionKind::Drain,
-                            ActionOutcome::Failed,
-                            &m,
-                            None,
-                            EventReason::RemediationFailed,
-                            true,
-                        );
-                    }
-                }
+                EffectOutcome::Pending => settler.drain_pending(step),
                 EffectOutcome::Drained {
                     progress,
                     end,
                     message,
-                } => {
-                    let timeout = settings.drain_timeout;
-                    let mut result: Option<(StepPhase, String)> = None;
-                    update_step(&mut spec, step, |rec| {
-                        // A pass cut short by its time budget made progress
-                        // and is no reason to back off: only blocked passes
-                        // count as attempts (next_retry doubles per attempt).
-                        if *end != DrainPassEnd::OutOfTime {
-                            rec.attempts = rec.attempts.saturating_add(1);
-                        }
-                        rec.last_attempt_at = Some(Time(now));
-                        // Pods evicted add up over passes; the rest is this pass.
-                        let before = rec.drain.as_ref().map_or(0, |d| d.evicted);
-                        rec.drain = Some(DrainProgress {
-                            evicted: before.saturating_add(progress.evicted),
-                            ..progress.clone()
-                        });
-                        rec.message = Some(truncate_note(message));
-                        if *end == DrainPassEnd::Complete {
-                            rec.phase = StepPhase::Done;
-                            rec.since = Time(now);
-                            result = Some((StepPhase::Done, message.clone()));
-                        } else if let Some(m) = drain_timed_out(rec, now, timeout, message) {
-                            result = Some((StepPhase::Failed, m));
-                        }
-                    });
-                    match result {
-                        Some((StepPhase::Done, m)) => out.push(
-                            Some(step),
-                            ActionKind::Drain,
-                            ActionOutcome::Executed,
-                            &m,
-                            None,
-                            EventReason::NodeDrained,
-                            false,
-                        ),
-                        Some((_, m)) => out.push(
-                            Some(step),
-                            ActionKind::Drain,
-                            ActionOutcome::Failed,
-                            &m,
-                            None,
-                            EventReason::RemediationFailed,
-                            true,
-                        ),
-                        None => {}
-                    }
-                }
-                other => {
-                    let (phase, rec_outcome, msg, reason) = phase_of(other);
-                    if matches!(other, EffectOutcome::Retry(_)) {
-                        // A pass that could not even start (the cordon or the
-                        // pod list failed transiently) still counts against
-                        // the drain's timeout.
-                        let timeout = settings.drain_timeout;
-                        let mut timed_out = None;
-                        update_step(&mut spec, step, |rec| {
-                            rec.attempts = rec.attempts.saturating_add(1);
-                            rec.last_attempt_at = Some(Time(now));
-                            rec.message = Some(truncate_note(&msg));
-                            timed_out = drain_timed_out(rec, now, timeout, &msg);
-                        });
-                        if let Some(m) = timed_out {
-                            out.push(
-                                Some(step),
-                                ActionKind::Drain,
-                                ActionOutcome::Failed,
-                                &m,
-                                None,
-                                EventReason::RemediationFailed,
-                                true,
-                            );
-                        }
-                        continue;
-                    }
-                    update_step(&mut spec, step, |rec| {
-                        rec.phase = phase;
-                        rec.since = Time(now);
-                        rec.reason = reason.clone();
-                        rec.message = Some(truncate_note(&msg));
-                    });
-                    out.push(
-                        Some(step),
-                        ActionKind::Drain,
-                        rec_outcome,
-                        &msg,
-                        None,
-                        if phase == StepPhase::Done {
-                            EventReason::NodeDrained
-                        } else {
-                            EventReason::RemediationFailed
-                        },
-                        phase != StepPhase::Done,
-                    );
-                }
+                } => settler.drain_pass(step, progress, *end, message),
+                other => settler.drain_other(step, other),
             },
-            Effect::Uncordon { .. } | Effect::Untaint { .. } => {
-                let action = if matches!(effect, Effect::Uncordon { .. }) {
-                    ActionKind::Cordon
-                } else {
-                    ActionKind::Taint
-                };
-                match outcome {
-                    EffectOutcome::Done(m) => out.push(
-                        None,
-                        action,
-                        ActionOutcome::Executed,
-                        m,
-                        None,
-                        if action == ActionKind::Cordon {
-                            EventReason::NodeUncordoned
-                        } else {
-                            EventReason::NodeUntainted
-                        },
-                        false,
-                    ),
-                    EffectOutcome::Skipped { message, .. } => out.push(
-                        None,
-                        action,
-                        ActionOutcome::Skipped,
-                        message,
-                        None,
-                        EventReason::RemediationSkipped,
-                        false,
-                    ),
-                    EffectOutcome::Failed { message, .. } | EffectOutcome::Retry(message) => out
-                        .push(
-                            None,
-                            action,
-                            ActionOutcome::Failed,
-                            message,
-                            None,
-                            EventReason::RemediationFailed,
-                            true,
-                        ),
-                    EffectOutcome::Drained { .. } | EffectOutcome::Pending => {}
-                }
-            }
+            Effect::Uncordon { .. } => settler.undo(ActionKind::Cordon, outcome),
+            Effect::Untaint { .. } => settler.undo(ActionKind::Taint, outcome),
             Effect::ForgetCordon | Effect::ForgetTaint { .. } | Effect::Disown { .. } => {}
         }
     }
+    let Settler { mut spec, out, .. } = settler;
     if spec != work.before {
         let cooldown = policy.safety.cooldown;
         prune_history(&mut spec.remediation.history, now, cooldown);
     }
     (spec, out.records, out.notices)
+}
+
+/// Settling one node's outcomes: one method per kind of effect.
+struct Settler<'a> {
+    spec: NodeState,
+    out: Out<'a>,
+    settings: &'a Settings,
+    now: Timestamp,
+}
+
+impl Settler<'_> {
+    /// The Event step: Done once published.
+    fn event(&mut self, step: &StepRef, notice: &Notice, outcome: &EffectOutcome) {
+        let ok = matches!(outcome, EffectOutcome::Done(_));
+        update_step(&mut self.spec, step, |rec| {
+            rec.phase = if ok {
+                StepPhase::Done
+            } else {
+                StepPhase::Failed
+            };
+            rec.since = Time(self.now);
+            if let EffectOutcome::Failed { reason, message } = outcome {
+                rec.reason = Some(reason.clone());
+                rec.message = Some(truncate_note(message));
+            }
+        });
+        self.out.records.push(ActionRecord {
+            time: Time(self.now),
+            node: self.out.node.to_owned(),
+            detector: step.detector.name().to_owned(),
+            action: ActionKind::Event,
+            outcome: if ok {
+                ActionOutcome::Executed
+            } else {
+                ActionOutcome::Failed
+            },
+            message: Some(notice.note.clone()),
+        });
+    }
+
+    /// NodeCondition steps, settled with the node's conditions.
+    fn node_conditions(&mut self, steps: &[StepRef], outcome: &EffectOutcome) {
+        for step in steps {
+            let (phase, rec_outcome, msg, reason) = phase_of(outcome);
+            update_step(&mut self.spec, step, |rec| {
+                rec.phase = phase;
+                rec.since = Time(self.now);
+                rec.reason = reason.clone();
+                rec.message = Some(truncate_note(&msg));
+            });
+            self.out.push(
+                Some(step),
+                ActionKind::NodeCondition,
+                rec_outcome,
+                &msg,
+                None,
+                if phase == StepPhase::Done {
+                    EventReason::NodeConditionSet
+                } else {
+                    EventReason::RemediationFailed
+                },
+                phase != StepPhase::Done,
+            );
+        }
+    }
+
+    /// Cordon, Taint, EvictPod: Done, Skipped or Failed; evictions refused
+    /// (Retry) are tried again until the eviction timeout.
+    fn node_effect(&mut self, step: &StepRef, evicted: Option<&PodRef>, outcome: &EffectOutcome) {
+        let pod = evicted.cloned();
+        if let EffectOutcome::Retry(message) = outcome {
+            let timeout = self.settings.eviction_timeout;
+            let mut timed_out = false;
+            update_step(&mut self.spec, step, |rec| {
+                rec.attempts = rec.attempts.saturating_add(1);
+                rec.last_attempt_at = Some(Time(self.now));
+                rec.message = Some(truncate_note(message));
+                let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
+                if self.now >= plus(started, timeout) {
+                    timed_out = true;
+                    rec.phase = StepPhase::Failed;
+                    rec.since = Time(self.now);
+                    rec.reason = Some(EndReason::Timeout.as_str().into());
+                    rec.message = Some(truncate_note(&format!(
+                        "gave up after {} attempts in {}: {message}",
+                        rec.attempts,
+                        format_duration(timeout)
+                    )));
+                }
+            });
+            if timed_out {
+                let msg = step_message(&self.spec, step);
+                self.out.push(
+                    Some(step),
+                    step.action,
+                    ActionOutcome::Failed,
+                    &msg,
+                    pod,
+                    EventReason::RemediationFailed,
+                    true,
+                );
+            }
+            return;
+        }
+        let (phase, rec_outcome, msg, reason) = phase_of(outcome);
+        update_step(&mut self.spec, step, |rec| {
+            rec.phase = phase;
+            rec.since = Time(self.now);
+            rec.reason = reason.clone();
+            rec.message = Some(truncate_note(&msg));
+            if evicted.is_some() {
+                rec.attempts = rec.attempts.saturating_add(1);
+                rec.last_attempt_at = Some(Time(self.now));
+            }
+        });
+        if phase == StepPhase::Skipped {
+            let started = step_started(&self.spec, step);
+            refund(&mut self.spec.remediation.history, step, started.as_ref());
+        }
+        let event = match (step.action, phase) {
+            (ActionKind::Cordon, StepPhase::Done) => EventReason::NodeCordoned,
+            (ActionKind::Taint, StepPhase::Done) => EventReason::NodeTainted,
+            (ActionKind::EvictPod, StepPhase::Done) => EventReason::PodEvicted,
+            (_, StepPhase::Skipped) => EventReason::RemediationSkipped,
+            _ => EventReason::RemediationFailed,
+        };
+        self.out.push(
+            Some(step),
+            step.action,
+            rec_outcome,
+            &msg,
+            pod,
+            event,
+            phase != StepPhase::Done,
+        );
+    }
+
+    /// A drain pass still running: nothing to settle, unless the drain's
+    /// time is up (then the pass's result, when it comes, is for a step
+    /// that has ended).
+    fn drain_pending(&mut self, step: &StepRef) {
+        let timeout = self.settings.drain_timeout;
+        let mut timed_out = None;
+        update_step(&mut self.spec, step, |rec| {
+            timed_out = drain_timed_out(rec, self.now, timeout, "a pass was still running");
+        });
+        if let Some(m) = timed_out {
+            self.out.push(
+                Some(step),
+                ActionKind::Drain,
+                ActionOutcome::Failed,
+                &m,
+                None,
+                EventReason::RemediationFailed,
+                true,
+            );
+        }
+    }
+
+    /// A drain pass ended: progress adds up; Done when complete.
+    fn drain_pass(
+        &mut self,
+        step: &StepRef,
+        progress: &DrainProgress,
+        end: DrainPassEnd,
+        message: &str,
+    ) {
+        let timeout = self.settings.drain_timeout;
+        let mut result: Option<(StepPhase, String)> = None;
+        update_step(&mut self.spec, step, |rec| {
+            // A pass cut short by its time budget made progress
+            // and is no reason to back off: only blocked passes
+            // count as attempts (next_retry doubles per attempt).
+            if end != DrainPassEnd::OutOfTime {
+                rec.attempts = rec.attempts.saturating_add(1);
+            }
+            rec.last_attempt_at = Some(Time(self.now));
+            // Pods evicted add up over passes; the rest is this pass.
+            let before = rec.drain.as_ref().map_or(0, |d| d.evicted);
+            rec.drain = Some(DrainProgress {
+                evicted: before.saturating_add(progress.evicted),
+                ..progress.clone()
+            });
+            rec.message = Some(truncate_note(message));
+            if end == DrainPassEnd::Complete {
+                rec.phase = StepPhase::Done;
+                rec.since = Time(self.now);
+                result = Some((StepPhase::Done, message.to_owned()));
+            } else if let Some(m) = drain_timed_out(rec, self.now, timeout, message) {
+                result = Some((StepPhase::Failed, m));
+            }
+        });
+        match result {
+            Some((StepPhase::Done, m)) => self.out.push(
+                Some(step),
+                ActionKind::Drain,
+                ActionOutcome::Executed,
+                &m,
+                None,
+                EventReason::NodeDrained,
+                false,
+            ),
+            Some((_, m)) => self.out.push(
+                Some(step),
+                ActionKind::Drain,
+                ActionOutcome::Failed,
+                &m,
+                None,
+                EventReason::RemediationFailed,
+                true,
+            ),
+            None => {}
+        }
+    }
+
+    /// A drain pass that could not run (Retry counts against the timeout)
+    /// or ended the step (Failed, e.g. refused like kubectl drain).
+    fn drain_other(&mut self, step: &StepRef, outcome: &EffectOutcome) {
+        let (phase, rec_outcome, msg, reason) = phase_of(outcome);
+        if matches!(outcome, EffectOutcome::Retry(_)) {
+            // A pass that could not even start (the cordon or the
+            // pod list failed transiently) still counts against
+            // the drain's timeout.
+            let timeout = self.settings.drain_timeout;
+            let mut timed_out = None;
+            update_step(&mut self.spec, step, |rec| {
+                rec.attempts = rec.attempts.saturating_add(1);
+                rec.last_attempt_at = Some(Time(self.now));
+                rec.message = Some(truncate_note(&msg));
+                timed_out = drain_timed_out(rec, self.now, timeout, &msg);
+            });
+            if let Some(m) = timed_out {
+                self.out.push(
+                    Some(step),
+                    ActionKind::Drain,
+                    ActionOutcome::Failed,
+                    &m,
+                    None,
+                    EventReason::RemediationFailed,
+                    true,
+                );
+            }
+            return;
+        }
+        update_step(&mut self.spec, step, |rec| {
+            rec.phase = phase;
+            rec.since = Time(self.now);
+            rec.reason = reason.clone();
+            rec.message = Some(truncate_note(&msg));
+        });
+        self.out.push(
+            Some(step),
+            ActionKind::Drain,
+            rec_outcome,
+            &msg,
+            None,
+            if phase == StepPhase::Done {
+                EventReason::NodeDrained
+            } else {
+                EventReason::RemediationFailed
+            },
+            phase != StepPhase::Done,
+        );
+    }
+
+    /// nodemedic's cordon or taint removed (no step: every owner let go).
+    fn undo(&mut self, action: ActionKind, outcome: &EffectOutcome) {
+        match outcome {
+            EffectOutcome::Done(m) => self.out.push(
+                None,
+                action,
+                ActionOutcome::Executed,
+                m,
+                None,
+                if action == ActionKind::Cordon {
+                    EventReason::NodeUncordoned
+                } else {
+                    EventReason::NodeUntainted
+                },
+                false,
+            ),
+            EffectOutcome::Skipped { message, .. } => self.out.push(
+                None,
+                action,
+                ActionOutcome::Skipped,
+                message,
+                None,
+                EventReason::RemediationSkipped,
+                false,
+            ),
+            EffectOutcome::Failed { message, .. } | EffectOutcome::Retry(message) => self.out.push(
+                None,
+                action,
+                ActionOutcome::Failed,
+                message,
+                None,
+                EventReason::RemediationFailed,
+                true,
+            ),
+            EffectOutcome::Drained { .. } | EffectOutcome::Pending => {}
+        }
+    }
 }
 
 struct Out<'a> {

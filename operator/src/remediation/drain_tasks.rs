@@ -100,10 +100,9 @@ impl DrainTasks {
             let policy = task_key.policy.clone();
             if let Ok(mut passes) = registry.lock() {
                 // Only a pass still registered (not aborted) reports.
-                if passes.contains_key(&task_key) {
-                    passes.insert(task_key, Pass::Finished(outcome, Instant::now()));
-                } else {
-                    return;
+                match passes.get_mut(&task_key) {
+                    Some(slot) => *slot = Pass::Finished(outcome, Instant::now()),
+                    None => return,
                 }
             }
             on_finished(&policy);

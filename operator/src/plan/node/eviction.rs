@@ -1,0 +1,147 @@
+//! EvictPod and Drain: steps the operator carries out through the Eviction
+//! API. An eviction always targets the pod of its first attempt (namespace,
+//! name and uid from the durable record); a drain is passes retried until
+//! the node has no evictable pod or the drain's timeout.
+
+use nodemedic_crds::PolicyMode;
+use nodemedic_crds::remediation::DrainProgress;
+
+use super::hold::Hold;
+use super::steps::Resolved;
+use super::*;
+
+/// The pod an EvictPod step would evict: the one the findings attribute,
+/// named with its uid (without it an eviction could hit a same-name
+/// replacement).
+pub(super) fn resolve_evict(p: &PolicyView, detector: Detector, pod: Option<PodRef>) -> Resolved {
+    let Some(pr) = pod else {
+        return Resolved::held(Hold::wait(
+            HoldReason::NoTarget,
+            format!("no pod is attributed to the {detector} findings"),
+        ));
+    };
+    let hold = if p.safety.exclude_namespaces.contains(&pr.namespace) {
+        Some(Hold::skip(
+            HoldReason::ExcludedNamespace,
+            format!("pod {pr} is in an excluded namespace"),
+        ))
+    } else if pr.uid.is_none() {
+        Some(Hold::wait(
+            HoldReason::NoTarget,
+            format!("the {detector} findings name pod {pr} but not its uid"),
+        ))
+    } else {
+        None
+    };
+    Resolved {
+        target: Some(pr.to_string()),
+        pod: Some(pr),
+        hold,
+        ..Resolved::default()
+    }
+}
+
+/// Starts an eviction of the resolved pod (recorded with its uid).
+pub(super) fn start_evict(
+    cx: &mut NodeCtx<'_>,
+    sref: StepRef,
+    pod: Option<PodRef>,
+    exclusions: Exclusions,
+    rec: &mut StepRecord,
+) {
+    if let Some(pod) = pod {
+        rec.pod = pod_target(&pod);
+        cx.effects.push(Effect::Evict {
+            step: sref,
+            pod,
+            exclusions,
+        });
+    }
+}
+
+/// Starts a drain: its first pass.
+pub(super) fn start_drain(
+    cx: &mut NodeCtx<'_>,
+    episode: &Episode,
+    sref: StepRef,
+    owner: &str,
+    exclusions: Exclusions,
+    rec: &mut StepRecord,
+) {
+    rec.drain = Some(DrainProgress::default());
+    cx.effects.push(Effect::Drain {
+        step: sref,
+        episode: episode.since.0,
+        owner: owner.to_owned(),
+        exclusions,
+    });
+}
+
+impl NodePlanner<'_, '_> {
+    /// A Started eviction or drain: the next attempt or pass once its
+    /// backoff has passed (settle fails it at its timeout).
+    pub(super) fn resume_eviction(
+        &mut self,
+        cx: &mut NodeCtx<'_>,
+        episode: &Episode,
+        step: &Step,
+        rec: &StepRecord,
+        wake: &mut Wake,
+    ) {
+        let p = self.policy();
+        let now = self.now();
+        if p.mode != PolicyMode::Enforce {
+            return;
+        }
+        let next = rec.last_attempt_at.as_ref().map_or(now, |t| {
+            plus(t.0, retry_delay(rec.attempts.saturating_sub(1)))
+        });
+        if now < next {
+            wake.at(next);
+            return;
+        }
+        let sref = StepRef::of(&p.name, episode.detector, step);
+        let exclusions = Exclusions::of(p, step);
+        if step.action == ActionKind::Drain {
+            cx.effects.push(Effect::Drain {
+                step: sref,
+                episode: episode.since.0,
+                owner: p.name.clone(),
+                exclusions,
+            });
+            return;
+        }
+        // Always the pod of the first attempt, never whatever the findings
+        // name now.
+        let target = match &rec.pod {
+            Some(t) => PodRef {
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                uid: Some(t.uid.clone()),
+            },
+            // A record written before pods were recorded with their uid:
+            // the eviction refuses a target without one.
+            None => match rec.target.as_deref().and_then(|t| t.split_once('/')) {
+                Some((ns, name)) => PodRef {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                    uid: None,
+                },
+                None => return,
+            },
+        };
+        cx.effects.push(Effect::Evict {
+            step: sref,
+            pod: target,
+            exclusions,
+        });
+    }
+}
+
+fn pod_target(pod: &PodRef) -> Option<PodTarget> {
+    Some(PodTarget {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone()?,
+    })
+}

@@ -1,0 +1,139 @@
+//! The holds that stop a due step: the shared budgets (storm, concurrency,
+//! cooldown, signal budget) every disruptive action passes, in one place.
+
+use nodemedic_crds::PolicyMode;
+use nodemedic_crds::duration::format_duration;
+use nodemedic_crds::policy::ActionKind;
+
+use super::*;
+
+/// Why a due step does not run now.
+pub(super) struct Hold {
+    pub(super) reason: HoldReason,
+    pub(super) message: String,
+    /// Final: Skipped, not retried.
+    pub(super) skip: bool,
+}
+
+impl Hold {
+    /// Waits; tried again on a later reconcile.
+    pub(super) fn wait(reason: HoldReason, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            skip: false,
+        }
+    }
+
+    /// Final: the step is Skipped (DryRun: held).
+    pub(super) fn skip(reason: HoldReason, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            skip: true,
+        }
+    }
+}
+
+pub(super) fn node_missing() -> Hold {
+    Hold {
+        reason: HoldReason::NodeMissing,
+        message: "the Node object does not exist".into(),
+        skip: false,
+    }
+}
+
+impl NodePlanner<'_, '_> {
+    /// Budget checks for a disruptive action on this node.
+    pub(super) fn budget_hold(
+        &self,
+        cx: &NodeCtx<'_>,
+        action: ActionKind,
+        wake: &mut Wake,
+    ) -> Option<Hold> {
+        let p = self.policy();
+        let now = self.now();
+        if action.is_node_level() {
+            if self.storm {
+                return Some(Hold {
+                    reason: HoldReason::StormActive,
+                    message: format!(
+                        "more than maxUnhealthy {} of the selected nodes are unhealthy or unknown; node-level actions are held",
+                        p.safety.max_unhealthy
+                    ),
+                    skip: false,
+                });
+            }
+            if let Some(other) = &cx.budget.storm {
+                return Some(Hold {
+                    reason: HoldReason::StormActive,
+                    message: format!(
+                        "policy {other}, which also selects this node, has an active storm; node-level actions are held"
+                    ),
+                    skip: false,
+                });
+            }
+        }
+        if p.mode == PolicyMode::Enforce
+            && !self.in_progress.contains(&cx.name)
+            && self.in_progress.len() >= p.safety.max_concurrent_actions as usize
+        {
+            return Some(Hold {
+                reason: HoldReason::MaxConcurrentActions,
+                message: format!(
+                    "{} node(s) already have a remediation by this policy in progress (maxConcurrentActions {})",
+                    self.in_progress.len(),
+                    p.safety.max_concurrent_actions
+                ),
+                skip: false,
+            });
+        }
+        let history = &cx.ahead.remediation.history;
+        if let Some(last) = history
+            .iter()
+            .filter(|h| !h.planned && h.action.is_disruptive())
+            .map(|h| h.at.0)
+            .max()
+        {
+            let until = plus(last, cx.budget.cooldown);
+            if now < until {
+                wake.at(until);
+                return Some(Hold {
+                    reason: HoldReason::Cooldown,
+                    message: format!(
+                        "the last disruptive action on this node was less than the cooldown {} ago (strictest of the policies selecting it)",
+                        format_duration(cx.budget.cooldown)
+                    ),
+                    skip: false,
+                });
+            }
+        }
+        if action == ActionKind::SignalParent {
+            let window_start = minus(now, SIGNAL_WINDOW);
+            let mut recent: Vec<Timestamp> = history
+                .iter()
+                .filter(|h| {
+                    !h.planned && h.action == ActionKind::SignalParent && h.at.0 > window_start
+                })
+                .map(|h| h.at.0)
+                .collect();
+            recent.sort();
+            let limit = cx.budget.max_signals_per_hour as usize;
+            if recent.len() >= limit {
+                if let Some(first) = recent.get(recent.len() - limit.max(1).min(recent.len())) {
+                    wake.at(plus(*first, SIGNAL_WINDOW));
+                }
+                return Some(Hold {
+                    reason: HoldReason::MaxSignalsPerHour,
+                    message: format!(
+                        "{} signal(s) sent on this node in the last hour (maxSignalsPerHour {}, strictest of the policies selecting it)",
+                        recent.len(),
+                        cx.budget.max_signals_per_hour
+                    ),
+                    skip: false,
+                });
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,70 @@
+//! The Event step: a Warning Event on the node (and the attributed pod)
+//! naming the detector; not disruptive, no budget.
+
+use nodemedic_crds::PolicyMode;
+use nodemedic_crds::duration::format_duration;
+use nodemedic_crds::report::PolicyCondition;
+
+use super::*;
+
+impl NodePlanner<'_, '_> {
+    /// Publishes the Event (settled Done or Failed by its outcome).
+    pub(super) fn start_event(
+        &self,
+        cx: &mut NodeCtx<'_>,
+        episode: &Episode,
+        sref: StepRef,
+        pod: Option<PodRef>,
+        cond: &PolicyCondition,
+    ) {
+        let p = self.policy();
+        let detector = episode.detector;
+        let note = format!(
+            "policy {}: {} firing for {}: {}",
+            p.name,
+            detector,
+            format_duration(elapsed(episode.since.0, self.now())),
+            cond.message
+        );
+        cx.effects.push(event(cx, sref, detector, pod, &note));
+    }
+
+    /// A Started Event step (its publication was interrupted): again.
+    pub(super) fn resume_event(
+        &self,
+        cx: &mut NodeCtx<'_>,
+        episode: &Episode,
+        step: &Step,
+        cond: &PolicyCondition,
+    ) {
+        let p = self.policy();
+        if p.mode != PolicyMode::Enforce {
+            return;
+        }
+        let detector = episode.detector;
+        let pod = facts::attributed_pod(cx.report, &p.name, detector);
+        let note = format!("policy {}: {} firing: {}", p.name, detector, cond.message);
+        let sref = StepRef::of(&p.name, detector, step);
+        cx.effects.push(event(cx, sref, detector, pod, &note));
+    }
+}
+
+fn event(
+    cx: &NodeCtx<'_>,
+    step: StepRef,
+    detector: Detector,
+    pod: Option<PodRef>,
+    note: &str,
+) -> Effect {
+    Effect::Event {
+        step,
+        notice: Notice {
+            node: cx.name.clone(),
+            pod,
+            warning: true,
+            reason: EventReason::Detected(detector),
+            action: ActionKind::Event,
+            note: truncate_note(note),
+        },
+    }
+}
