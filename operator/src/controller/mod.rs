@@ -297,6 +297,120 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
     }));
 
     let triggers = Arc::new(Triggers::default());
+    let Caches {
+        policies,
+        reports,
+        nodes,
+        ledgers,
+        index,
+        undecodable_policies: undecodable_rx,
+    } = watch_caches(&client, &config, &metrics, &triggers);
+
+    let mut leadership =
+        leader::start(client.clone(), config.leader.clone(), metrics.clone()).await?;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        eviction_client,
+        policies: policies.clone(),
+        reports: reports.clone(),
+        nodes: nodes.clone(),
+        ledgers: ledgers.clone(),
+        reports_overlay: Overlay::default(),
+        nodes_overlay: Overlay::default(),
+        ledgers_overlay: Overlay::default(),
+        index: index.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "nodemedic-operator".into(),
+                instance: Some(config.leader.identity.clone()),
+            },
+        ),
+        metrics: metrics.clone(),
+        settings: config.settings.clone(),
+        drain_limits: config.drain_limits,
+        drains: DrainTasks::new({
+            let triggers = triggers.clone();
+            Arc::new(move |policy: &str| triggers.send(policy))
+        }),
+        fence: leadership.fence.clone(),
+        written_status: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+        undecodable_policies: undecodable_rx.clone(),
+    });
+
+    tokio::spawn(undecodable::report_policies(
+        client.clone(),
+        ctx.recorder.clone(),
+        metrics.clone(),
+        leadership.acting.clone(),
+        undecodable_rx,
+    ));
+
+    let shutdown = shutdown_signal();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let synced = async {
+        policies.wait_until_ready().await.ok();
+        reports.wait_until_ready().await.ok();
+        nodes.wait_until_ready().await.ok();
+        ledgers.wait_until_ready().await.ok();
+    };
+    tokio::select! {
+        _ = synced => {}
+        _ = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            return leadership.stop().await;
+        }
+    }
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        policies = policies.len(),
+        reports = reports.len(),
+        nodes = nodes.len(),
+        identity = %config.leader.identity,
+        "caches synced"
+    );
+
+    let result = act_while_leading(
+        &ctx,
+        &policies,
+        &mut leadership,
+        &triggers,
+        &config.leader.identity,
+        shutdown.as_mut(),
+    )
+    .await;
+    triggers.set(None);
+    ctx.drains.abort_all();
+    let released = leadership.stop().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    result.and(released)
+}
+
+/// The watch caches, and the index that maps their changes to the
+/// policies to reconcile.
+struct Caches {
+    policies: Store<NodeHealthPolicy>,
+    reports: Store<NodeHealthReport>,
+    nodes: Store<Node>,
+    ledgers: Store<NodeRemediation>,
+    index: Arc<Mutex<Index>>,
+    undecodable_policies: tokio::sync::watch::Receiver<
+        std::collections::BTreeMap<String, nodemedic_crds::lenient::Undecodable>,
+    >,
+}
+
+/// Starts the reflectors; each change asks for the reconciles it concerns.
+fn watch_caches(
+    client: &Client,
+    config: &RunConfig,
+    metrics: &Arc<Metrics>,
+    triggers: &Arc<Triggers>,
+) -> Caches {
+    let client = client.clone();
     let index = Arc::new(Mutex::new(Index::default()));
     let resolver: Arc<Mutex<Option<Arc<Resolver>>>> = Arc::new(Mutex::new(None));
 
@@ -409,82 +523,34 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
             triggers: triggers.clone(),
         }));
     }
-
-    let mut leadership =
-        leader::start(client.clone(), config.leader.clone(), metrics.clone()).await?;
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        eviction_client,
-        policies: policies.clone(),
-        reports: reports.clone(),
-        nodes: nodes.clone(),
-        ledgers: ledgers.clone(),
-        reports_overlay: Overlay::default(),
-        nodes_overlay: Overlay::default(),
-        ledgers_overlay: Overlay::default(),
-        index: index.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "nodemedic-operator".into(),
-                instance: Some(config.leader.identity.clone()),
-            },
-        ),
-        metrics: metrics.clone(),
-        settings: config.settings.clone(),
-        drain_limits: config.drain_limits,
-        drains: DrainTasks::new({
-            let triggers = triggers.clone();
-            Arc::new(move |policy: &str| triggers.send(policy))
-        }),
-        fence: leadership.fence.clone(),
-        written_status: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
-        undecodable_policies: undecodable_rx.clone(),
-    });
-
-    tokio::spawn(undecodable::report_policies(
-        client.clone(),
-        ctx.recorder.clone(),
-        metrics.clone(),
-        leadership.acting.clone(),
-        undecodable_rx,
-    ));
-
-    let shutdown = shutdown_signal();
-    let mut shutdown = std::pin::pin!(shutdown);
-    let synced = async {
-        policies.wait_until_ready().await.ok();
-        reports.wait_until_ready().await.ok();
-        nodes.wait_until_ready().await.ok();
-        ledgers.wait_until_ready().await.ok();
-    };
-    tokio::select! {
-        _ = synced => {}
-        _ = &mut shutdown => {
-            let _ = stop_tx.send(true);
-            return leadership.stop().await;
-        }
+    Caches {
+        policies,
+        reports,
+        nodes,
+        ledgers,
+        index,
+        undecodable_policies: undecodable_rx,
     }
-    state
-        .ready
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        policies = policies.len(),
-        reports = reports.len(),
-        nodes = nodes.len(),
-        identity = %config.leader.identity,
-        "caches synced"
-    );
+}
 
+/// Plans and acts while this process leads; returns on shutdown or when
+/// the Lease can no longer be held.
+async fn act_while_leading(
+    ctx: &Arc<Context>,
+    policies: &Store<NodeHealthPolicy>,
+    leadership: &mut leader::Leadership,
+    triggers: &Triggers,
+    identity: &str,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<()> {
     let mut acting = leadership.acting.clone();
-    let result = loop {
+    loop {
         tokio::select! {
-            _ = &mut shutdown => break Ok(()),
+            _ = shutdown.as_mut() => break Ok(()),
             r = leadership.failed() => break r,
             r = acting.wait_for(|a| *a) => if r.is_err() { break Err(Error::Lease("leadership channel closed".into())) },
         }
-        tracing::info!(identity = %config.leader.identity, "leading: planning and acting");
+        tracing::info!(identity = %identity, "leading: planning and acting");
         if let Ok(mut m) = ctx.written_status.lock() {
             // Another leader may have written since this process last did.
             m.clear();
@@ -515,24 +581,18 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         let outcome = tokio::select! {
             _ = stream => None,
             _ = acting.wait_for(|a| !*a) => None,
-            _ = &mut shutdown => Some(Ok(())),
+            _ = shutdown.as_mut() => Some(Ok(())),
             r = leadership.failed() => Some(r),
         };
         // Dropping the applier drops every reconcile in flight, and the
         // drain passes end with them: acting stops here.
         triggers.set(None);
         ctx.drains.abort_all();
-        tracing::info!(identity = %config.leader.identity, "not leading: acting stopped");
+        tracing::info!(identity = %identity, "not leading: acting stopped");
         if let Some(r) = outcome {
             break r;
         }
-    };
-    triggers.set(None);
-    ctx.drains.abort_all();
-    let released = leadership.stop().await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
-    result.and(released)
+    }
 }
 
 fn error_policy(policy: Arc<NodeHealthPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
