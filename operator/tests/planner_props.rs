@@ -546,6 +546,7 @@ impl World {
                     report: Some(&n.report),
                     ledger: Some(&n.ledger),
                     observed_scan: None,
+                    observed_clear: &[],
                 })
                 .collect();
             plan::plan(&PlanInput {

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
-use nodemedic_crds::conditions::{Detector, policy_condition};
+use nodemedic_crds::conditions::{ConditionStatus, Detector, policy_condition};
 use nodemedic_crds::remediation::{CORDONED_BY_ANNOTATION, TAINTED_BY_ANNOTATION};
 use nodemedic_crds::report::Findings;
 use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport};
@@ -248,6 +248,10 @@ pub struct Index {
     reports: HashMap<String, ReportPrint>,
     /// Per report: its `lastScanTime` and when this process first saw it.
     scans: HashMap<String, (Option<Time>, Timestamp)>,
+    /// Per report and policy whose conditions are all not True: the
+    /// latest transition time the agent gives and when this process first
+    /// saw that state.
+    clears: HashMap<String, BTreeMap<String, (Time, Timestamp)>>,
     nodes: HashMap<String, (u64, u64)>,
     policies: HashMap<String, (Option<i64>, bool)>,
 }
@@ -259,8 +263,10 @@ impl Index {
         if deleted {
             self.reports.remove(&name);
             self.scans.remove(&name);
+            self.clears.remove(&name);
             return Affected::Node(name);
         }
+        self.observe_clears(&name, r, now);
         let scan = r.status.as_ref().and_then(|s| s.last_scan_time.clone());
         let observed = match self.scans.get(&name) {
             Some((seen, at)) if *seen == scan => *at,
@@ -288,6 +294,46 @@ impl Index {
         } else {
             Affected::Policies(changed)
         }
+    }
+
+    fn observe_clears(&mut self, name: &str, r: &NodeHealthReport, now: Timestamp) {
+        let mut latest: BTreeMap<String, Option<Time>> = BTreeMap::new();
+        for c in r.status.iter().flat_map(|s| s.conditions.iter()) {
+            let entry = latest
+                .entry(c.policy.clone())
+                .or_insert_with(|| Some(c.last_transition_time.clone()));
+            if c.status == ConditionStatus::True {
+                *entry = None;
+            } else if let Some(t) = entry
+                && c.last_transition_time.0 > t.0
+            {
+                *t = c.last_transition_time.clone();
+            }
+        }
+        let previous = self.clears.remove(name).unwrap_or_default();
+        let clears: BTreeMap<String, (Time, Timestamp)> = latest
+            .into_iter()
+            .filter_map(|(policy, t)| {
+                let t = t?;
+                let observed = match previous.get(&policy) {
+                    Some((seen, at)) if *seen == t => *at,
+                    _ => now,
+                };
+                Some((policy, (t, observed)))
+            })
+            .collect();
+        if !clears.is_empty() {
+            self.clears.insert(name.to_owned(), clears);
+        }
+    }
+
+    /// Per policy whose conditions on the report are all not True: when
+    /// this process first saw them so (its own clock).
+    pub fn observed_clears(&self, report: &str) -> Vec<(String, Timestamp)> {
+        self.clears
+            .get(report)
+            .map(|m| m.iter().map(|(p, (_, at))| (p.clone(), *at)).collect())
+            .unwrap_or_default()
     }
 
     /// When this process first saw the current `lastScanTime` of a report.
@@ -556,5 +602,27 @@ mod tests {
             v["status"],
             serde_json::json!({"conditions": [{"type": "NodemedicZombies", "status": "True"}]})
         );
+    }
+
+    #[test]
+    fn a_clear_is_timed_from_when_this_process_first_saw_it() {
+        let mut i = Index::default();
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        i.report(&report(1, &[("p", false), ("q", true)]), false, at(5000));
+        assert_eq!(i.observed_clears("n"), vec![("p".to_owned(), at(5000))]);
+        // The same clear seen again keeps its first sight.
+        i.report(&report(2, &[("p", false), ("q", true)]), false, at(5100));
+        assert_eq!(i.observed_clears("n"), vec![("p".to_owned(), at(5000))]);
+        // Firing again forgets it; clear again is a new first sight.
+        i.report(&report(3, &[("p", true)]), false, at(5200));
+        assert!(i.observed_clears("n").is_empty());
+        let mut cleared = report(4, &[("p", false)]);
+        if let Some(s) = cleared.status.as_mut() {
+            s.conditions[0].last_transition_time = Time(at(1300));
+        }
+        i.report(&cleared, false, at(5300));
+        assert_eq!(i.observed_clears("n"), vec![("p".to_owned(), at(5300))]);
+        i.report(&cleared, true, at(5400));
+        assert!(i.observed_clears("n").is_empty());
     }
 }

@@ -744,16 +744,31 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let observed: Vec<(Option<Timestamp>, Vec<(String, Timestamp)>)> = {
+        let index = ctx.index.lock().ok();
+        rows.iter()
+            .map(|(n, ..)| {
+                index
+                    .as_ref()
+                    .map(|i| (i.observed_scan(n), i.observed_clears(n)))
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
     let inputs: Vec<NodeInput<'_>> = rows
         .iter()
-        .map(|(n, selected, node, report, ledger)| NodeInput {
-            name: n,
-            selected: *selected,
-            node: node.as_deref(),
-            report: report.as_deref(),
-            ledger: ledger.as_deref(),
-            observed_scan: ctx.index.lock().ok().and_then(|i| i.observed_scan(n)),
-        })
+        .zip(&observed)
+        .map(
+            |((n, selected, node, report, ledger), (scan, clears))| NodeInput {
+                name: n,
+                selected: *selected,
+                node: node.as_deref(),
+                report: report.as_deref(),
+                ledger: ledger.as_deref(),
+                observed_scan: *scan,
+                observed_clear: clears,
+            },
+        )
         .collect();
     let plan = plan::plan(&PlanInput {
         policy: &view,

@@ -77,6 +77,11 @@ pub struct NodeInput<'a> {
     /// When the operator first saw the report's current `lastScanTime`, on
     /// its own clock (see [`super::facts::freshness`]).
     pub observed_scan: Option<Timestamp>,
+    /// Per policy: when the operator first saw all of the policy's
+    /// conditions on the node not True, on its own clock (the healthy
+    /// cooldown before an uncordon counts from the later of this and the
+    /// agent's transition time).
+    pub observed_clear: &'a [(String, Timestamp)],
 }
 
 impl<'a> NodeInput<'a> {

@@ -45,6 +45,8 @@ pub(super) struct NodeResult {
 struct NodeCtx<'r> {
     name: String,
     report: &'r NodeHealthReport,
+    /// See [`NodeInput::observed_clear`].
+    observed_clear: &'r [(String, Timestamp)],
     facts: Option<NodeFacts>,
     budget: NodeBudget,
     before: NodeState,
@@ -177,6 +179,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         let mut cx = NodeCtx {
             name: n.name.to_owned(),
             report,
+            observed_clear: n.observed_clear,
             facts: n.node.map(NodeFacts::from_node),
             budget: self.node_budget(n),
             ahead: before.clone(),
@@ -574,7 +577,16 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             if conditions.is_empty() || conditions.iter().any(|c| facts::is_true(c)) {
                 return None;
             }
-            let since = conditions.iter().map(|c| c.last_transition_time.0).max()?;
+            let reported = conditions.iter().map(|c| c.last_transition_time.0).max()?;
+            // The later of the agent's transition time and the operator's
+            // own first sight: an agent clock behind cannot shorten the
+            // cooldown, and one ahead only lengthens it.
+            let seen = cx
+                .observed_clear
+                .iter()
+                .find(|(p, _)| p == owner)
+                .map(|(_, at)| *at);
+            let since = seen.map_or(reported, |s| s.max(reported));
             latest = Some(latest.map_or(since, |l: Timestamp| l.max(since)));
         }
         let cooldown = cx.budget.cooldown;

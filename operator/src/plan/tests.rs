@@ -230,6 +230,7 @@ fn run_with_invalid(
             report: r.as_ref(),
             ledger: Some(ledger),
             observed_scan: None,
+            observed_clear: &[],
         })
         .collect();
     plan(&PlanInput {
@@ -2083,6 +2084,7 @@ fn freshness_is_judged_on_the_operators_clock() {
         report: Some(&ahead),
         ledger: None,
         observed_scan: Some(t(NOW - 1200)),
+        observed_clear: &[],
     }];
     let plan = plan(&PlanInput {
         policy: &p,
@@ -2095,4 +2097,75 @@ fn freshness_is_judged_on_the_operators_clock() {
     });
     assert_eq!(plan.summary.stale, ["a"]);
     assert!(plan.work.is_empty());
+}
+
+/// The healthy cooldown before an uncordon runs on the operator's clock:
+/// an agent whose clock is hours behind reports a transition to False
+/// "long ago", yet the operator saw it a minute ago and keeps the cordon
+/// until the cooldown has passed since then.
+#[test]
+fn an_agent_clock_behind_cannot_make_an_uncordon_come_early() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    )
+    .safety(|s| s.cooldown = KubeDuration::from_static("5m"))
+    .view();
+    let ours = cordoned(node("a"), Some("p"));
+    let skewed = report("a", vec![cond("p", false, NOW - 7200)]);
+    let settings = Settings::default();
+    let plan_with = |observed: &[(String, Timestamp)], now: i64| {
+        let inputs = [NodeInput {
+            name: "a",
+            selected: true,
+            node: Some(&ours),
+            report: Some(&skewed),
+            ledger: None,
+            observed_scan: Some(t(now)),
+            observed_clear: observed,
+        }];
+        plan(&PlanInput {
+            policy: &p,
+            others: &[],
+            invalid: &[],
+            deleting: false,
+            nodes: &inputs,
+            settings: &settings,
+            now: t(now),
+        })
+    };
+    let seen = [("p".to_owned(), t(NOW - 60))];
+    let early = plan_with(&seen, NOW);
+    assert!(early.work.is_empty(), "{:?}", early.work);
+    assert_eq!(early.wake_at, t(NOW + 240));
+    let later = plan_with(&seen, NOW + 240);
+    let w = work(&later, "a").unwrap();
+    assert!(
+        matches!(w.effects.as_slice(), [Effect::Uncordon { .. }]),
+        "{:?}",
+        w.effects
+    );
+    // An agent clock ahead only holds the cordon longer: the later of the
+    // two times counts.
+    let ahead = report("a", vec![cond("p", false, NOW + 100)]);
+    let inputs = [NodeInput {
+        name: "a",
+        selected: true,
+        node: Some(&ours),
+        report: Some(&ahead),
+        ledger: None,
+        observed_scan: Some(t(NOW + 240)),
+        observed_clear: &seen,
+    }];
+    let held = plan(&PlanInput {
+        policy: &p,
+        others: &[],
+        invalid: &[],
+        deleting: false,
+        nodes: &inputs,
+        settings: &settings,
+        now: t(NOW + 240),
+    });
+    assert!(held.work.is_empty());
 }
