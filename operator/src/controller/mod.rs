@@ -673,6 +673,11 @@ type Row = (
     Option<Arc<NodeRemediation>>,
 );
 
+/// What the operator itself saw of a node's report, on its own clock:
+/// when the current scan was first seen, and per policy when its
+/// conditions were first seen all clear.
+type Observed = (Option<Timestamp>, Vec<(String, Timestamp)>);
+
 async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Result<Action> {
     ctx.fence.check()?;
     let name = policy.name_any();
@@ -744,7 +749,7 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let observed: Vec<(Option<Timestamp>, Vec<(String, Timestamp)>)> = {
+    let observed: Vec<Observed> = {
         let index = ctx.index.lock().ok();
         rows.iter()
             .map(|(n, ..)| {
