@@ -336,3 +336,49 @@ async fn a_deleted_policy_releases_its_cordons_through_its_finalizer() {
     );
     op.terminate().await;
 }
+
+/// A policy deleted and created again under the same name is a new object:
+/// it gets its own status. (Status writes were skipped when the new status
+/// equalled the one last written under that name, so the new object stayed
+/// without one; found by the three-node kind tier.)
+#[tokio::test]
+async fn a_policy_created_again_under_the_same_name_gets_its_status() {
+    use nodemedic_crds::NodeHealthPolicy;
+
+    let w = World::new("again").await;
+    let policy = format!("{}-p", w.id);
+    let spec = json!({
+        "mode": "Enforce",
+        "detectors": {"zombies": {}},
+        "actions": {"zombies": [{"action": "Event"}]},
+    });
+    w.node("again").await;
+    let mut op = w.operator("again-a").start();
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
+    w.policy(&policy, spec.clone()).await;
+    let first = eventually(T, "the first policy's status", || async {
+        let p = w.get_policy(&policy).await;
+        p.status.is_some().then_some(p)
+    })
+    .await;
+    let api: Api<NodeHealthPolicy> = Api::all(w.client.clone());
+    api.delete(&policy, &DeleteParams::default()).await.unwrap();
+    eventually(T, "the first policy is gone", || async {
+        api.get_opt(&policy).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    w.policy(&policy, spec).await;
+    let second = eventually(T, "the second policy's status", || async {
+        let p = w.get_policy(&policy).await;
+        (p.metadata.uid != first.metadata.uid && p.status.is_some()).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        second.status.and_then(|s| s.observed_generation),
+        second.metadata.generation
+    );
+    op.terminate().await;
+}

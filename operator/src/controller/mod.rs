@@ -82,6 +82,8 @@ pub struct Context {
     pub drains: DrainTasks,
     pub fence: Arc<Fence>,
     /// Last status written per policy (the cache may lag behind it).
+    /// Keyed by uid: a policy deleted and created again under the same
+    /// name is another object, whose status is not yet written.
     written_status: Mutex<HashMap<String, NodeHealthPolicyStatus>>,
     /// Consecutive failures per policy, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -683,11 +685,12 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
     let name = policy.name_any();
     tracing::trace!(policy = %name, "reconcile");
     let now = plan::truncate(Timestamp::now());
+    let uid = policy.metadata.uid.clone().unwrap_or_default();
     let previous = ctx
         .written_status
         .lock()
         .ok()
-        .and_then(|m| m.get(&name).cloned())
+        .and_then(|m| m.get(&uid).cloned())
         .or_else(|| policy.status.clone());
 
     let deleting = policy.metadata.deletion_timestamp.is_some();
@@ -868,7 +871,10 @@ async fn write_status(
     .await
     .map_err(|e| Error::kube(format!("write status of policy {name}"), e))?;
     if let Ok(mut m) = ctx.written_status.lock() {
-        m.insert(name, status.clone());
+        m.insert(
+            policy.metadata.uid.clone().unwrap_or_default(),
+            status.clone(),
+        );
     }
     Ok(())
 }
