@@ -16,6 +16,7 @@ pub mod protected;
 pub mod remediation;
 pub mod report;
 pub mod schema_check;
+pub mod scope;
 pub mod selector;
 pub mod thresholds;
 

@@ -325,6 +325,8 @@ pub struct Actions {
     .message("taint is only meaningful for the Taint action"))]
 #[x_kube(validation = Rule::new("!has(self.drain) || self.action == 'Drain' || self.action == 'EvictPod'")
     .message("drain is only meaningful for the Drain and EvictPod actions"))]
+#[x_kube(validation = Rule::new("!has(self.scope) || self.scope != 'Pod' || !(self.action in ['Taint', 'Cordon', 'Drain', 'RequestReboot'])")
+    .message("a node-level action (Taint, Cordon, Drain, RequestReboot) cannot have scope Pod: use Node (the default: after a pod-level step for a problem in one pod) or Any"))]
 pub struct ActionStep {
     /// What to do.
     pub action: ActionKind,
@@ -352,6 +354,40 @@ pub struct ActionStep {
     /// `kubectl drain` evicts by default. Omitted means neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainOptions>,
+
+    /// Which problems the step is for, by where they live (the condition's
+    /// `scope`). Node: node-wide problems (host processes, or offenders in
+    /// two or more pods); a problem contained in one pod reaches the step
+    /// only after a pod-level step of the same episode (SignalParent,
+    /// EvictPod) was carried out and the problem persisted. Pod: only
+    /// problems contained in one pod. Any: both, without that condition.
+    /// Default: Node for the node-level actions (Taint, Cordon, Drain,
+    /// RequestReboot), Any for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<StepScope>,
+}
+
+// No type-level doc: on an optional enum it would replace the field's doc in
+// the generated schema (the `kubectl explain` text).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepScope {
+    /// Problems contained in one pod only.
+    Pod,
+    /// Node-wide problems; pod-contained ones after a pod-level step.
+    Node,
+    /// Both.
+    Any,
+}
+
+impl ActionStep {
+    /// The step's scope, defaulted by its action.
+    pub fn effective_scope(&self) -> StepScope {
+        self.scope.unwrap_or(if self.action.affects_whole_node() {
+            StepScope::Node
+        } else {
+            StepScope::Any
+        })
+    }
 }
 
 /// Opt-ins of a Drain (or EvictPod) step. Like `kubectl drain`, by default a
@@ -589,6 +625,15 @@ pub struct PolicyNodeSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_WORD))]
     pub escalation: Option<String>,
+    /// Where the firing problems live: Pod when every firing detector's
+    /// offenders are in one pod (named in `culprit`), else Node. It decides
+    /// which ladder steps apply (see ActionStep.scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::scope::ProblemScope>,
+    /// The pod of a Pod-scoped problem, "namespace/name".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME))]
+    pub culprit: Option<String>,
 }
 
 /// A remediation decided by the operator.

@@ -350,6 +350,16 @@ impl ActionKind {
         !matches!(self, ActionKind::Event | ActionKind::NodeCondition)
     }
 
+    /// Actions on the whole node (every pod on it feels them), as opposed
+    /// to actions on one process or pod; by default a problem contained in
+    /// one pod reaches them only after a pod-level step (see StepScope).
+    pub fn affects_whole_node(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Taint | ActionKind::Cordon | ActionKind::Drain | ActionKind::RequestReboot
+        )
+    }
+
     /// Node-level actions pause while a storm is active (maxUnhealthy).
     pub fn is_node_level(self) -> bool {
         matches!(

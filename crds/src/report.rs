@@ -148,6 +148,7 @@ pub enum NodeAction {
 }
 
 pub use crate::process::ProcessTarget;
+pub use crate::scope::{CulpritPod, ProblemScope};
 
 /// Agent → everyone: what the node looks like.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -681,6 +682,15 @@ pub struct PolicyCondition {
     /// while below it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exceeded_since: Option<Time>,
+    /// Where the problem lives while the threshold is exceeded: Pod when
+    /// every offender is in one pod (named in `culprit`), Node for host
+    /// processes or offenders in two or more pods. Absent while nothing
+    /// exceeds, and from agents older than this field (read as Node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ProblemScope>,
+    /// The pod a Pod-scoped problem lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub culprit: Option<CulpritPod>,
 }
 
 /// Outcome of an action request.

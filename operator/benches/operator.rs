@@ -74,6 +74,8 @@ fn status_for(firing: &BTreeMap<&str, (bool, Timestamp)>) -> NodeHealthReportSta
                     },
                     last_transition_time: Time(since),
                     exceeded_since: None,
+                    scope: None,
+                    culprit: None,
                 }
             })
             .collect(),

@@ -76,6 +76,7 @@ fn step(action: ActionKind, after: &'static str) -> ActionStep {
             allow_no_execute: false,
         }),
         drain: None,
+        scope: None,
     }
 }
 
@@ -378,6 +379,8 @@ impl World {
             message: "212 zombies under php-fpm".into(),
             last_transition_time: transition,
             exceeded_since: None,
+            scope: None,
+            culprit: None,
         };
         match current {
             Some(i) => st.conditions[i] = cond,

@@ -538,8 +538,16 @@ pub fn conditions(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<Polic
                     format_duration(d.for_duration)
                 ));
             }
+            let scope = super::scope::scope_of(v, e);
+            if let Some((s, culprit)) = &scope {
+                message.push_str(&match culprit {
+                    Some(pod) => format!("; scope: {} {pod}", s.as_str()),
+                    None => format!("; scope: {}", s.as_str()),
+                });
+            }
             let mut message: String = message.chars().take(MAX_MESSAGE_LEN).collect();
             message.shrink_to_fit();
+            let (scope, culprit) = scope.map_or((None, None), |(s, c)| (Some(s), c));
             out.push(PolicyCondition {
                 policy: a.policy.clone(),
                 type_: v.detector.condition_type(),
@@ -548,6 +556,8 @@ pub fn conditions(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<Polic
                 message,
                 last_transition_time: Time(d.hold.last_transition),
                 exceeded_since: d.hold.exceeded_since.map(Time),
+                scope,
+                culprit,
             });
         }
     }

@@ -4,4 +4,5 @@
 
 pub mod build;
 pub mod publish;
+pub mod scope;
 pub mod significance;

@@ -160,6 +160,8 @@ mod tests {
             message: format!("{zombies} zombies"),
             last_transition_time: Time(Timestamp::UNIX_EPOCH),
             exceeded_since: None,
+            scope: None,
+            culprit: None,
         });
         s
     }

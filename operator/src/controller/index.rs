@@ -494,6 +494,8 @@ mod tests {
                     message: format!("{scan} zombies"),
                     last_transition_time: Time(Timestamp::from_second(1000).unwrap()),
                     exceeded_since: None,
+                    scope: None,
+                    culprit: None,
                 })
                 .collect(),
             ..Default::default()

@@ -263,6 +263,61 @@ fn pod_of(workload: Option<&Workload>) -> Option<PodRef> {
     })
 }
 
+/// The pod a pod-contained problem lives in, as its condition names it
+/// (with namespace and name, which an eviction needs).
+pub fn culprit_pod(cond: &PolicyCondition) -> Option<PodRef> {
+    if cond.scope != Some(nodemedic_crds::report::ProblemScope::Pod) {
+        return None;
+    }
+    let c = cond.culprit.as_ref()?;
+    Some(PodRef {
+        namespace: c.namespace.clone()?,
+        name: c.name.clone()?,
+        uid: Some(c.uid.clone()),
+    })
+}
+
+/// Where the firing problems of a node live together: Pod (and its
+/// culprit) when every one is in the same pod, else Node; None when no
+/// condition says (agents older than the field).
+pub fn node_scope<'c>(
+    firing: impl Iterator<Item = &'c PolicyCondition>,
+) -> Option<(nodemedic_crds::report::ProblemScope, Option<String>)> {
+    use nodemedic_crds::report::ProblemScope;
+    let mut pods: BTreeSet<String> = BTreeSet::new();
+    let mut culprit = None;
+    let mut any = false;
+    for c in firing {
+        match (c.scope?, &c.culprit) {
+            (ProblemScope::Pod, Some(pod)) => {
+                pods.insert(pod.uid.clone());
+                culprit.get_or_insert_with(|| pod.to_string());
+            }
+            _ => return Some((ProblemScope::Node, None)),
+        }
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    Some(if pods.len() == 1 {
+        (ProblemScope::Pod, culprit)
+    } else {
+        (ProblemScope::Node, None)
+    })
+}
+
+/// Where the problem lives, for messages: "Pod shop/php-0" or "Node".
+pub fn scope_text(cond: &PolicyCondition) -> Option<String> {
+    let scope = cond.scope?;
+    Some(match &cond.culprit {
+        Some(pod) if scope == nodemedic_crds::report::ProblemScope::Pod => {
+            format!("{} {pod}", scope.as_str())
+        }
+        _ => scope.as_str().to_owned(),
+    })
+}
+
 /// The pod a detector's findings attribute the problem to under `policy`:
 /// the first exceeding finding that names a pod.
 pub fn attributed_pod(

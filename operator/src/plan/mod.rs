@@ -288,6 +288,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             since: None,
             escalation: None,
             stale: true,
+            scope: None,
         });
     }
     for i in healthy_names {
@@ -300,6 +301,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             since: None,
             escalation: None,
             stale: false,
+            scope: None,
         });
     }
     summaries.truncate(50);

@@ -10,7 +10,7 @@ use nodemedic_crds::NodeHealthReport;
 use nodemedic_crds::conditions::Detector;
 use nodemedic_crds::policy::{ActionKind, ActionRecord, TaintEffect, TaintTemplate};
 use nodemedic_crds::remediation::{DrainProgress, NodeRemediation, Remediation};
-use nodemedic_crds::report::ActionRequest;
+use nodemedic_crds::report::{ActionRequest, ProblemScope};
 
 use super::facts::PodRef;
 use super::policy::PolicyView;
@@ -344,6 +344,9 @@ pub struct NodeSummary {
     pub since: Option<Timestamp>,
     pub escalation: Option<String>,
     pub stale: bool,
+    /// Pod (with its culprit) when every firing detector's problem is in
+    /// the same pod, else Node.
+    pub scope: Option<(ProblemScope, Option<String>)>,
 }
 
 /// Counts and lists for the policy status and metrics.

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::conditions::{ConditionReason, Detector};
 use nodemedic_crds::duration::format_duration;
-use nodemedic_crds::policy::{ActionKind, ActionOutcome, ActionRecord, TaintEffect};
+use nodemedic_crds::policy::{ActionKind, ActionOutcome, ActionRecord, StepScope, TaintEffect};
 use nodemedic_crds::remediation::{
     Episode, HistoryEntry, MAX_HISTORY, PodTarget, StepPhase, StepRecord,
 };
@@ -264,6 +264,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 since: firing.iter().map(|(_, c)| c.last_transition_time.0).min(),
                 escalation: escalation(&episodes, p.mode),
                 stale: false,
+                scope: facts::node_scope(firing.iter().map(|(_, c)| *c)),
             });
         }
 
@@ -635,13 +636,20 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 message: Some(truncate_note(&format!("policy {}: {message}", p.name))),
             });
         }
+        // Which scope drove the decision, for the person reading the Event.
+        let scope = facts::condition(cx.report, &p.name, step.detector)
+            .and_then(facts::scope_text)
+            .map_or_else(String::new, |s| format!(", scope {s}"));
         cx.notices.push(Notice {
             node: cx.name.clone(),
             pod,
             warning,
             reason: event_reason,
             action: step.action,
-            note: truncate_note(&format!("policy {} ({}): {message}", p.name, step.detector)),
+            note: truncate_note(&format!(
+                "policy {} ({}{scope}): {message}",
+                p.name, step.detector
+            )),
         });
     }
 }

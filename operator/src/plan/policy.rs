@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nodemedic_crds::conditions::Detector;
 use nodemedic_crds::duration::{DurationError, parse_duration};
 use nodemedic_crds::policy::{
-    ActionKind, ActionStep, DrainOptions, ParentSignal, TaintEffect, TaintTemplate,
+    ActionKind, ActionStep, DrainOptions, ParentSignal, StepScope, TaintEffect, TaintTemplate,
 };
 use nodemedic_crds::selector::{SelectorError, selects};
 use nodemedic_crds::thresholds::{EffectiveThresholds, ThresholdError};
@@ -135,6 +135,8 @@ pub struct Step {
     pub taint: Option<TaintTemplate>,
     /// Drain's and EvictPod's opt-ins (default: refuse like `kubectl drain`).
     pub drain: DrainOptions,
+    /// Which problems the step is for (defaulted by the action).
+    pub scope: StepScope,
 }
 
 /// `spec.safety`, parsed.
@@ -261,6 +263,7 @@ fn parse_step(detector: Detector, index: usize, step: &ActionStep) -> Result<Ste
         signal: step.signal.unwrap_or_default(),
         taint: step.taint.clone(),
         drain: step.drain.unwrap_or_default(),
+        scope: step.effective_scope(),
     })
 }
 

@@ -24,10 +24,15 @@ pub enum HoldReason {
     Cooldown,
     /// The node's signal budget for the hour is spent.
     MaxSignalsPerHour,
+    /// A node-wide step, a problem contained in one pod, and no pod-level
+    /// step of the episode carried out yet.
+    PodContained,
+    /// A step for problems in one pod, and the problem is node-wide.
+    NodeWide,
 }
 
 impl HoldReason {
-    pub const ALL: [HoldReason; 8] = [
+    pub const ALL: [HoldReason; 10] = [
         HoldReason::NoTarget,
         HoldReason::ExcludedNamespace,
         HoldReason::ProtectedProcess,
@@ -36,6 +41,8 @@ impl HoldReason {
         HoldReason::MaxConcurrentActions,
         HoldReason::Cooldown,
         HoldReason::MaxSignalsPerHour,
+        HoldReason::PodContained,
+        HoldReason::NodeWide,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +55,8 @@ impl HoldReason {
             HoldReason::MaxConcurrentActions => "MaxConcurrentActions",
             HoldReason::Cooldown => "Cooldown",
             HoldReason::MaxSignalsPerHour => "MaxSignalsPerHour",
+            HoldReason::PodContained => "PodContained",
+            HoldReason::NodeWide => "NodeWide",
         }
     }
 }

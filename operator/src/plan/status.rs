@@ -142,6 +142,8 @@ pub fn build(
                 } else {
                     n.escalation.clone()
                 },
+                scope: n.scope.as_ref().map(|(s, _)| *s),
+                culprit: n.scope.as_ref().and_then(|(_, c)| c.clone()),
             })
             .collect(),
         recent_actions: recent,

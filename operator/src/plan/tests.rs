@@ -16,15 +16,15 @@ use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, Detector};
 use nodemedic_crds::duration::KubeDuration;
 use nodemedic_crds::policy::{
     ActionKind, ActionOutcome, ActionRecord, ActionStep, Actions, Detectors, NodeHealthPolicySpec,
-    ParentSignal, Safety, TaintEffect, TaintTemplate, ZombieDetector,
+    ParentSignal, Safety, StepScope, TaintEffect, TaintTemplate, ZombieDetector,
 };
 use nodemedic_crds::remediation::{
     CORDONED_BY_ANNOTATION, DrainProgress, Episode, HistoryEntry, OwnedTaint, StepPhase,
     TAINTED_BY_ANNOTATION,
 };
 use nodemedic_crds::report::{
-    ActionResult, ActionResultOutcome, NodeAction, PolicyCondition, ProcessRef, Workload,
-    ZombieFinding,
+    ActionResult, ActionResultOutcome, CulpritPod, NodeAction, PolicyCondition, ProblemScope,
+    ProcessRef, Workload, ZombieFinding,
 };
 use nodemedic_crds::{
     NodeHealthPolicy, NodeHealthReport, NodeHealthReportSpec, NodeRemediation, PolicyMode,
@@ -51,6 +51,7 @@ fn step(action: ActionKind, after: &'static str) -> ActionStep {
             allow_no_execute: false,
         }),
         drain: None,
+        scope: None,
     }
 }
 
@@ -136,6 +137,8 @@ fn cond(policy: &str, firing: bool, since: i64) -> PolicyCondition {
         message: "212 zombies under php-fpm".into(),
         last_transition_time: Time(t(since)),
         exceeded_since: None,
+        scope: None,
+        culprit: None,
     }
 }
 
@@ -2168,4 +2171,121 @@ fn an_agent_clock_behind_cannot_make_an_uncordon_come_early() {
         now: t(NOW + 240),
     });
     assert!(held.work.is_empty());
+}
+
+/// A report whose zombies condition says where the problem lives.
+fn scoped(name: &str, scope: Option<ProblemScope>) -> NodeHealthReport {
+    let mut c = cond("p", true, NOW - 100);
+    c.scope = scope;
+    c.culprit = (scope == Some(ProblemScope::Pod)).then(|| CulpritPod {
+        uid: "culprit-uid".into(),
+        namespace: Some("shop".into()),
+        name: Some("leaky-0".into()),
+    });
+    report(name, vec![c])
+}
+
+/// A tenant's own zombies (all in its pod) do not get the node cordoned:
+/// the node-wide step waits until the pod-level one was carried out, and
+/// the eviction goes to the culprit the condition names.
+#[test]
+fn a_pod_contained_problem_reaches_a_node_wide_step_only_after_a_pod_level_one() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![
+            step(ActionKind::EvictPod, "0s"),
+            step(ActionKind::Cordon, "0s"),
+        ],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(scoped("a", Some(ProblemScope::Pod))))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        matches!(w.effects.as_slice(), [Effect::Evict { pod, .. }] if pod.name == "leaky-0" && pod.uid.as_deref() == Some("culprit-uid")),
+        "{:?}",
+        w.effects
+    );
+    assert_eq!(
+        steps_of(w, "p"),
+        [
+            (ActionKind::EvictPod, StepPhase::Started, None),
+            (ActionKind::Cordon, StepPhase::Held, Some("PodContained")),
+        ]
+    );
+    assert!(
+        w.notices
+            .iter()
+            .any(|n| n.reason == EventReason::RemediationHeld
+                && n.note.contains("scope Pod shop/leaky-0")
+                && n.note.contains("contained in pod shop/leaky-0"))
+    );
+    // The eviction is carried out and the problem persists: now the
+    // node-wide step runs.
+    apply_ok(&plan, &p, &mut nodes);
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(cordons(&plan), ["a"]);
+    let summary = &plan.summary.nodes[0];
+    assert_eq!(
+        summary.scope,
+        Some((ProblemScope::Pod, Some("shop/leaky-0".to_owned())))
+    );
+}
+
+#[test]
+fn scope_any_lets_a_node_wide_step_act_on_a_pod_problem_at_once() {
+    let mut cordon = step(ActionKind::Cordon, "0s");
+    cordon.scope = Some(StepScope::Any);
+    let p = policy("p", PolicyMode::Enforce, vec![cordon]).view();
+    let plan = run(
+        &p,
+        &[],
+        &[(node("a"), Some(scoped("a", Some(ProblemScope::Pod))))],
+    );
+    assert_eq!(cordons(&plan), ["a"]);
+}
+
+#[test]
+fn node_wide_problems_and_older_agents_reach_node_wide_steps_as_before() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![
+            step(ActionKind::EvictPod, "0s"),
+            step(ActionKind::Cordon, "0s"),
+        ],
+    )
+    .view();
+    for scope in [Some(ProblemScope::Node), None] {
+        let plan = run(&p, &[], &[(node("a"), Some(scoped("a", scope)))]);
+        assert_eq!(cordons(&plan), ["a"], "{scope:?}");
+    }
+}
+
+#[test]
+fn a_pod_scoped_step_waits_while_the_problem_is_node_wide() {
+    let mut evict = step(ActionKind::EvictPod, "0s");
+    evict.scope = Some(StepScope::Pod);
+    let p = policy("p", PolicyMode::Enforce, vec![evict]).view();
+    let plan = run(
+        &p,
+        &[],
+        &[(node("a"), Some(scoped("a", Some(ProblemScope::Node))))],
+    );
+    let w = work(&plan, "a").unwrap();
+    assert!(w.effects.is_empty(), "{:?}", w.effects);
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::EvictPod, StepPhase::Held, Some("NodeWide"))]
+    );
+    let plan = run(
+        &p,
+        &[],
+        &[(node("a"), Some(scoped("a", Some(ProblemScope::Pod))))],
+    );
+    assert!(matches!(
+        work(&plan, "a").unwrap().effects.as_slice(),
+        [Effect::Evict { .. }]
+    ));
 }

@@ -576,6 +576,8 @@ impl Agent {
                     },
                     last_transition_time: Time(now),
                     exceeded_since: firing.then_some(Time(now)),
+                    scope: None,
+                    culprit: None,
                 });
                 now
             }

@@ -4,6 +4,7 @@
 use nodemedic_crds::PolicyMode;
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::policy::ActionKind;
+use nodemedic_crds::report::{PolicyCondition, ProblemScope};
 
 use super::*;
 
@@ -136,4 +137,40 @@ impl NodePlanner<'_, '_> {
         }
         None
     }
+}
+
+/// The step's scope against where the problem lives (the condition's
+/// `scope`; agents older than the field count as Node). A node-wide step
+/// (the default of Taint, Cordon, Drain, RequestReboot) reaches a problem
+/// contained in one pod only after a pod-level step of this episode was
+/// carried out (Done or Failed) and the problem persisted.
+pub(super) fn scope_hold(episode: &Episode, step: &Step, cond: &PolicyCondition) -> Option<Hold> {
+    let problem = cond.scope.unwrap_or(ProblemScope::Node);
+    match (step.scope, problem) {
+        (StepScope::Any, _)
+        | (StepScope::Node, ProblemScope::Node)
+        | (StepScope::Pod, ProblemScope::Pod) => None,
+        (StepScope::Pod, ProblemScope::Node) => Some(Hold::wait(
+            HoldReason::NodeWide,
+            "the problem is node-wide (host processes or several pods); this step is for problems contained in one pod".into(),
+        )),
+        (StepScope::Node, ProblemScope::Pod) if pod_level_tried(episode) => None,
+        (StepScope::Node, ProblemScope::Pod) => Some(Hold::wait(
+            HoldReason::PodContained,
+            format!(
+                "the problem is contained in pod {}; node-wide steps wait until a pod-level step (SignalParent, EvictPod) of this episode has been carried out and the problem persisted (or set scope: Any on the step)",
+                cond.culprit
+                    .as_ref()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string)
+            ),
+        )),
+    }
+}
+
+/// A pod-level step of the episode has been carried out.
+fn pod_level_tried(episode: &Episode) -> bool {
+    episode.steps.iter().any(|s| {
+        matches!(s.action, ActionKind::SignalParent | ActionKind::EvictPod)
+            && matches!(s.phase, StepPhase::Done | StepPhase::Failed)
+    })
 }

@@ -10,7 +10,7 @@ use nodemedic_crds::policy::ActionOutcome;
 use nodemedic_crds::report::PolicyCondition;
 
 use super::eviction::{resolve_evict, start_drain, start_evict};
-use super::hold::{Hold, node_missing};
+use super::hold::{Hold, node_missing, scope_hold};
 use super::node_effect::{resolve_cordon, resolve_taint};
 use super::request::resolve_signal;
 use super::*;
@@ -53,7 +53,10 @@ impl NodePlanner<'_, '_> {
     ) {
         let p = self.policy();
         let detector = episode.detector;
-        let attributed = facts::attributed_pod(cx.report, &p.name, detector);
+        // The culprit of a pod-contained problem first, else the pod the
+        // findings attribute.
+        let attributed = facts::culprit_pod(cond)
+            .or_else(|| facts::attributed_pod(cx.report, &p.name, detector));
         let mut resolved = match step.action {
             ActionKind::SignalParent => resolve_signal(cx, p),
             ActionKind::EvictPod => resolve_evict(p, detector, attributed.clone()),
@@ -68,11 +71,15 @@ impl NodePlanner<'_, '_> {
             resolved.pod = attributed;
         }
         let disruptive = step.action.is_disruptive() && resolved.in_effect.is_none();
-        let hold = resolved.hold.take().or_else(|| {
-            disruptive
-                .then(|| self.budget_hold(cx, step.action, wake))
-                .flatten()
-        });
+        let hold = resolved
+            .hold
+            .take()
+            .or_else(|| scope_hold(episode, step, cond))
+            .or_else(|| {
+                disruptive
+                    .then(|| self.budget_hold(cx, step.action, wake))
+                    .flatten()
+            });
         let sref = StepRef::of(&p.name, detector, step);
         match hold {
             Some(hold) => self.hold_step(cx, episode, step, &sref, record, hold, resolved),
@@ -268,6 +275,7 @@ impl NodePlanner<'_, '_> {
                 signal: Default::default(),
                 taint: None,
                 drain: Default::default(),
+                scope: StepScope::Any,
             };
             self.resume_request(cx, episode, &step, rec, wake);
             return;
