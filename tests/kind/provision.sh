@@ -239,7 +239,7 @@ print_env() {
     fi
     cpu_read
     log "done in $((SECONDS - t_start))s ($cpu_s CPU-s in child processes)"
-    echo "export PATH=$kind_cache/shim:$kind_cache/bin:$envtest_dir:\$PATH KIND_EXPERIMENTAL_PROVIDER=$provider$extra"
+    echo "export PATH=$(kind_shim_dir):$kind_cache/bin:$envtest_dir:\$PATH KIND_EXPERIMENTAL_PROVIDER=$provider$extra"
 }
 
 if [ "$provider" = docker ]; then
