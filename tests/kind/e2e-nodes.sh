@@ -97,7 +97,7 @@ stage() { # NAME: start a timed stage
     stage_name="$*"
     scenario_failed=0
 }
-stage_done() { timings+=("$(printf '%-16s %4ss%s' "$stage_name" "$((SECONDS - t_stage))" "$([ "$scenario_failed" = 0 ] || echo '  FAILED')")"); }
+stage_done() { timings+=("$(printf '%-32s %4ss%s' "$stage_name" "$((SECONDS - t_stage))" "$([ "$scenario_failed" = 0 ] || echo '  FAILED')")"); }
 
 # Polls CMD every second until it succeeds or TIMEOUT seconds pass.
 wait_for() {
@@ -519,6 +519,6 @@ stage_done
 echo
 echo "== timings"
 printf '  %s\n' "${timings[@]}"
-printf '  %-16s %4ss\n' "total" "$((SECONDS - t_all))"
+printf '  %-32s %4ss\n' "total" "$((SECONDS - t_all))"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
