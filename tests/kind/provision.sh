@@ -94,7 +94,8 @@ hash_of() { sha256sum | cut -d' ' -f1; }
 # ---------------------------------------------------------------------------
 # 1. host packages (podman only)
 # ---------------------------------------------------------------------------
-host_packages=(podman conmon runc fuse-overlayfs uidmap containernetworking-plugins iptables nftables debootstrap jq)
+host_packages=(podman conmon runc fuse-overlayfs uidmap containernetworking-plugins iptables nftables debootstrap jq
+    busybox-static) # the static busybox of the smoke test and netcheck.sh images
 ensure_host_packages() {
     local missing=() p
     for p in "${host_packages[@]}"; do
