@@ -4,10 +4,11 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-cargo envtest prometheus scan crds lint bench image kind-provision e2e-kind e2e-kind-smoke kind-up kind-down
+.PHONY: test test-cargo envtest prometheus scan crds lint bench image kind-provision e2e-kind e2e-kind-ci e2e-kind-nodes e2e-kind-full e2e-kind-smoke kind-up kind-up-nodes kind-down
 
-## Run every test: unit, real host, real control plane, then the kind tier.
-test: test-cargo e2e-kind
+## Run every test: unit, real host, real control plane, then the kind tier
+## (CI's part of it: see e2e-kind-ci; the rest is e2e-kind-full).
+test: test-cargo e2e-kind-ci
 
 ## Every cargo test (provisions the control-plane binaries and promtool first).
 test-cargo: envtest prometheus
@@ -19,6 +20,19 @@ test-cargo: envtest prometheus
 ## helm uninstall, cluster down. See docs/kind.md.
 e2e-kind:
 	tests/kind/e2e.sh
+
+## What `make test` (CI) runs of the kind tier: the single-node e2e, then on
+## three nodes the network check and the drain scenario. See docs/testing.md.
+e2e-kind-ci: e2e-kind
+	tests/kind/e2e-nodes.sh drain
+
+## The three-node scenarios (one control plane, two workers): network check,
+## drain, agent restart with a pending request, agent down. See docs/kind.md.
+e2e-kind-nodes:
+	tests/kind/e2e-nodes.sh
+
+## The whole kind tier: the single-node e2e and every three-node scenario.
+e2e-kind-full: e2e-kind e2e-kind-nodes
 
 ## nodemedic's image as an OCI archive, without Docker or a registry
 ## (static release binaries; load it with kind, ctr or podman).
@@ -64,6 +78,11 @@ e2e-kind-smoke:
 ## A kind cluster to work with by hand (eval "$$(tests/kind/cluster.sh env)").
 kind-up:
 	tests/kind/cluster.sh up
+
+## The same with two workers, named nodemedic-nodes (down: make kind-down
+## KIND_CLUSTER_NAME=nodemedic-nodes).
+kind-up-nodes:
+	KIND_CLUSTER_NAME=nodemedic-nodes NODEMEDIC_KIND_WORKERS=2 tests/kind/cluster.sh up
 
 kind-down:
 	tests/kind/cluster.sh down

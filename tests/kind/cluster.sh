@@ -30,9 +30,19 @@
 # `down` works after a half-failed `up`; `up` first cleans what a killed run
 # left. Callers should `trap 'tests/kind/cluster.sh down' EXIT`.
 #
-# Environment: KIND_CLUSTER_NAME (default nodemedic-e2e), KIND_NODE_IMAGE,
-# NODEMEDIC_KIND_PROVIDER, NODEMEDIC_KIND_CACHE, NODEMEDIC_KIND_KEEP_ON_FAILURE=1
-# (leave a failed `up` for debugging; `down` still cleans it later).
+# Topology: one node by default; NODEMEDIC_KIND_WORKERS=2 adds two workers
+# (the three-node tier). Without kindnetd (podman mode: the node image has a
+# static bridge CNI config), `up` then does what kindnetd would: each node
+# gets a bridge config for its own podCIDR and a route to every other node's
+# podCIDR via that node's IP; the host's firewall passes node<->pod traffic
+# between the node containers and rejects pod traffic that would leave the
+# machine. With Docker, kind's own kindnetd does this.
+#
+# Environment: KIND_CLUSTER_NAME (default nodemedic-e2e; every name has a
+# network and node subnet of its own, see lib.sh), NODEMEDIC_KIND_WORKERS,
+# KIND_NODE_IMAGE, NODEMEDIC_KIND_PROVIDER, NODEMEDIC_KIND_CACHE,
+# NODEMEDIC_KIND_KEEP_ON_FAILURE=1 (leave a failed `up` for debugging; `down`
+# still cleans it later).
 set -euo pipefail
 
 # shellcheck source=tests/kind/lib.sh
@@ -40,6 +50,14 @@ set -euo pipefail
 
 cmd="${1:-}"
 [ "$#" -gt 0 ] && shift
+# A cluster made with workers keeps its topology for later commands (down,
+# status, env) run without NODEMEDIC_KIND_WORKERS.
+if [ -z "${NODEMEDIC_KIND_WORKERS:-}" ] && [ "$cmd" != up ] && [ -s "$(kind_state_dir)/workers" ]; then
+    NODEMEDIC_KIND_WORKERS="$(cat "$(kind_state_dir)/workers")"
+    export NODEMEDIC_KIND_WORKERS
+    # shellcheck source=tests/kind/lib.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fi
 provider="$(kind_provider)"
 kind_setup_env "$provider"
 state="$(kind_state_dir)"
@@ -53,6 +71,19 @@ elapsed() { echo "$((SECONDS - t0))s"; }
 have_kind() { command -v kind >/dev/null 2>&1; }
 cluster_exists() { have_kind && kind get clusters 2>/dev/null | grep -qxF "$KIND_CLUSTER_NAME"; }
 network_exists() { "$engine" network inspect "$kind_network" >/dev/null 2>&1; }
+# Other clusters of this tier that exist now (other names, same cache).
+other_clusters() {
+    have_kind || return 0
+    local c
+    for c in $(kind get clusters 2>/dev/null); do
+        [ "$c" != "$KIND_CLUSTER_NAME" ] && [ -d "$kind_cache/clusters/$c/baseline" ] && echo "$c"
+    done
+    return 0
+}
+# The tier's other networks (their rules and chains are not ours).
+other_networks() {
+    "$engine" network ls --format '{{.Name}}' 2>/dev/null | grep -E '^nodemedic-kind(-|$)' | grep -vxF "$kind_network" || true
+}
 
 # ---------------------------------------------------------------------------
 # host state: record and restore
@@ -140,7 +171,11 @@ snapshot_firewall() { # DIR
 restore_firewall() { # DIR
     local dir="$1" ipt table line chain
     [ -d "$dir" ] || return 0
-    local ours="(CNI-|NETAVARK|KIND|KUBE-|$kind_network|${kind_node_subnet%/*})"
+    local ours="(CNI-|NETAVARK|KIND|KUBE-|$kind_network(:|\\\\\")|${kind_node_subnet%.*}\\.)"
+    if [ -n "$(other_networks)" ]; then
+        # another cluster of the tier is up: its CNI rules are not ours
+        ours="(KIND|KUBE-|$kind_network(:|\\\\\")|${kind_node_subnet%.*}\\.)"
+    fi
     for ipt in $(ipt_tools); do
         for table in filter nat mangle raw; do
             [ -f "$dir/$ipt-$table" ] || continue
@@ -155,24 +190,33 @@ restore_firewall() { # DIR
                     log "removed $ipt -t $table rule: $line"
                 fi
             done <<<"$now"
-            while IFS= read -r line; do
-                [[ "$line" == "-N "* ]] || continue
-                grep -qxF -- "$line" "$dir/$ipt-$table" && continue
-                chain="${line#-N }"
-                [[ "$chain" =~ ^(CNI-|NETAVARK|KIND|KUBE-) ]] || continue
-                as_root "$ipt" -w 5 -t "$table" -F "$chain" 2>/dev/null || true
-            done <<<"$now"
-            while IFS= read -r line; do
-                [[ "$line" == "-N "* ]] || continue
-                grep -qxF -- "$line" "$dir/$ipt-$table" && continue
-                chain="${line#-N }"
-                [[ "$chain" =~ ^(CNI-|NETAVARK|KIND|KUBE-) ]] || continue
-                if as_root "$ipt" -w 5 -t "$table" -X "$chain" 2>/dev/null; then
-                    log "removed $ipt -t $table chain $chain"
-                else
-                    log "WARNING: could not remove $ipt -t $table chain $chain"
-                fi
-            done <<<"$now"
+            # new chains that no remaining rule jumps to (a chain another
+            # cluster still uses stays); repeated, since removing one chain
+            # can free the chains it jumped to
+            local pass removed
+            for pass in 1 2 3 4; do
+                removed=0
+                now="$(as_root "$ipt" -w 5 -t "$table" -S 2>/dev/null || true)"
+                while IFS= read -r line; do
+                    [[ "$line" == "-N "* ]] || continue
+                    grep -qxF -- "$line" "$dir/$ipt-$table" && continue
+                    chain="${line#-N }"
+                    [[ "$chain" =~ ^(CNI-|NETAVARK|KIND|KUBE-) ]] || continue
+                    # referenced from outside the chain itself?
+                    if grep -v -- "^-A $chain " <<<"$now" | grep -qE -- "-[jg] $chain( |\$)"; then
+                        [ "$pass" = 4 ] && log "kept $ipt -t $table chain $chain (still used)"
+                        continue
+                    fi
+                    as_root "$ipt" -w 5 -t "$table" -F "$chain" 2>/dev/null || true
+                    if as_root "$ipt" -w 5 -t "$table" -X "$chain" 2>/dev/null; then
+                        log "removed $ipt -t $table chain $chain"
+                        removed=1
+                    else
+                        log "WARNING: could not remove $ipt -t $table chain $chain"
+                    fi
+                done <<<"$now"
+                [ "$removed" = 1 ] || break
+            done
         done
     done
     if [ -f "$dir/nft-tables" ] && command -v nft >/dev/null 2>&1; then
@@ -262,10 +306,14 @@ do_down() {
         "$engine" rm -f -v $ids >/dev/null 2>&1 || log "WARNING: could not remove containers $ids"
     fi
     if [ "$provider" = podman ]; then
-        ids="$(podman volume ls -q --filter "label=$KIND_CLUSTER_NAME-control-plane" 2>/dev/null || true)"
-        # shellcheck disable=SC2086
-        [ -z "$ids" ] || podman volume rm -f $ids >/dev/null 2>&1 || true
-        podman volume prune -f >/dev/null 2>&1 || true # the store is private to this tier
+        local n
+        for n in "$KIND_CLUSTER_NAME"-{control-plane,worker,worker2,worker3,worker4}; do # kind labels each node's /var volume with its name
+            ids="$(podman volume ls -q --filter "label=$n" 2>/dev/null || true)"
+            # shellcheck disable=SC2086
+            [ -z "$ids" ] || podman volume rm -f $ids >/dev/null 2>&1 || true
+        done
+        # the store is private to this tier; but another cluster may be starting
+        [ -n "$(podman ps -aq 2>/dev/null || true)" ] || podman volume prune -f >/dev/null 2>&1 || true
     fi
     if network_exists; then
         "$engine" network rm -f "$kind_network" >/dev/null 2>&1 || "$engine" network rm "$kind_network" >/dev/null 2>&1 ||
@@ -281,7 +329,15 @@ do_down() {
     fi
     if [ -d "$state/baseline" ]; then
         restore_firewall "$state/baseline/firewall"
-        restore_sysctls "$state/baseline/sysctls"
+        local others
+        others="$(other_clusters | tr '\n' ' ')"
+        if [ -n "$others" ]; then
+            # host-wide sysctls are shared: the last cluster to go restores them
+            log "down: clusters $others still exist; their down restores the host's sysctls"
+            [ -s "$state/baseline/sysctls" ] && cp "$state/baseline/sysctls" "$kind_cache/clusters/${others%% *}/baseline/sysctls"
+        else
+            restore_sysctls "$state/baseline/sysctls"
+        fi
     fi
     if [ "$provider" = podman ] && [ -z "$(podman ps -aq 2>/dev/null || true)" ]; then
         rm -rf /run/nodemedic-kind 2>/dev/null || true
@@ -298,21 +354,27 @@ do_down() {
 # ---------------------------------------------------------------------------
 # up
 # ---------------------------------------------------------------------------
+# kindnetd (kind's default CNI) where the node image has it (Docker mode);
+# else the node image's static bridge config, routed across nodes by `up`.
+static_cni() { [ "$provider" = podman ]; }
+
 write_kind_config() {
-    local cni=""
-    [ "$provider" = podman ] && cni="
+    local cni="" workers="" i
+    static_cni && cni="
   # no kindnetd here: the node image carries a static bridge CNI config
   disableDefaultCNI: true"
+    for ((i = 1; i <= kind_workers; i++)); do workers="$workers
+  - role: worker"; done
     cat <<EOF
 # written by tests/kind/cluster.sh
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
   apiServerAddress: 127.0.0.1
-  podSubnet: $kind_pod_subnet
+  podSubnet: $kind_cluster_pod_subnet
   serviceSubnet: $kind_service_subnet$cni
 nodes:
-  - role: control-plane
+  - role: control-plane$workers
 kubeadmConfigPatches:
   - |
     kind: KubeletConfiguration
@@ -335,16 +397,102 @@ isolate_network() {
     as_root iptables -w 5 -I FORWARD 1 "${rule[@]}" || kind_die "could not insert the FORWARD isolation rule"
 }
 
+# Pod traffic between the node containers (podman mode with workers). The
+# host bridges frames between the nodes through its own iptables
+# (bridge-nf-call-iptables): let node<->pod and pod<->pod traffic pass on the
+# network's bridge, without masquerading; reject pod traffic that would leave
+# through any other interface. Ahead of the isolation rule; `down` removes
+# them (their comments name the network).
+route_pods_firewall() {
+    local br
+    br="$(podman network inspect "$kind_network" --format '{{.NetworkInterface}}' 2>/dev/null || true)"
+    [ -n "$br" ] || kind_die "cannot find the host bridge of podman network $kind_network"
+    local pods="$kind_cluster_pod_subnet" nodes="$kind_node_subnet" c="$kind_network:"
+    local -a rules=(
+        # inserted in this order at the top: the last one ends up first
+        "filter FORWARD -i $br -o $br -s $pods -m comment --comment '$c pod traffic between nodes' -j ACCEPT"
+        "filter FORWARD -i $br -o $br -s $nodes -d $pods -m comment --comment '$c node to pod between nodes' -j ACCEPT"
+        "filter FORWARD -i $br ! -o $br -s $pods -m comment --comment '$c pods never leave the machine' -j REJECT"
+        "nat POSTROUTING -s $nodes -d $pods -m comment --comment '$c no masquerade from nodes to pods' -j RETURN"
+    )
+    local r table chain spec
+    for r in "${rules[@]}"; do
+        read -r table chain spec <<<"$r"
+        while eval "as_root iptables -w 5 -t $table -D $chain $spec" 2>/dev/null; do :; done
+        eval "as_root iptables -w 5 -t $table -I $chain 1 $spec" || kind_die "could not insert iptables -t $table $chain $spec"
+    done
+}
+
+ip_to_int() {
+    local a b c d
+    IFS=. read -r a b c d <<<"$1"
+    echo $(((a << 24) + (b << 16) + (c << 8) + d))
+}
+in_cidr() { # IP CIDR
+    local len="${2#*/}" mask
+    mask=$(((0xFFFFFFFF << (32 - len)) & 0xFFFFFFFF))
+    [ $(($(ip_to_int "$1") & mask)) = $(($(ip_to_int "${2%/*}") & mask)) ]
+}
+
+# What kindnetd does, once: each node's bridge config for its own podCIDR,
+# and a route to every other node's podCIDR via that node's IP. Pods that
+# started under the image's single-node config (CoreDNS) are recreated.
+setup_pod_routes() {
+    local kc=(kubectl --kubeconfig "$kubeconfig") n cidr ip i j deadline=$((SECONDS + 120))
+    local -a names=() cidrs=() ips=()
+    for n in $(kind_node_names); do
+        cidr=""
+        until cidr="$("${kc[@]}" get node "$n" -o jsonpath='{.spec.podCIDR}' 2>/dev/null)" && [ -n "$cidr" ]; do
+            [ "$SECONDS" -lt "$deadline" ] || up_failed "node $n has no podCIDR 120 s after kind create (kube-controller-manager allocates them from $kind_cluster_pod_subnet)"
+            sleep 1
+        done
+        ip="$("${kc[@]}" get node "$n" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')"
+        in_cidr "${cidr%/*}" "$kind_cluster_pod_subnet" || up_failed "node $n got podCIDR $cidr outside $kind_cluster_pod_subnet"
+        in_cidr "$ip" "$kind_node_subnet" || up_failed "node $n has InternalIP '$ip', not in $kind_node_subnet"
+        names+=("$n") cidrs+=("$cidr") ips+=("$ip")
+    done
+    for i in "${!names[@]}"; do
+        n="${names[$i]}"
+        sed -e "s#@POD_SUBNET@#${cidrs[$i]}#" -e 's/"ipMasq": true/"ipMasq": false/' \
+            -e 's/"isGateway": true,/"isGateway": true,\n      "forceAddress": true,/' \
+            "$kind_dir/node/10-nodemedic-bridge.conflist" |
+            "$engine" exec -i "$n" sh -c 'f=/etc/cni/net.d/10-nodemedic-bridge.conflist && cat >"$f.new" && mv "$f.new" "$f"' ||
+            up_failed "could not write the CNI config of $n"
+        for j in "${!names[@]}"; do
+            [ "$i" = "$j" ] && continue
+            "$engine" exec "$n" ip route replace "${cidrs[$j]}" via "${ips[$j]}" ||
+                up_failed "could not route ${cidrs[$j]} via ${ips[$j]} on $n"
+        done
+        log "up: $n (${ips[$i]}) pods ${cidrs[$i]}, routes to the other nodes' pods"
+    done
+    sleep 2 # containerd reloads the CNI config on a file event
+    local stale
+    stale="$("${kc[@]}" get pods -A -o json | jq -r '.items[] | select(.spec.hostNetwork != true and .status.podIP != null and .spec.nodeName != null) | "\(.metadata.namespace) \(.metadata.name) \(.spec.nodeName) \(.status.podIP)"')"
+    local ns name node pip
+    while read -r ns name node pip; do
+        [ -n "$ns" ] || continue
+        for i in "${!names[@]}"; do
+            if [ "${names[$i]}" = "$node" ] && ! in_cidr "$pip" "${cidrs[$i]}"; then
+                log "up: recreating $ns/$name ($pip on $node, outside ${cidrs[$i]})"
+                "${kc[@]}" -n "$ns" delete pod "$name" --wait=false >/dev/null
+            fi
+        done
+    done <<<"$stale"
+}
+
 diagnose() {
     log "---- diagnostics ----"
-    local node="$KIND_CLUSTER_NAME-control-plane"
     "$engine" ps -a --filter "label=io.x-k8s.kind.cluster=$KIND_CLUSTER_NAME" >&2 2>/dev/null || true
-    if "$engine" inspect "$node" >/dev/null 2>&1; then
+    local node
+    for node in $(kind_node_names); do
+        "$engine" inspect "$node" >/dev/null 2>&1 || continue
+        log "-- $node"
         "$engine" logs "$node" 2>&1 | tail -n 30 >&2 || true
         "$engine" exec "$node" systemctl --failed --no-pager >&2 2>/dev/null || true
         "$engine" exec "$node" journalctl -u nodemedic-images -u containerd -u kubelet --no-pager -n 40 >&2 2>/dev/null || true
         "$engine" exec "$node" crictl ps -a >&2 2>/dev/null || true
-    fi
+        "$engine" exec "$node" ip route >&2 2>/dev/null || true
+    done
     if [ -s "$kubeconfig" ]; then
         kubectl --kubeconfig "$kubeconfig" get nodes,pods -A -o wide >&2 2>/dev/null || true
         kubectl --kubeconfig "$kubeconfig" get events -A --sort-by=.lastTimestamp 2>/dev/null | tail -n 20 >&2 || true
@@ -377,7 +525,15 @@ do_up() {
     fi
 
     mkdir -p "$state/baseline"
-    snapshot_sysctls "$state/baseline/sysctls"
+    local other
+    other="$(other_clusters | head -n1)"
+    if [ -n "$other" ] && [ -s "$kind_cache/clusters/$other/baseline/sysctls" ]; then
+        # that cluster already changed host-wide sysctls: its baseline is the host's
+        cp "$kind_cache/clusters/$other/baseline/sysctls" "$state/baseline/sysctls"
+        log "up: cluster $other exists; sharing its record of the host's sysctls"
+    else
+        snapshot_sysctls "$state/baseline/sysctls"
+    fi
     snapshot_firewall "$state/baseline/firewall"
     [ -d /var/lib/cni ] || : >"$state/baseline/no-var-lib-cni"
     ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' >"$state/baseline/links" || true
@@ -385,6 +541,19 @@ do_up() {
     log "up: recorded host state in $state/baseline"
 
     local t=$SECONDS
+    if ip route show "$kind_node_subnet" 2>/dev/null | grep -q .; then
+        up_failed "the node subnet $kind_node_subnet is already routed on this host (another network uses it): set NODEMEDIC_KIND_NODE_SUBNET to a free /24 in 198.18.0.0/15"
+    fi
+    echo "$kind_workers" >"$state/workers"
+    if static_cni && [ "$kind_workers" -gt 0 ]; then
+        # fixed node IPs and name entries for the podman shim (no DNS between containers)
+        local i=0 n
+        for n in $(kind_node_names); do
+            echo "${kind_node_subnet%.*}.$((2 + i)) $n"
+            i=$((i + 1))
+        done >"$state/node-hosts"
+        export NODEMEDIC_KIND_NODE_HOSTS="$state/node-hosts"
+    fi
     if [ "$provider" = podman ]; then
         podman network create --driver bridge --subnet "$kind_node_subnet" "$kind_network" >/dev/null
         isolate_network
@@ -400,10 +569,19 @@ do_up() {
     fi
     [ "$provider" = podman ] && isolate_network
     log "up: kind create cluster done ($((SECONDS - t))s)"
+    if static_cni && [ "$kind_workers" -gt 0 ]; then
+        t=$SECONDS
+        route_pods_firewall
+        setup_pod_routes
+        log "up: pod routes between $((kind_workers + 1)) nodes ($((SECONDS - t))s)"
+    fi
     t=$SECONDS
+    local nodes
+    nodes="$(kubectl --kubeconfig "$kubeconfig" get nodes -o name 2>/dev/null | wc -l)"
+    [ "$nodes" = "$((kind_workers + 1))" ] || up_failed "the cluster has $nodes nodes, expected $((kind_workers + 1))"
     kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=180s >&2 ||
-        up_failed "the node did not become Ready"
-    log "up: node Ready ($((SECONDS - t))s)"
+        up_failed "the nodes did not become Ready"
+    log "up: $nodes node(s) Ready ($((SECONDS - t))s)"
     t=$SECONDS
     kubectl --kubeconfig "$kubeconfig" -n kube-system rollout status deployment/coredns --timeout=180s >&2 ||
         up_failed "CoreDNS did not become available"
@@ -439,7 +617,7 @@ do_status() {
 
 do_env() {
     local v
-    for v in PATH KIND_CLUSTER_NAME KIND_EXPERIMENTAL_PROVIDER CONTAINERS_CONF CONTAINERS_STORAGE_CONF \
+    for v in PATH KIND_CLUSTER_NAME NODEMEDIC_KIND_WORKERS KIND_EXPERIMENTAL_PROVIDER CONTAINERS_CONF CONTAINERS_STORAGE_CONF \
         CONTAINERS_REGISTRIES_CONF KIND_EXPERIMENTAL_PODMAN_NETWORK KIND_EXPERIMENTAL_DOCKER_NETWORK; do
         [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
     done

@@ -94,7 +94,8 @@ hash_of() { sha256sum | cut -d' ' -f1; }
 # ---------------------------------------------------------------------------
 # 1. host packages (podman only)
 # ---------------------------------------------------------------------------
-host_packages=(podman conmon runc fuse-overlayfs uidmap containernetworking-plugins iptables nftables debootstrap jq)
+host_packages=(podman conmon runc fuse-overlayfs uidmap containernetworking-plugins iptables nftables debootstrap jq
+    busybox-static) # the static busybox of the smoke test and netcheck.sh images
 ensure_host_packages() {
     local missing=() p
     for p in "${host_packages[@]}"; do
@@ -239,7 +240,7 @@ print_env() {
     fi
     cpu_read
     log "done in $((SECONDS - t_start))s ($cpu_s CPU-s in child processes)"
-    echo "export PATH=$kind_cache/shim:$kind_cache/bin:$envtest_dir:\$PATH KIND_EXPERIMENTAL_PROVIDER=$provider$extra"
+    echo "export PATH=$(kind_shim_dir):$kind_cache/bin:$envtest_dir:\$PATH KIND_EXPERIMENTAL_PROVIDER=$provider$extra"
 }
 
 if [ "$provider" = docker ]; then

@@ -1,0 +1,524 @@
+#!/usr/bin/env bash
+# End-to-end scenarios of nodemedic on three real nodes: a kind cluster of
+# one control plane and two workers (tests/kind/cluster.sh with
+# NODEMEDIC_KIND_WORKERS=2), the chart installed from locally built images,
+# real pods made sick.
+#
+#   tests/kind/e2e-nodes.sh                    # every scenario (make e2e-kind-nodes)
+#   tests/kind/e2e-nodes.sh drain agent-restart  # only these (after the setup checks)
+#   KEEP_CLUSTER=1 tests/kind/e2e-nodes.sh     # leave the cluster running
+#   REUSE_CLUSTER=1 KEEP_CLUSTER=1 tests/kind/e2e-nodes.sh agent-down
+#                                              # use a running cluster of that
+#                                              # name (with the release), keep it
+#
+# Named checks, in order (each prints "ok   <check>" or "FAIL <check>: what
+# was expected"; a failed scenario dumps pods, logs, reports, ledgers):
+#   setup      provision, images, cluster up (3 nodes), the images loaded
+#   net        tests/kind/netcheck.sh: pod-to-pod, pod-to-service, DNS, API
+#              server across the workers; pods stay on the machine. Nothing
+#              else runs unless it passes.
+#   install    helm install; an agent Ready on each of the 3 nodes, both
+#              operator replicas (on the control plane) Ready
+#   drain      worker A has a node-wide zombie problem (30 zombies, per-node
+#              threshold 20, no single culprit parent); an Enforce policy
+#              [Cordon, Drain] cordons A (annotation cordoned-by) and drains
+#              it: the Deployment's 2 pods run again on worker B, the
+#              DaemonSet pods (agent, kube-proxy, a workload DaemonSet) and
+#              the excluded namespace's pod stay on A with the same uids, the
+#              Drain step is Done in the ledger (`kubectl get nrm`) with 2
+#              evicted; once the problem is gone A is uncordoned after the
+#              healthy cooldown
+#   agent-restart  a SignalParent (SIGKILL) request for a zombie parent on
+#              worker B is written while B's agent is frozen (SIGSTOP, by
+#              pid); the agent pod is deleted; the new agent executes the
+#              request once (Signalled) or refuses it as expired, never twice:
+#              one result for the request id, the parent ended once, and the
+#              step's record agrees
+#   agent-down B's kubelet is stopped and its agent container stopped: the
+#              report goes stale, the policy turns Degraded (StaleReports)
+#              naming B, and B counts toward the storm (StormActive with
+#              maxUnhealthy 0); kubelet back, the agent restarts, the report
+#              is fresh again and Degraded clears
+#   teardown   cluster down, the host as before (check-host)
+#
+# Environment: KIND_CLUSTER_NAME (default nodemedic-nodes: not the
+# single-node tier's name, so both can run side by side), KEEP_CLUSTER=1,
+# NODEMEDIC_REQUIRE_REAL_HOST=1 (fail instead of skip where kind cannot run),
+# plus those of cluster.sh.
+# `ok` and `fail` always succeed, so `A && ok || fail` is an if-then-else here.
+# shellcheck disable=SC2015
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export KIND_CLUSTER_NAME="${KIND_CLUSTER_NAME:-nodemedic-nodes}"
+export NODEMEDIC_KIND_WORKERS=2
+ns=nodemedic-system
+release=nodemedic
+tag=e2e
+all_scenarios=(drain agent-restart agent-down)
+
+scenarios=()
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        drain | agent-restart | agent-down) scenarios+=("$arg") ;;
+        *) echo "e2e-nodes.sh: unknown scenario '$arg' (known: ${all_scenarios[*]})" >&2; exit 2 ;;
+    esac
+done
+[ "${#scenarios[@]}" -gt 0 ] || scenarios=("${all_scenarios[@]}")
+
+skip_or_fail() {
+    if [ "${NODEMEDIC_REQUIRE_REAL_HOST:-0}" = 1 ]; then
+        echo "e2e-nodes.sh: FAIL: cannot run the kind tier here: $*" >&2
+        exit 1
+    fi
+    echo "!!! e2e-nodes.sh: SKIPPING the three-node kind tier: $* !!!" >&2
+    exit 0
+}
+if ! docker info >/dev/null 2>&1 && [ "$(id -u)" != 0 ]; then
+    skip_or_fail "podman mode needs root (and no Docker engine answers)"
+fi
+
+passed=0
+failed=0
+scenario_failed=0
+ok() { echo "ok   $*"; passed=$((passed + 1)); }
+fail() {
+    echo "FAIL $*"
+    failed=$((failed + 1))
+    scenario_failed=1
+}
+timings=()
+t_all=$SECONDS
+t_stage=$SECONDS
+stage() { # NAME: start a timed stage
+    printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"
+    t_stage=$SECONDS
+    stage_name="$*"
+    scenario_failed=0
+}
+stage_done() { timings+=("$(printf '%-32s %4ss%s' "$stage_name" "$((SECONDS - t_stage))" "$([ "$scenario_failed" = 0 ] || echo '  FAILED')")"); }
+
+# Polls CMD every second until it succeeds or TIMEOUT seconds pass.
+wait_for() {
+    local what=$1 timeout=$2
+    shift 2
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "$what (not within ${timeout}s)"
+            return 1
+        fi
+        sleep 1
+    done
+    ok "$what"
+}
+
+stage "setup: provision, images"
+"$repo/tests/envtest/provision.sh" >/dev/null
+"$repo/tests/kind/provision.sh" >/dev/null
+images_out="$(mktemp -d)"
+"$repo/tests/kind/images.sh" --tag "$tag" --with-workload --out "$images_out"
+stage_done
+
+diagnose() {
+    echo "--- diagnostics ---"
+    kubectl get nodes -o wide 2>&1 || true
+    kubectl get pods -A -o wide 2>&1 | head -60 || true
+    kubectl -n "$ns" logs -l app.kubernetes.io/component=agent --tail=30 --prefix 2>&1 | tail -n 90 || true
+    kubectl -n "$ns" logs -l app.kubernetes.io/component=operator --tail=60 --prefix 2>&1 | tail -n 120 || true
+    kubectl get nrm -o yaml 2>&1 | head -150 || true
+    kubectl get nhr -o yaml 2>&1 | grep -v '^ *- *[0-9]' | head -150 || true
+    kubectl get nhp -o yaml 2>&1 | sed -n '/^  status:/,$p' | head -80 || true
+    kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 30 || true
+}
+cleanup() {
+    local rc=$?
+    if [ "$failed" != 0 ] || [ "$rc" != 0 ]; then diagnose; fi
+    rm -rf "$images_out"
+    if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
+        echo "keeping kind cluster $KIND_CLUSTER_NAME (KIND_CLUSTER_NAME=$KIND_CLUSTER_NAME tests/kind/cluster.sh down)"
+    else
+        "$repo/tests/kind/cluster.sh" down || true
+    fi
+}
+trap cleanup EXIT
+
+stage "setup: cluster up (3 nodes)"
+if [ "${REUSE_CLUSTER:-0}" = 1 ] && [ -s "$("$repo/tests/kind/cluster.sh" kubeconfig)" ]; then
+    echo "reusing the running cluster $KIND_CLUSTER_NAME (REUSE_CLUSTER=1)"
+else
+    "$repo/tests/kind/cluster.sh" up >/dev/null
+fi
+eval "$("$repo/tests/kind/cluster.sh" env)"
+engine="$KIND_EXPERIMENTAL_PROVIDER" # podman or docker: the CLI that reaches the node containers
+"$repo/tests/kind/cluster.sh" load "$images_out/nodemedic.tar" "$images_out/nodemedic-workload.tar"
+mapfile -t workers < <(kubectl get nodes -l '!node-role.kubernetes.io/control-plane' -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | sort)
+[ "${#workers[@]}" = 2 ] && ok "setup: 3 nodes, workers ${workers[*]}" || { fail "setup: workers: ${workers[*]}"; exit 1; }
+A="${workers[0]}" B="${workers[1]}"
+kubectl label node "$A" "$B" nodemedic.io/e2e-pool=workers --overwrite >/dev/null
+stage_done
+
+stage "net: cross-node pod networking"
+if "$repo/tests/kind/netcheck.sh"; then
+    ok "net: pod networking across the nodes"
+else
+    fail "net: pod networking across the nodes (see the net: lines above); no scenario runs without it"
+    stage_done
+    exit 1
+fi
+stage_done
+
+# ---------------------------------------------------------------------------
+stage "install"
+values="$images_out/values.yaml"
+cat >"$values" <<EOF
+image: {repository: localhost/nodemedic, tag: "$tag", pullPolicy: Never}
+agent: {interval: 2s, heartbeat: 10s}
+operator:
+  leaderElection: {leaseDuration: 8s}
+  # both replicas on the control plane: the workers are the scenarios' nodes
+  nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+EOF
+if helm upgrade --install "$release" "$repo/charts/nodemedic" -n "$ns" --create-namespace -f "$values" \
+    --wait --timeout 5m >/dev/null; then
+    ok "install: helm install from locally built images"
+else
+    fail "install: helm install"
+    exit 1
+fi
+ds=$(kubectl -n "$ns" get ds -l app.kubernetes.io/component=agent -o name)
+wait_for "install: an agent Ready on each of the 3 nodes" 120 \
+    sh -c "[ \"\$(kubectl -n $ns get $ds -o jsonpath='{.status.numberReady}')\" = 3 ]"
+ready_ops=$(kubectl -n "$ns" get deploy -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].status.readyReplicas}')
+[ "$ready_ops" = 2 ] && ok "install: operator replicas Ready: $ready_ops" || fail "install: operator replicas Ready: '$ready_ops', want 2"
+for n in "$A" "$B"; do
+    wait_for "install: the agent on $n publishes its report" 60 kubectl get nhr "$n" -o jsonpath='{.status.lastScanTime}'
+done
+stage_done
+[ "$failed" = 0 ] || exit 1
+
+agent_pod() { # NODE: the agent pod there that is not being deleted
+    kubectl -n "$ns" get pods -l app.kubernetes.io/component=agent --field-selector "spec.nodeName=$1" -o json |
+        jq -r '[.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name] | first // empty'
+}
+# The host pid (in the node container) of a pod's first container.
+container_pid() { # NODE POD
+    local id
+    id="$("$engine" exec "$1" crictl ps -q --label "io.kubernetes.pod.name=$2" | head -n1)"
+    [ -n "$id" ] || return 1
+    "$engine" exec "$1" crictl inspect -o go-template --template '{{.info.pid}}' "$id"
+}
+# Delete a policy and wait until the operator's finalizer lets it go.
+delete_policy() {
+    if ! kubectl delete nhp "$1" --timeout=90s >/dev/null 2>&1; then
+        fail "$2: the policy $1 is still there 90 s after its deletion (finalizer: $(kubectl get nhp "$1" -o jsonpath='{.metadata.finalizers}' 2>&1))"
+        kubectl patch nhp "$1" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    fi
+}
+zombie_pod() { # NAMESPACE NAME NODE
+    cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $2, namespace: $1}
+spec:
+  nodeName: $3
+  terminationGracePeriodSeconds: 2
+  containers:
+    - name: factory
+      image: localhost/nodemedic-workload:$tag
+      imagePullPolicy: Never
+      args: [zombies, --count, "30"]
+EOF
+}
+condition_is() { # NODE POLICY STATUS
+    kubectl get nhr "$1" -o json | jq -e --arg p "$2" --arg s "$3" \
+        '[.status.conditions[]? | select(.policy == $p and .type == "ZombiesDetected" and .status == $s)] | length > 0'
+}
+step_record() { # NODE POLICY ACTION -> the step record (JSON) or null
+    kubectl get nrm "$1" -o json 2>/dev/null | jq -c --arg p "$2" --arg a "$3" \
+        '[.spec.episodes[]? | select(.policy == $p) | .steps[]? | select(.action == $a)] | first'
+}
+
+# ---------------------------------------------------------------------------
+scenario_drain() {
+    stage "drain"
+    local c="drain"
+    kubectl delete namespace shop sick --ignore-not-found --timeout=90s >/dev/null
+    kubectl create namespace shop >/dev/null
+    kubectl create namespace sick >/dev/null
+    # the Deployment lands on A: B is cordoned (by hand) while it starts
+    kubectl cordon "$B" >/dev/null
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: localhost/nodemedic-workload:$tag
+          imagePullPolicy: Never
+          args: [rename, web]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-helper, namespace: shop}
+spec:
+  selector: {matchLabels: {app: node-helper}}
+  template:
+    metadata: {labels: {app: node-helper}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {nodemedic.io/e2e-pool: workers}
+      containers:
+        - name: helper
+          image: localhost/nodemedic-workload:$tag
+          imagePullPolicy: Never
+          args: [rename, helper]
+EOF
+    zombie_pod sick zombie-factory "$A" | kubectl apply -f - >/dev/null
+    kubectl -n shop rollout status deploy/web --timeout=90s >/dev/null &&
+        ok "$c: Deployment web has 2 pods on $A" || fail "$c: Deployment web did not become available"
+    kubectl uncordon "$B" >/dev/null
+    kubectl -n shop rollout status ds/node-helper --timeout=90s >/dev/null || fail "$c: DaemonSet node-helper did not roll out"
+    wait_for "$c: the zombie factory runs on $A (namespace sick, excluded)" 60 \
+        sh -c "kubectl -n sick get pod zombie-factory -o jsonpath='{.status.phase}' | grep -qx Running"
+    local on_a
+    on_a="$(kubectl -n shop get pods -l app=web -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')"
+    [ "$on_a" = "$A=2 " ] || fail "$c: want both web pods on $A before the drain, have: $on_a"
+    # the pods that must stay on A: every DaemonSet pod and the excluded one, by uid
+    local stay_before
+    stay_before="$(kubectl get pods -A --field-selector "spec.nodeName=$A" -o json | jq -r \
+        '.items[] | select(.metadata.ownerReferences[0].kind == "DaemonSet" or .metadata.namespace == "sick") | "\(.metadata.namespace)/\(.metadata.name) \(.metadata.uid)"' | sort)"
+    [ "$(wc -l <<<"$stay_before")" -ge 4 ] || fail "$c: want at least 4 pods to stay on $A (agent, kube-proxy, node-helper, zombie-factory), have: $stay_before"
+
+    kubectl apply -f - >/dev/null <<'EOF'
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: e2e-drain}
+spec:
+  mode: Enforce
+  nodeSelector: {matchLabels: {nodemedic.io/e2e-pool: workers}}
+  detectors:
+    # node-wide: 20 zombies on the node, no parent is a culprit on its own
+    zombies: {threshold: 20, perParentThreshold: 4194304, minAge: 0s, for: 4s}
+  actions:
+    zombies:
+      - {action: Cordon}
+      - {action: Drain, after: 4s}
+  safety:
+    maxUnhealthy: 1
+    cooldown: 5s
+    uncordonWhenHealthy: true
+    excludeNamespaces: [kube-system, sick]
+EOF
+    cordoned() {
+        [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" = true ] &&
+            [ "$(kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')" = e2e-drain ]
+    }
+    wait_for "$c: $A is cordoned by nodemedic (annotation cordoned-by=e2e-drain)" 90 cordoned
+    drained() { step_record "$A" e2e-drain Drain | jq -e '.phase == "Done"'; }
+    wait_for "$c: the Drain step is Done in $A's ledger (kubectl get nrm)" 120 drained
+    local rec
+    rec="$(step_record "$A" e2e-drain Drain)"
+    echo "$rec" | jq -e '.drain.evicted == 2 and .drain.remaining == 0' >/dev/null &&
+        ok "$c: the drain evicted the 2 web pods, none remaining ($(echo "$rec" | jq -c .drain))" ||
+        fail "$c: want drain progress evicted 2, remaining 0; the step record: $rec"
+    web_on_b() {
+        local ready nodes
+        ready="$(kubectl -n shop get deploy web -o jsonpath='{.status.readyReplicas}')"
+        nodes="$(kubectl -n shop get pods -l app=web -o json | jq -r '[.items[] | select(.metadata.deletionTimestamp == null) | .spec.nodeName] | unique | join(",")')"
+        [ "$ready" = 2 ] && [ "$nodes" = "$B" ]
+    }
+    wait_for "$c: the Deployment's 2 pods run again, on $B" 120 web_on_b
+    local stay_after
+    stay_after="$(kubectl get pods -A --field-selector "spec.nodeName=$A" -o json | jq -r \
+        '.items[] | select(.metadata.deletionTimestamp == null) | select(.metadata.ownerReferences[0].kind == "DaemonSet" or .metadata.namespace == "sick") | "\(.metadata.namespace)/\(.metadata.name) \(.metadata.uid)"' | sort)"
+    [ "$stay_after" = "$stay_before" ] &&
+        ok "$c: DaemonSet pods and the excluded pod stayed on $A, same uids ($(awk '{print $1}' <<<"$stay_after" | tr '\n' ' '))" ||
+        fail "$c: want the pods on $A to stay; before: $(tr '\n' ' ' <<<"$stay_before"); after: $(tr '\n' ' ' <<<"$stay_after")"
+    if kubectl get events -A -o json | jq -e --arg n "$A" \
+        '[.items[] | select(.reason == "NodeDrained" and .involvedObject.name == $n)] | length > 0' >/dev/null; then
+        ok "$c: a NodeDrained Event on $A"
+    else
+        fail "$c: no NodeDrained Event on $A"
+    fi
+    # the problem goes away: healthy for the cooldown, then nodemedic uncordons
+    kubectl -n sick delete pod zombie-factory --wait=false >/dev/null
+    uncordoned() {
+        [ -z "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" ] &&
+            [ -z "$(kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')" ]
+    }
+    wait_for "$c: $A is uncordoned once healthy for the cooldown (annotation removed)" 120 uncordoned
+    delete_policy e2e-drain "$c"
+    kubectl delete namespace shop sick --wait=false >/dev/null
+    stage_done
+}
+
+# ---------------------------------------------------------------------------
+scenario_agent_restart() {
+    stage "agent-restart"
+    local c="agent-restart" pod old_pod pid
+    kubectl delete namespace restart --ignore-not-found --timeout=90s >/dev/null
+    kubectl create namespace restart >/dev/null
+    zombie_pod restart zombie-factory "$B" | kubectl apply -f - >/dev/null
+    wait_for "$c: the zombie factory runs on $B" 60 \
+        sh -c "kubectl -n restart get pod zombie-factory -o jsonpath='{.status.phase}' | grep -qx Running"
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: e2e-restart}
+spec:
+  mode: DryRun
+  nodeSelector: {matchLabels: {kubernetes.io/hostname: $B}}
+  detectors:
+    zombies: {threshold: 100000, perParentThreshold: 10, minAge: 0s, for: 4s}
+  actions:
+    zombies:
+      - {action: SignalParent, signal: SIGKILL}
+  safety: {maxUnhealthy: 1, cooldown: 5s}
+EOF
+    planned() { step_record "$B" e2e-restart SignalParent | jq -e '.phase == "Planned"'; }
+    wait_for "$c: DryRun plans the SignalParent for the zombie parent on $B" 90 planned || { stage_done; return; }
+    # freeze B's agent (by pid): it can neither see nor execute the request
+    old_pod="$(agent_pod "$B")"
+    pid="$(container_pid "$B" "$old_pod")" || { fail "$c: no container pid for $old_pod on $B"; stage_done; return; }
+    "$engine" exec "$B" kill -STOP "$pid"
+    if "$engine" exec "$B" grep -q '^State:.*T (stopped)' "/proc/$pid/status"; then
+        ok "$c: the agent on $B ($old_pod, pid $pid in the node) is frozen"
+    else
+        fail "$c: the agent on $B (pid $pid) is not stopped: $("$engine" exec "$B" grep State "/proc/$pid/status" 2>&1)"
+    fi
+    kubectl patch nhp e2e-restart --type merge -p '{"spec":{"mode":"Enforce"}}' >/dev/null
+    local id=""
+    requested() {
+        id="$(kubectl get nhr "$B" -o json | jq -r '[.spec.actionRequests[]? | select(.action == "SignalParent")] | first | .id // empty')"
+        [ -n "$id" ]
+    }
+    wait_for "$c: the operator writes the SignalParent request into $B's report" 25 requested || { "$engine" exec "$B" kill -CONT "$pid" || true; stage_done; return; }
+    requested || true
+    local results
+    results="$(kubectl get nhr "$B" -o json | jq --arg id "$id" '[.status.actionResults[]? | select(.id == $id)] | length')"
+    [ "$results" = 0 ] && ok "$c: request $id is pending (no result while the agent is frozen)" ||
+        fail "$c: the frozen agent has $results results for $id"
+    # the agent pod goes away (SIGKILL reaches a stopped process) and comes back
+    kubectl -n "$ns" delete pod "$old_pod" --grace-period=1 --wait=true --timeout=60s >/dev/null ||
+        fail "$c: the frozen agent pod $old_pod was not deleted within 60 s"
+    new_agent() {
+        pod="$(agent_pod "$B")"
+        [ -n "$pod" ] && [ "$pod" != "$old_pod" ] &&
+            [ "$(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].ready}')" = true ]
+    }
+    wait_for "$c: a new agent pod is Ready on $B" 90 new_agent
+    final() {
+        kubectl get nhr "$B" -o json | jq -e --arg id "$id" \
+            '[.status.actionResults[]? | select(.id == $id) | select(.outcome == "Signalled" or (.outcome == "Refused" and .reason == "Expired"))] | length > 0'
+    }
+    wait_for "$c: the new agent executes request $id or refuses it as expired (after the old agent's node Lease expires)" 90 final
+    sleep 10 # five more scans: a second execution would show by now
+    local outcomes ended
+    outcomes="$(kubectl get nhr "$B" -o json | jq -c --arg id "$id" '[.status.actionResults[]? | select(.id == $id) | {outcome, reason}]')"
+    ended="$(kubectl -n restart logs zombie-factory | grep -c 'zombie parent .* ended' || true)"
+    if [ "$(echo "$outcomes" | jq length)" = 1 ] && { [ "$ended" = 1 ] || echo "$outcomes" | jq -e '.[0].reason == "Expired"' >/dev/null; }; then
+        ok "$c: request $id handled once: $outcomes, the zombie parent ended $ended time(s)"
+    else
+        fail "$c: want exactly one result for request $id and the parent ended once; results: $outcomes, parent ended $ended time(s)"
+    fi
+    # The ledger's durable history: the step was carried out once (the
+    # episode itself ends with the zombies, and its step records with it).
+    local executed
+    executed="$(kubectl get nrm "$B" -o json | jq -c '[.spec.history[]? | select(.policy == "e2e-restart" and .action == "SignalParent" and (.planned // false) == false)]')"
+    [ "$(echo "$executed" | jq length)" = 1 ] &&
+        ok "$c: the ledger's history has the SignalParent step carried out once ($(echo "$executed" | jq -c '.[0]'))" ||
+        fail "$c: want one non-planned SignalParent entry for e2e-restart in $B's ledger history, have: $executed"
+    delete_policy e2e-restart "$c"
+    kubectl delete namespace restart --wait=false >/dev/null
+    stage_done
+}
+
+# ---------------------------------------------------------------------------
+scenario_agent_down() {
+    stage "agent-down"
+    local c="agent-down" pod pid
+    kubectl apply -f - >/dev/null <<'EOF'
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: e2e-stale}
+spec:
+  mode: DryRun
+  nodeSelector: {matchLabels: {nodemedic.io/e2e-pool: workers}}
+  detectors:
+    zombies: {threshold: 100000, perParentThreshold: 100000}
+  actions:
+    zombies: [{action: Cordon}]
+  safety: {maxUnhealthy: 0}
+EOF
+    degraded_clear() {
+        kubectl get nhp e2e-stale -o json | jq -e '.status.conditions[]? | select(.type == "Degraded" and .status == "False")'
+    }
+    wait_for "$c: with every agent up the policy is not Degraded" 60 degraded_clear
+    pod="$(agent_pod "$B")"
+    "$engine" exec "$B" systemctl stop kubelet
+    local id
+    id="$("$engine" exec "$B" crictl ps -q --label "io.kubernetes.pod.name=$pod" | head -n1)"
+    if [ -n "$id" ] && "$engine" exec "$B" crictl stop --timeout 10 "$id" >/dev/null; then
+        ok "$c: kubelet stopped on $B and the agent container ($pod) stopped"
+    else
+        fail "$c: could not stop the agent container of $pod on $B"
+    fi
+    local last
+    last="$(kubectl get nhr "$B" -o jsonpath='{.status.lastScanTime}')"
+    stale() {
+        kubectl get nhp e2e-stale -o json | jq -e --arg n "$B" \
+            '.status.conditions[]? | select(.type == "Degraded" and .status == "True" and .reason == "StaleReports" and (.message | contains($n)))'
+    }
+    wait_for "$c: the policy is Degraded (StaleReports) naming $B" 90 stale
+    [ "$(kubectl get nhr "$B" -o jsonpath='{.status.lastScanTime}')" = "$last" ] &&
+        ok "$c: $B's report did not move ($last)" || fail "$c: $B's report moved while its agent was stopped"
+    kubectl get nhp e2e-stale -o json | jq -e \
+        '.status.conditions[]? | select(.type == "StormActive" and .status == "True" and (.message | contains("1 with stale reports")))' >/dev/null &&
+        ok "$c: the stale node counts toward the storm (StormActive with maxUnhealthy 0)" ||
+        fail "$c: want StormActive=True counting 1 stale report, have: $(kubectl get nhp e2e-stale -o json | jq -c '.status.conditions[]? | select(.type == "StormActive")')"
+    "$engine" exec "$B" systemctl start kubelet
+    fresh() {
+        [ "$(kubectl get nhr "$B" -o jsonpath='{.status.lastScanTime}')" != "$last" ]
+    }
+    wait_for "$c: kubelet back, the agent on $B restarts and reports again" 120 fresh
+    wait_for "$c: the policy's Degraded clears" 90 degraded_clear
+    delete_policy e2e-stale "$c"
+    stage_done
+}
+
+for s in "${scenarios[@]}"; do
+    case "$s" in
+        drain) scenario_drain ;;
+        agent-restart) scenario_agent_restart ;;
+        agent-down) scenario_agent_down ;;
+    esac
+done
+
+stage "teardown"
+trap - EXIT
+if [ "$failed" != 0 ]; then diagnose; fi
+rm -rf "$images_out"
+if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
+    echo "keeping kind cluster $KIND_CLUSTER_NAME (KIND_CLUSTER_NAME=$KIND_CLUSTER_NAME tests/kind/cluster.sh down)"
+else
+    "$repo/tests/kind/cluster.sh" down
+    "$repo/tests/kind/cluster.sh" check-host && ok "teardown: the host is as before" || fail "teardown: the host is not as before"
+fi
+stage_done
+
+echo
+echo "== timings"
+printf '  %s\n' "${timings[@]}"
+printf '  %-32s %4ss\n' "total" "$((SECONDS - t_all))"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
