@@ -206,6 +206,8 @@ pub struct HungTaskDetector {
     .message("usageRatio must be in (0, 1]"))]
 #[x_kube(validation = Rule::new("self.nodeFileRatio > 0.0 && self.nodeFileRatio <= 1.0")
     .message("nodeFileRatio must be in (0, 1]"))]
+#[x_kube(validation = Rule::new("!has(self.exhaustionWithin) || (duration(self.exhaustionWithin) >= duration('1m') && duration(self.exhaustionWithin) <= duration('168h'))")
+    .message("exhaustionWithin must be from 1m to 168h"))]
 pub struct FdLeakDetector {
     /// Fires for a process whose open fds reach this fraction of its soft
     /// RLIMIT_NOFILE. In (0, 1]. Default 0.8.
@@ -222,6 +224,15 @@ pub struct FdLeakDetector {
     /// faster than this over the window, before it reaches the ratio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth: Option<FdGrowth>,
+
+    /// Optional time-to-exhaustion rule: also fire for a process (with at
+    /// least minOpenFds) that reaches its soft RLIMIT_NOFILE within this
+    /// long at its fd growth rate, e.g. "1h". The rate is a robust fit
+    /// (Theil–Sen) over growth.window (10m when growth is omitted); a
+    /// process without a significant rising trend has no ETA and never
+    /// fires this rule. From 1m to 168h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhaustion_within: Option<KubeDuration>,
 
     /// Fires for the node when allocated file handles (/proc/sys/fs/file-nr)
     /// reach this fraction of fs.file-max. In (0, 1]. Default 0.9.
@@ -782,6 +793,7 @@ impl Default for FdLeakDetector {
             usage_ratio: defaults::fd_usage_ratio(),
             min_open_fds: defaults::fd_min_open(),
             growth: None,
+            exhaustion_within: None,
             node_file_ratio: defaults::fd_node_file_ratio(),
             for_duration: defaults::fd_for(),
         }

@@ -204,9 +204,123 @@ pub struct NodeHealthReportStatus {
     #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
     pub action_results: Vec<ActionResult>,
+    /// Pid headroom of the node and of its pods, with the time until each
+    /// runs out at the current trend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<PidsStatus>,
     /// Problems reading /proc and cgroupfs during the last scan.
     #[serde(default)]
     pub scan_errors: ScanErrors,
+}
+
+/// Bound on the pods listed in status.pids.pods.
+pub const MAX_POD_PIDS: usize = 20;
+
+/// Pid headroom of the node and of its pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PidsStatus {
+    /// The node: tasks against kernel.pid_max and kernel.threads-max.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodePids>,
+    /// Pods with a pids cgroup, soonest exhaustion first, then the fullest;
+    /// at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub pods: Vec<PodPids>,
+    /// Pods left out of `pods` by its bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = crate::bounds::MAX_PODS))]
+    pub pods_omitted: u32,
+}
+
+/// The node's pids.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePids {
+    /// Tasks (threads, zombies included) on the node: nr_threads of
+    /// /proc/loadavg.
+    #[schemars(range(max = MAX_TASKS))]
+    pub tasks: u32,
+    /// kernel.pid_max, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_TASKS))]
+    pub pid_max: Option<u32>,
+    /// kernel.threads-max, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_COUNT))]
+    pub threads_max: Option<u64>,
+    /// The smaller of pidMax and threadsMax: what a fork hits first.
+    #[schemars(range(max = MAX_COUNT))]
+    pub limit: u64,
+    /// limit − tasks (0 when at or above it).
+    #[schemars(range(max = MAX_COUNT))]
+    pub headroom: u64,
+    /// Zombies on the node (summary.tasks.zombie) / tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub zombie_share: Option<f64>,
+    /// Growth in tasks per minute over the last 10 minutes (Theil–Sen),
+    /// once 5 minutes are sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1e12, max = 1e12))]
+    pub growth_per_minute: Option<f64>,
+    /// Seconds until tasks reach limit at that growth; absent when the
+    /// task count is not rising significantly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_COUNT))]
+    pub exhaustion_eta_seconds: Option<u64>,
+}
+
+/// Where a pod's pid limit comes from.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PidsLimitSource {
+    /// The pod cgroup's pids.max (kubelet's podPidsLimit).
+    #[default]
+    PodCgroup,
+    /// pids.max is "max": the node's limit applies.
+    Node,
+}
+
+/// One pod's pids cgroup.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPids {
+    /// The pod (UID from the cgroup path; namespace and name when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+    /// The pod's cgroup, relative to the pids hierarchy's mount.
+    #[schemars(length(max = MAX_PATH))]
+    pub cgroup: String,
+    /// pids.current: tasks charged to the pod, zombies included.
+    #[schemars(range(max = MAX_COUNT))]
+    pub current: u64,
+    /// The limit that applies: pids.max, or the node's limit when pids.max
+    /// is "max".
+    #[schemars(range(max = MAX_COUNT))]
+    pub limit: u64,
+    /// PodCgroup or Node.
+    pub limit_source: PidsLimitSource,
+    /// limit − current (0 when at or above it).
+    #[schemars(range(max = MAX_COUNT))]
+    pub headroom: u64,
+    /// Zombies whose parent runs in the pod.
+    #[schemars(range(max = MAX_TASKS))]
+    pub zombies: u32,
+    /// zombies / current: how much of the pod's pid use is zombies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub zombie_share: Option<f64>,
+    /// Growth of pids.current per minute over the last 10 minutes
+    /// (Theil–Sen), once 5 minutes are sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1e12, max = 1e12))]
+    pub growth_per_minute: Option<f64>,
+    /// Seconds until current reaches limit at that growth; absent when
+    /// pids.current is not rising significantly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_COUNT))]
+    pub exhaustion_eta_seconds: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -600,10 +714,19 @@ pub struct FdLeakFinding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub usage_ratio: Option<f64>,
-    /// Growth in fds per minute over the growth window, when watched.
+    /// Growth in fds per minute over the growth window (a Theil–Sen fit of
+    /// the samples), once the window is half full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth_per_minute: Option<f64>,
-    /// Whether usageRatio (or the growth rule) is exceeded under any policy.
+    /// Seconds until openFds reaches softLimit at the fitted growth rate.
+    /// Absent without a finite soft limit, before the fit window is half
+    /// full, and when fd usage is not rising significantly (Mann–Kendall,
+    /// 95%); 0 when at the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_COUNT))]
+    pub exhaustion_eta_seconds: Option<u64>,
+    /// Whether usageRatio, the growth rule or exhaustionWithin is exceeded
+    /// under any policy.
     pub exceeded: bool,
     /// Policies under whose thresholds it exceeds (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

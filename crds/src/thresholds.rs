@@ -73,9 +73,29 @@ pub struct FdLeakThresholds {
     pub usage_ratio: f64,
     pub min_open_fds: u64,
     pub growth: Option<FdGrowthThresholds>,
+    /// Fire for a process whose fds reach its soft limit within this long
+    /// at the fitted growth rate.
+    pub exhaustion_within: Option<Duration>,
     /// file-nr / file-max, in (0, 1].
     pub node_file_ratio: f64,
     pub for_duration: Duration,
+}
+
+/// The window fd growth is fitted over when `growth` is omitted (the
+/// default of `growth.window`).
+pub const DEFAULT_FD_FIT_WINDOW: Duration = Duration::from_secs(600);
+
+/// Longest `exhaustionWithin` the schema accepts (also checked here for
+/// policies read from files).
+pub const MAX_EXHAUSTION_WITHIN: Duration = Duration::from_secs(168 * 3600);
+
+impl FdLeakThresholds {
+    /// The window over which fd growth (and so the ETA) is fitted.
+    pub fn fit_window(&self) -> Duration {
+        self.growth
+            .as_ref()
+            .map_or(DEFAULT_FD_FIT_WINDOW, |g| g.window)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,10 +167,25 @@ impl FdLeakThresholds {
             }),
             None => None,
         };
+        let exhaustion_within = match &d.exhaustion_within {
+            Some(w) => {
+                let w = duration("fdLeak.exhaustionWithin", w.as_str())?;
+                if w < Duration::from_secs(60) || w > MAX_EXHAUSTION_WITHIN {
+                    return Err(ThresholdError::OutOfRange {
+                        field: "fdLeak.exhaustionWithin",
+                        value: crate::duration::format_duration(w),
+                        range: "[1m, 168h]",
+                    });
+                }
+                Some(w)
+            }
+            None => None,
+        };
         Ok(Self {
             usage_ratio: unit_ratio("fdLeak.usageRatio", d.usage_ratio)?,
             min_open_fds: d.min_open_fds,
             growth,
+            exhaustion_within,
             node_file_ratio: unit_ratio("fdLeak.nodeFileRatio", d.node_file_ratio)?,
             for_duration: duration("fdLeak.for", d.for_duration.as_str())?,
         })
@@ -363,6 +398,47 @@ mod tests {
         };
         let err = EffectiveThresholds::from_spec(&spec(d, None)).expect_err("ratio > 1");
         assert_eq!(err.to_string(), "fdLeak.usageRatio: 1.5 is outside (0, 1]");
+    }
+
+    #[test]
+    fn exhaustion_within_is_parsed_bounded_and_fits_over_the_growth_window() {
+        let with = |within: &'static str, growth: Option<FdGrowth>| Detectors {
+            fd_leak: Some(FdLeakDetector {
+                exhaustion_within: Some(KubeDuration::from_static(within)),
+                growth,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = EffectiveThresholds::from_spec(&spec(with("1h", None), None)).expect("valid");
+        let f = t.fd_leak.expect("fd leak on");
+        assert_eq!(f.exhaustion_within, Some(Duration::from_secs(3600)));
+        assert_eq!(f.fit_window(), DEFAULT_FD_FIT_WINDOW);
+        let growth = FdGrowth {
+            min_fds_per_minute: 5.0,
+            window: KubeDuration::from_static("30m"),
+        };
+        let t =
+            EffectiveThresholds::from_spec(&spec(with("2h", Some(growth)), None)).expect("valid");
+        assert_eq!(
+            t.fd_leak.map(|f| f.fit_window()),
+            Some(Duration::from_secs(1800))
+        );
+        for bad in ["30s", "169h"] {
+            let err = EffectiveThresholds::from_spec(&spec(with(bad, None), None))
+                .expect_err("out of range");
+            assert!(
+                err.to_string().starts_with("fdLeak.exhaustionWithin: ")
+                    && err.to_string().ends_with("is outside [1m, 168h]"),
+                "{err}"
+            );
+        }
+        let err = EffectiveThresholds::from_spec(&spec(with("soon", None), None))
+            .expect_err("not a duration");
+        assert!(
+            err.to_string().starts_with("fdLeak.exhaustionWithin:"),
+            "{err}"
+        );
     }
 
     fn policy(name: &str, detectors: Detectors, pool: Option<&str>) -> NodeHealthPolicy {

@@ -220,6 +220,7 @@ fn main() {
             &scan.observation,
             std::slice::from_ref(&scan.assessment),
             &scan.enrichment,
+            &scan.pids,
             k8s_openapi::jiff::Timestamp::now(),
             nodemedic_agent::report::build::AgentMeta::default(),
         );

@@ -52,6 +52,27 @@ pub struct ActionLabels {
     pub reason: &'static str,
 }
 
+/// One process near its fd limit. `pod_namespace`/`pod_name` (not
+/// `namespace`/`pod`, which the scrape sets to the agent's own pod).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessLabels {
+    pub pod_namespace: String,
+    pub pod_name: String,
+    pub comm: String,
+    pub pid: String,
+}
+
+/// One pod's pids cgroup; `pod_name` is the pod UID when the name is unknown.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    pub pod_namespace: String,
+    pub pod_name: String,
+}
+
+/// Processes and pods exported per scan in the exhaustion metrics, soonest
+/// exhaustion first (bounds their cardinality).
+pub const EXHAUSTION_SERIES: usize = 5;
+
 /// Every metric the agent exports (names documented in docs/agent.md).
 #[derive(Debug)]
 pub struct Metrics {
@@ -68,7 +89,18 @@ pub struct Metrics {
     pub last_report: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub undecodable: Family<KindLabel, Gauge>,
     pub node_lease_held: Gauge,
+    pub fd_eta: Family<ProcessLabels, Gauge<f64, AtomicU64>>,
+    pub node_pids_limit: Gauge,
+    pub node_pids_headroom: Gauge,
+    pub node_pids_eta: Family<NoLabels, Gauge<f64, AtomicU64>>,
+    pub pod_pids_headroom: Family<PodLabels, Gauge>,
+    pub pod_pids_eta: Family<PodLabels, Gauge<f64, AtomicU64>>,
+    pub pod_pids_zombie_ratio: Family<PodLabels, Gauge<f64, AtomicU64>>,
 }
+
+/// A family with no labels: its one series exists only while it has a value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NoLabels {}
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
@@ -88,6 +120,13 @@ impl Metrics {
             last_report: Gauge::default(),
             undecodable: Family::default(),
             node_lease_held: Gauge::default(),
+            fd_eta: Family::default(),
+            node_pids_limit: Gauge::default(),
+            node_pids_headroom: Gauge::default(),
+            node_pids_eta: Family::default(),
+            pod_pids_headroom: Family::default(),
+            pod_pids_eta: Family::default(),
+            pod_pids_zombie_ratio: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("nodemedic_agent");
         r.register(
@@ -151,7 +190,108 @@ impl Metrics {
             "1 while this agent holds its node's Lease and acts (executes requests, writes the report); 0 while another agent on the node does",
             m.node_lease_held.clone(),
         );
+        r.register(
+            "fd_exhaustion_eta_seconds",
+            "Seconds until a process's open fds reach its soft RLIMIT_NOFILE at the fitted growth rate; only the 5 soonest, only while rising",
+            m.fd_eta.clone(),
+        );
+        r.register(
+            "node_pids_limit",
+            "The node's task limit: min(kernel.pid_max, kernel.threads-max)",
+            m.node_pids_limit.clone(),
+        );
+        r.register(
+            "node_pids_headroom",
+            "Tasks the node can still start before reaching its pid limit",
+            m.node_pids_headroom.clone(),
+        );
+        r.register(
+            "node_pids_exhaustion_eta_seconds",
+            "Seconds until the node's task count reaches its pid limit at the fitted growth rate; absent while not rising",
+            m.node_pids_eta.clone(),
+        );
+        r.register(
+            "pod_pids_headroom",
+            "Pids a pod can still use before its pids.max (or the node's limit); the 5 soonest exhausted or fullest pods",
+            m.pod_pids_headroom.clone(),
+        );
+        r.register(
+            "pod_pids_exhaustion_eta_seconds",
+            "Seconds until a pod's pids.current reaches its limit at the fitted growth rate; only while rising",
+            m.pod_pids_eta.clone(),
+        );
+        r.register(
+            "pod_pids_zombie_ratio",
+            "Share of a pod's pids held by zombies (zombies whose parent runs in the pod / pids.current)",
+            m.pod_pids_zombie_ratio.clone(),
+        );
         m
+    }
+
+    /// The exhaustion gauges from one status: fd ETAs of the processes and
+    /// pids of the node and the pods, the soonest first and bounded.
+    pub fn record_exhaustion(&self, status: &nodemedic_crds::NodeHealthReportStatus) {
+        let pod_of = |w: Option<&nodemedic_crds::report::Workload>| {
+            let ns = w.and_then(|w| w.pod_namespace.clone()).unwrap_or_default();
+            let name = w
+                .and_then(|w| w.pod_name.clone().or_else(|| w.pod_uid.clone()))
+                .unwrap_or_default();
+            (ns, name)
+        };
+        self.fd_eta.clear();
+        let mut fds: Vec<_> = status
+            .findings
+            .fd_leak
+            .iter()
+            .filter_map(|f| Some((f.exhaustion_eta_seconds?, f)))
+            .collect();
+        fds.sort_by_key(|(eta, f)| (*eta, f.process.host_pid));
+        for (eta, f) in fds.into_iter().take(EXHAUSTION_SERIES) {
+            let (pod_namespace, pod_name) = pod_of(f.process.workload.as_ref());
+            self.fd_eta
+                .get_or_create(&ProcessLabels {
+                    pod_namespace,
+                    pod_name,
+                    comm: f.process.comm.clone(),
+                    pid: f.process.host_pid.to_string(),
+                })
+                .set(eta as f64);
+        }
+        self.node_pids_eta.clear();
+        self.pod_pids_headroom.clear();
+        self.pod_pids_eta.clear();
+        self.pod_pids_zombie_ratio.clear();
+        let Some(pids) = &status.pids else {
+            return;
+        };
+        if let Some(n) = &pids.node {
+            self.node_pids_limit
+                .set(i64::try_from(n.limit).unwrap_or(i64::MAX));
+            self.node_pids_headroom
+                .set(i64::try_from(n.headroom).unwrap_or(i64::MAX));
+            if let Some(eta) = n.exhaustion_eta_seconds {
+                self.node_pids_eta
+                    .get_or_create(&NoLabels {})
+                    .set(eta as f64);
+            }
+        }
+        // status.pids.pods is sorted soonest exhaustion first, then fullest.
+        for p in pids.pods.iter().take(EXHAUSTION_SERIES) {
+            let (pod_namespace, pod_name) = pod_of(p.workload.as_ref());
+            let key = PodLabels {
+                pod_namespace,
+                pod_name,
+            };
+            self.pod_pids_headroom
+                .get_or_create(&key)
+                .set(i64::try_from(p.headroom).unwrap_or(i64::MAX));
+            if let Some(eta) = p.exhaustion_eta_seconds {
+                self.pod_pids_eta.get_or_create(&key).set(eta as f64);
+            }
+            if let Some(share) = p.zombie_share {
+                self.pod_pids_zombie_ratio.get_or_create(&key).set(share);
+            }
+        }
     }
 
     pub fn record_tasks(&self, t: &nodemedic_crds::report::TaskCounts) {

@@ -3,10 +3,12 @@
 
 use crate::detect::PolicyAssessment;
 use crate::detect::finding::{Offenders, ProcessId, Severity, Verdict, WaitingThread};
+use crate::detect::pids::{PidsAssessment, eta_words};
 use crate::detect::waits::WaitReason;
-use crate::report::build::{node_summary, trim_num};
+use crate::report::build::{node_summary, pid_exhaustion_words, trim_num};
 use crate::scan::Observation;
 use crate::scan::enrich::Enrichment;
+use nodemedic_crds::report::PidsLimitSource;
 use std::fmt::Write as _;
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -187,14 +189,18 @@ fn rows_of(v: &Verdict) -> Vec<Row> {
                         .map_or("unlimited".to_owned(), |l| l.to_string());
                     let growth = f
                         .growth_per_minute
-                        .map(|g| format!(", +{g:.1}/min"))
+                        .map(|g| format!(", {g:+.1}/min"))
+                        .unwrap_or_default();
+                    let eta = f
+                        .exhaustion_eta_seconds
+                        .map(|s| format!(", hits its limit {}", eta_words(s)))
                         .unwrap_or_default();
                     process_row(
                         f.severity,
                         name,
                         &f.process,
                         None,
-                        format!("{} fds of {limit} soft limit{growth}", f.open_fds),
+                        format!("{} fds of {limit} soft limit{growth}{eta}", f.open_fds),
                     )
                 })
                 .collect();
@@ -244,8 +250,77 @@ fn detector_status(firing: bool, exceeded: bool) -> &'static str {
     }
 }
 
+/// "pids    1234 tasks of 32768 (pid_max 32768, threads-max 63000), ..."
+/// and one line per pod that has an ETA, uses half its limit or holds
+/// zombies.
+fn pids_lines(out: &mut String, pids: &PidsAssessment, e: &Enrichment) {
+    if let Some(n) = &pids.node {
+        let _ = writeln!(
+            out,
+            "pids    {} tasks of {} (pid_max {}, threads-max {}), headroom {}{}{}",
+            n.tasks,
+            n.limit,
+            opt(n.pid_max),
+            opt(n.threads_max),
+            n.headroom,
+            n.growth_per_minute
+                .map(|g| format!(", {g:+.1}/min"))
+                .unwrap_or_default(),
+            n.eta_seconds
+                .map(|s| format!(", the node exhausts its pids {}", eta_words(s)))
+                .unwrap_or_default()
+        );
+    }
+    for p in pids
+        .pods
+        .iter()
+        .filter(|p| p.eta_seconds.is_some() || p.usage() >= 0.5 || p.zombies > 0)
+    {
+        let pod = e
+            .pod(&p.pod_uid)
+            .and_then(|d| {
+                Some(format!(
+                    "{}/{}",
+                    d.pod_namespace.as_ref()?,
+                    d.pod_name.as_ref()?
+                ))
+            })
+            .unwrap_or_else(|| format!("uid:{}", p.pod_uid));
+        let limit = match p.limit_source {
+            PidsLimitSource::PodCgroup => "pids.max",
+            PidsLimitSource::Node => "the node's limit",
+        };
+        let zombies = p
+            .zombie_share()
+            .filter(|&s| s > 0.0)
+            .map(|s| format!(", {} zombies ({:.0}%)", p.zombies, s * 100.0))
+            .unwrap_or_default();
+        let eta = p
+            .eta_seconds
+            .map(|s| format!(": pod {pod} exhausts its pids {}", eta_words(s)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "pod     {pod}  {} of {} pids ({limit}){zombies}{}{eta}",
+            p.current,
+            p.limit,
+            p.growth_per_minute
+                .map(|g| format!(", {g:+.1}/min"))
+                .unwrap_or_default(),
+        );
+    }
+    if pids.pods_omitted > 0 {
+        let _ = writeln!(out, "pod     {} more pods not listed", pids.pods_omitted);
+    }
+}
+
 /// The table `scan` prints for one policy's assessment of one observation.
-pub fn table(obs: &Observation, a: &PolicyAssessment, e: &Enrichment) -> String {
+pub fn table(
+    obs: &Observation,
+    a: &PolicyAssessment,
+    e: &Enrichment,
+    pids: &PidsAssessment,
+) -> String {
     let s = node_summary(obs);
     let mut out = String::new();
     let _ = writeln!(
@@ -287,6 +362,7 @@ pub fn table(obs: &Observation, a: &PolicyAssessment, e: &Enrichment) -> String 
         opt(s.hung_task_timeout_secs),
         opt(s.hung_task_detect_count)
     );
+    pids_lines(&mut out, pids, e);
     let k = &obs.counters;
     let x = &e.counters;
     let _ = writeln!(
@@ -338,7 +414,23 @@ pub fn table(obs: &Observation, a: &PolicyAssessment, e: &Enrichment) -> String 
     let mut findings: Vec<Row> = a
         .detectors
         .iter()
-        .flat_map(|d| rows_of(&d.verdict))
+        .flat_map(|d| {
+            let mut rows = rows_of(&d.verdict);
+            // What the zombies cost: the pids they hold running out.
+            if let Some(words) = pid_exhaustion_words(&d.verdict, e, pids) {
+                rows.push(Row {
+                    severity: rows.first().map_or(Severity::Info, |r| r.severity),
+                    detector: d.verdict.detector.name(),
+                    pid: None,
+                    tid: None,
+                    process: None,
+                    comm: "-".to_owned(),
+                    cgroup: None,
+                    detail: words,
+                });
+            }
+            rows
+        })
         .collect();
     // Stable: within a severity, detectors keep their order.
     findings.sort_by_key(|r| std::cmp::Reverse(r.severity));

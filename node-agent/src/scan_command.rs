@@ -1,10 +1,11 @@
 //! `nodemedic-agent scan`: observe, assess, print; once or in a loop.
 
 use crate::cli::{OutputFormat, ScanArgs};
+use crate::detect::pids::PidsAssessment;
 use crate::detect::{Engine, PolicyAssessment};
 use crate::output;
 use crate::report::build::{self, AgentMeta};
-use crate::scan::enrich::{Enrichment, enrich};
+use crate::scan::enrich::{Enrichment, enrich, enrich_pids};
 use crate::scan::procfs::FdRecount;
 use crate::scan::{Observation, ScanError, ScanPlan, Scanner};
 use k8s_openapi::jiff::Timestamp;
@@ -82,6 +83,7 @@ pub struct Scan {
     pub observation: Observation,
     pub assessment: PolicyAssessment,
     pub enrichment: Enrichment,
+    pub pids: PidsAssessment,
 }
 
 /// Observes, assesses under `policy` and enriches the offenders.
@@ -89,7 +91,10 @@ pub fn scan_once(scanner: &mut Scanner, engine: &mut Engine, policy: &SelectedPo
     let policies = std::slice::from_ref(policy);
     let observation = scanner.observe(&ScanPlan::for_policies(policies));
     let mut assessments = engine.assess(&observation, policies, Timestamp::now());
-    let enrichment = enrich(scanner, &assessments);
+    let mut enrichment = enrich(scanner, &assessments);
+    enrich_pids(scanner, &observation, &mut enrichment);
+    let pids =
+        crate::detect::pids::assess(&observation, engine.history(), &enrichment.zombies_by_pod);
     Scan {
         observation,
         // One policy in, one assessment out.
@@ -98,6 +103,7 @@ pub fn scan_once(scanner: &mut Scanner, engine: &mut Engine, policy: &SelectedPo
             detectors: Vec::new(),
         }),
         enrichment,
+        pids,
     }
 }
 
@@ -180,6 +186,7 @@ fn print(
             &scan.observation,
             std::slice::from_ref(&scan.assessment),
             &scan.enrichment,
+            &scan.pids,
             Timestamp::now(),
             AgentMeta {
                 scan_interval: watching,
@@ -194,7 +201,13 @@ fn print(
                 writeln!(out, "--- {}", Timestamp::now())?;
             }
             out.write_all(
-                output::table(&scan.observation, &scan.assessment, &scan.enrichment).as_bytes(),
+                output::table(
+                    &scan.observation,
+                    &scan.assessment,
+                    &scan.enrichment,
+                    &scan.pids,
+                )
+                .as_bytes(),
             )?;
         }
         OutputFormat::Json => {

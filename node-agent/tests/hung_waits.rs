@@ -179,6 +179,7 @@ fn twenty_vfork_parents_are_waits_not_hung_tasks() {
         &a.observation,
         std::slice::from_ref(&a.assessment),
         &a.enrichment,
+        &a.pids,
         k8s_openapi::jiff::Timestamp::now(),
         AgentMeta::default(),
     );
@@ -319,6 +320,7 @@ fn threads_stuck_on_an_unanswering_fuse_daemon_are_hung() {
         &second.observation,
         std::slice::from_ref(&second.assessment),
         &second.enrichment,
+        &second.pids,
         k8s_openapi::jiff::Timestamp::now(),
         AgentMeta::default(),
     );

@@ -12,6 +12,7 @@ use nodemedic_agent::scan::cgroup::{CgroupCpuObs, CgroupVersion};
 use nodemedic_agent::scan::enrich::Enrichment;
 use nodemedic_agent::scan::node::NodeObs;
 use nodemedic_agent::scan::parse::{CpuQuota, CpuStat, Limit};
+use nodemedic_agent::scan::pids::{NodePidsObs, PidsObs, PodPidsObs};
 use nodemedic_agent::scan::procfs::{BlockedThread, ChildObs, ProcSnapshot, ProcessObs, ZombieObs};
 use nodemedic_agent::scan::reader::ScanCounters;
 use nodemedic_crds::SelectedPolicy;
@@ -23,7 +24,13 @@ use std::time::{Duration, Instant};
 
 const PROCESSES: usize = 100_000;
 
-fn observation(at: Instant, throttled: u64) -> Observation {
+const PODS: usize = 5_000;
+
+fn pod_uid(i: usize) -> String {
+    format!("{i:08x}-aaaa-4bbb-8ccc-dddddddddddd")
+}
+
+fn observation(at: Instant, throttled: u64, minute: u64) -> Observation {
     let mut procs = ProcSnapshot::default();
     for i in 0..PROCESSES {
         let pid = i as i32 + 2;
@@ -109,6 +116,26 @@ fn observation(at: Instant, throttled: u64) -> Observation {
             ..NodeObs::default()
         },
         cgroups,
+        // Every pod filling its pids.max with zombies, a pid a minute.
+        pids: PidsObs {
+            node: NodePidsObs {
+                pid_max: Some(4_194_304),
+                threads_max: Some(4_000_000),
+                tasks: Some(PROCESSES as u64 + minute),
+            },
+            pods: (0..PODS)
+                .map(|i| PodPidsObs {
+                    version: CgroupVersion::V2,
+                    path: format!(
+                        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+                        pod_uid(i).replace('-', "_")
+                    ),
+                    pod_uid: pod_uid(i),
+                    current: 100 + i as u64 % 900 + minute,
+                    max: Some(1024),
+                })
+                .collect(),
+        },
         counters: ScanCounters {
             processes: PROCESSES as u64,
             threads: PROCESSES as u64,
@@ -154,13 +181,23 @@ fn a_report_of_100000_processes_stays_under_64_kib() {
         .collect();
     let mut engine = Engine::new();
     let t0 = Instant::now();
-    engine.prime(&observation(t0, 0), &policies);
-    let obs = observation(t0 + Duration::from_secs(60), 10_000);
+    // Six minutes of samples: past half the fit window, so every growing
+    // series has an ETA.
+    for minute in 0..6 {
+        engine.prime(
+            &observation(t0 + Duration::from_secs(60 * minute), 0, minute),
+            &policies,
+        );
+    }
+    let obs = observation(t0 + Duration::from_secs(360), 10_000, 6);
     let assessments = engine.assess(&obs, &policies, Timestamp::now());
+    let zombies_by_pod = (0..PODS).map(|i| (pod_uid(i), 50)).collect();
+    let pids = nodemedic_agent::detect::pids::assess(&obs, engine.history(), &zombies_by_pod);
     let status = build::status(
         &obs,
         &assessments,
         &Enrichment::default(),
+        &pids,
         Timestamp::now(),
         AgentMeta {
             scan_interval: Some(Duration::from_secs(10)),
@@ -190,5 +227,19 @@ fn a_report_of_100000_processes_stays_under_64_kib() {
     assert_eq!(status.conditions.len(), 3 * 4);
     // fd ratios of 0.9 and more exceed 0.5, 0.6 and 0.7: all three policies.
     assert!(f.fd_leak.iter().all(|x| x.exceeded_under.len() == 3));
+    let p = status.pids.as_ref().expect("pids");
+    assert_eq!(p.pods.len(), 20);
+    assert_eq!(p.pods_omitted, PODS as u32 - 20);
+    assert!(
+        p.pods
+            .iter()
+            .all(|x| x.exhaustion_eta_seconds.is_some() && x.zombie_share.is_some()),
+        "{p:?}"
+    );
+    assert!(
+        p.node
+            .as_ref()
+            .is_some_and(|n| n.exhaustion_eta_seconds.is_some())
+    );
     eprintln!("report of {PROCESSES} processes: {bytes} bytes");
 }

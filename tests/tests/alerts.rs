@@ -637,6 +637,8 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
         .unwrap_or_else(|e| panic!("{e}"));
     let operator_bin = workspace_binary("operator", "nodemedic-operator", "nodemedic-operator")
         .unwrap_or_else(|e| panic!("{e}"));
+    let workload_bin = workspace_binary("testkit", "nodemedic-testkit", "nodemedic-workload")
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // What the alerts and the dashboard read.
     let mut queries: Vec<(String, String)> = Vec::new();
@@ -686,7 +688,18 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
         "spec": {
             "mode": "DryRun",
             "nodeSelector": {"matchLabels": {"nodemedic.io/test": scope}},
-            "detectors": {"zombies": {"threshold": 200, "for": "5m"}},
+            // fdLeak with the shortest fit window the API allows, so that
+            // the leaker below gets an fd ETA (and its series) within the
+            // scrape's wait; its ETA is far below 168h, so it is listed.
+            "detectors": {
+                "zombies": {"threshold": 200, "for": "5m"},
+                "fdLeak": {
+                    "minOpenFds": 10,
+                    "growth": {"minFdsPerMinute": 1000000, "window": "1m"},
+                    "exhaustionWithin": "168h",
+                    "for": "5m",
+                },
+            },
         },
     }))
     .expect("policy YAML");
@@ -707,6 +720,14 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
         .await
         .expect("operator kubeconfig");
     let logs = tempfile::tempdir().expect("tempdir");
+    // A real fd leak (5 fds/s) on this host, killed with the test.
+    let _leaker = tokio::process::Command::new(&workload_bin)
+        .args(["hold-fds", "100", "--leak-per-second", "5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the fd leaker");
     let mut agent = start(
         &agent_bin,
         &[
@@ -740,6 +761,8 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
         .scrape_when(&[
             &["nodemedic_agent_report_writes_total{"],
             &["nodemedic_agent_detector_firing{", &per_policy],
+            &["nodemedic_agent_fd_exhaustion_eta_seconds{"],
+            &["nodemedic_agent_node_pids_headroom "],
         ])
         .await;
     let operator_text = operator

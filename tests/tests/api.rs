@@ -1133,6 +1133,30 @@ fn full_report(name: &str) -> serde_json::Value {
             waiting_tasks: Some(1),
             ..NodeSummary::default()
         },
+        pids: Some(PidsStatus {
+            node: Some(NodePids {
+                tasks: 1,
+                pid_max: Some(1),
+                threads_max: Some(1),
+                limit: 1,
+                headroom: 1,
+                zombie_share: Some(0.5),
+                growth_per_minute: Some(1.0),
+                exhaustion_eta_seconds: Some(1),
+            }),
+            pods: vec![PodPids {
+                cgroup: "/kubepods/pod1".into(),
+                current: 1,
+                limit: 1,
+                headroom: 1,
+                zombies: 1,
+                zombie_share: Some(0.5),
+                growth_per_minute: Some(1.0),
+                exhaustion_eta_seconds: Some(1),
+                ..PodPids::default()
+            }],
+            pods_omitted: 1,
+        }),
         waiting_tasks: vec![WaitingTaskFinding {
             process: process.clone(),
             reason: WaitReason::VforkChild,
@@ -1154,6 +1178,7 @@ fn full_report(name: &str) -> serde_json::Value {
             fd_leak: vec![FdLeakFinding {
                 process,
                 soft_limit: Some(1024),
+                exhaustion_eta_seconds: Some(60),
                 exceeded_under_omitted: 1,
                 ..FdLeakFinding::default()
             }],

@@ -687,6 +687,12 @@ const METRICS: &[&str] = &[
     "nodemedic_agent_report_writes_total",
     "nodemedic_agent_actions_total",
     "nodemedic_agent_last_report_timestamp_seconds",
+    "nodemedic_agent_fd_exhaustion_eta_seconds",
+    "nodemedic_agent_node_pids_limit",
+    "nodemedic_agent_node_pids_headroom",
+    "nodemedic_agent_node_pids_exhaustion_eta_seconds",
+    "nodemedic_agent_pod_pids_exhaustion_eta_seconds",
+    "nodemedic_agent_pod_pids_zombie_ratio",
     "nodemedic_operator_actions_total",
     "nodemedic_operator_unhealthy_nodes",
     "nodemedic_operator_stale_reports",
@@ -756,6 +762,9 @@ async fn alerts_and_dashboard_queries_are_valid_promql() {
             "NodemedicAgentMetricsAbsent",
             "NodemedicStormActive",
             "NodemedicDetectorFiring",
+            "NodemedicFdExhaustionSoon",
+            "NodemedicPidsExhaustionSoon",
+            "NodemedicNodePidsExhaustionSoon",
             "NodemedicOperatorNoLeader",
         ]
     );

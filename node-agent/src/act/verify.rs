@@ -592,6 +592,7 @@ mod tests {
             procs: Default::default(),
             node: Default::default(),
             cgroups: Vec::new(),
+            pids: Default::default(),
             counters: Default::default(),
             duration: Default::default(),
         };

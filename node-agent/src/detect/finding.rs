@@ -126,6 +126,8 @@ pub struct FdUser {
     pub soft_limit: Option<u64>,
     pub usage_ratio: Option<f64>,
     pub growth_per_minute: Option<f64>,
+    /// Seconds until `open_fds` reaches `soft_limit` at the fitted rate.
+    pub exhaustion_eta_seconds: Option<f64>,
     pub severity: Severity,
     pub exceeds: bool,
 }

@@ -1,9 +1,10 @@
 //! What the detectors remember between scans about the machine: when a
 //! zombie was first seen, since when a thread has been blocked without
-//! being switched in, fd counts and cgroup counters over a window. It is
-//! shared by every policy; each policy's hysteresis lives in
-//! [`super::hysteresis`].
+//! being switched in, fd counts, task counts, pod pid counts and cgroup
+//! counters over a window. It is shared by every policy; each policy's
+//! hysteresis lives in [`super::hysteresis`].
 
+use super::fit::{self, Trend};
 use crate::scan::Observation;
 use crate::scan::cgroup::CgroupVersion;
 use crate::scan::parse::CpuStat;
@@ -13,11 +14,17 @@ use std::time::{Duration, Instant};
 /// Processes with fewer open fds are not tracked for growth (bounds memory).
 const FD_TRACK_MIN: u32 = 16;
 
+/// Samples a series keeps per window at most: a short scan interval thins
+/// them (bounds memory and the fit's quadratic cost).
+pub const MAX_SAMPLES: u32 = 64;
+
 #[derive(Debug, Default)]
 pub struct History {
     zombies: HashMap<(i32, u64), Instant>,
     blocked: HashMap<(i32, u64), (Option<u64>, Instant)>,
-    fds: HashMap<(i32, u64), VecDeque<(Instant, u32)>>,
+    fds: HashMap<(i32, u64), Series>,
+    tasks: Series,
+    pod_pids: HashMap<(CgroupVersion, String), Series>,
     cpu: HashMap<(CgroupVersion, String), VecDeque<(Instant, CpuStat)>>,
 }
 
@@ -26,6 +33,63 @@ pub struct History {
 pub struct Retention {
     pub fd_window: Option<Duration>,
     pub cpu_window: Duration,
+    /// Node task counts and pod pid counts.
+    pub pids_window: Duration,
+}
+
+/// One quantity over a window, oldest first.
+#[derive(Debug, Default, Clone)]
+pub struct Series {
+    samples: VecDeque<(Instant, f64)>,
+}
+
+impl Series {
+    /// Adds a sample and drops those that fell out of the window. While the
+    /// last sample is closer than window / [`MAX_SAMPLES`] to the one before
+    /// it, the new one replaces it instead: every kept sample but the newest
+    /// is that far from its predecessor (bounded), and the newest is current.
+    pub fn push(&mut self, at: Instant, value: f64, window: Duration) {
+        let min_gap = window / MAX_SAMPLES;
+        let len = self.samples.len();
+        if len >= 2
+            && self.samples[len - 1]
+                .0
+                .saturating_duration_since(self.samples[len - 2].0)
+                < min_gap
+            && let Some(last) = self.samples.back_mut()
+        {
+            *last = (at, value);
+        } else {
+            self.samples.push_back((at, value));
+        }
+        prune(&mut self.samples, at, window);
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The robust trend over the window (see [`fit`]); `None` until the
+    /// samples span at least half the window (a shorter span is too noisy)
+    /// or while there are fewer than [`fit::MIN_SAMPLES`].
+    pub fn trend(&self, window: Duration, now: Instant) -> Option<Trend> {
+        let &(first_at, _) = self.samples.front()?;
+        let &(last_at, _) = self.samples.back()?;
+        let span = last_at.saturating_duration_since(first_at);
+        if span < window / 2 || span.is_zero() || last_at > now {
+            return None;
+        }
+        let points: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .map(|&(at, v)| (at.saturating_duration_since(first_at).as_secs_f64(), v))
+            .collect();
+        fit::fit(&points)
+    }
 }
 
 impl History {
@@ -60,13 +124,28 @@ impl History {
                 };
                 let key = (p.pid, p.starttime);
                 let mut series = self.fds.remove(&key).unwrap_or_default();
-                series.push_back((now, n));
-                prune(&mut series, now, window);
+                series.push(now, f64::from(n), window);
                 fds.insert(key, series);
             }
             self.fds = fds;
         } else {
             self.fds.clear();
+        }
+
+        // A scan without a process walk (the first sample of a one-shot
+        // scan) has no task count and adds nothing.
+        if let Some(tasks) = obs.pids.node.tasks {
+            self.tasks.push(now, tasks as f64, keep.pids_window);
+        }
+        if !obs.pids.pods.is_empty() || !obs.procs.processes.is_empty() {
+            let mut pods = HashMap::with_capacity(obs.pids.pods.len());
+            for p in &obs.pids.pods {
+                let key = (p.version, p.path.clone());
+                let mut series = self.pod_pids.remove(&key).unwrap_or_default();
+                series.push(now, p.current as f64, keep.pids_window);
+                pods.insert(key, series);
+            }
+            self.pod_pids = pods;
         }
 
         let mut cpu = HashMap::with_capacity(obs.cgroups.len());
@@ -88,8 +167,20 @@ impl History {
         self.blocked.get(&(tid, starttime)).map(|&(_, since)| since)
     }
 
-    /// Growth in fds per minute over the window; `None` until the series
-    /// spans at least half the window (a shorter span is too noisy).
+    /// The trend of a process's open fds over the window (Theil–Sen slope
+    /// and Mann–Kendall significance; see [`fit`]).
+    pub fn fd_trend(
+        &self,
+        pid: i32,
+        starttime: u64,
+        window: Duration,
+        now: Instant,
+    ) -> Option<Trend> {
+        self.fds.get(&(pid, starttime))?.trend(window, now)
+    }
+
+    /// Growth in fds per minute over the window (the robust slope); `None`
+    /// until the series spans at least half the window.
     pub fn fd_growth_per_minute(
         &self,
         pid: i32,
@@ -97,14 +188,26 @@ impl History {
         window: Duration,
         now: Instant,
     ) -> Option<f64> {
-        let series = self.fds.get(&(pid, starttime))?;
-        let &(first_at, first) = series.front()?;
-        let &(last_at, last) = series.back()?;
-        let span = last_at.saturating_duration_since(first_at);
-        if span < window / 2 || span.is_zero() || last_at > now {
-            return None;
-        }
-        Some((f64::from(last) - f64::from(first)) / (span.as_secs_f64() / 60.0))
+        self.fd_trend(pid, starttime, window, now)
+            .map(|t| t.slope_per_sec * 60.0)
+    }
+
+    /// The trend of the node's task count.
+    pub fn task_trend(&self, window: Duration, now: Instant) -> Option<Trend> {
+        self.tasks.trend(window, now)
+    }
+
+    /// The trend of a pod cgroup's `pids.current`.
+    pub fn pod_pids_trend(
+        &self,
+        version: CgroupVersion,
+        path: &str,
+        window: Duration,
+        now: Instant,
+    ) -> Option<Trend> {
+        self.pod_pids
+            .get(&(version, path.to_owned()))?
+            .trend(window, now)
     }
 
     /// Counter movement between the oldest sample in the window and
@@ -172,6 +275,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            pids: Default::default(),
             counters: ScanCounters::default(),
             duration: Duration::ZERO,
         }
@@ -194,6 +298,7 @@ mod tests {
     const KEEP: Retention = Retention {
         fd_window: None,
         cpu_window: Duration::from_secs(60),
+        pids_window: Duration::from_secs(600),
     };
 
     #[test]
@@ -253,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn a_series_stays_bounded_and_current_at_a_short_interval() {
+        let window = Duration::from_secs(640);
+        let t0 = Instant::now();
+        let mut s = Series::default();
+        // One sample a second for 20 minutes: window / 64 is 10 s.
+        for i in 0..1200u64 {
+            s.push(t0 + Duration::from_secs(i), i as f64, window);
+        }
+        assert!(s.len() <= MAX_SAMPLES as usize + 2, "{} samples", s.len());
+        let now = t0 + Duration::from_secs(1199);
+        assert_eq!(s.samples.back(), Some(&(now, 1199.0)), "the newest is kept");
+        let t = s.trend(window, now).expect("a trend");
+        assert!((t.slope_per_sec - 1.0).abs() < 1e-9, "{t:?}");
+        assert!(t.rising());
+    }
+
+    #[test]
     fn fd_growth_needs_half_a_window_of_samples() {
         use crate::scan::procfs::ProcessObs;
         let proc_with = |fds: u32| ProcessObs {
@@ -268,7 +390,7 @@ mod tests {
         };
         let keep = Retention {
             fd_window: Some(Duration::from_secs(600)),
-            cpu_window: Duration::from_secs(60),
+            ..KEEP
         };
         let mut h = History::default();
         let t0 = Instant::now();

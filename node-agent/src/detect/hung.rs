@@ -182,6 +182,7 @@ mod tests {
             },
             node: NodeObs::default(),
             cgroups: Vec::new(),
+            pids: Default::default(),
             counters: ScanCounters::default(),
             duration: Duration::ZERO,
         }

@@ -4,9 +4,11 @@
 
 pub mod fds;
 pub mod finding;
+pub mod fit;
 pub mod history;
 pub mod hung;
 pub mod hysteresis;
+pub mod pids;
 pub mod throttling;
 pub mod waits;
 pub mod zombies;
@@ -68,10 +70,12 @@ impl PolicyAssessment {
 
 /// How long the history must keep samples for the given policies.
 pub fn retention(policies: &[SelectedPolicy]) -> Retention {
+    // Every fdLeak policy fits growth (for the ETA in the report), over its
+    // growth window or the default one.
     let fd_window = policies
         .iter()
-        .filter_map(|p| p.thresholds.fd_leak.as_ref()?.growth.as_ref())
-        .map(|g| g.window)
+        .filter_map(|p| p.thresholds.fd_leak.as_ref())
+        .map(|f| f.fit_window())
         .max();
     let cpu_window = policies
         .iter()
@@ -82,6 +86,7 @@ pub fn retention(policies: &[SelectedPolicy]) -> Retention {
     Retention {
         fd_window,
         cpu_window,
+        pids_window: pids::WINDOW,
     }
 }
 

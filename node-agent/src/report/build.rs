@@ -8,19 +8,21 @@ use crate::detect::finding::{
     FdUser, HungThread, NodeFileHandles, Offenders, ProcessId, Severity, ThrottledCgroup, Verdict,
     ZombieParent,
 };
+use crate::detect::pids::{PidsAssessment, eta_words};
 use crate::scan::enrich::Enrichment;
 use crate::scan::{Observation, ProcessDetails};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::Detector;
-use nodemedic_crds::bounds::KERNEL_LONG_MAX;
+use nodemedic_crds::bounds::{KERNEL_LONG_MAX, MAX_COUNT, MAX_PATH, MAX_PODS, MAX_TASKS};
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus};
 use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::report::{
     CpuThrottlingFinding, FdLeakFinding, Findings, HungTaskFinding, LoadSummary,
     MAX_EXCEEDED_UNDER, MAX_FINDINGS_PER_DETECTOR, MAX_MESSAGE_LEN, NodeFileHandlesFinding,
-    NodeSummary, OmittedFindings, PolicyCondition, Pressure, PressureSummary, ProcessRef,
-    ScanErrors, TaskCounts, WaitingTaskFinding, Workload, ZombieFinding,
+    NodePids, NodeSummary, OmittedFindings, PidsStatus, PodPids, PolicyCondition, Pressure,
+    PressureSummary, ProcessRef, ScanErrors, TaskCounts, WaitingTaskFinding, Workload,
+    ZombieFinding,
 };
 use nodemedic_crds::{NodeHealthReport, NodeHealthReportSpec, NodeHealthReportStatus};
 use std::collections::HashMap;
@@ -325,6 +327,7 @@ pub fn findings(assessments: &[PolicyAssessment], e: &Enrichment) -> Findings {
                     soft_limit: f.soft_limit,
                     usage_ratio: f.usage_ratio,
                     growth_per_minute: f.growth_per_minute,
+                    exhaustion_eta_seconds: f.exhaustion_eta_seconds.map(secs),
                     exceeded: f.exceeds,
                     exceeded_under: Vec::new(),
                     exceeded_under_omitted: 0,
@@ -507,6 +510,94 @@ pub fn worst_offender(v: &Verdict, e: &Enrichment) -> Option<String> {
     }
 }
 
+/// The pod of a process, "namespace/name" when known, else its UID.
+fn pod_label(d: &ProcessDetails, uid: &str) -> String {
+    match (&d.pod_namespace, &d.pod_name) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// "pod shop/php exhausts its pids in 12 minutes (80% zombies)": for a
+/// zombies verdict, the first listed parent whose pod has a pids ETA, else
+/// the node's ETA. `None` when nothing is running out.
+pub fn pid_exhaustion_words(v: &Verdict, e: &Enrichment, pids: &PidsAssessment) -> Option<String> {
+    let Offenders::Zombies(parents) = &v.offenders else {
+        return None;
+    };
+    let share = |s: Option<f64>| {
+        s.filter(|&s| s > 0.0)
+            .map(|s| format!(" ({:.0}% zombies)", s * 100.0))
+            .unwrap_or_default()
+    };
+    let pod = parents.iter().find_map(|z| {
+        let d = e.process(z.parent.key())?;
+        let uid = d.attribution.pod_uid.as_deref()?;
+        let p = pids.pod(uid)?;
+        let eta = p.eta_seconds?;
+        Some(format!(
+            "pod {} exhausts its pids {}{}",
+            e.pod(uid)
+                .map_or_else(|| pod_label(d, uid), |pd| pod_label(pd, uid)),
+            eta_words(eta),
+            share(p.zombie_share())
+        ))
+    });
+    pod.or_else(|| {
+        let n = pids.node.as_ref()?;
+        Some(format!(
+            "the node exhausts its pids {}{}",
+            eta_words(n.eta_seconds?),
+            share(n.zombie_share())
+        ))
+    })
+}
+
+/// `status.pids` from the assessment; `None` when nothing was readable.
+pub fn pids_status(p: &PidsAssessment, e: &Enrichment) -> Option<PidsStatus> {
+    if p.node.is_none() && p.pods.is_empty() {
+        return None;
+    }
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| v.clamp(-1e12, 1e12));
+    Some(PidsStatus {
+        node: p.node.as_ref().map(|n| NodePids {
+            tasks: clamp_u32(n.tasks).min(MAX_TASKS),
+            pid_max: n.pid_max.map(|m| clamp_u32(m).min(MAX_TASKS)),
+            threads_max: n.threads_max.map(|m| m.min(MAX_COUNT)),
+            limit: n.limit.min(MAX_COUNT),
+            headroom: n.headroom.min(MAX_COUNT),
+            zombie_share: n.zombie_share(),
+            growth_per_minute: finite(n.growth_per_minute),
+            exhaustion_eta_seconds: n.eta_seconds.map(|s| secs(s).min(MAX_COUNT)),
+        }),
+        pods: p
+            .pods
+            .iter()
+            .map(|pod| {
+                let named = e.pod(&pod.pod_uid);
+                PodPids {
+                    workload: Some(Workload {
+                        pod_uid: Some(pod.pod_uid.clone()),
+                        pod_namespace: named.and_then(|d| d.pod_namespace.clone()),
+                        pod_name: named.and_then(|d| d.pod_name.clone()),
+                        ..Workload::default()
+                    }),
+                    cgroup: pod.cgroup.chars().take(MAX_PATH as usize).collect(),
+                    current: pod.current.min(MAX_COUNT),
+                    limit: pod.limit.min(MAX_COUNT),
+                    limit_source: pod.limit_source,
+                    headroom: pod.headroom.min(MAX_COUNT),
+                    zombies: clamp_u32(pod.zombies).min(MAX_TASKS),
+                    zombie_share: pod.zombie_share(),
+                    growth_per_minute: finite(pod.growth_per_minute),
+                    exhaustion_eta_seconds: pod.eta_seconds.map(|s| secs(s).min(MAX_COUNT)),
+                }
+            })
+            .collect(),
+        pods_omitted: clamp_u32(p.pods_omitted).min(MAX_PODS),
+    })
+}
+
 /// A number as people read it: integers without a fraction.
 pub fn trim_num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -517,7 +608,11 @@ pub fn trim_num(v: f64) -> String {
 }
 
 /// One condition per (policy, detector).
-pub fn conditions(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<PolicyCondition> {
+pub fn conditions(
+    assessments: &[PolicyAssessment],
+    e: &Enrichment,
+    pids: &PidsAssessment,
+) -> Vec<PolicyCondition> {
     let mut out = Vec::new();
     for a in assessments {
         for d in &a.detectors {
@@ -530,6 +625,9 @@ pub fn conditions(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<Polic
             );
             if let Some(who) = worst_offender(v, e) {
                 message.push_str(&format!("; worst: {who}"));
+            }
+            if let Some(words) = pid_exhaustion_words(v, e, pids) {
+                message.push_str(&format!("; {words}"));
             }
             if d.hold.exceeded {
                 message.push_str(&format!(
@@ -583,7 +681,7 @@ pub fn conditions(assessments: &[PolicyAssessment], e: &Enrichment) -> Vec<Polic
 pub const MAX_CONDITIONS: usize = 64;
 
 /// "zombies(62 at php-fpm in shop/php-7d9f)" per firing detector.
-pub fn problems(assessments: &[PolicyAssessment], e: &Enrichment) -> String {
+pub fn problems(assessments: &[PolicyAssessment], e: &Enrichment, pids: &PidsAssessment) -> String {
     let mut seen = Vec::new();
     let mut parts = Vec::new();
     for a in assessments {
@@ -593,9 +691,12 @@ pub fn problems(assessments: &[PolicyAssessment], e: &Enrichment) -> String {
                 continue;
             }
             seen.push(v.detector);
+            let eta = pid_exhaustion_words(v, e, pids)
+                .map(|w| format!("; {w}"))
+                .unwrap_or_default();
             parts.push(match worst_offender(v, e) {
-                Some(who) => format!("{}({} at {who})", v.detector, trim_num(v.value)),
-                None => format!("{}({})", v.detector, trim_num(v.value)),
+                Some(who) => format!("{}({} at {who}{eta})", v.detector, trim_num(v.value)),
+                None => format!("{}({}{eta})", v.detector, trim_num(v.value)),
             });
         }
     }
@@ -608,6 +709,7 @@ pub fn status(
     obs: &Observation,
     assessments: &[PolicyAssessment],
     e: &Enrichment,
+    pids: &PidsAssessment,
     now: Timestamp,
     meta: AgentMeta,
 ) -> NodeHealthReportStatus {
@@ -621,12 +723,13 @@ pub fn status(
         scan_interval: meta.scan_interval.map(format_duration),
         heartbeat_interval: meta.heartbeat.map(format_duration),
         healthy: !assessments.iter().any(PolicyAssessment::firing),
-        problems: problems(assessments, e),
+        problems: problems(assessments, e, pids),
         summary,
         findings: findings(assessments, e),
         waiting_tasks: waiting_tasks(assessments, e),
-        conditions: conditions(assessments, e),
+        conditions: conditions(assessments, e, pids),
         action_results: Vec::new(),
+        pids: pids_status(pids, e),
         scan_errors: ScanErrors {
             vanished: c.vanished + e.counters.vanished,
             permission_denied: c.permission_denied + e.counters.permission_denied,

@@ -16,11 +16,12 @@ use crate::act::verify::{Placement, ZombieFacts, verify};
 use crate::admin::{self, Health, Metrics};
 use crate::cli::RunArgs;
 use crate::detect::hysteresis::Published;
+use crate::detect::pids::PidsAssessment;
 use crate::detect::{Engine, PolicyAssessment};
 use crate::report::build::{self, AgentMeta};
 use crate::report::publish::{Publisher, WriteGate, WriteReason, error_reason};
 use crate::report::significance::significant;
-use crate::scan::enrich::{Enrichment, enrich};
+use crate::scan::enrich::{Enrichment, enrich, enrich_pids};
 use crate::scan::procfs::FdRecount;
 use crate::scan::{Observation, ScanError, ScanPlan, Scanner};
 use actions::ActionBook;
@@ -81,6 +82,8 @@ struct ScanOutput {
     observation: Observation,
     assessments: Vec<PolicyAssessment>,
     enrichment: Enrichment,
+    /// Pid headroom of the node and its pods.
+    pids: PidsAssessment,
     /// The zombie parents, for re-verifying SignalParent requests.
     zombie_facts: ZombieFacts,
 }
@@ -89,12 +92,19 @@ impl ScanWorker {
     fn scan(&mut self, policies: &[SelectedPolicy]) -> ScanOutput {
         let observation = self.scanner.observe(&ScanPlan::for_policies(policies));
         let assessments = self.engine.assess(&observation, policies, Timestamp::now());
-        let enrichment = enrich(&mut self.scanner, &assessments);
+        let mut enrichment = enrich(&mut self.scanner, &assessments);
+        enrich_pids(&mut self.scanner, &observation, &mut enrichment);
+        let pids = crate::detect::pids::assess(
+            &observation,
+            self.engine.history(),
+            &enrichment.zombies_by_pod,
+        );
         let zombie_facts = self.zombie_facts(&observation, policies);
         ScanOutput {
             observation,
             assessments,
             enrichment,
+            pids,
             zombie_facts,
         }
     }
@@ -501,6 +511,7 @@ impl Agent {
             &out.observation,
             &out.assessments,
             &out.enrichment,
+            &out.pids,
             now,
             AgentMeta {
                 scan_interval: Some(self.args.interval),
@@ -523,6 +534,7 @@ impl Agent {
         m.scan_duration
             .observe(out.observation.duration.as_secs_f64());
         m.record_tasks(&status.summary.tasks);
+        m.record_exhaustion(status);
         m.record_scan_errors(&status.scan_errors);
         m.findings.clear();
         m.firing.clear();

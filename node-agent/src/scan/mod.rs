@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod enrich;
 pub mod node;
 pub mod parse;
+pub mod pids;
 pub mod pods;
 pub mod procfs;
 pub mod reader;
@@ -14,6 +15,7 @@ use attribution::{Attribution, attribute_cgroup_lines};
 use cgroup::{CgroupCpuObs, CpuHierarchy};
 use node::NodeObs;
 use parse::Limit;
+use pids::{PidsHierarchy, PidsObs};
 use pods::PodDirectory;
 use procfs::{FdCounting, ProcSnapshot, ProcWalker};
 use reader::ScanCounters;
@@ -55,6 +57,8 @@ pub struct Observation {
     pub procs: ProcSnapshot,
     pub node: NodeObs,
     pub cgroups: Vec<CgroupCpuObs>,
+    /// Node pid limits and task count, pod cgroups' pids.
+    pub pids: PidsObs,
     pub counters: ScanCounters,
     pub duration: std::time::Duration,
 }
@@ -93,6 +97,7 @@ pub struct Scanner {
     fd_counting: FdCounting,
     walker: ProcWalker,
     hierarchies: Vec<CpuHierarchy>,
+    pids_hierarchies: Vec<PidsHierarchy>,
     pods: PodDirectory,
     details: HashMap<(i32, u64), ProcessDetails>,
     limits: HashMap<(i32, u64), Option<Limit>>,
@@ -120,6 +125,7 @@ impl Scanner {
             fd_counting,
             walker: ProcWalker::new(),
             hierarchies: cgroup::discover(host_root),
+            pids_hierarchies: pids::discover(host_root),
             pods: PodDirectory::load(host_root),
             details: HashMap::new(),
             limits: HashMap::new(),
@@ -169,6 +175,7 @@ impl Scanner {
         self.read_fd_limits(&mut procs, plan, &mut counters);
         let node = node::read_node(self.proc_dir.as_fd(), &mut counters);
         let cgroups = self.scan_cgroups(&mut counters);
+        let pids = self.scan_pids(&node, &mut counters);
         self.pods = PodDirectory::load(&self.host_root);
         self.prune_caches(&procs);
         Observation {
@@ -178,6 +185,7 @@ impl Scanner {
             procs,
             node,
             cgroups,
+            pids,
             counters,
             duration: start.elapsed(),
         }
@@ -195,8 +203,26 @@ impl Scanner {
             procs: ProcSnapshot::default(),
             node: NodeObs::default(),
             cgroups,
+            pids: PidsObs::default(),
             counters,
             duration: start.elapsed(),
+        }
+    }
+
+    /// The node's pid limits and task count, and every pod cgroup's pids.
+    pub fn scan_pids(&mut self, node: &NodeObs, counters: &mut ScanCounters) -> PidsObs {
+        let (pid_max, threads_max) = pids::read_node_limits(self.proc_dir.as_fd(), counters);
+        PidsObs {
+            node: pids::NodePidsObs {
+                pid_max,
+                threads_max,
+                tasks: node.load.map(|l| l.total_tasks),
+            },
+            pods: self
+                .pids_hierarchies
+                .iter()
+                .flat_map(|h| pids::sample(h, counters))
+                .collect(),
         }
     }
 

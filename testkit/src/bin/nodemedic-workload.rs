@@ -167,12 +167,20 @@ fn main() -> Result<()> {
             if leak_per_second == 0 {
                 sleep_forever()
             }
+            // Paced by the clock, not by the sleeps: a late wakeup on a busy
+            // machine catches up, so the leak rate stays the one asked for.
             let pause = Duration::from_secs(1) / u32::try_from(leak_per_second).unwrap_or(u32::MAX);
+            let started = std::time::Instant::now();
+            let mut leaked: u64 = 0;
             loop {
                 std::thread::sleep(pause);
-                // At the limit (EMFILE) the leak simply stops growing.
-                if let Ok(f) = std::fs::File::open("/dev/null") {
-                    files.push(f);
+                let due = (started.elapsed().as_secs_f64() * leak_per_second as f64) as u64;
+                while leaked < due {
+                    leaked += 1;
+                    // At the limit (EMFILE) the leak simply stops growing.
+                    if let Ok(f) = std::fs::File::open("/dev/null") {
+                        files.push(f);
+                    }
                 }
             }
         }
