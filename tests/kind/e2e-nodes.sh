@@ -19,9 +19,11 @@
 #              else runs unless it passes.
 #   install    helm install; an agent Ready on each of the 3 nodes, both
 #              operator replicas (on the control plane) Ready
-#   drain      worker A has a node-wide zombie problem (30 zombies, per-node
-#              threshold 20, no single culprit parent); an Enforce policy
-#              [Cordon, Drain] cordons A (annotation cordoned-by) and drains
+#   drain      worker A has a zombie problem (30 zombies, per-node
+#              threshold 20, no single culprit parent) in one pod: the agent
+#              reports it as scope Pod and the default-scoped Cordon is held
+#              (PodContained); the policy with scope Any on [Cordon, Drain]
+#              then cordons A (annotation cordoned-by) and drains
 #              it: the Deployment's 2 pods run again on worker B, the
 #              DaemonSet pods (agent, kube-proxy, a workload DaemonSet) and
 #              the excluded namespace's pod stay on A with the same uids, the
@@ -307,12 +309,41 @@ spec:
   mode: Enforce
   nodeSelector: {matchLabels: {nodemedic.io/e2e-pool: workers}}
   detectors:
-    # node-wide: 20 zombies on the node, no parent is a culprit on its own
+    # 20 zombies on the node, no parent is a culprit on its own; all in the
+    # zombie factory's pod, so the agent reports the problem as scope Pod
     zombies: {threshold: 20, perParentThreshold: 4194304, minAge: 0s, for: 4s}
   actions:
     zombies:
       - {action: Cordon}
       - {action: Drain, after: 4s}
+  safety:
+    maxUnhealthy: 1
+    cooldown: 5s
+    uncordonWhenHealthy: true
+    excludeNamespaces: [kube-system, sick]
+EOF
+
+    # Scopes: the problem is contained in one pod, so the node-wide Cordon
+    # (default scope Node) is held until a pod-level step was carried out;
+    # the ladder has none, so it stays held (reason PodContained).
+    pod_contained() { step_record "$A" e2e-drain Cordon | jq -e '.phase == "Held" and .reason == "PodContained"'; }
+    wait_for "$c: the agent reports the zombies as one pod's; the Cordon is held (PodContained)" 90 pod_contained
+    [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" != true ] ||
+        fail "$c: $A was cordoned for a problem contained in one pod"
+    # The policy asks explicitly for node-wide steps on a pod's problem.
+    kubectl apply -f - >/dev/null <<'EOF'
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: e2e-drain}
+spec:
+  mode: Enforce
+  nodeSelector: {matchLabels: {nodemedic.io/e2e-pool: workers}}
+  detectors:
+    zombies: {threshold: 20, perParentThreshold: 4194304, minAge: 0s, for: 4s}
+  actions:
+    zombies:
+      - {action: Cordon, scope: Any}
+      - {action: Drain, after: 4s, scope: Any}
   safety:
     maxUnhealthy: 1
     cooldown: 5s
