@@ -135,7 +135,11 @@ async fn a_storm_holds_node_level_actions_until_back_under_the_budget() {
         (!c.is_empty()).then_some(c)
     })
     .await;
-    assert_eq!(c, [nodes[4].clone()]);
+    // The recoveries are written one by one: once three have recovered, two
+    // nodes are unhealthy (within the budget) and the held Cordon may run on
+    // nodes[3] too before its own recovery arrives. Never on the others.
+    assert!(c.contains(&nodes[4]), "{c:?}");
+    assert!(c.iter().all(|n| nodes[3..].contains(n)), "{c:?}");
     op.terminate().await;
 }
 

@@ -9,6 +9,7 @@ use nodemedic_crds::remediation::DrainProgress;
 use super::hold::Hold;
 use super::steps::Resolved;
 use super::*;
+use crate::plan::settle::{Settler, drain_timed_out, phase_of, update_step};
 
 /// The pod an EvictPod step would evict: the one the findings attribute,
 /// named with its uid (without it an eviction could hit a same-name
@@ -144,4 +145,135 @@ fn pod_target(pod: &PodRef) -> Option<PodTarget> {
         name: pod.name.clone(),
         uid: pod.uid.clone()?,
     })
+}
+
+/// Settling: what an outcome makes of the step (see `plan::settle`).
+impl Settler<'_> {
+    /// A drain pass still running: nothing to settle, unless the drain's
+    /// time is up (then the pass's result, when it comes, is for a step
+    /// that has ended).
+    pub(in crate::plan) fn drain_pending(&mut self, step: &StepRef) {
+        let timeout = self.settings.drain_timeout;
+        let mut timed_out = None;
+        update_step(&mut self.spec, step, |rec| {
+            timed_out = drain_timed_out(rec, self.now, timeout, "a pass was still running");
+        });
+        if let Some(m) = timed_out {
+            self.out.push(
+                Some(step),
+                ActionKind::Drain,
+                ActionOutcome::Failed,
+                &m,
+                None,
+                EventReason::RemediationFailed,
+                true,
+            );
+        }
+    }
+
+    /// A drain pass ended: progress adds up; Done when complete.
+    pub(in crate::plan) fn drain_pass(
+        &mut self,
+        step: &StepRef,
+        progress: &DrainProgress,
+        end: DrainPassEnd,
+        message: &str,
+    ) {
+        let timeout = self.settings.drain_timeout;
+        let mut result: Option<(StepPhase, String)> = None;
+        update_step(&mut self.spec, step, |rec| {
+            // A pass cut short by its time budget made progress
+            // and is no reason to back off: only blocked passes
+            // count as attempts (next_retry doubles per attempt).
+            if end != DrainPassEnd::OutOfTime {
+                rec.attempts = rec.attempts.saturating_add(1);
+            }
+            rec.last_attempt_at = Some(Time(self.now));
+            // Pods evicted add up over passes; the rest is this pass.
+            let before = rec.drain.as_ref().map_or(0, |d| d.evicted);
+            rec.drain = Some(DrainProgress {
+                evicted: before.saturating_add(progress.evicted),
+                ..progress.clone()
+            });
+            rec.message = Some(truncate_note(message));
+            if end == DrainPassEnd::Complete {
+                rec.phase = StepPhase::Done;
+                rec.since = Time(self.now);
+                result = Some((StepPhase::Done, message.to_owned()));
+            } else if let Some(m) = drain_timed_out(rec, self.now, timeout, message) {
+                result = Some((StepPhase::Failed, m));
+            }
+        });
+        match result {
+            Some((StepPhase::Done, m)) => self.out.push(
+                Some(step),
+                ActionKind::Drain,
+                ActionOutcome::Executed,
+                &m,
+                None,
+                EventReason::NodeDrained,
+                false,
+            ),
+            Some((_, m)) => self.out.push(
+                Some(step),
+                ActionKind::Drain,
+                ActionOutcome::Failed,
+                &m,
+                None,
+                EventReason::RemediationFailed,
+                true,
+            ),
+            None => {}
+        }
+    }
+
+    /// A drain pass that could not run (Retry counts against the timeout)
+    /// or ended the step (Failed, e.g. refused like kubectl drain).
+    pub(in crate::plan) fn drain_other(&mut self, step: &StepRef, outcome: &EffectOutcome) {
+        let (phase, rec_outcome, msg, reason) = phase_of(outcome);
+        if matches!(outcome, EffectOutcome::Retry(_)) {
+            // A pass that could not even start (the cordon or the
+            // pod list failed transiently) still counts against
+            // the drain's timeout.
+            let timeout = self.settings.drain_timeout;
+            let mut timed_out = None;
+            update_step(&mut self.spec, step, |rec| {
+                rec.attempts = rec.attempts.saturating_add(1);
+                rec.last_attempt_at = Some(Time(self.now));
+                rec.message = Some(truncate_note(&msg));
+                timed_out = drain_timed_out(rec, self.now, timeout, &msg);
+            });
+            if let Some(m) = timed_out {
+                self.out.push(
+                    Some(step),
+                    ActionKind::Drain,
+                    ActionOutcome::Failed,
+                    &m,
+                    None,
+                    EventReason::RemediationFailed,
+                    true,
+                );
+            }
+            return;
+        }
+        update_step(&mut self.spec, step, |rec| {
+            rec.phase = phase;
+            rec.since = Time(self.now);
+            rec.reason = reason.clone();
+            rec.message = Some(truncate_note(&msg));
+        });
+        self.out.push(
+            Some(step),
+            ActionKind::Drain,
+            rec_outcome,
+            &msg,
+            None,
+            if phase == StepPhase::Done {
+                EventReason::NodeDrained
+            } else {
+                EventReason::RemediationFailed
+            },
+            phase != StepPhase::Done,
+        );
+    }
 }

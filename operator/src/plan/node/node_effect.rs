@@ -9,6 +9,7 @@ use nodemedic_crds::policy::ActionOutcome;
 use super::hold::node_missing;
 use super::steps::Resolved;
 use super::*;
+use crate::plan::settle::{Settler, phase_of, step_message, step_started, update_step};
 
 /// Whether a Cordon step has anything to do, and if the node is already
 /// cordoned, by whom.
@@ -159,6 +160,123 @@ impl NodePlanner<'_, '_> {
                 taint: t.clone(),
             }),
             _ => {}
+        }
+    }
+}
+
+/// Settling: what an outcome makes of the step (see `plan::settle`).
+impl Settler<'_> {
+    /// Cordon, Taint, EvictPod: Done, Skipped or Failed; evictions refused
+    /// (Retry) are tried again until the eviction timeout.
+    pub(in crate::plan) fn node_effect(
+        &mut self,
+        step: &StepRef,
+        evicted: Option<&PodRef>,
+        outcome: &EffectOutcome,
+    ) {
+        let pod = evicted.cloned();
+        if let EffectOutcome::Retry(message) = outcome {
+            let timeout = self.settings.eviction_timeout;
+            let mut timed_out = false;
+            update_step(&mut self.spec, step, |rec| {
+                rec.attempts = rec.attempts.saturating_add(1);
+                rec.last_attempt_at = Some(Time(self.now));
+                rec.message = Some(truncate_note(message));
+                let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
+                if self.now >= plus(started, timeout) {
+                    timed_out = true;
+                    rec.phase = StepPhase::Failed;
+                    rec.since = Time(self.now);
+                    rec.reason = Some(EndReason::Timeout.as_str().into());
+                    rec.message = Some(truncate_note(&format!(
+                        "gave up after {} attempts in {}: {message}",
+                        rec.attempts,
+                        format_duration(timeout)
+                    )));
+                }
+            });
+            if timed_out {
+                let msg = step_message(&self.spec, step);
+                self.out.push(
+                    Some(step),
+                    step.action,
+                    ActionOutcome::Failed,
+                    &msg,
+                    pod,
+                    EventReason::RemediationFailed,
+                    true,
+                );
+            }
+            return;
+        }
+        let (phase, rec_outcome, msg, reason) = phase_of(outcome);
+        update_step(&mut self.spec, step, |rec| {
+            rec.phase = phase;
+            rec.since = Time(self.now);
+            rec.reason = reason.clone();
+            rec.message = Some(truncate_note(&msg));
+            if evicted.is_some() {
+                rec.attempts = rec.attempts.saturating_add(1);
+                rec.last_attempt_at = Some(Time(self.now));
+            }
+        });
+        if phase == StepPhase::Skipped {
+            let started = step_started(&self.spec, step);
+            refund(&mut self.spec.remediation.history, step, started.as_ref());
+        }
+        let event = match (step.action, phase) {
+            (ActionKind::Cordon, StepPhase::Done) => EventReason::NodeCordoned,
+            (ActionKind::Taint, StepPhase::Done) => EventReason::NodeTainted,
+            (ActionKind::EvictPod, StepPhase::Done) => EventReason::PodEvicted,
+            (_, StepPhase::Skipped) => EventReason::RemediationSkipped,
+            _ => EventReason::RemediationFailed,
+        };
+        self.out.push(
+            Some(step),
+            step.action,
+            rec_outcome,
+            &msg,
+            pod,
+            event,
+            phase != StepPhase::Done,
+        );
+    }
+
+    /// nodemedic's cordon or taint removed (no step: every owner let go).
+    pub(in crate::plan) fn undo(&mut self, action: ActionKind, outcome: &EffectOutcome) {
+        match outcome {
+            EffectOutcome::Done(m) => self.out.push(
+                None,
+                action,
+                ActionOutcome::Executed,
+                m,
+                None,
+                if action == ActionKind::Cordon {
+                    EventReason::NodeUncordoned
+                } else {
+                    EventReason::NodeUntainted
+                },
+                false,
+            ),
+            EffectOutcome::Skipped { message, .. } => self.out.push(
+                None,
+                action,
+                ActionOutcome::Skipped,
+                message,
+                None,
+                EventReason::RemediationSkipped,
+                false,
+            ),
+            EffectOutcome::Failed { message, .. } | EffectOutcome::Retry(message) => self.out.push(
+                None,
+                action,
+                ActionOutcome::Failed,
+                message,
+                None,
+                EventReason::RemediationFailed,
+                true,
+            ),
+            EffectOutcome::Drained { .. } | EffectOutcome::Pending => {}
         }
     }
 }

@@ -6,6 +6,7 @@ use nodemedic_crds::duration::format_duration;
 use nodemedic_crds::report::PolicyCondition;
 
 use super::*;
+use crate::plan::settle::{Settler, update_step};
 
 impl NodePlanner<'_, '_> {
     /// Publishes the Event (settled Done or Failed by its outcome).
@@ -66,5 +67,42 @@ fn event(
             action: ActionKind::Event,
             note: truncate_note(note),
         },
+    }
+}
+
+/// Settling: what an outcome makes of the step (see `plan::settle`).
+impl Settler<'_> {
+    /// The Event step: Done once published.
+    pub(in crate::plan) fn event(
+        &mut self,
+        step: &StepRef,
+        notice: &Notice,
+        outcome: &EffectOutcome,
+    ) {
+        let ok = matches!(outcome, EffectOutcome::Done(_));
+        update_step(&mut self.spec, step, |rec| {
+            rec.phase = if ok {
+                StepPhase::Done
+            } else {
+                StepPhase::Failed
+            };
+            rec.since = Time(self.now);
+            if let EffectOutcome::Failed { reason, message } = outcome {
+                rec.reason = Some(reason.clone());
+                rec.message = Some(truncate_note(message));
+            }
+        });
+        self.out.records.push(ActionRecord {
+            time: Time(self.now),
+            node: self.out.node.to_owned(),
+            detector: step.detector.name().to_owned(),
+            action: ActionKind::Event,
+            outcome: if ok {
+                ActionOutcome::Executed
+            } else {
+                ActionOutcome::Failed
+            },
+            message: Some(notice.note.clone()),
+        });
     }
 }
