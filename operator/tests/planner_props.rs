@@ -33,8 +33,8 @@ use nodemedic_crds::remediation::{
     CORDONED_BY_ANNOTATION, DrainProgress, OwnedTaint, StepPhase, TAINTED_BY_ANNOTATION,
 };
 use nodemedic_crds::report::{
-    ActionResult, ActionResultOutcome, NodeAction, PolicyCondition, ProcessRef, Workload,
-    ZombieFinding,
+    ActionResult, ActionResultOutcome, CulpritPod, NodeAction, PolicyCondition, ProblemScope,
+    ProcessRef, Workload, ZombieFinding,
 };
 use nodemedic_crds::{
     NodeHealthPolicy, NodeHealthReport, NodeHealthReportSpec, NodeRemediation, PolicyMode,
@@ -355,6 +355,13 @@ impl World {
     ) {
         let now = self.now();
         let name = self.policies[policy].name.clone();
+        // Where the problem lives: one pod, node-wide, or an agent older
+        // than scopes; it may change while the condition holds.
+        let scope = match (status, self.roll(3)) {
+            (ConditionStatus::True, 0) => Some(ProblemScope::Pod),
+            (ConditionStatus::True, 1) => Some(ProblemScope::Node),
+            _ => None,
+        };
         let st = self.nodes[node].report.status.as_mut().unwrap();
         let current = st
             .conditions
@@ -379,8 +386,12 @@ impl World {
             message: "212 zombies under php-fpm".into(),
             last_transition_time: transition,
             exceeded_since: None,
-            scope: None,
-            culprit: None,
+            scope,
+            culprit: (scope == Some(ProblemScope::Pod)).then(|| CulpritPod {
+                uid: "culprit-uid".into(),
+                namespace: Some("web".into()),
+                name: Some("php-0".into()),
+            }),
         };
         match current {
             Some(i) => st.conditions[i] = cond,
@@ -833,6 +844,33 @@ impl World {
                     "{:?} started {:?}",
                     sp.mode,
                     started_now
+                );
+            }
+
+            // A problem contained in one pod reaches no node-wide step (the
+            // props' ladders keep the default scope) before a pod-level step
+            // of the episode was carried out.
+            let pod_contained = facts::condition(&n.report, &sp.name, Detector::Zombies)
+                .is_some_and(|c| c.scope == Some(ProblemScope::Pod));
+            if pod_contained && started_now.iter().any(|a| a.affects_whole_node()) {
+                // As the plan saw the episode (a ladder edit may overwrite
+                // the pod-level record by index in the same plan).
+                let tried = [&w.before, &w.ahead].iter().any(|state| {
+                    state
+                        .remediation
+                        .episode(&sp.name, Detector::Zombies)
+                        .is_some_and(|e| {
+                            e.steps.iter().any(|s| {
+                                matches!(s.action, ActionKind::SignalParent | ActionKind::EvictPod)
+                                    && matches!(s.phase, StepPhase::Done | StepPhase::Failed)
+                            })
+                        })
+                });
+                prop_assert!(
+                    tried,
+                    "node-wide {:?} started on {} for a pod-contained problem before any pod-level step",
+                    started_now,
+                    w.node
                 );
             }
 
