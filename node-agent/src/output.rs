@@ -384,6 +384,7 @@ pub fn table(
             "THRESHOLD",
             "HELD",
             "OFFENDERS",
+            "SCOPE",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -405,6 +406,12 @@ pub fn table(
                 format!("{} ({} not listed)", v.candidates, v.omitted)
             } else {
                 v.candidates.to_string()
+            },
+            // Where the problem lives decides which ladder steps apply.
+            match crate::report::scope::scope_of(v, e) {
+                Some((scope, Some(pod))) => format!("{} {pod}", scope.as_str()),
+                Some((scope, None)) => scope.as_str().to_owned(),
+                None => "-".to_owned(),
             },
         ]);
     }

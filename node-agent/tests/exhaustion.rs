@@ -11,7 +11,7 @@ use nodemedic_agent::output;
 use nodemedic_agent::scan::Scanner;
 use nodemedic_agent::scan::cgroup::CgroupVersion;
 use nodemedic_agent::scan_command::scan_once;
-use nodemedic_crds::report::PidsLimitSource;
+use nodemedic_crds::report::{PidsLimitSource, ProblemScope};
 use nodemedic_crds::thresholds::{EffectiveThresholds, FdLeakThresholds, ZombieThresholds};
 use nodemedic_testkit::real_host::{is_root, skip};
 use nodemedic_testkit::workload::{self, CgroupDir, Spawned};
@@ -277,6 +277,47 @@ fn pod_pids_headroom_and_zombie_share_on_a_real_cgroup() {
         .expect("pod still found");
     assert_eq!(pp.limit_source, PidsLimitSource::Node);
     assert_eq!(pp.limit, pid_max.min(threads_max));
+
+    // Scope: the only zombie parent is in this pod, so a zombies verdict
+    // that exceeds is the pod's problem (by UID: no kubelet names it here).
+    let tight = policy(EffectiveThresholds {
+        zombies: Some(ZombieThresholds {
+            threshold: 10,
+            per_parent_threshold: 5,
+            min_age: Duration::ZERO,
+            for_duration: Duration::ZERO,
+        }),
+        ..EffectiveThresholds::default()
+    });
+    let scan = scan_once(&mut scanner, &mut engine, &tight);
+    let status = nodemedic_agent::report::build::status(
+        &scan.observation,
+        std::slice::from_ref(&scan.assessment),
+        &scan.enrichment,
+        &scan.pids,
+        k8s_openapi::jiff::Timestamp::now(),
+        Default::default(),
+    );
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == nodemedic_crds::conditions::ConditionType::ZombiesDetected)
+        .expect("zombies condition");
+    let others_with_zombies = scan.observation.procs.zombies.len() > 20;
+    if others_with_zombies {
+        // Another parent on this host holds zombies too: node-wide.
+        assert_eq!(cond.scope, Some(ProblemScope::Node), "{cond:?}");
+    } else {
+        assert_eq!(cond.scope, Some(ProblemScope::Pod), "{cond:?}");
+        assert_eq!(cond.culprit.as_ref().map(|c| c.uid.as_str()), Some(POD_UID));
+        let table = output::table(
+            &scan.observation,
+            &scan.assessment,
+            &scan.enrichment,
+            &scan.pids,
+        );
+        assert!(table.contains(&format!("Pod pod {POD_UID}")), "{table}");
+    }
     drop(parent);
     drop(pod);
     let _ = std::io::stderr().flush();
