@@ -192,6 +192,14 @@ fn pod_pids_headroom_and_zombie_share_on_a_real_cgroup() {
         "pids.current {:?}, want the parent and 20 zombies",
         charged()
     );
+    // pids.current counts a child from its fork; wait until all 20 have
+    // exited (are zombies), or the scan may see one still running.
+    let ppid = parent.pid();
+    assert!(
+        wait_until(Duration::from_secs(5), || zombie_children(ppid) == 20),
+        "zombie children of {ppid}: {}, want 20",
+        zombie_children(ppid)
+    );
 
     let p = policy(EffectiveThresholds {
         zombies: Some(ZombieThresholds {
@@ -321,6 +329,23 @@ fn pod_pids_headroom_and_zombie_share_on_a_real_cgroup() {
     drop(parent);
     drop(pod);
     let _ = std::io::stderr().flush();
+}
+
+/// Zombies whose parent is `ppid`, from /proc/*/stat.
+fn zombie_children(ppid: i32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let mut fields = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
+                .split_whitespace();
+            fields.next() == Some("Z") && fields.next().and_then(|p| p.parse().ok()) == Some(ppid)
+        })
+        .count()
 }
 
 fn read_number(path: &str) -> u64 {
