@@ -19,3 +19,4 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod remediation;
+pub mod simulate;

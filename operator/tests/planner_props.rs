@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -29,9 +29,7 @@ use nodemedic_crds::policy::{
     ActionKind, ActionStep, Actions, Detectors, NodeHealthPolicySpec, ParentSignal, Safety,
     TaintEffect, TaintTemplate, ZombieDetector,
 };
-use nodemedic_crds::remediation::{
-    CORDONED_BY_ANNOTATION, DrainProgress, OwnedTaint, StepPhase, TAINTED_BY_ANNOTATION,
-};
+use nodemedic_crds::remediation::{DrainProgress, StepPhase};
 use nodemedic_crds::report::{
     ActionResult, ActionResultOutcome, CulpritPod, NodeAction, PolicyCondition, ProblemScope,
     ProcessRef, Workload, ZombieFinding,
@@ -45,6 +43,7 @@ use nodemedic_operator::plan::{
     self, DrainPassEnd, Effect, EffectOutcome, NodeInput, OtherPolicy, Plan, PlanInput,
     REQUEST_GRACE, Settings, slots,
 };
+use nodemedic_operator::simulate::world;
 use proptest::prelude::*;
 
 const NODES: usize = 4;
@@ -689,94 +688,10 @@ impl World {
         }
     }
 
-    /// What a successful effect does to the Node.
+    /// What a successful effect does to the Node (the same model as the
+    /// projection of `kubectl nodemedic simulate`).
     fn carry_out(&mut self, ni: usize, e: &Effect, o: &EffectOutcome) {
-        let ok = matches!(o, EffectOutcome::Done(_) | EffectOutcome::Drained { .. });
-        if !ok {
-            return;
-        }
-        let n = &mut self.nodes[ni].node;
-        let ann = n.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        match e {
-            Effect::Cordon { owner, .. } | Effect::Drain { owner, .. } => {
-                let spec = n.spec.get_or_insert_with(NodeSpec::default);
-                let foreign =
-                    spec.unschedulable == Some(true) && !ann.contains_key(CORDONED_BY_ANNOTATION);
-                if foreign {
-                    return;
-                }
-                spec.unschedulable = Some(true);
-                let mut owners = ann
-                    .get(CORDONED_BY_ANNOTATION)
-                    .map(|v| facts::parse_policy_list(v))
-                    .unwrap_or_default();
-                owners.insert(owner.clone());
-                ann.insert(
-                    CORDONED_BY_ANNOTATION.into(),
-                    facts::format_policy_list(&owners),
-                );
-            }
-            Effect::Uncordon { .. } => {
-                ann.remove(CORDONED_BY_ANNOTATION);
-                n.spec.get_or_insert_with(NodeSpec::default).unschedulable = None;
-            }
-            Effect::ForgetCordon => {
-                ann.remove(CORDONED_BY_ANNOTATION);
-            }
-            Effect::Taint { owner, taint, .. } => {
-                let mut owned: Vec<OwnedTaint> = ann
-                    .get(TAINTED_BY_ANNOTATION)
-                    .and_then(|v| serde_json::from_str(v).ok())
-                    .unwrap_or_default();
-                match owned
-                    .iter_mut()
-                    .find(|o| o.key == taint.key && o.effect == taint.effect)
-                {
-                    Some(o) if !o.policies.contains(owner) => o.policies.push(owner.clone()),
-                    Some(_) => {}
-                    None => owned.push(OwnedTaint {
-                        key: taint.key.clone(),
-                        effect: taint.effect,
-                        policies: vec![owner.clone()],
-                    }),
-                }
-                ann.insert(
-                    TAINTED_BY_ANNOTATION.into(),
-                    serde_json::to_string(&owned).unwrap(),
-                );
-                let taints = n
-                    .spec
-                    .get_or_insert_with(NodeSpec::default)
-                    .taints
-                    .get_or_insert_with(Vec::new);
-                if !taints.iter().any(|t| t.key == taint.key) {
-                    taints.push(Taint {
-                        key: taint.key.clone(),
-                        effect: facts::effect_str(taint.effect).into(),
-                        ..Default::default()
-                    });
-                }
-            }
-            Effect::Untaint { key, .. } | Effect::ForgetTaint { key, .. } => {
-                let mut owned: Vec<OwnedTaint> = ann
-                    .get(TAINTED_BY_ANNOTATION)
-                    .and_then(|v| serde_json::from_str(v).ok())
-                    .unwrap_or_default();
-                owned.retain(|o| &o.key != key);
-                if owned.is_empty() {
-                    ann.remove(TAINTED_BY_ANNOTATION);
-                } else {
-                    ann.insert(
-                        TAINTED_BY_ANNOTATION.into(),
-                        serde_json::to_string(&owned).unwrap(),
-                    );
-                }
-                if let Some(t) = n.spec.as_mut().and_then(|s| s.taints.as_mut()) {
-                    t.retain(|t| &t.key != key);
-                }
-            }
-            _ => {}
-        }
+        world::apply_to_node(&mut self.nodes[ni].node, e, o);
     }
 
     /// Invariants of one plan, against the state it was made from.

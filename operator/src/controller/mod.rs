@@ -643,29 +643,6 @@ async fn reconcile(policy: Arc<NodeHealthPolicy>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-fn mentions(
-    policy: &str,
-    report: Option<&NodeHealthReport>,
-    ledger: Option<&NodeRemediation>,
-    node: Option<&Node>,
-) -> bool {
-    let in_ledger = |l: &nodemedic_crds::remediation::Remediation| {
-        l.episodes.iter().any(|e| e.policy == policy)
-            || l.history.iter().any(|h| h.policy == policy)
-    };
-    let in_report = report.is_some_and(|r| {
-        in_ledger(&r.spec.remediation) || r.spec.action_requests.iter().any(|a| a.policy == policy)
-    }) || ledger.is_some_and(|l| in_ledger(&l.spec));
-    let on_node = node.is_some_and(|n| {
-        let f = facts::NodeFacts::from_node(n);
-        f.cordoned_by.is_some_and(|o| o.contains(policy))
-            || f.owned_taints
-                .iter()
-                .any(|t| t.policies.iter().any(|p| p == policy))
-    });
-    in_report || on_node
-}
-
 /// A node in a reconcile: name, selected, Node, report, ledger.
 type Row = (
     String,
@@ -747,7 +724,7 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
         let selected = view.selects(node.metadata.labels.as_ref().unwrap_or(&no_labels));
         let report = ctx.report(&node_name);
         let ledger = ctx.ledger(&node_name);
-        if selected || mentions(&name, report.as_deref(), ledger.as_deref(), Some(&node)) {
+        if selected || facts::mentions(&name, report.as_deref(), ledger.as_deref(), Some(&node)) {
             rows.push((node_name, selected, Some(node), report, ledger));
         }
     }

@@ -13,7 +13,7 @@ use nodemedic_crds::remediation::{
     CORDONED_BY_ANNOTATION, Episode, OwnedTaint, TAINTED_BY_ANNOTATION,
 };
 use nodemedic_crds::report::{PolicyCondition, ProcessTarget, Workload};
-use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus};
+use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus, NodeRemediation};
 
 /// Heartbeat assumed when a report does not state one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
@@ -372,4 +372,29 @@ pub fn attributed_pod(
         .into_iter()
         .filter(|(exceeded, _)| *exceeded)
         .find_map(|(_, pod)| pod)
+}
+
+/// Whether `policy` left state on a node: an episode, history or request
+/// in its ledger or report, or a share of nodemedic's cordon or taints.
+pub fn mentions(
+    policy: &str,
+    report: Option<&NodeHealthReport>,
+    ledger: Option<&NodeRemediation>,
+    node: Option<&Node>,
+) -> bool {
+    let in_ledger = |l: &nodemedic_crds::remediation::Remediation| {
+        l.episodes.iter().any(|e| e.policy == policy)
+            || l.history.iter().any(|h| h.policy == policy)
+    };
+    let in_report = report.is_some_and(|r| {
+        in_ledger(&r.spec.remediation) || r.spec.action_requests.iter().any(|a| a.policy == policy)
+    }) || ledger.is_some_and(|l| in_ledger(&l.spec));
+    let on_node = node.is_some_and(|n| {
+        let f = NodeFacts::from_node(n);
+        f.cordoned_by.is_some_and(|o| o.contains(policy))
+            || f.owned_taints
+                .iter()
+                .any(|t| t.policies.iter().any(|p| p == policy))
+    });
+    in_report || on_node
 }
