@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crd_yaml;
 pub mod duration;
 pub mod lenient;
+pub mod pause;
 pub mod policy;
 pub mod policy_document;
 pub mod process;
