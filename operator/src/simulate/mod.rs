@@ -382,9 +382,9 @@ fn assumed_outcome(e: &Effect) -> EffectOutcome {
         Effect::Drain { .. } => EffectOutcome::Drained {
             progress: Default::default(),
             end: DrainPassEnd::Complete,
-            message: "drained (assumed)".into(),
+            message: "projected".into(),
         },
-        _ => EffectOutcome::Done("assumed done".into()),
+        _ => EffectOutcome::Done("projected".into()),
     }
 }
 
