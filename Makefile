@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-cargo envtest prometheus scan crds lint bench image kind-provision e2e-kind e2e-kind-ci e2e-kind-nodes e2e-kind-full e2e-kind-smoke kind-up kind-up-nodes kind-down
+.PHONY: test test-cargo envtest prometheus scan crds lint bench image krew-archive kind-provision e2e-kind e2e-kind-ci e2e-kind-nodes e2e-kind-full e2e-kind-smoke kind-up kind-up-nodes kind-down
 
 ## Run every test: unit, real host, real control plane, then the kind tier
 ## (CI's part of it: see e2e-kind-ci; the rest is e2e-kind-full).
@@ -38,6 +38,11 @@ e2e-kind-full: e2e-kind e2e-kind-nodes
 ## (static release binaries; load it with kind, ctr or podman).
 image:
 	tests/kind/images.sh
+
+## kubectl-nodemedic's krew archive for this platform and a manifest with
+## its sha256 (docs/kubectl-plugin.md).
+krew-archive:
+	kubectl-nodemedic/krew/package.sh
 
 ## The benchmarks (figures in docs/benchmarks.md).
 bench: envtest

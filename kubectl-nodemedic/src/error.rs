@@ -77,7 +77,7 @@ impl Error {
                 resource: resource.into(),
                 scope: name.map(|n| format!(" {n:?}")).unwrap_or_default(),
                 hint: if group == "nodemedic.io" {
-                    "; the chart's ClusterRole nodemedic-viewer grants the read verbs (docs/kubectl-plugin.md)".into()
+                    "; the chart's ClusterRole <release>-kubectl-viewer grants what status, explain and simulate read, <release>-kubectl-pauser also pause (docs/kubectl-plugin.md)".into()
                 } else {
                     String::new()
                 },

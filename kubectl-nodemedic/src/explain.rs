@@ -68,6 +68,8 @@ pub struct PolicyStory {
     pub episodes: Vec<EpisodeView>,
     pub gates: Vec<Gate>,
     pub next: Vec<String>,
+    /// The policy status' recent actions on this node, newest first.
+    pub recent_actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -360,7 +362,31 @@ pub fn build(
         } else {
             next
         };
+        let recent_actions = p
+            .status
+            .as_ref()
+            .map(|st| {
+                st.recent_actions
+                    .iter()
+                    .filter(|a| a.node == node_name)
+                    .map(|a| {
+                        format!(
+                            "{} {} {:?}: {:?}{}",
+                            render::stamp(a.time.0),
+                            a.detector,
+                            a.action,
+                            a.outcome,
+                            a.message
+                                .as_deref()
+                                .map(|m| format!(" — {m}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         policies.push(PolicyStory {
+            recent_actions,
             policy: name,
             mode: format!("{:?}", p.spec.mode),
             selected,
@@ -690,6 +716,12 @@ pub fn render(s: &NodeStory, color: bool) -> String {
                 },
                 g.detail
             ));
+        }
+        if !p.recent_actions.is_empty() {
+            out.push_str("  recent actions here (newest first):\n");
+            for a in &p.recent_actions {
+                out.push_str(&format!("    {a}\n"));
+            }
         }
         if p.next.is_empty() {
             out.push_str("  next: nothing planned while nothing changes\n");

@@ -15,7 +15,10 @@
 //! * operator RSS (VmRSS, VmHWM) in steady state;
 //! * operator CPU per minute idle (no report changes), and per minute under
 //!   the heartbeat load 5,000 agents produce at a 5m heartbeat (16.7 status
-//!   writes/s).
+//!   writes/s);
+//! * `kubectl nodemedic simulate` of an edited policy on every node, 6 h
+//!   ahead: the command end to end and the projection alone, against one
+//!   reconcile's mean (the planner figure above).
 //!
 //! `cargo bench -p nodemedic-operator --bench operator`
 //! Environment: `NODEMEDIC_BENCH_NODES` (5000), `NODEMEDIC_BENCH_FLIPS` (100),
@@ -541,6 +544,105 @@ async fn main() {
     println!(
         "reconciles: {count} in all, mean {:.1} ms (plan + writes, one policy over {nodes_n} nodes)",
         sum / count * 1e3
+    );
+
+    // --- kubectl nodemedic simulate at this scale (same run) ---------------
+    // An edit of bench-zombies with a longer ladder, projected 6 h ahead on
+    // every node: the plugin binary end to end (listing policies, Nodes,
+    // reports and ledgers through the API server, then the projection),
+    // and the projection alone on the same objects.
+    let plugin = nodemedic_tests::workspace_bin::workspace_binary(
+        "kubectl-nodemedic",
+        "kubectl-nodemedic",
+        "kubectl-nodemedic",
+    )
+    .unwrap();
+    let edited = json!({
+        "apiVersion": "nodemedic.io/v1alpha1",
+        "kind": "NodeHealthPolicy",
+        "metadata": {"name": "bench-zombies", "labels": {LABEL: "yes"}},
+        "spec": {
+            "mode": "Enforce",
+            "nodeSelector": {"matchLabels": {LABEL: "yes"}},
+            "detectors": {"zombies": {}},
+            "actions": {"zombies": [
+                {"action": "Event"},
+                {"action": "Cordon", "after": "10m", "scope": "Any"},
+                {"action": "Drain", "after": "30m", "scope": "Any"},
+            ]},
+            "safety": {"maxUnhealthy": "10%"},
+        },
+    });
+    let file = cp.dir().join("bench-simulate.yaml");
+    std::fs::write(&file, serde_json::to_string(&edited).unwrap()).unwrap();
+    let mut walls = Vec::new();
+    let mut lines = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = tokio::process::Command::new(&plugin)
+            .args([
+                "simulate",
+                "-f",
+                file.to_str().unwrap(),
+                "-o",
+                "json",
+                "--horizon",
+                "6h",
+            ])
+            .env("KUBECONFIG", cp.admin_kubeconfig())
+            .output()
+            .await
+            .unwrap();
+        walls.push(t.elapsed().as_secs_f64());
+        assert!(
+            out.status.success(),
+            "simulate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        lines = v["timeline"].as_array().map_or(0, Vec::len);
+    }
+    let world = nodemedic_operator::simulate::World {
+        policies: policy_api.list(&ListParams::default()).await.unwrap().items,
+        nodes: node_api.list(&ListParams::default()).await.unwrap().items,
+        reports: report_api.list(&ListParams::default()).await.unwrap().items,
+        ledgers: Api::<nodemedic_crds::NodeRemediation>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    };
+    let candidate: NodeHealthPolicy = serde_json::from_value(edited).unwrap();
+    let mut projections = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let p = nodemedic_operator::simulate::project(
+            &candidate,
+            &world,
+            &nodemedic_operator::simulate::Options {
+                now: Timestamp::now(),
+                horizon: Duration::from_secs(6 * 3600),
+                settings: Default::default(),
+                answer_within: Duration::from_secs(30),
+            },
+        )
+        .unwrap();
+        projections.push(t.elapsed().as_secs_f64());
+        assert_eq!(p.nodes.len(), nodes_n);
+    }
+    let (w50, _) = summarize(
+        "kubectl nodemedic simulate, whole command (target < 2 s)",
+        walls,
+    );
+    let (j50, _) = summarize(
+        "  of which the projection (planner rounds over 6 h)",
+        projections,
+    );
+    println!(
+        "simulate on {nodes_n} nodes: {lines} timeline entries; command p50 {:.0} ms, projection p50 {:.0} ms = {:.1}x one reconcile's mean",
+        w50 * 1e3,
+        j50 * 1e3,
+        j50 / (sum / count)
     );
     let _ = child.kill().await;
 }

@@ -22,6 +22,8 @@
 #   5. switched to Enforce, the operator asks the agent to SIGKILL the zombie
 #      parent, the agent does, the pod's init reaps the zombies, and the
 #      report says so; the pod keeps running;
+#   5b. `kubectl nodemedic explain` of the node, run in a terminal (tmux) as a
+#      person would, names the pod, the SignalParent step and its outcome;
 #   6. the agent's RBAC and admission limits hold inside the cluster, with a
 #      token bound to the running agent pod;
 #   6b. trust boundaries: a report spec write by anyone but the operator (a
@@ -106,6 +108,7 @@ diagnose() {
 cleanup() {
     local rc=$?
     if [ "$failed" != 0 ] || [ "$rc" != 0 ]; then diagnose; fi
+    [ -z "${session:-}" ] || tmux kill-session -t "$session" 2>/dev/null || true
     rm -rf "$images_out"
     if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
         echo "keeping kind cluster $KIND_CLUSTER_NAME (eval \"\$(tests/kind/cluster.sh env)\"; tests/kind/cluster.sh down)"
@@ -274,6 +277,32 @@ if kubectl get events -A --field-selector involvedObject.kind=Pod,involvedObject
 else
     fail "no Event on the pod"
 fi
+
+# ---------------------------------------------------------------------------
+step "5b. kubectl nodemedic in a terminal: the remediated node's story"
+# The plugin as a person runs it: a shell in tmux, kubectl finding
+# kubectl-nodemedic on PATH, the output read from the terminal's screen.
+plugin_dir="$images_out/plugin-bin"
+mkdir -p "$plugin_dir"
+(cd "$repo" && cargo build -q -p kubectl-nodemedic) &&
+    plugin_target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory) &&
+    cp "$plugin_target/debug/kubectl-nodemedic" "$plugin_dir/" &&
+    ok "kubectl-nodemedic built for this host" || fail "building kubectl-nodemedic"
+session="nodemedic-e2e-$$"
+screen_text() { tmux capture-pane -p -J -S - -t "$session" 2>/dev/null; }
+tmux new-session -d -s "$session" -x 220 -y 200 \
+    "env -i HOME=$HOME TERM=xterm PATH=$plugin_dir:$(dirname "$(command -v kubectl)"):/usr/bin:/bin KUBECONFIG=$KUBECONFIG bash --norc --noprofile"
+tmux send-keys -t "$session" "kubectl nodemedic explain $node; echo END-OF-EXPLAIN" Enter
+wait_for "kubectl nodemedic explain finishes in the terminal" 60 sh -c "tmux capture-pane -p -J -S - -t $session | grep -q '^END-OF-EXPLAIN'"
+screen=$(screen_text)
+tmux kill-session -t "$session" 2>/dev/null || true
+for want in "Policy e2e-zombies (Enforce)" "SignalParent: Executed" "pod shop/zombie-factory" "cordon: schedulable"; do
+    case "$screen" in
+        *"$want"*) ok "explain shows: $want" ;;
+        *) fail "explain in the terminal lacks \"$want\"; the screen was:
+$screen" ;;
+    esac
+done
 
 # ---------------------------------------------------------------------------
 step "6. the agent's limits, with a token bound to the running agent pod"

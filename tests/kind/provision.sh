@@ -94,7 +94,7 @@ hash_of() { sha256sum | cut -d' ' -f1; }
 # ---------------------------------------------------------------------------
 # 1. host packages (podman only)
 # ---------------------------------------------------------------------------
-host_packages=(podman conmon runc fuse-overlayfs uidmap containernetworking-plugins iptables nftables debootstrap jq
+host_packages=(podman conmon runc fuse-overlayfs uidmap containernetworking-plugins iptables nftables debootstrap jq tmux
     busybox-static) # the static busybox of the smoke test and netcheck.sh images
 ensure_host_packages() {
     local missing=() p

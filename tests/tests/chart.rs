@@ -504,6 +504,35 @@ async fn rendered_rbac_is_exactly_the_contract() {
             "coordination.k8s.io/leases patch",
         ])
     );
+    // The roles for people (kubectl nodemedic): read-only, and read plus the
+    // patches a pause needs; bound to nobody.
+    let by_name = |n: &str| {
+        objs.iter()
+            .find(|o| kind(o) == "ClusterRole" && name(o) == n)
+            .unwrap_or_else(|| panic!("no ClusterRole {n}"))
+    };
+    let viewer = [
+        "nodemedic.io/nodehealthpolicies get",
+        "nodemedic.io/nodehealthpolicies list",
+        "nodemedic.io/nodehealthpolicies watch",
+        "nodemedic.io/nodehealthreports get",
+        "nodemedic.io/nodehealthreports list",
+        "nodemedic.io/nodehealthreports watch",
+        "nodemedic.io/noderemediations get",
+        "nodemedic.io/noderemediations list",
+        "nodemedic.io/noderemediations watch",
+        "/nodes get",
+        "/nodes list",
+        "/nodes watch",
+        "events.k8s.io/events get",
+        "events.k8s.io/events list",
+        "coordination.k8s.io/leases get",
+        "coordination.k8s.io/leases list",
+    ];
+    assert_eq!(rules(by_name("nodemedic-kubectl-viewer")), set(&viewer));
+    let mut pauser = viewer.to_vec();
+    pauser.extend(["nodemedic.io/nodehealthpolicies patch", "/nodes patch"]);
+    assert_eq!(rules(by_name("nodemedic-kubectl-pauser")), set(&pauser));
     // No other RBAC objects, and each binding names its component's ServiceAccount.
     let rbac_kinds = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
     let count = objs
@@ -511,8 +540,8 @@ async fn rendered_rbac_is_exactly_the_contract() {
         .filter(|o| rbac_kinds.contains(&kind(o)))
         .count();
     assert_eq!(
-        count, 8,
-        "2 ClusterRoles, 2 ClusterRoleBindings, 2 Roles, 2 RoleBindings"
+        count, 10,
+        "4 ClusterRoles (2 for people, unbound), 2 ClusterRoleBindings, 2 Roles, 2 RoleBindings"
     );
     for b in objs
         .iter()

@@ -633,7 +633,11 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 detector: step.detector.name().to_owned(),
                 action: step.action,
                 outcome,
-                message: Some(truncate_note(&format!("policy {}: {message}", p.name))),
+                message: Some(truncate_note(&format!(
+                    "policy {}: {message}{}",
+                    p.name,
+                    pod_suffix(pod.as_ref(), message)
+                ))),
             });
         }
         // Which scope drove the decision, for the person reading the Event.
@@ -651,6 +655,16 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 p.name, step.detector
             )),
         });
+    }
+}
+
+/// " (pod ns/name)" for a record whose step targets a pod its message does
+/// not name: the policy status then says whose problem it was even after the
+/// episode (and its findings) are gone.
+pub(super) fn pod_suffix(pod: Option<&PodRef>, message: &str) -> String {
+    match pod {
+        Some(p) if !message.contains(&p.to_string()) => format!(" (pod {p})"),
+        _ => String::new(),
     }
 }
 

@@ -126,7 +126,11 @@ impl Out<'_> {
             detector: detector.clone(),
             action,
             outcome,
-            message: Some(truncate_note(&format!("policy {}: {message}", self.policy))),
+            message: Some(truncate_note(&format!(
+                "policy {}: {message}{}",
+                self.policy,
+                super::node::pod_suffix(pod.as_ref(), message)
+            ))),
         });
         self.notices.push(Notice {
             node: self.node.to_owned(),

@@ -168,12 +168,23 @@ pub fn project(
     }
 
     let no_labels = BTreeMap::new();
+    let reports: BTreeMap<String, &NodeHealthReport> =
+        world.reports.iter().map(|r| (r.name_any(), r)).collect();
+    let ledgers: BTreeMap<String, &NodeRemediation> =
+        world.ledgers.iter().map(|l| (l.name_any(), l)).collect();
+    // The operator's periodic resync is a safety net for missed changes;
+    // in a world where nothing changes it decides nothing, so the
+    // projection wakes only when something falls due.
+    let settings = Settings {
+        resync: opts.horizon.max(Duration::from_secs(1)),
+        ..opts.settings.clone()
+    };
     let mut nodes: Vec<SimNode> = Vec::new();
     for n in &world.nodes {
         let node_name = n.name_any();
         let selected = view.selects(n.metadata.labels.as_ref().unwrap_or(&no_labels));
-        let report = world.reports.iter().find(|r| r.name_any() == node_name);
-        let ledger = world.ledgers.iter().find(|l| l.name_any() == node_name);
+        let report = reports.get(&node_name).copied();
+        let ledger = ledgers.get(&node_name).copied();
         if !selected && !facts::mentions(&name, report, ledger, Some(n)) {
             continue;
         }
@@ -219,6 +230,7 @@ pub fn project(
         }
     }
 
+    let names: Vec<String> = nodes.iter().map(|n| n.node.name_any()).collect();
     let mut t = now;
     let mut rounds = 0;
     let mut storm_limit = 0;
@@ -227,7 +239,6 @@ pub fn project(
         for n in nodes.iter_mut() {
             set_conditions(n, &name, t, opts.answer_within);
         }
-        let names: Vec<String> = nodes.iter().map(|n| n.node.name_any()).collect();
         let inputs: Vec<NodeInput<'_>> = nodes
             .iter()
             .zip(&names)
@@ -247,7 +258,7 @@ pub fn project(
             invalid: &invalid,
             deleting: false,
             nodes: &inputs,
-            settings: &opts.settings,
+            settings: &settings,
             now: t,
         });
         drop(inputs);
@@ -255,15 +266,15 @@ pub fn project(
             storm_limit = planned.summary.storm_limit;
         }
         for work in &planned.work {
-            let Some(n) = nodes.iter_mut().find(|n| n.node.name_any() == work.node) else {
+            let Ok(i) = names.binary_search(&work.node) else {
                 continue;
             };
+            let n = &mut nodes[i];
             let outcomes: Vec<EffectOutcome> = work.effects.iter().map(assumed_outcome).collect();
             for (e, o) in work.effects.iter().zip(&outcomes) {
                 world::apply_to_node(&mut n.node, e, o);
             }
-            let (state, settled, _notices) =
-                plan::settle(work, &outcomes, &view, &opts.settings, t);
+            let (state, settled, _notices) = plan::settle(work, &outcomes, &view, &settings, t);
             timeline.extend(holds(&work.before, &state, &name, &work.node, t));
             for r in work.records.iter().chain(&settled) {
                 // Held and skipped steps come from the ledger (with their
