@@ -101,6 +101,16 @@ fn normalise(text: &str, id: &str, nodes: &[&str]) -> String {
     out
 }
 
+/// With `NODEMEDIC_DOC_OUTPUT=DIR`, keeps the plugin's raw output for the
+/// examples in docs/kubectl-plugin.md.
+fn doc_copy(name: &str, raw: &str) {
+    if let Some(dir) = std::env::var_os("NODEMEDIC_DOC_OUTPUT") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), raw).unwrap();
+    }
+}
+
 fn golden(name: &str, actual: &str) {
     let path = nodemedic_tests::repo_root()
         .join("tests/golden/kubectl-nodemedic")
@@ -196,6 +206,7 @@ async fn status_and_explain_tell_a_ladder_midway() {
     assert_eq!(code, 0, "{err}");
     // The next step is the Cordon, an hour after the episode began.
     assert!(out.contains("Cordon"), "{out}");
+    doc_copy("status-midway.txt", &out);
     golden(
         "status-midway.txt",
         &normalise(&own_lines(&out, &w.id), &w.id, &[&node]),
@@ -213,6 +224,7 @@ async fn status_and_explain_tell_a_ladder_midway() {
     ] {
         assert!(out.contains(needle), "explain lacks {needle:?}:\n{out}");
     }
+    doc_copy("explain-midway.txt", &out);
     golden("explain-midway.txt", &normalise(&out, &w.id, &[&node]));
 
     let (code, out, _) = run(&w, &["explain", &node, "-o", "json"]).await;
@@ -262,8 +274,10 @@ async fn explain_names_the_storm_that_holds_a_node() {
         "{out}"
     );
     let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    doc_copy("explain-storm.txt", &out);
     golden("explain-storm.txt", &normalise(&out, &w.id, &names));
     let (_, out, _) = run(&w, &["status"]).await;
+    doc_copy("status-storm.txt", &out);
     golden(
         "status-storm.txt",
         &normalise(&own_lines(&out, &w.id), &w.id, &names),
@@ -322,6 +336,8 @@ async fn simulate_projects_what_the_operator_then_does() {
     });
     let file = w.cp.dir().join(format!("{policy}.yaml"));
     std::fs::write(&file, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let (_, table, _) = run(&w, &["simulate", "-f", file.to_str().unwrap(), "--horizon", "1m"]).await;
+    doc_copy("simulate.txt", &table);
     let started = Timestamp::now();
     let (code, out, err) = run(
         &w,
