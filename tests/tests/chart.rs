@@ -700,6 +700,8 @@ const METRICS: &[&str] = &[
     "nodemedic_operator_reconcile_duration_seconds_bucket",
     "nodemedic_operator_reconcile_errors_total",
     "nodemedic_operator_is_leader",
+    "nodemedic_operator_pauses",
+    "nodemedic_operator_pause_start_timestamp_seconds",
 ];
 
 /// Every alert expression and every dashboard query is valid PromQL and uses only
@@ -765,6 +767,7 @@ async fn alerts_and_dashboard_queries_are_valid_promql() {
             "NodemedicFdExhaustionSoon",
             "NodemedicPidsExhaustionSoon",
             "NodemedicNodePidsExhaustionSoon",
+            "NodemedicRemediationPausedTooLong",
             "NodemedicOperatorNoLeader",
         ]
     );
