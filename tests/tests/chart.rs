@@ -2523,7 +2523,9 @@ async fn a_pause_is_recorded_only_in_the_requesters_name() {
         |who: &str, victim: &str| format!("{who} may not record a pause in the name of {victim}");
 
     // Alice records a pause in Bob's name: refused (once the policy and
-    // RBAC have propagated).
+    // RBAC have propagated). A dry run while waiting: a forged pause let
+    // through before the policy is active would be stored, and a retry
+    // that changes nothing is (rightly) not matched.
     eventually("the pause policy refuses a forged paused-by", || {
         let api = alice_policies.clone();
         let name = policy_name.clone();
@@ -2531,7 +2533,11 @@ async fn a_pause_is_recorded_only_in_the_requesters_name() {
         let needle = forged(&alice_user, &bob_user);
         async move {
             match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .patch(
+                    &name,
+                    &PatchParams::default().dry_run(),
+                    &Patch::Merge(&body),
+                )
                 .await
             {
                 Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(&needle) => Ok(()),
@@ -2588,7 +2594,7 @@ async fn a_pause_is_recorded_only_in_the_requesters_name() {
         .await
         .expect("alice pauses the policy in her own name");
     assert_eq!(
-        paused.metadata.annotations.as_ref().unwrap()["nodemedic.io/paused-by"],
+        paused.metadata.annotations.as_ref().expect("annotations")["nodemedic.io/paused-by"],
         alice_user
     );
     alice_nodes
