@@ -178,6 +178,9 @@ pub mod policy_condition {
     pub const STORM_ACTIVE: &str = "StormActive";
     /// Some selected nodes have stale or no reports, or actions fail.
     pub const DEGRADED: &str = "Degraded";
+    /// The policy is paused (True), or only some of its nodes are (False,
+    /// reason `NodesPaused`): no new ladder step starts where paused.
+    pub const PAUSED: &str = "Paused";
 }
 
 /// Field managers for server-side apply; each component owns only its fields.

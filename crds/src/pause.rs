@@ -122,19 +122,26 @@ pub fn pause_from_annotations_at(
     annotations: &BTreeMap<String, String>,
     now: Timestamp,
 ) -> Option<Pause> {
-    let mut pause = pause_from_annotations(annotations)?;
-    if let Some(since) = pause.since {
-        let ahead = since.duration_since(now);
-        if ahead > SignedDuration::from_secs(PAUSED_AT_SKEW_SECONDS) {
-            pause.since = None;
-            pause.problem = Some(format!(
-                "{PAUSED_AT_ANNOTATION} {} is in the future ({}s ahead)",
-                format_time(since),
-                ahead.as_secs()
-            ));
+    pause_from_annotations(annotations).map(|p| p.checked_at(now))
+}
+
+impl Pause {
+    /// The pause with a `since` more than [`PAUSED_AT_SKEW_SECONDS`] after
+    /// `now` turned into a problem (and no `since`).
+    pub fn checked_at(mut self, now: Timestamp) -> Self {
+        if let Some(since) = self.since {
+            let ahead = since.duration_since(now);
+            if ahead > SignedDuration::from_secs(PAUSED_AT_SKEW_SECONDS) {
+                self.since = None;
+                self.problem = Some(format!(
+                    "{PAUSED_AT_ANNOTATION} {} is in the future ({}s ahead)",
+                    format_time(since),
+                    ahead.as_secs()
+                ));
+            }
         }
+        self
     }
-    Some(pause)
 }
 
 /// The annotations that record a pause (what `kubectl nodemedic pause`

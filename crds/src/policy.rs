@@ -587,7 +587,9 @@ pub struct NodeHealthPolicyStatus {
 
     /// Ready: the policy is valid and being enforced. StormActive: more nodes
     /// than safety.maxUnhealthy are unhealthy, node-level actions paused.
-    /// Degraded: some reports are stale or actions are failing.
+    /// Degraded: some reports are stale or actions are failing. Paused: True
+    /// while the policy carries the nodemedic.io/paused annotation (False
+    /// with reason NodesPaused names selected nodes that carry it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::bounded::policy_conditions")]
     pub conditions: Vec<Condition>,
@@ -616,6 +618,33 @@ pub struct NodeHealthPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub recent_actions: Vec<ActionRecord>,
+
+    /// Set while the policy is paused (the `nodemedic.io/paused` annotation
+    /// on the policy): no new ladder step starts on any of its nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PolicyPause>,
+}
+
+/// A pause of a policy, as the operator recorded it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyPause {
+    /// The reason (the `nodemedic.io/paused` annotation; may be empty).
+    #[serde(default)]
+    #[schemars(length(max = MAX_MESSAGE))]
+    pub reason: String,
+    /// Who paused (the `nodemedic.io/paused-by` annotation), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE))]
+    pub by: Option<String>,
+    /// Since when: the `nodemedic.io/paused-at` annotation or, when that is
+    /// missing or malformed, when the operator first saw the pause.
+    pub since: Time,
+    /// What is wrong with the pause annotations, when something is (the
+    /// pause holds all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE))]
+    pub problem: Option<String>,
 }
 
 /// One node's health under a policy.
@@ -645,6 +674,12 @@ pub struct PolicyNodeSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_NAME))]
     pub culprit: Option<String>,
+    /// Why every new step on this node waits, when one reason holds them
+    /// all: `Paused` while the Node carries the `nodemedic.io/paused`
+    /// annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_WORD))]
+    pub held: Option<String>,
 }
 
 /// A remediation decided by the operator.

@@ -1,6 +1,10 @@
 //! Prometheus metrics (OpenMetrics text on `/metrics`). Every family is
 //! documented in `docs/operator.md`.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use nodemedic_crds::pause::PauseKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -41,6 +45,13 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// `{kind, name}` of a pause: kind `policy` or `node`, the object's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PauseLabels {
+    pub kind: String,
+    pub name: String,
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -55,6 +66,10 @@ pub struct Metrics {
     pub api_writes: Family<WriteLabels, Counter>,
     pub undecodable: Family<KindLabels, Gauge>,
     pub drain_passes_running: Gauge,
+    pub pauses: Family<KindLabels, Gauge>,
+    pub pause_started: Family<PauseLabels, Gauge>,
+    /// The pauses behind the two families above: (kind, name) → start.
+    paused: Mutex<BTreeMap<(PauseKind, String), i64>>,
 }
 
 impl Default for Metrics {
@@ -127,8 +142,30 @@ impl Metrics {
             "Drain passes running in the background now (at most one per draining node)",
             drain_passes_running.clone(),
         );
+        let pauses = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "nodemedic_operator_pauses",
+            "Pauses in effect, by kind: policy (the annotation on a NodeHealthPolicy) or node (on a Node)",
+            pauses.clone(),
+        );
+        let pause_started = Family::<PauseLabels, Gauge>::default();
+        registry.register(
+            "nodemedic_operator_pause_start_timestamp_seconds",
+            "When each pause in effect began (unix seconds), by kind and policy or node name",
+            pause_started.clone(),
+        );
+        for kind in [PauseKind::Policy, PauseKind::Node] {
+            pauses
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str().to_owned(),
+                })
+                .set(0);
+        }
         Self {
             registry,
+            pauses,
+            pause_started,
+            paused: Mutex::default(),
             undecodable,
             drain_passes_running,
             actions,
@@ -185,6 +222,63 @@ impl Metrics {
         self.storm_active.remove(&l);
     }
 
+    /// Records that `name` (a policy or a node) is paused since `since`,
+    /// or (None) is not paused.
+    pub fn set_pause(&self, kind: PauseKind, name: &str, since: Option<i64>) {
+        let Ok(mut paused) = self.paused.lock() else {
+            return;
+        };
+        let key = (kind, name.to_owned());
+        let labels = PauseLabels {
+            kind: kind.as_str().to_owned(),
+            name: name.to_owned(),
+        };
+        match since {
+            Some(t) => {
+                paused.insert(key, t);
+                self.pause_started.get_or_create(&labels).set(t);
+            }
+            None => {
+                if paused.remove(&key).is_some() {
+                    self.pause_started.remove(&labels);
+                }
+            }
+        }
+        self.count_pauses(&paused);
+    }
+
+    /// Forgets the pauses of `kind` on objects not in `names` (after a
+    /// relist: objects deleted while the watch was away).
+    pub fn retain_pauses(&self, kind: PauseKind, names: &BTreeSet<String>) {
+        let Ok(mut paused) = self.paused.lock() else {
+            return;
+        };
+        let gone: Vec<String> = paused
+            .keys()
+            .filter(|(k, n)| *k == kind && !names.contains(n))
+            .map(|(_, n)| n.clone())
+            .collect();
+        for name in gone {
+            paused.remove(&(kind, name.clone()));
+            self.pause_started.remove(&PauseLabels {
+                kind: kind.as_str().to_owned(),
+                name,
+            });
+        }
+        self.count_pauses(&paused);
+    }
+
+    fn count_pauses(&self, paused: &BTreeMap<(PauseKind, String), i64>) {
+        for kind in [PauseKind::Policy, PauseKind::Node] {
+            let n = paused.keys().filter(|(k, _)| *k == kind).count();
+            self.pauses
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str().to_owned(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -217,6 +311,8 @@ mod tests {
             .inc();
         m.reconcile_duration.observe(0.01);
         m.is_leader.set(1);
+        m.set_pause(PauseKind::Policy, "p", Some(1_750_000_000));
+        m.set_pause(PauseKind::Node, "n1", Some(1_750_000_100));
         let text = m.encode();
         for needle in [
             "nodemedic_operator_actions_total{policy=\"p\",action=\"Cordon\",outcome=\"Executed\"} 1",
@@ -226,8 +322,47 @@ mod tests {
             "nodemedic_operator_reconcile_duration_seconds_bucket",
             "nodemedic_operator_reconcile_errors_total{reason=\"Conflict\"} 1",
             "nodemedic_operator_is_leader 1",
+            "nodemedic_operator_pauses{kind=\"policy\"} 1",
+            "nodemedic_operator_pauses{kind=\"node\"} 1",
+            "nodemedic_operator_pause_start_timestamp_seconds{kind=\"policy\",name=\"p\"} 1750000000",
+            "nodemedic_operator_pause_start_timestamp_seconds{kind=\"node\",name=\"n1\"} 1750000100",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn pauses_are_counted_by_kind_and_forgotten_on_resume() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            text.contains("nodemedic_operator_pauses{kind=\"policy\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodemedic_operator_pauses{kind=\"node\"} 0"),
+            "{text}"
+        );
+        m.set_pause(PauseKind::Node, "a", Some(10));
+        m.set_pause(PauseKind::Node, "b", Some(20));
+        m.set_pause(PauseKind::Node, "a", Some(15));
+        assert!(
+            m.encode()
+                .contains("nodemedic_operator_pauses{kind=\"node\"} 2")
+        );
+        m.set_pause(PauseKind::Node, "a", None);
+        let text = m.encode();
+        assert!(
+            text.contains("nodemedic_operator_pauses{kind=\"node\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("name=\"a\""), "{text}");
+        m.retain_pauses(PauseKind::Node, &BTreeSet::new());
+        let text = m.encode();
+        assert!(
+            text.contains("nodemedic_operator_pauses{kind=\"node\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("name=\"b\""), "{text}");
     }
 }

@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::conditions::{ConditionReason, ConditionStatus, Detector};
 use nodemedic_crds::duration::KubeDuration;
+use nodemedic_crds::pause::{PAUSE_ANNOTATIONS, PAUSED_AT_ANNOTATION, pause_annotations};
 use nodemedic_crds::policy::{
     ActionKind, ActionStep, Actions, Detectors, NodeHealthPolicySpec, ParentSignal, Safety,
     TaintEffect, TaintTemplate, ZombieDetector,
@@ -114,6 +115,8 @@ struct SimPolicy {
     invalid: bool,
     /// StormActive as last written to its status.
     storm: bool,
+    /// Carries the pause annotations.
+    paused: bool,
 }
 
 impl SimPolicy {
@@ -142,6 +145,9 @@ impl SimPolicy {
         };
         let mut p = NodeHealthPolicy::new(&self.name, spec);
         p.metadata.generation = Some(1);
+        if self.paused {
+            p.metadata.annotations = Some(pause_annotations("props", "sre", ts(0)));
+        }
         p
     }
 
@@ -263,6 +269,17 @@ enum Event {
     DeleteReport {
         node: usize,
     },
+    /// An SRE pauses or resumes a policy.
+    PausePolicy {
+        policy: usize,
+        paused: bool,
+    },
+    /// An SRE pauses or resumes a node (sometimes without paused-at).
+    PauseNode {
+        node: usize,
+        paused: bool,
+        malformed: bool,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -278,8 +295,11 @@ fn event() -> impl Strategy<Value = Event> {
         1 => node.clone().prop_map(|node| Event::ForeignCordon { node }),
         1 => (policy.clone(), any::<u8>()).prop_map(|(policy, mode)| Event::Mode { policy, mode }),
         1 => (policy.clone(), any::<u8>()).prop_map(|(policy, ladder)| Event::EditLadder { policy, ladder }),
-        1 => (policy, any::<bool>()).prop_map(|(policy, invalid)| Event::Invalid { policy, invalid }),
-        1 => node.prop_map(|node| Event::DeleteReport { node }),
+        1 => (policy.clone(), any::<bool>()).prop_map(|(policy, invalid)| Event::Invalid { policy, invalid }),
+        1 => node.clone().prop_map(|node| Event::DeleteReport { node }),
+        1 => (policy, any::<bool>()).prop_map(|(policy, paused)| Event::PausePolicy { policy, paused }),
+        1 => (node, any::<bool>(), any::<bool>())
+            .prop_map(|(node, paused, malformed)| Event::PauseNode { node, paused, malformed }),
     ]
 }
 
@@ -306,6 +326,7 @@ fn sim_policy(i: usize) -> impl Strategy<Value = SimPolicy> {
                 cooldown_secs,
                 invalid: false,
                 storm: false,
+                paused: false,
             },
         )
 }
@@ -454,6 +475,28 @@ impl World {
             Event::Mode { policy, mode } => self.policies[policy].mode = mode_of(mode),
             Event::EditLadder { policy, ladder } => self.policies[policy].ladder = ladder,
             Event::Invalid { policy, invalid } => self.policies[policy].invalid = invalid,
+            Event::PausePolicy { policy, paused } => self.policies[policy].paused = paused,
+            Event::PauseNode {
+                node,
+                paused,
+                malformed,
+            } => {
+                let ann = self.nodes[node]
+                    .node
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(BTreeMap::new);
+                for k in PAUSE_ANNOTATIONS {
+                    ann.remove(k);
+                }
+                if paused {
+                    let mut a = pause_annotations("props", "sre", ts(self.now));
+                    if malformed {
+                        a.remove(PAUSED_AT_ANNOTATION);
+                    }
+                    ann.extend(a);
+                }
+            }
             Event::DeleteReport { node } => {
                 let r = &mut self.nodes[node].report;
                 r.spec = NodeHealthReportSpec::default();
@@ -802,8 +845,94 @@ impl World {
                 );
             }
 
-            // A cordon or taint nodemedic did not place is never removed.
+            // Nothing starts, and nothing nodemedic placed is undone, while
+            // the policy or the node is paused (invariant 10); a step in
+            // flight only settles.
             let f = NodeFacts::from_node(&n.node);
+            if sp.paused || f.pause.is_some() {
+                let newly_started: Vec<(ActionKind, u32)> = w
+                    .ahead
+                    .remediation
+                    .episodes
+                    .iter()
+                    .filter(|e| e.policy == sp.name)
+                    .flat_map(|e| {
+                        e.steps
+                            .iter()
+                            // A step that moved on from not started (none,
+                            // or Held): started, planned or ended at once.
+                            .filter(|s| s.phase != StepPhase::Held)
+                            .filter(|s| {
+                                let before = w
+                                    .before
+                                    .remediation
+                                    .episode(&e.policy, e.detector)
+                                    .and_then(|b| b.step(s.index, s.action));
+                                !before.is_some_and(|b| {
+                                    b.phase == StepPhase::Started || b.phase == s.phase
+                                })
+                            })
+                            .map(|s| (s.action, s.index))
+                    })
+                    .collect();
+                prop_assert!(
+                    newly_started.is_empty(),
+                    "steps {:?} of paused {} started on {} (policy paused: {}, node paused: {})",
+                    newly_started,
+                    sp.name,
+                    w.node,
+                    sp.paused,
+                    f.pause.is_some()
+                );
+                let forbidden: Vec<&Effect> = w
+                    .effects
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e,
+                            Effect::Uncordon { .. }
+                                | Effect::Untaint { .. }
+                                | Effect::Evict { .. }
+                                | Effect::Drain { .. }
+                        )
+                    })
+                    .collect();
+                prop_assert!(
+                    forbidden.is_empty(),
+                    "paused {} on {} acts: {:?}",
+                    sp.name,
+                    w.node,
+                    forbidden
+                );
+            }
+            let paused_owner = |owners: Vec<&String>| {
+                owners
+                    .iter()
+                    .any(|o| self.policies.iter().any(|p| &p.name == *o && p.paused))
+            };
+            for e in &w.effects {
+                match e {
+                    Effect::Uncordon { .. } => prop_assert!(
+                        !paused_owner(f.cordoned_by.iter().flatten().collect()),
+                        "uncordon of {} while a policy that holds the cordon is paused",
+                        w.node
+                    ),
+                    Effect::Untaint { key, effect, .. } => prop_assert!(
+                        !paused_owner(
+                            f.owned_taints
+                                .iter()
+                                .filter(|o| &o.key == key && o.effect == *effect)
+                                .flat_map(|o| o.policies.iter())
+                                .collect()
+                        ),
+                        "untaint of {} while a policy that holds the taint is paused",
+                        w.node
+                    ),
+                    _ => {}
+                }
+            }
+
+            // A cordon or taint nodemedic did not place is never removed.
             for e in &w.effects {
                 match e {
                     Effect::Uncordon { .. } => prop_assert!(

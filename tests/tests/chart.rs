@@ -729,6 +729,8 @@ const METRICS: &[&str] = &[
     "nodemedic_operator_reconcile_duration_seconds_bucket",
     "nodemedic_operator_reconcile_errors_total",
     "nodemedic_operator_is_leader",
+    "nodemedic_operator_pauses",
+    "nodemedic_operator_pause_start_timestamp_seconds",
 ];
 
 /// Every alert expression and every dashboard query is valid PromQL and uses only
@@ -794,6 +796,7 @@ async fn alerts_and_dashboard_queries_are_valid_promql() {
             "NodemedicFdExhaustionSoon",
             "NodemedicPidsExhaustionSoon",
             "NodemedicNodePidsExhaustionSoon",
+            "NodemedicRemediationPausedTooLong",
             "NodemedicOperatorNoLeader",
         ]
     );
@@ -2459,4 +2462,263 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).expect("copy file");
         }
     }
+}
+
+/// Issue 16: a pause is "recorded in the API with who paused". The chart's
+/// pause-attribution admission policy lets a request set or change
+/// `nodemedic.io/paused-by` only to its own username: two real identities
+/// (ServiceAccount tokens, both allowed by RBAC to patch policies and
+/// Nodes) against the real API server. A forged `paused-by` is refused with
+/// a clear message, a truthful one passes, an update that leaves it as it
+/// was passes whoever sends it, and anyone with update rights resumes.
+#[tokio::test]
+async fn a_pause_is_recorded_only_in_the_requesters_name() {
+    if skip_without_helm() {
+        return;
+    }
+    let cp = cp().await;
+    let inst = install_rbac_and_admission(cp, "chart-pause").await;
+    let ns = inst.namespace.as_str();
+    let pause_policy = format!(
+        "{}-operator-pause-attribution",
+        inst.policy.trim_end_matches("-agent-own-report")
+    );
+    let admin = cp.client().await.expect("admin client");
+
+    // Two SREs RBAC allows to pause policies and nodes.
+    let sre_role = unique_name("pause-sre");
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": sre_role},
+        "rules": [
+            {"apiGroups": ["nodemedic.io"], "resources": ["nodehealthpolicies"],
+             "verbs": ["get", "list", "create", "update", "patch"]},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "update", "patch"]},
+        ],
+    }))
+    .expect("role");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("SRE ClusterRole");
+    let (alice_sa, bob_sa) = (unique_name("alice"), unique_name("bob"));
+    let alice_user = format!("system:serviceaccount:{ns}:{alice_sa}");
+    let bob_user = format!("system:serviceaccount:{ns}:{bob_sa}");
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": sre_role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sre_role},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": alice_sa, "namespace": ns},
+            {"kind": "ServiceAccount", "name": bob_sa, "namespace": ns},
+        ],
+    }))
+    .expect("binding");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("SRE binding");
+    let alice = cp
+        .service_account_client(ns, &alice_sa)
+        .await
+        .expect("alice client");
+    let bob = cp
+        .service_account_client(ns, &bob_sa)
+        .await
+        .expect("bob client");
+
+    let node = cp.create_node("paused", &[]).await.expect("node");
+    let (admin_policies, pr) = policy_api(admin.clone());
+    let policy_name = unique_name("paused-policy");
+    admin_policies
+        .create(
+            &PostParams::default(),
+            &DynamicObject::new(&policy_name, &pr).data(json!({
+                "spec": {"mode": "Observe", "detectors": {"zombies": {}}},
+            })),
+        )
+        .await
+        .expect("admin creates a policy");
+    let (alice_policies, _) = policy_api(alice.clone());
+    let (bob_policies, _) = policy_api(bob.clone());
+    let alice_nodes: Api<Node> = Api::all(alice.clone());
+    let bob_nodes: Api<Node> = Api::all(bob.clone());
+    let pause = |by: &str| {
+        json!({"metadata": {"annotations": {
+            "nodemedic.io/paused": "kernel rollout",
+            "nodemedic.io/paused-by": by,
+            "nodemedic.io/paused-at": "2026-01-01T00:00:00Z",
+        }}})
+    };
+    let forged =
+        |who: &str, victim: &str| format!("{who} may not record a pause in the name of {victim}");
+
+    // Alice records a pause in Bob's name: refused (once the policy and
+    // RBAC have propagated). A dry run while waiting: a forged pause let
+    // through before the policy is active would be stored, and a retry
+    // that changes nothing is (rightly) not matched.
+    eventually("the pause policy refuses a forged paused-by", || {
+        let api = alice_policies.clone();
+        let name = policy_name.clone();
+        let body = pause(&bob_user);
+        let needle = forged(&alice_user, &bob_user);
+        async move {
+            match api
+                .patch(
+                    &name,
+                    &PatchParams::default().dry_run(),
+                    &Patch::Merge(&body),
+                )
+                .await
+            {
+                Err(KubeError::Api(s)) if s.code == 403 && s.message.contains(&needle) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_denied(
+        alice_policies
+            .patch(
+                &policy_name,
+                &PatchParams::default(),
+                &Patch::Merge(&pause(&bob_user)),
+            )
+            .await,
+        403,
+        &[
+            &format!("ValidatingAdmissionPolicy '{pause_policy}'"),
+            "nodemedic.io/paused-by records who paused remediation and must be the requester's own username",
+            &forged(&alice_user, &bob_user),
+        ],
+    );
+    assert_denied(
+        alice_nodes
+            .patch(
+                &node,
+                &PatchParams::default(),
+                &Patch::Merge(&pause(&bob_user)),
+            )
+            .await,
+        403,
+        &[&forged(&alice_user, &bob_user)],
+    );
+    // Nothing was recorded.
+    let stored = admin_policies.get(&policy_name).await.expect("policy");
+    assert!(
+        stored
+            .metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("nodemedic.io/paused")),
+        "{:?}",
+        stored.metadata.annotations
+    );
+
+    // In her own name: recorded, on the policy and on the Node.
+    let paused = alice_policies
+        .patch(
+            &policy_name,
+            &PatchParams::default(),
+            &Patch::Merge(&pause(&alice_user)),
+        )
+        .await
+        .expect("alice pauses the policy in her own name");
+    assert_eq!(
+        paused.metadata.annotations.as_ref().expect("annotations")["nodemedic.io/paused-by"],
+        alice_user
+    );
+    alice_nodes
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&pause(&alice_user)),
+        )
+        .await
+        .expect("alice pauses the node in her own name");
+
+    // Bob (or the kubelet, an agent, the operator) updates something else:
+    // paused-by stays Alice's, nothing is matched.
+    bob_nodes
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"rack": "r7"}}})),
+        )
+        .await
+        .expect("an update that leaves paused-by as it was passes");
+    bob_policies
+        .patch(
+            &policy_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"nodemedic.io/paused": "kernel rollout, wave 2"}}})),
+        )
+        .await
+        .expect("changing the reason alone passes");
+    // Bob takes the pause over in Alice's name: refused; in his own: passes.
+    assert_denied(
+        bob_policies
+            .patch(
+                &policy_name,
+                &PatchParams::default(),
+                &Patch::Merge(&pause(&format!("{alice_user}-x"))),
+            )
+            .await,
+        403,
+        &[&forged(&bob_user, &format!("{alice_user}-x"))],
+    );
+    bob_policies
+        .patch(
+            &policy_name,
+            &PatchParams::default(),
+            &Patch::Merge(&pause(&bob_user)),
+        )
+        .await
+        .expect("bob re-records the pause in his own name");
+
+    // Resume: anyone with update rights removes all three.
+    let resume = json!({"metadata": {"annotations": {
+        "nodemedic.io/paused": null, "nodemedic.io/paused-by": null, "nodemedic.io/paused-at": null,
+    }}});
+    let resumed = alice_policies
+        .patch(
+            &policy_name,
+            &PatchParams::default(),
+            &Patch::Merge(&resume),
+        )
+        .await
+        .expect("alice resumes bob's pause");
+    assert!(
+        resumed
+            .metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("nodemedic.io/paused-by"))
+    );
+    bob_nodes
+        .patch(&node, &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .expect("bob resumes alice's node pause");
+
+    // Creating an object already paused in someone else's name: refused,
+    // whoever asks (cluster-admin included).
+    let mut created = DynamicObject::new(&unique_name("born-paused"), &pr).data(json!({
+        "spec": {"mode": "Observe", "detectors": {"zombies": {}}},
+    }));
+    created.metadata.annotations = Some(
+        [
+            ("nodemedic.io/paused".to_owned(), String::new()),
+            ("nodemedic.io/paused-by".to_owned(), alice_user.clone()),
+        ]
+        .into(),
+    );
+    assert_denied(
+        admin_policies
+            .create(&PostParams::default(), &created)
+            .await,
+        403,
+        &["may not record a pause in the name of", &alice_user],
+    );
+    alice_policies
+        .create(&PostParams::default(), &created)
+        .await
+        .expect("alice creates a policy paused in her own name");
 }

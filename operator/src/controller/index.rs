@@ -21,6 +21,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use nodemedic_crds::conditions::{ConditionStatus, Detector, policy_condition};
+use nodemedic_crds::pause::{
+    PAUSE_ANNOTATIONS, PAUSED_ANNOTATION, PauseKind, pause_from_annotations_at,
+};
 use nodemedic_crds::remediation::{CORDONED_BY_ANNOTATION, TAINTED_BY_ANNOTATION};
 use nodemedic_crds::report::Findings;
 use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport};
@@ -75,7 +78,11 @@ pub fn trim_report(r: &mut NodeHealthReport) {
 pub fn trim_node(n: &mut Node) {
     n.metadata.managed_fields = None;
     if let Some(a) = n.metadata.annotations.as_mut() {
-        a.retain(|k, _| k == CORDONED_BY_ANNOTATION || k == TAINTED_BY_ANNOTATION);
+        a.retain(|k, _| {
+            k == CORDONED_BY_ANNOTATION
+                || k == TAINTED_BY_ANNOTATION
+                || PAUSE_ANNOTATIONS.contains(&k.as_str())
+        });
     }
     let spec = n.spec.take().unwrap_or_default();
     n.spec = Some(NodeSpec {
@@ -109,10 +116,19 @@ pub fn trim_ledger(l: &mut nodemedic_crds::NodeRemediation) {
     l.metadata.annotations = None;
 }
 
-/// Drops managed fields from a policy.
+/// Drops managed fields from a policy, and every annotation but the pause.
 pub fn trim_policy(p: &mut NodeHealthPolicy) {
     p.metadata.managed_fields = None;
-    p.metadata.annotations = None;
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.retain(|k, _| PAUSE_ANNOTATIONS.contains(&k.as_str()));
+    }
+    if p.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.is_empty())
+    {
+        p.metadata.annotations = None;
+    }
 }
 
 fn hash_of(value: impl Hash) -> u64 {
@@ -216,9 +232,36 @@ pub fn node_print(n: &Node) -> (u64, u64) {
     (labels, rest)
 }
 
-/// A policy's plan-relevant content for the others: generation and storm.
-pub fn policy_print(p: &NodeHealthPolicy) -> (Option<i64>, bool) {
-    (p.metadata.generation, storm_active(p))
+/// A policy's plan-relevant content: its generation and pause (its own
+/// plan), and for the others its storm and whether it is paused (a paused
+/// owner of a cordon holds it).
+pub fn policy_print(p: &NodeHealthPolicy) -> PolicyPrint {
+    let pause: Vec<(&String, &String)> = p
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| PAUSE_ANNOTATIONS.contains(&k.as_str()))
+        .collect();
+    PolicyPrint {
+        generation: p.metadata.generation,
+        pause: hash_of(pause),
+        storm: storm_active(p),
+        paused: p
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(PAUSED_ANNOTATION)),
+    }
+}
+
+/// See [`policy_print`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyPrint {
+    generation: Option<i64>,
+    pause: u64,
+    storm: bool,
+    paused: bool,
 }
 
 /// Whether a policy's status says StormActive=True.
@@ -253,7 +296,9 @@ pub struct Index {
     /// saw that state.
     clears: HashMap<String, BTreeMap<String, (Time, Timestamp)>>,
     nodes: HashMap<String, (u64, u64)>,
-    policies: HashMap<String, (Option<i64>, bool)>,
+    policies: HashMap<String, PolicyPrint>,
+    /// Pauses in effect, and when this process first saw each.
+    pauses: HashMap<(PauseKind, String), Timestamp>,
 }
 
 impl Index {
@@ -341,6 +386,26 @@ impl Index {
         self.scans.get(report).map(|(_, at)| *at)
     }
 
+    /// When the pause of a policy or node began, for the metrics (None:
+    /// not paused): the `paused-at` annotation; else, for a policy, the
+    /// start its status recorded; else when this process first saw it.
+    pub fn pause_start(
+        &mut self,
+        kind: PauseKind,
+        name: &str,
+        annotations: Option<&BTreeMap<String, String>>,
+        recorded: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let key = (kind, name.to_owned());
+        let Some(pause) = annotations.and_then(|a| pause_from_annotations_at(a, now)) else {
+            self.pauses.remove(&key);
+            return None;
+        };
+        let first_seen = *self.pauses.entry(key).or_insert(now);
+        Some(pause.since.or(recorded).unwrap_or(first_seen))
+    }
+
     /// A Node was applied or deleted.
     pub fn node(&mut self, n: &Node, deleted: bool) -> Affected {
         let name = n.metadata.name.clone().unwrap_or_default();
@@ -367,8 +432,10 @@ impl Index {
         let print = policy_print(p);
         match self.policies.insert(name.clone(), print) {
             None => Affected::All,
-            Some(old) if old.1 != print.1 => Affected::All,
-            Some(old) if old.0 != print.0 => Affected::Policies([name].into()),
+            Some(old) if old.storm != print.storm || old.paused != print.paused => Affected::All,
+            Some(old) if old.generation != print.generation || old.pause != print.pause => {
+                Affected::Policies([name].into())
+            }
             Some(_) => Affected::Nothing,
         }
     }

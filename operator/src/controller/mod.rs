@@ -28,6 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use nodemedic_crds::conditions::field_manager;
 use nodemedic_crds::lenient::{DescribeUndecodable, Lenient, Sieve};
+use nodemedic_crds::pause::{PauseKind, pause_from_annotations};
 use nodemedic_crds::policy::NodeHealthPolicyStatus;
 use nodemedic_crds::selector::selects;
 use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeRemediation};
@@ -405,6 +406,62 @@ struct Caches {
     >,
 }
 
+/// Keeps the pause metrics of one kind of object (policies or Nodes) in
+/// step with its watch: every replica exports them, leader or not.
+struct PauseTracker {
+    kind: PauseKind,
+    index: Arc<Mutex<Index>>,
+    metrics: Arc<Metrics>,
+    /// Names seen since a relist began.
+    relisted: BTreeSet<String>,
+}
+
+impl PauseTracker {
+    fn new(kind: PauseKind, index: Arc<Mutex<Index>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            kind,
+            index,
+            metrics,
+            relisted: BTreeSet::new(),
+        }
+    }
+
+    /// `recorded`: the start a policy's status recorded for its pause.
+    fn observe<K: Resource>(
+        &mut self,
+        event: &watcher::Event<K>,
+        recorded: impl Fn(&K) -> Option<Timestamp>,
+    ) {
+        let now = Timestamp::now();
+        let (obj, deleted) = match event {
+            watcher::Event::Init => {
+                self.relisted.clear();
+                return;
+            }
+            watcher::Event::InitDone => {
+                self.metrics.retain_pauses(self.kind, &self.relisted);
+                return;
+            }
+            watcher::Event::InitApply(o) => {
+                self.relisted
+                    .insert(o.meta().name.clone().unwrap_or_default());
+                (o, false)
+            }
+            watcher::Event::Apply(o) => (o, false),
+            watcher::Event::Delete(o) => (o, true),
+        };
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let annotations = obj.meta().annotations.as_ref().filter(|_| !deleted);
+        let start = self
+            .index
+            .lock()
+            .ok()
+            .and_then(|mut i| i.pause_start(self.kind, &name, annotations, recorded(obj), now));
+        self.metrics
+            .set_pause(self.kind, &name, start.map(|t| t.as_second()));
+    }
+}
+
 /// Starts the reflectors; each change asks for the reconciles it concerns.
 fn watch_caches(
     client: &Client,
@@ -434,11 +491,18 @@ fn watch_caches(
         let index = index.clone();
         let fire = fire.clone();
         let metrics = metrics.clone();
+        let mut pauses = PauseTracker::new(PauseKind::Policy, index.clone(), metrics.clone());
         spawn_reflector(
             &client,
             policy_config,
             index::trim_policy,
             move |ev| {
+                pauses.observe(ev, |p: &NodeHealthPolicy| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.paused.as_ref())
+                        .map(|p| p.since.0)
+                });
                 let affected = match ev {
                     watcher::Event::Apply(p) | watcher::Event::InitApply(p) => index
                         .lock()
@@ -486,11 +550,13 @@ fn watch_caches(
     let nodes = {
         let index = index.clone();
         let fire = fire.clone();
+        let mut pauses = PauseTracker::new(PauseKind::Node, index.clone(), metrics.clone());
         spawn_reflector::<Node, _>(
             &client,
             watcher::Config::default().any_semantic(),
             index::trim_node,
             move |ev| {
+                pauses.observe(ev, |_: &Node| None);
                 let affected = match ev {
                     watcher::Event::Apply(n) | watcher::Event::InitApply(n) => index
                         .lock()
@@ -689,8 +755,20 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
         }
         Err(e) => {
             tracing::warn!(policy = %name, error = %e, "policy cannot be acted on");
-            let status = status::invalid(policy.metadata.generation, &e, previous.as_ref(), now);
+            let pause = policy
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(pause_from_annotations);
+            let status = status::invalid(
+                policy.metadata.generation,
+                &e,
+                pause.as_ref(),
+                previous.as_ref(),
+                now,
+            );
             write_status(ctx, policy, &status, previous.as_ref()).await?;
+            announce_pause(ctx, policy, previous.as_ref(), &status).await;
             ctx.metrics.policy_gauges(&name, 0, 0, false);
             return Ok(Action::requeue(ctx.settings.resync));
         }
@@ -812,6 +890,7 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
 
     let status = status::build(&view, previous.as_ref(), &summary, &records, now);
     write_status(ctx, policy, &status, previous.as_ref()).await?;
+    announce_pause(ctx, policy, previous.as_ref(), &status).await;
     ctx.metrics
         .policy_gauges(&name, summary.unhealthy, summary.stale.len(), summary.storm);
     if let Some(e) = first_error {
@@ -819,6 +898,61 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
     }
     let wait = plan::elapsed(Timestamp::now(), wake_at).max(Duration::from_millis(500));
     Ok(Action::requeue(wait))
+}
+
+/// The Event and log line of a pause or resume, once per transition: the
+/// status written before (also by an earlier leader) records the pause.
+async fn announce_pause(
+    ctx: &Context,
+    policy: &NodeHealthPolicy,
+    previous: Option<&NodeHealthPolicyStatus>,
+    current: &NodeHealthPolicyStatus,
+) {
+    let name = policy.name_any();
+    let (reason, action, note) = match status::pause_transition(previous, current) {
+        None => return,
+        Some(status::PauseTransition::Paused(pause)) => {
+            tracing::info!(
+                policy = %name,
+                by = pause.by.as_deref().unwrap_or_default(),
+                since = %pause.since.0,
+                reason = %pause.reason,
+                problem = pause.problem.as_deref().unwrap_or_default(),
+                "policy paused: no new ladder step starts"
+            );
+            (
+                plan::EventReason::Paused,
+                "Pause",
+                format!(
+                    "remediation paused {}; no new ladder step starts until the nodemedic.io/paused annotation is removed",
+                    status::describe_pause(&pause)
+                ),
+            )
+        }
+        Some(status::PauseTransition::Resumed { paused_since }) => {
+            tracing::info!(policy = %name, paused_since = %paused_since.0, "policy resumed: the ladders continue");
+            (
+                plan::EventReason::Resumed,
+                "Resume",
+                format!(
+                    "remediation resumed (paused since {}); steps that came due meanwhile run in ladder order, within the budgets",
+                    paused_since.0
+                ),
+            )
+        }
+    };
+    let reference = policy.object_ref(&());
+    ctx.metrics.write("events", "create");
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: reason.as_str().to_owned(),
+        note: Some(plan::truncate_note(&note)),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(policy = %name, reason = %reason, error = %e, "publishing an Event");
+    }
 }
 
 async fn write_status(

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::conditions::{ConditionStatus, Detector};
 use nodemedic_crds::duration::parse_duration;
+use nodemedic_crds::pause::{Pause, pause_from_annotations};
 use nodemedic_crds::policy::TaintEffect;
 use nodemedic_crds::remediation::{
     CORDONED_BY_ANNOTATION, Episode, OwnedTaint, TAINTED_BY_ANNOTATION,
@@ -33,6 +34,9 @@ pub struct NodeFacts {
     pub owned_taints: Vec<OwnedTaint>,
     /// nodemedic's Node conditions: detector → (True?, lastTransitionTime).
     pub conditions: Vec<(Detector, bool, Option<Timestamp>)>,
+    /// The node is paused (its `nodemedic.io/paused` annotation): no new
+    /// ladder step of any policy starts there and nothing is undone.
+    pub pause: Option<Pause>,
 }
 
 impl NodeFacts {
@@ -73,6 +77,7 @@ impl NodeFacts {
             taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
             owned_taints,
             conditions,
+            pause: annotations.and_then(pause_from_annotations),
         }
     }
 
@@ -90,6 +95,15 @@ impl NodeFacts {
             .find(|(d, _, _)| *d == detector)
             .map(|(_, s, _)| *s)
     }
+}
+
+/// The pause a Node carries, if any (its `nodemedic.io/paused` annotation).
+pub fn node_pause(node: Option<&Node>) -> Option<Pause> {
+    node?
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(pause_from_annotations)
 }
 
 /// The API string of a taint effect.

@@ -160,6 +160,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     for (i, n) in input.nodes.iter().enumerate() {
         if n.selected {
             summary.matched += 1;
+            if facts::node_pause(n.node).is_some() {
+                summary.paused_nodes.push(n.name.to_owned());
+            }
         }
         // Not known to be healthy (no report, or a stale one): a
         // remediation taken there is still in progress.
@@ -289,6 +292,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             escalation: None,
             stale: true,
             scope: None,
+            paused: summary.paused_nodes.contains(name),
         });
     }
     for i in healthy_names {
@@ -302,6 +306,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             escalation: None,
             stale: false,
             scope: None,
+            paused: facts::node_pause(input.nodes[i].node).is_some(),
         });
     }
     summaries.truncate(50);

@@ -347,6 +347,8 @@ pub struct NodeSummary {
     /// Pod (with its culprit) when every firing detector's problem is in
     /// the same pod, else Node.
     pub scope: Option<(ProblemScope, Option<String>)>,
+    /// The Node carries a pause (`nodemedic.io/paused`).
+    pub paused: bool,
 }
 
 /// Counts and lists for the policy status and metrics.
@@ -365,6 +367,8 @@ pub struct Summary {
     pub actions_last_24h: u32,
     /// Unhealthy first, then stale, then healthy; at most 50.
     pub nodes: Vec<NodeSummary>,
+    /// Selected nodes that carry a pause, by name.
+    pub paused_nodes: Vec<String>,
 }
 
 /// The decision for one policy.

@@ -265,6 +265,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
                 escalation: escalation(&episodes, p.mode),
                 stale: false,
                 scope: facts::node_scope(firing.iter().map(|(_, c)| *c)),
+                paused: hold::node_paused(&cx),
             });
         }
 
@@ -556,6 +557,13 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
         wake: &mut Wake,
     ) -> Option<String> {
         let now = self.now();
+        if (hold::node_paused(cx) && !self.input.deleting)
+            || owners.iter().any(|o| self.policy_paused(o))
+        {
+            // Paused: the node stays as it is (a deleted policy still
+            // releases what it holds). The resume reconciles again.
+            return None;
+        }
         let mut latest: Option<Timestamp> = None;
         for owner in owners {
             if self.input.invalid.contains(owner) {

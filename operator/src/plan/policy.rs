@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nodemedic_crds::conditions::Detector;
 use nodemedic_crds::duration::{DurationError, parse_duration};
+use nodemedic_crds::pause::{Pause, pause_from_annotations};
 use nodemedic_crds::policy::{
     ActionKind, ActionStep, DrainOptions, ParentSignal, StepScope, TaintEffect, TaintTemplate,
 };
@@ -165,6 +166,9 @@ pub struct PolicyView {
     /// Ladders of the configured detectors (empty = report only).
     pub ladders: BTreeMap<Detector, Vec<Step>>,
     pub safety: SafetyView,
+    /// The policy is paused (its `nodemedic.io/paused` annotation): no new
+    /// ladder step starts and nothing it placed is undone.
+    pub pause: Option<Pause>,
 }
 
 impl PolicyView {
@@ -212,6 +216,11 @@ impl PolicyView {
                 protected_processes: s.protected_processes.clone(),
                 uncordon_when_healthy: s.uncordon_when_healthy,
             },
+            pause: policy
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(pause_from_annotations),
         })
     }
 

@@ -29,10 +29,12 @@ pub enum HoldReason {
     PodContained,
     /// A step for problems in one pod, and the problem is node-wide.
     NodeWide,
+    /// The policy or the node is paused (`nodemedic.io/paused`).
+    Paused,
 }
 
 impl HoldReason {
-    pub const ALL: [HoldReason; 10] = [
+    pub const ALL: [HoldReason; 11] = [
         HoldReason::NoTarget,
         HoldReason::ExcludedNamespace,
         HoldReason::ProtectedProcess,
@@ -43,6 +45,7 @@ impl HoldReason {
         HoldReason::MaxSignalsPerHour,
         HoldReason::PodContained,
         HoldReason::NodeWide,
+        HoldReason::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl HoldReason {
             HoldReason::MaxSignalsPerHour => "MaxSignalsPerHour",
             HoldReason::PodContained => "PodContained",
             HoldReason::NodeWide => "NodeWide",
+            HoldReason::Paused => "Paused",
         }
     }
 }
@@ -121,10 +125,14 @@ pub enum EventReason {
     NodeUncordoned,
     NodeUntainted,
     NeedsAttention,
+    /// On the policy: the operator saw the policy paused.
+    Paused,
+    /// On the policy: the operator saw the policy's pause lifted.
+    Resumed,
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 19] = [
+    pub const ALL: [EventReason; 21] = [
         EventReason::Detected(Detector::Zombies),
         EventReason::Detected(Detector::HungTasks),
         EventReason::Detected(Detector::FdLeak),
@@ -144,6 +152,8 @@ impl EventReason {
         EventReason::NodeUncordoned,
         EventReason::NodeUntainted,
         EventReason::NeedsAttention,
+        EventReason::Paused,
+        EventReason::Resumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +177,8 @@ impl EventReason {
             EventReason::NodeUncordoned => "NodeUncordoned",
             EventReason::NodeUntainted => "NodeUntainted",
             EventReason::NeedsAttention => "NeedsAttention",
+            EventReason::Paused => "Paused",
+            EventReason::Resumed => "Resumed",
         }
     }
 }

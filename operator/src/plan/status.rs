@@ -6,10 +6,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use nodemedic_crds::PolicyMode;
 use nodemedic_crds::conditions::policy_condition;
-use nodemedic_crds::policy::{ActionRecord, NodeHealthPolicyStatus, PolicyNodeSummary};
+use nodemedic_crds::pause::Pause;
+use nodemedic_crds::policy::{
+    ActionRecord, NodeHealthPolicyStatus, PolicyNodeSummary, PolicyPause,
+};
 
-use super::Summary;
 use super::policy::{PolicyError, PolicyView};
+use super::{HoldReason, Summary, truncate_note};
 
 /// Bound of `status.recentActions`.
 pub const MAX_RECENT_ACTIONS: usize = 20;
@@ -19,6 +22,102 @@ pub const MAX_NODES: usize = 50;
 /// Names listed in a condition message before "and N more".
 const MAX_NAMED: usize = 10;
 
+/// The policy's pause as the status records it: the annotations' time or,
+/// when they give none that is usable, when the operator first saw the
+/// pause (kept in the status, so it survives operator restarts).
+pub fn recorded_pause(
+    pause: Option<&Pause>,
+    previous: Option<&NodeHealthPolicyStatus>,
+    now: Timestamp,
+) -> Option<PolicyPause> {
+    let pause = pause?.clone().checked_at(now);
+    let first_seen = previous
+        .and_then(|p| p.paused.as_ref())
+        .map_or(now, |p| p.since.0);
+    Some(PolicyPause {
+        reason: pause.reason.clone(),
+        by: pause.by.clone(),
+        since: Time(pause.since_or(first_seen)),
+        problem: pause.problem,
+    })
+}
+
+/// A pause changed between two statuses: the Event and log line to
+/// publish (once per transition: the previous status is the record).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PauseTransition {
+    Paused(PolicyPause),
+    Resumed { paused_since: Time },
+}
+
+/// The transition from `previous` to `current`, if any.
+pub fn pause_transition(
+    previous: Option<&NodeHealthPolicyStatus>,
+    current: &NodeHealthPolicyStatus,
+) -> Option<PauseTransition> {
+    match (previous.and_then(|p| p.paused.as_ref()), &current.paused) {
+        (None, Some(now)) => Some(PauseTransition::Paused(now.clone())),
+        (Some(before), None) => Some(PauseTransition::Resumed {
+            paused_since: before.since.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// "by alice since 2025-06-01T12:00:00Z: kernel upgrade".
+pub fn describe_pause(pause: &PolicyPause) -> String {
+    let mut text = String::new();
+    if let Some(by) = &pause.by {
+        text.push_str(&format!("by {by} "));
+    }
+    text.push_str(&format!("since {}", pause.since.0));
+    if !pause.reason.is_empty() {
+        text.push_str(&format!(": {}", pause.reason));
+    }
+    if let Some(problem) = &pause.problem {
+        text.push_str(&format!(" (annotation problem: {problem})"));
+    }
+    text
+}
+
+fn paused_condition(
+    prev_conditions: &[Condition],
+    pause: Option<&PolicyPause>,
+    summary: &Summary,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let (status, reason, message) = match pause {
+        Some(pause) => (
+            true,
+            "PolicyPaused",
+            format!(
+                "paused {}; no new ladder step starts on any of its nodes (steps in flight finish) until the nodemedic.io/paused annotation is removed",
+                describe_pause(pause)
+            ),
+        ),
+        None if !summary.paused_nodes.is_empty() => (
+            false,
+            "NodesPaused",
+            format!(
+                "the policy is not paused; no new step starts on {} paused node(s): {}",
+                summary.paused_nodes.len(),
+                names(&summary.paused_nodes)
+            ),
+        ),
+        None => (false, "NotPaused", "not paused".to_owned()),
+    };
+    condition(
+        prev_conditions,
+        policy_condition::PAUSED,
+        status,
+        reason,
+        truncate_note(&message),
+        generation,
+        now,
+    )
+}
+
 /// Status of a valid policy.
 pub fn build(
     policy: &PolicyView,
@@ -27,6 +126,7 @@ pub fn build(
     records: &[ActionRecord],
     now: Timestamp,
 ) -> NodeHealthPolicyStatus {
+    let paused = recorded_pause(policy.pause.as_ref(), previous, now);
     let generation = policy.generation;
     let prev_conditions = previous
         .map(|p| p.conditions.as_slice())
@@ -117,6 +217,9 @@ pub fn build(
         now,
     );
 
+    let paused_condition =
+        paused_condition(prev_conditions, paused.as_ref(), summary, generation, now);
+
     let mut recent: Vec<ActionRecord> = records.iter().rev().cloned().collect();
     if let Some(prev) = previous {
         recent.extend(prev.recent_actions.iter().cloned());
@@ -125,7 +228,7 @@ pub fn build(
 
     NodeHealthPolicyStatus {
         observed_generation: generation,
-        conditions: vec![ready, storm, degraded],
+        conditions: vec![ready, storm, degraded, paused_condition],
         matched_nodes: summary.matched,
         unhealthy_nodes: summary.unhealthy,
         actions_last24h: summary.actions_last_24h,
@@ -144,17 +247,20 @@ pub fn build(
                 },
                 scope: n.scope.as_ref().map(|(s, _)| *s),
                 culprit: n.scope.as_ref().and_then(|(_, c)| c.clone()),
+                held: n.paused.then(|| HoldReason::Paused.as_str().to_owned()),
             })
             .collect(),
         recent_actions: recent,
+        paused,
     }
 }
 
 /// Status of a policy that cannot be acted on: Ready=False, nothing else
-/// claimed.
+/// claimed but its pause (read from its annotations).
 pub fn invalid(
     generation: Option<i64>,
     error: &PolicyError,
+    pause: Option<&Pause>,
     previous: Option<&NodeHealthPolicyStatus>,
     now: Timestamp,
 ) -> NodeHealthPolicyStatus {
@@ -179,6 +285,7 @@ pub fn invalid(
         recent_actions: previous
             .map(|p| p.recent_actions.clone())
             .unwrap_or_default(),
+        paused: recorded_pause(pause, previous, now),
     }
 }
 

@@ -1441,7 +1441,7 @@ fn an_invalid_selector_makes_the_policy_unready() {
     });
     let err = PolicyView::from_policy(&p.policy).unwrap_err();
     assert_eq!(err.reason(), "InvalidSelector");
-    let status = status::invalid(Some(1), &err, None, t(NOW));
+    let status = status::invalid(Some(1), &err, None, None, t(NOW));
     assert_eq!(status.conditions[0].status, "False");
     assert!(
         status.conditions[0].message.contains("unknown operator"),
@@ -2288,4 +2288,371 @@ fn a_pod_scoped_step_waits_while_the_problem_is_node_wide() {
         work(&plan, "a").unwrap().effects.as_slice(),
         [Effect::Evict { .. }]
     ));
+}
+
+// ---- Pausing (docs/operator.md, "Pausing remediation") ----
+
+fn pause_annotations(reason: &str) -> BTreeMap<String, String> {
+    nodemedic_crds::pause::pause_annotations(reason, "alice", t(NOW - 3600))
+}
+
+fn paused_policy(mut p: P) -> P {
+    p.policy.metadata.annotations = Some(pause_annotations("kernel rollout"));
+    p
+}
+
+fn paused_node(mut n: Node) -> Node {
+    n.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .extend(pause_annotations("hardware check"));
+    n
+}
+
+fn every_action_ladder() -> Vec<ActionStep> {
+    vec![
+        step(ActionKind::Event, "0s"),
+        step(ActionKind::NodeCondition, "0s"),
+        step(ActionKind::SignalParent, "0s"),
+        step(ActionKind::EvictPod, "0s"),
+        step(ActionKind::Taint, "0s"),
+        step(ActionKind::Cordon, "0s"),
+        step(ActionKind::Drain, "0s"),
+        step(ActionKind::RequestReboot, "0s"),
+    ]
+}
+
+#[test]
+fn a_paused_policy_holds_every_step_with_paused() {
+    let p = paused_policy(policy("p", PolicyMode::Enforce, every_action_ladder())).view();
+    assert!(p.pause.is_some());
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    assert!(w.effects.is_empty(), "{:?}", w.effects);
+    assert!(w.ahead.action_requests.is_empty());
+    assert!(!w.write_ahead);
+    let steps = steps_of(w, "p");
+    assert_eq!(steps.len(), 8, "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .all(|(_, phase, reason)| *phase == StepPhase::Held && *reason == Some("Paused")),
+        "{steps:?}"
+    );
+    assert!(w.ahead.remediation.history.is_empty(), "no budget used");
+    assert_eq!(w.notices.len(), 8);
+    assert!(w.notices.iter().all(|n| {
+        n.reason == EventReason::RemediationHeld
+            && n.note
+                .contains("paused on policy p by alice (kernel rollout)")
+    }));
+    assert!(
+        plan.records()
+            .iter()
+            .all(|r| r.outcome == ActionOutcome::Skipped)
+    );
+
+    // Held once: planning again from the written state changes nothing.
+    apply_ok(&plan, &p, &mut nodes);
+    let again = run_at(&p, &[], &nodes, t(NOW + 600));
+    assert!(again.work.is_empty(), "{:?}", again.work);
+
+    // DryRun plans nothing either while paused.
+    let dry = paused_policy(policy("p", PolicyMode::DryRun, every_action_ladder())).view();
+    let plan = run(&dry, &[], &[(node("a"), Some(firing("a", "p", NOW - 100)))]);
+    let w = work(&plan, "a").unwrap();
+    assert!(
+        steps_of(w, "p")
+            .iter()
+            .all(|(_, phase, reason)| *phase == StepPhase::Held && *reason == Some("Paused"))
+    );
+    assert!(
+        w.notices
+            .iter()
+            .all(|n| n.reason != EventReason::RemediationPlanned)
+    );
+}
+
+#[test]
+fn a_node_pause_holds_only_that_node() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![
+            step(ActionKind::Event, "0s"),
+            step(ActionKind::Cordon, "0s"),
+        ],
+    )
+    .view();
+    let nodes = vec![
+        (paused_node(node("a")), Some(firing("a", "p", NOW - 100))),
+        (node("b"), Some(firing("b", "p", NOW - 100))),
+        (paused_node(node("c")), Some(report("c", vec![]))),
+    ];
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(cordons(&plan), ["b"]);
+    let a = work(&plan, "a").unwrap();
+    assert!(a.effects.is_empty(), "{:?}", a.effects);
+    assert_eq!(
+        steps_of(a, "p"),
+        [
+            (ActionKind::Event, StepPhase::Held, Some("Paused")),
+            (ActionKind::Cordon, StepPhase::Held, Some("Paused")),
+        ]
+    );
+    assert!(
+        a.notices
+            .iter()
+            .all(|n| n.note.contains("paused on node a"))
+    );
+    let b = work(&plan, "b").unwrap();
+    assert!(
+        steps_of(b, "p")
+            .iter()
+            .all(|(_, phase, _)| *phase == StepPhase::Started)
+    );
+    // Visible in the summary: every paused selected node, healthy or not.
+    assert_eq!(plan.summary.paused_nodes, ["a", "c"]);
+    let paused: Vec<(&str, bool)> = plan
+        .summary
+        .nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.paused))
+        .collect();
+    assert_eq!(paused, [("a", true), ("b", false), ("c", true)]);
+}
+
+#[test]
+fn nothing_nodemedic_placed_is_undone_while_paused() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    );
+    let healthy = report("a", vec![cond("p", false, NOW - 3600)]);
+    let ours = cordoned(node("a"), Some("p"));
+    let uncordons = |plan: &Plan| {
+        plan.work
+            .iter()
+            .flat_map(|w| w.effects.iter())
+            .filter(|e| matches!(e, Effect::Uncordon { .. }))
+            .count()
+    };
+    // Not paused: uncordoned (the control that makes the rest meaningful).
+    let plan = run(&p.view(), &[], &[(ours.clone(), Some(healthy.clone()))]);
+    assert_eq!(uncordons(&plan), 1);
+    // The policy paused.
+    let pp = paused_policy(policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Cordon, "0s")],
+    ))
+    .view();
+    let plan = run(&pp, &[], &[(ours.clone(), Some(healthy.clone()))]);
+    assert_eq!(uncordons(&plan), 0, "{:?}", plan.work);
+    // The node paused.
+    let plan = run(
+        &p.view(),
+        &[],
+        &[(paused_node(ours.clone()), Some(healthy.clone()))],
+    );
+    assert_eq!(uncordons(&plan), 0, "{:?}", plan.work);
+    // Another owner of the cordon paused: it still holds the cordon.
+    let q = paused_policy(policy("q", PolicyMode::Enforce, vec![])).view();
+    let both = cordoned(node("a"), Some("p,q"));
+    let healthy = report(
+        "a",
+        vec![cond("p", false, NOW - 3600), cond("q", false, NOW - 3600)],
+    );
+    let plan = run(
+        &p.view(),
+        &[OtherPolicy {
+            view: Arc::new(q.clone()),
+            storm_active: false,
+        }],
+        &[(both.clone(), Some(healthy.clone()))],
+    );
+    assert_eq!(uncordons(&plan), 0, "{:?}", plan.work);
+    let mut q_resumed = q;
+    q_resumed.pause = None;
+    let plan = run(
+        &p.view(),
+        &[OtherPolicy {
+            view: Arc::new(q_resumed),
+            storm_active: false,
+        }],
+        &[(both, Some(healthy))],
+    );
+    assert_eq!(uncordons(&plan), 1);
+}
+
+#[test]
+fn a_resumed_ladder_continues_from_the_next_step() {
+    let ladder = vec![
+        step(ActionKind::Event, "0s"),
+        step(ActionKind::Cordon, "60s"),
+        step(ActionKind::Taint, "120s"),
+    ];
+    let p = policy("p", PolicyMode::Enforce, ladder.clone()).view();
+    let pp = paused_policy(policy("p", PolicyMode::Enforce, ladder)).view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 10)))];
+    let effects = |plan: &Plan| -> Vec<&'static str> {
+        plan.work
+            .iter()
+            .flat_map(|w| w.effects.iter())
+            .map(|e| match e {
+                Effect::Event { .. } => "Event",
+                Effect::Cordon { .. } => "Cordon",
+                Effect::Taint { .. } => "Taint",
+                _ => "other",
+            })
+            .collect()
+    };
+
+    // The first step runs.
+    let plan = run(&p, &[], &nodes);
+    assert_eq!(effects(&plan), ["Event"]);
+    apply_ok(&plan, &p, &mut nodes);
+
+    // Paused: the Cordon comes due (at NOW + 50) and is held.
+    let plan = run_at(&pp, &[], &nodes, t(NOW + 100));
+    assert!(effects(&plan).is_empty());
+    assert_eq!(
+        steps_of(work(&plan, "a").unwrap(), "p"),
+        [
+            (ActionKind::Event, StepPhase::Done, None),
+            (ActionKind::Cordon, StepPhase::Held, Some("Paused")),
+        ]
+    );
+    apply_ok(&plan, &pp, &mut nodes);
+    // Still paused when the Taint comes due too: nothing.
+    let plan = run_at(&pp, &[], &nodes, t(NOW + 300));
+    assert!(effects(&plan).is_empty(), "{:?}", plan.work);
+    assert!(
+        plan.work.iter().all(|w| w.effects.is_empty()),
+        "{:?}",
+        plan.work
+    );
+    apply_ok(&plan, &pp, &mut nodes);
+
+    // Resumed: the overdue steps run in ladder order, the Event is not
+    // repeated.
+    let plan = run_at(&p, &[], &nodes, t(NOW + 300));
+    assert_eq!(effects(&plan), ["Cordon", "Taint"]);
+    apply_ok(&plan, &p, &mut nodes);
+    let after = run_at(&p, &[], &nodes, t(NOW + 400));
+    assert!(effects(&after).is_empty(), "{:?}", after.work);
+    let state = &nodes[0].1.as_ref().unwrap().spec.remediation;
+    let steps: Vec<(ActionKind, StepPhase)> = state
+        .episode("p", Detector::Zombies)
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| (s.action, s.phase))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (ActionKind::Event, StepPhase::Done),
+            (ActionKind::Cordon, StepPhase::Done),
+            (ActionKind::Taint, StepPhase::Done),
+        ]
+    );
+}
+
+#[test]
+fn a_drain_in_flight_starts_no_pass_while_paused_and_times_out() {
+    let ladder = vec![step(ActionKind::Drain, "0s")];
+    let p = policy("p", PolicyMode::Enforce, ladder.clone()).view();
+    let pp = paused_policy(policy("p", PolicyMode::Enforce, ladder)).view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    // The first pass is blocked by a PodDisruptionBudget: the step stays
+    // Started.
+    let outcomes = vec![EffectOutcome::Drained {
+        progress: Default::default(),
+        end: DrainPassEnd::Blocked,
+        message: "1 refused".into(),
+    }];
+    let (spec, _, _) = settle(w, &outcomes, &p, &Settings::default(), t(NOW));
+    nodes[0].1.as_mut().unwrap().spec = as_spec(&spec);
+    let drains = |plan: &Plan| {
+        plan.work
+            .iter()
+            .flat_map(|w| w.effects.iter())
+            .filter(|e| matches!(e, Effect::Drain { .. }))
+            .count()
+    };
+    // Not paused, the next pass follows its backoff.
+    assert_eq!(drains(&run_at(&p, &[], &nodes, t(NOW + 10))), 1);
+    // Paused: no pass, and a wake-up at the drain's timeout (120s here).
+    let plan = run_at(&pp, &[], &nodes, t(NOW + 10));
+    assert_eq!(drains(&plan), 0);
+    assert!(plan.work.is_empty(), "{:?}", plan.work);
+    assert_eq!(plan.wake_at, t(NOW + 120));
+    // Past the timeout while paused: Failed, as a refused drain would.
+    let plan = run_at(&pp, &[], &nodes, t(NOW + 120));
+    assert_eq!(drains(&plan), 0);
+    let w = work(&plan, "a").unwrap();
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::Drain, StepPhase::Failed, Some("Timeout"))]
+    );
+    assert!(
+        w.notices
+            .iter()
+            .any(|n| n.reason == EventReason::RemediationFailed && n.note.contains("paused"))
+    );
+}
+
+#[test]
+fn a_request_in_flight_settles_while_paused() {
+    let ladder = vec![
+        step(ActionKind::SignalParent, "0s"),
+        step(ActionKind::Cordon, "0s"),
+    ];
+    let p = policy("p", PolicyMode::Enforce, ladder.clone())
+        .safety(|s| s.cooldown = KubeDuration::from_static("1m"))
+        .view();
+    let pp = paused_policy(
+        policy("p", PolicyMode::Enforce, ladder)
+            .safety(|s| s.cooldown = KubeDuration::from_static("1m")),
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    apply_ok(&plan, &p, &mut nodes);
+    let id = nodes[0].1.as_ref().unwrap().spec.action_requests[0]
+        .id
+        .clone();
+    nodes[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .action_results
+        .push(ActionResult {
+            id,
+            outcome: ActionResultOutcome::Signalled,
+            reason: None,
+            message: "SIGTERM delivered".into(),
+            completed_at: Time(t(NOW)),
+            follow_up: None,
+        });
+    // Paused after the cooldown: the signal's result is taken up, the
+    // Cordon does not start.
+    let plan = run_at(&pp, &[], &nodes, t(NOW + 120));
+    let w = work(&plan, "a").unwrap();
+    assert_eq!(
+        steps_of(w, "p"),
+        [
+            (ActionKind::SignalParent, StepPhase::Done, None),
+            (ActionKind::Cordon, StepPhase::Held, Some("Paused")),
+        ]
+    );
+    assert!(cordons(&plan).is_empty());
 }

@@ -4,6 +4,8 @@
 //! the node has no evictable pod or the drain's timeout.
 
 use nodemedic_crds::PolicyMode;
+use nodemedic_crds::duration::format_duration;
+use nodemedic_crds::policy::ActionOutcome;
 use nodemedic_crds::remediation::DrainProgress;
 
 use super::hold::Hold;
@@ -136,6 +138,73 @@ impl NodePlanner<'_, '_> {
             pod: target,
             exclusions,
         });
+    }
+}
+
+impl NodePlanner<'_, '_> {
+    /// A Started eviction or drain while paused: no further attempt or
+    /// pass starts (a pass already running finishes in the background and
+    /// is taken up after the resume), and the step's timeout keeps
+    /// counting: past it, the step ends Failed (`Timeout`) as it would
+    /// had every attempt been refused.
+    pub(super) fn paused_eviction(
+        &mut self,
+        cx: &mut NodeCtx<'_>,
+        episode: &mut Episode,
+        step: &Step,
+        mut rec: StepRecord,
+        wake: &mut Wake,
+    ) {
+        let p = self.policy();
+        let now = self.now();
+        if p.mode != PolicyMode::Enforce {
+            return;
+        }
+        let timeout = if step.action == ActionKind::Drain {
+            self.input.settings.drain_timeout
+        } else {
+            self.input.settings.eviction_timeout
+        };
+        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
+        let deadline = plus(started, timeout);
+        if now < deadline {
+            wake.at(deadline);
+            return;
+        }
+        let what = if step.action == ActionKind::Drain {
+            "drain"
+        } else {
+            "eviction"
+        };
+        let message = format!(
+            "{what} did not finish within {}: remediation is paused, so no further {} was started",
+            format_duration(timeout),
+            if step.action == ActionKind::Drain {
+                "pass"
+            } else {
+                "attempt"
+            }
+        );
+        let pod = rec.pod.as_ref().map(|t| PodRef {
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            uid: Some(t.uid.clone()),
+        });
+        rec.phase = StepPhase::Failed;
+        rec.since = Time(now);
+        rec.reason = Some(EndReason::Timeout.as_str().into());
+        rec.message = Some(truncate_note(&message));
+        upsert_step(episode, rec);
+        let sref = StepRef::of(&p.name, episode.detector, step);
+        self.record(
+            cx,
+            &sref,
+            Some(ActionOutcome::Failed),
+            &message,
+            pod,
+            true,
+            EventReason::RemediationFailed,
+        );
     }
 }
 

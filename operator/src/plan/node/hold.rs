@@ -45,6 +45,45 @@ pub(super) fn node_missing() -> Hold {
 }
 
 impl NodePlanner<'_, '_> {
+    /// The pause that holds every new step of this policy on this node: the
+    /// policy's own, else the node's. It comes before every other hold (no
+    /// target is resolved, nothing is skipped while paused) and holds every
+    /// action kind, Event and NodeCondition included.
+    pub(super) fn pause_hold(&self, cx: &NodeCtx<'_>) -> Option<Hold> {
+        let p = self.policy();
+        let (what, pause) = match (&p.pause, cx.facts.as_ref().and_then(|f| f.pause.as_ref())) {
+            (Some(pause), _) => (format!("policy {}", p.name), pause),
+            (None, Some(pause)) => (format!("node {}", cx.name), pause),
+            (None, None) => return None,
+        };
+        Some(Hold::wait(
+            HoldReason::Paused,
+            truncate_note(&format!(
+                "remediation is paused on {what}{}; no new step starts until it is resumed",
+                pause_detail(pause)
+            )),
+        ))
+    }
+
+    /// Whether this policy's remediation on this node is paused (by the
+    /// policy or by the node).
+    pub(super) fn paused_here(&self, cx: &NodeCtx<'_>) -> bool {
+        self.policy().pause.is_some() || node_paused(cx)
+    }
+
+    /// Whether policy `name` is paused, as far as this reconcile knows (its
+    /// own view, or another policy's).
+    pub(super) fn policy_paused(&self, name: &str) -> bool {
+        let p = self.policy();
+        if p.name == name {
+            return p.pause.is_some() && !self.input.deleting;
+        }
+        self.input
+            .others
+            .iter()
+            .any(|o| o.view.name == name && o.view.pause.is_some())
+    }
+
     /// Budget checks for a disruptive action on this node.
     pub(super) fn budget_hold(
         &self,
@@ -173,4 +212,21 @@ fn pod_level_tried(episode: &Episode) -> bool {
         matches!(s.action, ActionKind::SignalParent | ActionKind::EvictPod)
             && matches!(s.phase, StepPhase::Done | StepPhase::Failed)
     })
+}
+
+/// The node carries a pause.
+pub(super) fn node_paused(cx: &NodeCtx<'_>) -> bool {
+    cx.facts.as_ref().is_some_and(|f| f.pause.is_some())
+}
+
+/// " by alice (kernel upgrade)" for messages.
+fn pause_detail(pause: &nodemedic_crds::pause::Pause) -> String {
+    let mut text = String::new();
+    if let Some(by) = &pause.by {
+        text.push_str(&format!(" by {by}"));
+    }
+    if !pause.reason.is_empty() {
+        text.push_str(&format!(" ({})", pause.reason));
+    }
+    text
 }

@@ -53,6 +53,12 @@ impl NodePlanner<'_, '_> {
     ) {
         let p = self.policy();
         let detector = episode.detector;
+        if let Some(hold) = self.pause_hold(cx) {
+            // Paused: nothing new starts, whatever the action (docs/operator.md, "Pausing").
+            let sref = StepRef::of(&p.name, detector, step);
+            self.hold_step(cx, episode, step, &sref, record, hold, Resolved::default());
+            return;
+        }
         // The culprit of a pod-contained problem first, else the pod the
         // findings attribute.
         let attributed = facts::culprit_pod(cond)
@@ -242,6 +248,9 @@ impl NodePlanner<'_, '_> {
         match step.action {
             ActionKind::SignalParent | ActionKind::RequestReboot => {
                 self.resume_request(cx, episode, step, rec, wake);
+            }
+            ActionKind::EvictPod | ActionKind::Drain if self.paused_here(cx) => {
+                self.paused_eviction(cx, episode, step, rec, wake);
             }
             ActionKind::EvictPod | ActionKind::Drain => {
                 self.resume_eviction(cx, episode, step, &rec, wake);
