@@ -336,7 +336,11 @@ async fn simulate_projects_what_the_operator_then_does() {
     });
     let file = w.cp.dir().join(format!("{policy}.yaml"));
     std::fs::write(&file, serde_yaml::to_string(&doc).unwrap()).unwrap();
-    let (_, table, _) = run(&w, &["simulate", "-f", file.to_str().unwrap(), "--horizon", "1m"]).await;
+    let (_, table, _) = run(
+        &w,
+        &["simulate", "-f", file.to_str().unwrap(), "--horizon", "1m"],
+    )
+    .await;
     doc_copy("simulate.txt", &table);
     let started = Timestamp::now();
     let (code, out, err) = run(
@@ -462,4 +466,217 @@ async fn errors_say_what_to_do() {
     let (code, _, err) = run(&w, &["simulate", "-f", file.to_str().unwrap()]).await;
     assert_eq!(code, 2);
     assert!(err.contains("not a NodeHealthPolicy"), "{err}");
+}
+
+/// Renders the chart and applies only its roles for people and the
+/// admission policy that ties a pause to its requester (the chart's other
+/// admission policies would bind report and ledger writes to the chart's
+/// operator account, not this file's). Returns the release's full name.
+async fn install_people_roles(w: &World) -> String {
+    let release = nodemedic_tests::unique_name("people");
+    let chart = nodemedic_tests::chart::chart_dir();
+    let out = nodemedic_tests::chart::helm_offline(&[
+        "template",
+        &release,
+        &chart.to_string_lossy(),
+        "--namespace",
+        &w.namespace,
+        &format!(
+            "--kube-version={}",
+            nodemedic_tests::assets::pinned_kubernetes_version()
+        ),
+    ])
+    .await
+    .unwrap();
+    assert!(out.success, "{out}");
+    let objs = nodemedic_tests::chart::manifests(&out.stdout).unwrap();
+    let wanted: Vec<Value> = objs
+        .into_iter()
+        .filter(|o| {
+            let kind = o["kind"].as_str().unwrap_or_default();
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            (kind == "ClusterRole" && name.contains("-kubectl-"))
+                || (kind.starts_with("ValidatingAdmissionPolicy")
+                    && name.ends_with("-pause-attribution"))
+        })
+        .collect();
+    assert_eq!(
+        wanted.len(),
+        4,
+        "two roles, the pause policy and its binding"
+    );
+    let stream = nodemedic_tests::chart::to_yaml_stream(&wanted).unwrap();
+    let out =
+        w.cp.kubectl_with(
+            w.cp.admin_kubeconfig(),
+            &["apply", "--server-side", "--field-manager=helm", "-f", "-"],
+            Some(stream.as_bytes()),
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "{out}");
+    let name = wanted
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .find_map(|n| n.strip_suffix("-kubectl-pauser"))
+        .unwrap()
+        .to_owned();
+    name
+}
+
+/// `pause` and `resume` through the plugin, run as a ServiceAccount bound to
+/// the chart's `kubectl-pauser` ClusterRole (with the chart's admission
+/// policies installed): the pause is recorded in that account's name, the
+/// ladder stops at it, `status` shows it, and after `resume` the next step
+/// runs once.
+#[tokio::test]
+async fn pause_and_resume_stop_and_continue_a_ladder() {
+    let w = World::new("kp-pause").await;
+    let release = install_people_roles(&w).await;
+    let pauser = format!("{release}-kubectl-pauser");
+    let sre = "sre-on-call";
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{}-sre", w.id)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": pauser},
+        "subjects": [{"kind": "ServiceAccount", "name": sre, "namespace": w.namespace}],
+    });
+    let out =
+        w.cp.kubectl_with(
+            w.cp.admin_kubeconfig(),
+            &["apply", "-f", "-"],
+            Some(binding.to_string().as_bytes()),
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "{out}");
+    let sre_kc =
+        w.cp.service_account_kubeconfig(&w.namespace, sre)
+            .await
+            .unwrap();
+    let username = format!("system:serviceaccount:{}:{sre}", w.namespace);
+
+    let node = w.node("pause").await;
+    let policy = format!("{}-p", w.id);
+    w.policy(
+        &policy,
+        json!({
+            "mode": "Enforce",
+            "detectors": {"zombies": {}},
+            "actions": {"zombies": [
+                {"action": "Event"},
+                {"action": "Cordon", "after": "8s", "scope": "Any"},
+            ]},
+            "safety": {"cooldown": "0s", "maxUnhealthy": "100%"},
+        }),
+    )
+    .await;
+    let mut agent = Agent::start(&w.client, &node).await;
+    agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
+    agent.set(&policy, Detector::Zombies, true);
+    agent.write().await;
+    let mut op = w.operator("kp-pause").start();
+    eventually(T, "the Event step executed", || async {
+        let s = w.get_policy(&policy).await.status?;
+        s.recent_actions
+            .iter()
+            .any(|a| a.action == ActionKind::Event && a.outcome == ActionOutcome::Executed)
+            .then_some(())
+    })
+    .await;
+
+    // RBAC is enough for the person's commands, and the pause is theirs.
+    let (code, out, err) = run_as(
+        &w,
+        &sre_kc,
+        &["pause", &policy, "--reason", "INC-4711 NFS maintenance"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("nodehealthpolicy/{policy} paused by {username}")
+    );
+    let p = w.get_policy(&policy).await;
+    let ann = p.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(ann.get("nodemedic.io/paused-by"), Some(&username));
+    assert_eq!(
+        ann.get("nodemedic.io/paused").map(String::as_str),
+        Some("INC-4711 NFS maintenance")
+    );
+
+    // The Cordon falls due 8 s after the episode began; paused, it waits.
+    stays(
+        Duration::from_secs(10),
+        "no cordon while paused",
+        || async { !unschedulable(&w.get_node(&node).await) },
+    )
+    .await;
+    let (code, out, err) = run_as(&w, &sre_kc, &["status"]).await;
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&policy))
+        .unwrap_or_default();
+    assert!(
+        row.contains(&format!("by {username} (INC-4711 NFS maintenance)")),
+        "{out}"
+    );
+    let (_, out, _) = run_as(&w, &sre_kc, &["explain", &node]).await;
+    assert!(out.contains("pause         HOLDS  policy"), "{out}");
+    assert!(out.contains("Cordon held (Paused)"), "{out}");
+    doc_copy("explain-paused.txt", &out);
+
+    let (code, out, err) = run_as(&w, &sre_kc, &["resume", &policy]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("nodehealthpolicy/{policy} resumed"));
+    eventually(T, "the cordon after the resume", || async {
+        unschedulable(&w.get_node(&node).await).then_some(())
+    })
+    .await;
+    let cordons = w
+        .get_policy(&policy)
+        .await
+        .status
+        .unwrap()
+        .recent_actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Cordon && a.outcome == ActionOutcome::Executed)
+        .count();
+    assert_eq!(cordons, 1, "the Cordon ran once");
+
+    // The viewer role cannot pause: the error says which verb is missing.
+    let viewer = format!("{release}-kubectl-viewer");
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{}-viewer", w.id)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": viewer},
+        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": w.namespace}],
+    });
+    let out =
+        w.cp.kubectl_with(
+            w.cp.admin_kubeconfig(),
+            &["apply", "-f", "-"],
+            Some(binding.to_string().as_bytes()),
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "{out}");
+    let viewer_kc =
+        w.cp.service_account_kubeconfig(&w.namespace, "viewer")
+            .await
+            .unwrap();
+    let (code, _, err) = eventually(T, "the viewer's status works", || async {
+        let r = run_as(&w, &viewer_kc, &["status"]).await;
+        (r.0 == 0).then_some(r)
+    })
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_as(&w, &viewer_kc, &["pause", &policy, "--reason", "x"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("forbidden: you cannot patch nodehealthpolicies"),
+        "{err}"
+    );
+    op.terminate().await;
 }

@@ -292,7 +292,9 @@ session="nodemedic-e2e-$$"
 screen_text() { tmux capture-pane -p -J -S - -t "$session" 2>/dev/null; }
 tmux new-session -d -s "$session" -x 220 -y 200 \
     "env -i HOME=$HOME TERM=xterm PATH=$plugin_dir:$(dirname "$(command -v kubectl)"):/usr/bin:/bin KUBECONFIG=$KUBECONFIG bash --norc --noprofile"
-tmux send-keys -t "$session" "kubectl nodemedic explain $node; echo END-OF-EXPLAIN" Enter
+# As a person would, once more if the API server did not answer (a busy
+# machine: the plugin says "cannot reach the cluster").
+tmux send-keys -t "$session" "for i in 1 2 3; do kubectl nodemedic explain $node && break; sleep 5; done; echo END-OF-EXPLAIN" Enter
 wait_for "kubectl nodemedic explain finishes in the terminal" 60 sh -c "tmux capture-pane -p -J -S - -t $session | grep -q '^END-OF-EXPLAIN'"
 screen=$(screen_text)
 tmux kill-session -t "$session" 2>/dev/null || true
