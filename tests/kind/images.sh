@@ -35,7 +35,7 @@ while [ "$#" -gt 0 ]; do
         --tag) tag="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --with-workload) with_workload=1; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "images.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
