@@ -5,7 +5,7 @@
 # real pods made sick.
 #
 #   tests/kind/e2e-nodes.sh                    # every scenario (make e2e-kind-nodes)
-#   tests/kind/e2e-nodes.sh drain agent-restart  # only these (after the setup checks)
+#   tests/kind/e2e-nodes.sh drain culprit      # only these (after the setup checks)
 #   KEEP_CLUSTER=1 tests/kind/e2e-nodes.sh     # leave the cluster running
 #   REUSE_CLUSTER=1 KEEP_CLUSTER=1 tests/kind/e2e-nodes.sh agent-down
 #                                              # use a running cluster of that
@@ -30,6 +30,15 @@
 #              Drain step is Done in the ledger (`kubectl get nrm`) with 2
 #              evicted; once the problem is gone A is uncordoned after the
 #              healthy cooldown
+#   culprit    issue 14: three culprits on worker A under ladders ending in
+#              Cordon and Drain (default scopes): a zombie factory, an fd
+#              leaker (290 fds under a soft limit of 300) and three parents
+#              blocked in vfork(). Pod-level steps only: SignalParent for the
+#              factory's parent, EvictPod for the leaker; Cordon and Drain
+#              held PodContained; A stays schedulable; the vfork parents are
+#              waits (status.waitingTasks), no hung task. Then host processes
+#              in A's node container make zombies (node-wide): the same
+#              ladder cordons and drains A; healthy again, A is uncordoned
 #   agent-restart  a SignalParent (SIGKILL) request for a zombie parent on
 #              worker B is written while B's agent is frozen (SIGSTOP, by
 #              pid); the agent pod is deleted; the new agent executes the
@@ -57,13 +66,13 @@ export NODEMEDIC_KIND_WORKERS=2
 ns=nodemedic-system
 release=nodemedic
 tag=e2e
-all_scenarios=(drain agent-restart agent-down)
+all_scenarios=(drain culprit agent-restart agent-down)
 
 scenarios=()
 for arg in "$@"; do
     case "$arg" in
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        drain | agent-restart | agent-down) scenarios+=("$arg") ;;
+        drain | culprit | agent-restart | agent-down) scenarios+=("$arg") ;;
         *) echo "e2e-nodes.sh: unknown scenario '$arg' (known: ${all_scenarios[*]})" >&2; exit 2 ;;
     esac
 done
@@ -394,6 +403,187 @@ EOF
 }
 
 # ---------------------------------------------------------------------------
+# Issue 14: a problem contained in one pod gets pod-level steps only; the same
+# ladders reach the node for a node-wide problem.
+episode_step() { # NODE POLICY DETECTOR ACTION -> the step record (JSON) or null
+    kubectl get nrm "$1" -o json 2>/dev/null | jq -c --arg p "$2" --arg d "$3" --arg a "$4" \
+        '[.spec.episodes[]? | select(.policy == $p and .detector == $d) | .steps[]? | select(.action == $a)] | first'
+}
+# The ledger's history (24 h) and Events outlive a policy: on a reused
+# cluster an earlier run's policy of the same name left its own. Counts
+# start at the policy's creation (mark_since, after applying it).
+since=""
+mark_since() { since="$(kubectl get nhp "$1" -o jsonpath='{.metadata.creationTimestamp}')"; }
+history_count() { # NODE POLICY DETECTOR ACTION -> carried-out (not planned) entries in the ledger's history since $since
+    kubectl get nrm "$1" -o json 2>/dev/null | jq --arg p "$2" --arg d "$3" --arg a "$4" --arg since "$since" \
+        '[.spec.history[]? | select(.policy == $p and .detector == $d and .action == $a and ((.planned // false) == false) and .at >= $since)] | length'
+}
+detector_condition() { # NODE POLICY TYPE -> the condition (JSON) or null
+    kubectl get nhr "$1" -o json | jq -c --arg p "$2" --arg t "$3" \
+        '[.status.conditions[]? | select(.policy == $p and .type == $t)] | first'
+}
+not_cordoned() { # NODE
+    [ -z "$(kubectl get node "$1" -o jsonpath='{.spec.unschedulable}')" ] &&
+        [ -z "$(kubectl get node "$1" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')" ]
+}
+
+scenario_culprit() {
+    stage "culprit"
+    local c="culprit" p=e2e-culprit
+    # leftovers of an earlier run on a reused cluster
+    kubectl delete nhp "$p" --ignore-not-found --timeout=90s >/dev/null
+    host_zombies "$A" stop
+    kubectl delete namespace culprit --ignore-not-found --timeout=90s >/dev/null
+    kubectl create namespace culprit >/dev/null
+    # three culprits on A: a zombie factory (30 zombies under one parent), an
+    # fd leaker (290 fds under a soft RLIMIT_NOFILE of 300) and three
+    # parents blocked in vfork() while their children sleep
+    zombie_pod culprit zombies "$A" | kubectl apply -f - >/dev/null
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: fdleak, namespace: culprit}
+spec:
+  nodeName: $A
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: leak
+      image: localhost/nodemedic-workload:$tag
+      imagePullPolicy: Never
+      args: [hold-fds, "290", --soft-limit, "300"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vfork, namespace: culprit}
+spec:
+  nodeName: $A
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: vfork
+      image: localhost/nodemedic-workload:$tag
+      imagePullPolicy: Never
+      command: [/usr/local/bin/nodemedic-vfork, "3"]
+EOF
+    running3() {
+        [ "$(kubectl -n culprit get pods -o json | jq '[.items[] | select(.status.phase == "Running")] | length')" = 3 ]
+    }
+    wait_for "$c: the zombie factory, the fd leaker and the vfork parents run on $A" 60 running3 || { stage_done; return; }
+    # Every ladder ends in Cordon and Drain with their default scope (Node),
+    # after a pod-level step where the detector has one. All steps are due
+    # at once; the cooldown keeps two disruptive steps 5 s (two scans) apart,
+    # so a node-wide step never runs on the report that still shows the
+    # problem just fixed by the pod-level step (a SignalParent is Done on the
+    # agent's result, which comes with the scan from before the signal).
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: $p}
+spec:
+  mode: Enforce
+  nodeSelector: {matchLabels: {kubernetes.io/hostname: $A}}
+  detectors:
+    # the factory's parent (30) is a culprit on its own; three host parents
+    # of 10 zombies each (30 on the node) are a node-wide problem
+    zombies: {threshold: 25, perParentThreshold: 20, minAge: 0s, for: 2s}
+    fdLeak: {usageRatio: 0.8, minOpenFds: 100, for: 2s}
+    hungTasks: {minDuration: 2s, threshold: 1, for: 2s}
+  actions:
+    zombies:
+      - {action: SignalParent, signal: SIGKILL}
+      - {action: Cordon}
+      - {action: Drain}
+    fdLeak:
+      # the culprits are bare pods: EvictPod evicts those only when asked
+      - {action: EvictPod, drain: {evictUnmanagedPods: true}}
+      - {action: Cordon}
+      - {action: Drain}
+    hungTasks:
+      - {action: EvictPod, drain: {evictUnmanagedPods: true}}
+      - {action: Cordon}
+      - {action: Drain}
+  safety:
+    maxUnhealthy: 1
+    cooldown: 5s
+    uncordonWhenHealthy: true
+EOF
+    mark_since "$p"
+    # the vfork parents: listed as waits, never counted as hung
+    vfork_waits() {
+        kubectl get nhr "$A" -o json | jq -e \
+            '[.status.waitingTasks[]? | select(.reason == "VforkChild" and .process.workload.podName == "vfork")] | length >= 3'
+    }
+    wait_for "$c: the vfork pod's 3 blocked parents are in $A's status.waitingTasks (VforkChild)" 60 vfork_waits
+    held_pod_contained() {
+        kubectl get nrm "$A" -o json | jq -e --arg p "$p" \
+            '[.spec.episodes[]? | select(.policy == $p) | .steps[]? | select((.action == "Cordon" or .action == "Drain") and .phase == "Held" and .reason == "PodContained")] | length > 0'
+    }
+    wait_for "$c: node-wide steps are held PodContained in $A's ledger" 60 held_pod_contained
+    signalled() { [ "$(history_count "$A" "$p" zombies SignalParent)" = 1 ]; }
+    wait_for "$c: SignalParent (SIGKILL) ran for the zombie factory's parent" 60 signalled
+    evicted() { ! kubectl -n culprit get pod fdleak >/dev/null 2>&1 && [ "$(history_count "$A" "$p" fdLeak EvictPod)" = 1 ]; }
+    wait_for "$c: EvictPod ran: the fd-leaking pod is gone" 60 evicted
+    cleared() {
+        local t
+        for t in ZombiesDetected FdLeakDetected; do
+            detector_condition "$A" "$p" "$t" | jq -e '.status == "False"' >/dev/null || return 1
+        done
+    }
+    wait_for "$c: the zombies and fdLeak conditions clear after the pod-level steps" 60 cleared
+    local ended
+    ended="$(kubectl -n culprit logs zombies | grep -c 'zombie parent .* ended' || true)"
+    [ "$ended" = 1 ] && [ "$(kubectl -n culprit get pod zombies -o jsonpath='{.status.phase}')" = Running ] &&
+        ok "$c: the zombie factory's parent ended once, the pod runs on" ||
+        fail "$c: want the factory's parent ended once and the pod Running; ended $ended time(s), phase $(kubectl -n culprit get pod zombies -o jsonpath='{.status.phase}')"
+    not_cordoned "$A" && ok "$c: $A is schedulable (no spec.unschedulable, no cordoned-by annotation)" ||
+        fail "$c: want $A schedulable after a pod-contained problem; unschedulable='$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')', cordoned-by='$(kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')'"
+    local node_steps
+    node_steps="$(kubectl get nrm "$A" -o json | jq -c --arg p "$p" --arg since "$since" \
+        '[.spec.history[]? | select(.policy == $p and .at >= $since and (.action == "Cordon" or .action == "Drain" or .action == "Taint"))]')"
+    [ "$node_steps" = "[]" ] && ok "$c: no node-level step in $A's ledger history" ||
+        fail "$c: want no node-level step for pod-contained problems; history: $node_steps"
+    # each detector's Cordon and Drain were held PodContained (recorded once per hold)
+    local held
+    held="$(kubectl get nhp "$p" -o json | jq -c \
+        '[.status.recentActions[]? | select((.action == "Cordon" or .action == "Drain") and .outcome == "Skipped" and (.message | contains("contained in pod"))) | "\(.detector)/\(.action)"] | unique')"
+    [ "$held" = '["fdLeak/Cordon","fdLeak/Drain","zombies/Cordon","zombies/Drain"]' ] &&
+        ok "$c: the policy status shows Cordon and Drain held PodContained for zombies and fdLeak" ||
+        fail "$c: want Cordon and Drain held PodContained for zombies and fdLeak in the policy's recentActions, have: $held"
+    # the vfork parents: no hung task, no hungTasks episode
+    local hung
+    hung="$(kubectl get nhr "$A" -o json | jq -c --arg p "$p" '{hungTasks: .status.summary.hungTasks, waiting: .status.summary.waitingTasks,
+        findings: [.status.findings.hungTasks[]? | select(.process.workload.podName == "vfork")] | length,
+        condition: ([.status.conditions[]? | select(.policy == $p and .type == "HungTasksDetected") | .status] | first)}')"
+    echo "$hung" | jq -e '.hungTasks == 0 and .waiting >= 3 and .findings == 0 and .condition == "False"' >/dev/null &&
+        [ "$(kubectl get nrm "$A" -o json | jq --arg p "$p" --arg since "$since" '[.spec.episodes[]?, (.spec.history[]? | select(.at >= $since)) | select(.policy == $p and .detector == "hungTasks")] | length')" = 0 ] &&
+        ok "$c: the vfork parents count as no hung task ($hung), no hungTasks episode" ||
+        fail "$c: want hungTasks 0, the 3 vfork parents only as waits, the HungTasksDetected condition False and no hungTasks episode; have $hung"
+    # (gone within a few seconds, before the Drain below comes due)
+    kubectl -n culprit delete pod --all --grace-period=1 --wait=false >/dev/null || true
+
+    # A node-wide problem: three host processes (outside any pod, started
+    # in A's node container) with 10 zombies each: no culprit parent, scope
+    # Node; the same ladder cordons and drains A.
+    local i
+    for i in 1 2 3; do
+        "$engine" exec -d "$A" sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true & done; echo \$\$ >/run/nm-host-zombies.$i; exec sleep 600"
+    done
+    node_scope() { detector_condition "$A" "$p" ZombiesDetected | jq -e '.status == "True" and .scope == "Node"'; }
+    wait_for "$c: host zombies on $A: the zombies condition fires with scope Node" 60 node_scope
+    cordoned_by() {
+        [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" = true ] &&
+            [ "$(kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')" = "$p" ]
+    }
+    wait_for "$c: the node-wide problem cordons $A (cordoned-by=$p)" 60 cordoned_by
+    drained() { episode_step "$A" "$p" zombies Drain | jq -e '.phase == "Done"'; }
+    wait_for "$c: and drains it (Drain Done after the cooldown)" 60 drained
+    "$engine" exec "$A" sh -c 'kill $(cat /run/nm-host-zombies.*) ; rm -f /run/nm-host-zombies.*' || true
+    wait_for "$c: the host zombies gone, $A is uncordoned after the healthy cooldown" 90 not_cordoned "$A"
+    delete_policy "$p" "$c"
+    kubectl delete namespace culprit --wait=false >/dev/null
+    stage_done
+}
+
+# ---------------------------------------------------------------------------
 scenario_agent_restart() {
     stage "agent-restart"
     local c="agent-restart" pod old_pod pid
@@ -527,9 +717,30 @@ EOF
     stage_done
 }
 
+# ---------------------------------------------------------------------------
+# Host processes (in a node container, outside any pod) with zombies: three
+# parents of 10 each, so no parent is a culprit on its own (perParentThreshold
+# 20) while the node has 30 (threshold 25): a node-wide problem.
+host_zombies() { # NODE start|stop
+    case "$2" in
+        start)
+            local i
+            for i in 1 2 3; do
+                # the children outlive the loop (a shell reaps finished jobs
+                # between commands) and exit under the exec'd sleep, which
+                # never waits: 10 zombies each
+                "$engine" exec -d "$1" sh -c "for j in 1 2 3 4 5 6 7 8 9 10; do sleep 1 & done; echo \$\$ >/run/nm-host-zombies.$i; exec sleep 600"
+            done
+            ;;
+        stop)
+            "$engine" exec "$1" sh -c 'for f in /run/nm-host-zombies.*; do [ -e "$f" ] || continue; kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; done' || true
+            ;;
+    esac
+}
 for s in "${scenarios[@]}"; do
     case "$s" in
         drain) scenario_drain ;;
+        culprit) scenario_culprit ;;
         agent-restart) scenario_agent_restart ;;
         agent-down) scenario_agent_down ;;
     esac
