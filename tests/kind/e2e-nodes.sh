@@ -751,9 +751,10 @@ host_zombies() { # NODE start|stop
             local i
             for i in 1 2 3; do
                 # the children outlive the loop (a shell reaps finished jobs
-                # between commands) and exit under the exec'd sleep, which
-                # never waits: 10 zombies each
-                "$engine" exec -d "$1" sh -c "for j in 1 2 3 4 5 6 7 8 9 10; do sleep 1 & done; echo \$\$ >/run/nm-host-zombies.$i; exec sleep 600"
+                # between commands; forking 10 can take over a second on a
+                # busy machine) and exit under the exec'd sleep, which never
+                # waits: 10 zombies each
+                "$engine" exec -d "$1" sh -c "for j in 1 2 3 4 5 6 7 8 9 10; do sleep 4 & done; echo \$\$ >/run/nm-host-zombies.$i; exec sleep 600"
             done
             ;;
         stop)
