@@ -587,10 +587,7 @@ EOF
     # A node-wide problem: three host processes (outside any pod, started
     # in A's node container) with 10 zombies each: no culprit parent, scope
     # Node; the same ladder cordons and drains A.
-    local i
-    for i in 1 2 3; do
-        "$engine" exec -d "$A" sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true & done; echo \$\$ >/run/nm-host-zombies.$i; exec sleep 600"
-    done
+    host_zombies "$A" start
     node_scope() { detector_condition "$A" "$p" ZombiesDetected | jq -e '.status == "True" and .scope == "Node"'; }
     wait_for "$c: host zombies on $A: the zombies condition fires with scope Node" 60 node_scope
     cordoned_by() {
@@ -600,7 +597,7 @@ EOF
     wait_for "$c: the node-wide problem cordons $A (cordoned-by=$p)" 60 cordoned_by
     drained() { episode_step "$A" "$p" zombies Drain | jq -e '.phase == "Done"'; }
     wait_for "$c: and drains it (Drain Done after the cooldown)" 60 drained
-    "$engine" exec "$A" sh -c 'kill $(cat /run/nm-host-zombies.*) ; rm -f /run/nm-host-zombies.*' || true
+    host_zombies "$A" stop
     wait_for "$c: the host zombies gone, $A is uncordoned after the healthy cooldown" 90 not_cordoned "$A"
     delete_policy "$p" "$c"
     kubectl delete namespace culprit --wait=false >/dev/null
