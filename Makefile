@@ -22,12 +22,14 @@ e2e-kind:
 	tests/kind/e2e.sh
 
 ## What `make test` (CI) runs of the kind tier: the single-node e2e, then on
-## three nodes the network check and the drain scenario. See docs/testing.md.
+## three nodes the network check, the drain scenario and the culprit check
+## (issue 14: pod-level steps only for a pod's problem). See docs/testing.md.
 e2e-kind-ci: e2e-kind
-	tests/kind/e2e-nodes.sh drain
+	tests/kind/e2e-nodes.sh drain culprit
 
 ## The three-node scenarios (one control plane, two workers): network check,
-## drain, agent restart with a pending request, agent down. See docs/kind.md.
+## drain, culprit, agent restart with a pending request, agent down, storm,
+## drain with a PDB, operator failover. See docs/kind.md.
 e2e-kind-nodes:
 	tests/kind/e2e-nodes.sh
 

@@ -5,7 +5,7 @@
 # real pods made sick.
 #
 #   tests/kind/e2e-nodes.sh                    # every scenario (make e2e-kind-nodes)
-#   tests/kind/e2e-nodes.sh drain agent-restart  # only these (after the setup checks)
+#   tests/kind/e2e-nodes.sh drain culprit      # only these (after the setup checks)
 #   KEEP_CLUSTER=1 tests/kind/e2e-nodes.sh     # leave the cluster running
 #   REUSE_CLUSTER=1 KEEP_CLUSTER=1 tests/kind/e2e-nodes.sh agent-down
 #                                              # use a running cluster of that
@@ -30,6 +30,15 @@
 #              Drain step is Done in the ledger (`kubectl get nrm`) with 2
 #              evicted; once the problem is gone A is uncordoned after the
 #              healthy cooldown
+#   culprit    issue 14: three culprits on worker A under ladders ending in
+#              Cordon and Drain (default scopes): a zombie factory, an fd
+#              leaker (290 fds under a soft limit of 300) and three parents
+#              blocked in vfork(). Pod-level steps only: SignalParent for the
+#              factory's parent, EvictPod for the leaker; Cordon and Drain
+#              held PodContained; A stays schedulable; the vfork parents are
+#              waits (status.waitingTasks), no hung task. Then host processes
+#              in A's node container make zombies (node-wide): the same
+#              ladder cordons and drains A; healthy again, A is uncordoned
 #   agent-restart  a SignalParent (SIGKILL) request for a zombie parent on
 #              worker B is written while B's agent is frozen (SIGSTOP, by
 #              pid); the agent pod is deleted; the new agent executes the
@@ -41,6 +50,25 @@
 #              naming B, and B counts toward the storm (StormActive with
 #              maxUnhealthy 0); kubelet back, the agent restarts, the report
 #              is fresh again and Degraded clears
+#   storm      issue 15: node-wide zombies on both workers, maxUnhealthy 1:
+#              StormActive=True, the due Cordon held StormActive on both, no
+#              node-level action (nodes, ledgers); B recovers, the storm
+#              ends, A's held Cordon runs; B never cordoned
+#   drain-pdb  issue 15: a Deployment on A with a PDB maxUnavailable 0; a
+#              node-wide problem cordons and drains A; the PDB holds the pod
+#              until the drain timeout (the install sets 20 s): the Drain step
+#              ends Failed (Timeout, 1 remaining), the pod still runs
+#   failover   issue 15: a ladder on A (Event, Taint after 8 s, Cordon after
+#              16 s); the leading operator pod (the Lease's holder) is deleted
+#              between the Taint and the Cordon; the standby takes over within
+#              the lease duration (8 s) and finishes the ladder; every step ran
+#              exactly once (ledger history and Events, counts printed)
+#   apiserver  issue 15 (only when named, not part of "every scenario": it
+#              fails against the current operator, see docs/kind.md): the same
+#              ladder; kube-apiserver's container on the control plane is
+#              stopped between the Taint and the Cordon (kubelet restarts it);
+#              the agent keeps scanning (its metrics, read inside the node) and
+#              catches up; the ladder resumes; every step ran once
 #   teardown   cluster down, the host as before (check-host)
 #
 # Environment: KIND_CLUSTER_NAME (default nodemedic-nodes: not the
@@ -57,14 +85,17 @@ export NODEMEDIC_KIND_WORKERS=2
 ns=nodemedic-system
 release=nodemedic
 tag=e2e
-all_scenarios=(drain agent-restart agent-down)
+all_scenarios=(drain culprit agent-restart agent-down storm drain-pdb failover)
+# apiserver runs only when named: it fails against the current operator (after
+# a kube-apiserver restart the leader reads the report as stale and the ladder
+# does not resume; see docs/kind.md)
 
 scenarios=()
 for arg in "$@"; do
     case "$arg" in
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        drain | agent-restart | agent-down) scenarios+=("$arg") ;;
-        *) echo "e2e-nodes.sh: unknown scenario '$arg' (known: ${all_scenarios[*]})" >&2; exit 2 ;;
+        drain | culprit | agent-restart | agent-down | storm | drain-pdb | failover | apiserver) scenarios+=("$arg") ;;
+        *) echo "e2e-nodes.sh: unknown scenario '$arg' (known: ${all_scenarios[*]} apiserver)" >&2; exit 2 ;;
     esac
 done
 [ "${#scenarios[@]}" -gt 0 ] || scenarios=("${all_scenarios[@]}")
@@ -179,6 +210,8 @@ image: {repository: localhost/nodemedic, tag: "$tag", pullPolicy: Never}
 agent: {interval: 2s, heartbeat: 10s}
 operator:
   leaderElection: {leaseDuration: 8s}
+  # drain-pdb: a drain that a PodDisruptionBudget blocks fails after this
+  extraEnv: [{name: NODEMEDIC_DRAIN_TIMEOUT, value: 20s}]
   # both replicas on the control plane: the workers are the scenarios' nodes
   nodeSelector: {node-role.kubernetes.io/control-plane: ""}
   tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
@@ -394,6 +427,184 @@ EOF
 }
 
 # ---------------------------------------------------------------------------
+# Issue 14: a problem contained in one pod gets pod-level steps only; the same
+# ladders reach the node for a node-wide problem.
+episode_step() { # NODE POLICY DETECTOR ACTION -> the step record (JSON) or null
+    kubectl get nrm "$1" -o json 2>/dev/null | jq -c --arg p "$2" --arg d "$3" --arg a "$4" \
+        '[.spec.episodes[]? | select(.policy == $p and .detector == $d) | .steps[]? | select(.action == $a)] | first'
+}
+# The ledger's history (24 h) and Events outlive a policy: on a reused
+# cluster an earlier run's policy of the same name left its own. Counts
+# start at the policy's creation (mark_since, after applying it).
+since=""
+mark_since() { since="$(kubectl get nhp "$1" -o jsonpath='{.metadata.creationTimestamp}')"; }
+history_count() { # NODE POLICY DETECTOR ACTION -> carried-out (not planned) entries in the ledger's history since $since
+    kubectl get nrm "$1" -o json 2>/dev/null | jq --arg p "$2" --arg d "$3" --arg a "$4" --arg since "$since" \
+        '[.spec.history[]? | select(.policy == $p and .detector == $d and .action == $a and ((.planned // false) == false) and .at >= $since)] | length'
+}
+detector_condition() { # NODE POLICY TYPE -> the condition (JSON) or null
+    kubectl get nhr "$1" -o json | jq -c --arg p "$2" --arg t "$3" \
+        '[.status.conditions[]? | select(.policy == $p and .type == $t)] | first'
+}
+not_cordoned() { # NODE
+    [ -z "$(kubectl get node "$1" -o jsonpath='{.spec.unschedulable}')" ] &&
+        [ -z "$(kubectl get node "$1" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')" ]
+}
+
+scenario_culprit() {
+    stage "culprit"
+    local c="culprit" p=e2e-culprit
+    # leftovers of an earlier run on a reused cluster
+    kubectl delete nhp "$p" --ignore-not-found --timeout=90s >/dev/null
+    host_zombies "$A" stop
+    kubectl delete namespace culprit --ignore-not-found --timeout=90s >/dev/null
+    kubectl create namespace culprit >/dev/null
+    # three culprits on A: a zombie factory (30 zombies under one parent), an
+    # fd leaker (290 fds under a soft RLIMIT_NOFILE of 300) and three
+    # parents blocked in vfork() while their children sleep
+    zombie_pod culprit zombies "$A" | kubectl apply -f - >/dev/null
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: fdleak, namespace: culprit}
+spec:
+  nodeName: $A
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: leak
+      image: localhost/nodemedic-workload:$tag
+      imagePullPolicy: Never
+      args: [hold-fds, "290", --soft-limit, "300"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vfork, namespace: culprit}
+spec:
+  nodeName: $A
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: vfork
+      image: localhost/nodemedic-workload:$tag
+      imagePullPolicy: Never
+      command: [/usr/local/bin/nodemedic-vfork, "3"]
+EOF
+    running3() {
+        [ "$(kubectl -n culprit get pods -o json | jq '[.items[] | select(.status.phase == "Running")] | length')" = 3 ]
+    }
+    wait_for "$c: the zombie factory, the fd leaker and the vfork parents run on $A" 60 running3 || { stage_done; return; }
+    # Every ladder ends in Cordon and Drain with their default scope (Node),
+    # after a pod-level step where the detector has one. All steps are due
+    # at once; the cooldown keeps two disruptive steps 5 s (two scans) apart,
+    # so a node-wide step never runs on the report that still shows the
+    # problem just fixed by the pod-level step (a SignalParent is Done on the
+    # agent's result, which comes with the scan from before the signal).
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: $p}
+spec:
+  mode: Enforce
+  nodeSelector: {matchLabels: {kubernetes.io/hostname: $A}}
+  detectors:
+    # the factory's parent (30) is a culprit on its own; three host parents
+    # of 10 zombies each (30 on the node) are a node-wide problem
+    zombies: {threshold: 25, perParentThreshold: 20, minAge: 0s, for: 2s}
+    fdLeak: {usageRatio: 0.8, minOpenFds: 100, for: 2s}
+    hungTasks: {minDuration: 2s, threshold: 1, for: 2s}
+  actions:
+    zombies:
+      - {action: SignalParent, signal: SIGKILL}
+      - {action: Cordon}
+      - {action: Drain}
+    fdLeak:
+      # the culprits are bare pods: EvictPod evicts those only when asked
+      - {action: EvictPod, drain: {evictUnmanagedPods: true}}
+      - {action: Cordon}
+      - {action: Drain}
+    hungTasks:
+      - {action: EvictPod, drain: {evictUnmanagedPods: true}}
+      - {action: Cordon}
+      - {action: Drain}
+  safety:
+    maxUnhealthy: 1
+    cooldown: 5s
+    uncordonWhenHealthy: true
+EOF
+    mark_since "$p"
+    # the vfork parents: listed as waits, never counted as hung
+    vfork_waits() {
+        kubectl get nhr "$A" -o json | jq -e \
+            '[.status.waitingTasks[]? | select(.reason == "VforkChild" and .process.workload.podName == "vfork")] | length >= 3'
+    }
+    wait_for "$c: the vfork pod's 3 blocked parents are in $A's status.waitingTasks (VforkChild)" 60 vfork_waits
+    held_pod_contained() {
+        kubectl get nrm "$A" -o json | jq -e --arg p "$p" \
+            '[.spec.episodes[]? | select(.policy == $p) | .steps[]? | select((.action == "Cordon" or .action == "Drain") and .phase == "Held" and .reason == "PodContained")] | length > 0'
+    }
+    wait_for "$c: node-wide steps are held PodContained in $A's ledger" 60 held_pod_contained
+    signalled() { [ "$(history_count "$A" "$p" zombies SignalParent)" = 1 ]; }
+    wait_for "$c: SignalParent (SIGKILL) ran for the zombie factory's parent" 60 signalled
+    evicted() { ! kubectl -n culprit get pod fdleak >/dev/null 2>&1 && [ "$(history_count "$A" "$p" fdLeak EvictPod)" = 1 ]; }
+    wait_for "$c: EvictPod ran: the fd-leaking pod is gone" 60 evicted
+    cleared() {
+        local t
+        for t in ZombiesDetected FdLeakDetected; do
+            detector_condition "$A" "$p" "$t" | jq -e '.status == "False"' >/dev/null || return 1
+        done
+    }
+    wait_for "$c: the zombies and fdLeak conditions clear after the pod-level steps" 60 cleared
+    local ended
+    ended="$(kubectl -n culprit logs zombies | grep -c 'zombie parent .* ended' || true)"
+    [ "$ended" = 1 ] && [ "$(kubectl -n culprit get pod zombies -o jsonpath='{.status.phase}')" = Running ] &&
+        ok "$c: the zombie factory's parent ended once, the pod runs on" ||
+        fail "$c: want the factory's parent ended once and the pod Running; ended $ended time(s), phase $(kubectl -n culprit get pod zombies -o jsonpath='{.status.phase}')"
+    not_cordoned "$A" && ok "$c: $A is schedulable (no spec.unschedulable, no cordoned-by annotation)" ||
+        fail "$c: want $A schedulable after a pod-contained problem; unschedulable='$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')', cordoned-by='$(kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')'"
+    local node_steps
+    node_steps="$(kubectl get nrm "$A" -o json | jq -c --arg p "$p" --arg since "$since" \
+        '[.spec.history[]? | select(.policy == $p and .at >= $since and (.action == "Cordon" or .action == "Drain" or .action == "Taint"))]')"
+    [ "$node_steps" = "[]" ] && ok "$c: no node-level step in $A's ledger history" ||
+        fail "$c: want no node-level step for pod-contained problems; history: $node_steps"
+    # each detector's Cordon and Drain were held PodContained (recorded once per hold)
+    local held
+    held="$(kubectl get nhp "$p" -o json | jq -c \
+        '[.status.recentActions[]? | select((.action == "Cordon" or .action == "Drain") and .outcome == "Skipped" and (.message | contains("contained in pod"))) | "\(.detector)/\(.action)"] | unique')"
+    [ "$held" = '["fdLeak/Cordon","fdLeak/Drain","zombies/Cordon","zombies/Drain"]' ] &&
+        ok "$c: the policy status shows Cordon and Drain held PodContained for zombies and fdLeak" ||
+        fail "$c: want Cordon and Drain held PodContained for zombies and fdLeak in the policy's recentActions, have: $held"
+    # the vfork parents: no hung task, no hungTasks episode
+    local hung
+    hung="$(kubectl get nhr "$A" -o json | jq -c --arg p "$p" '{hungTasks: .status.summary.hungTasks, waiting: .status.summary.waitingTasks,
+        findings: [.status.findings.hungTasks[]? | select(.process.workload.podName == "vfork")] | length,
+        condition: ([.status.conditions[]? | select(.policy == $p and .type == "HungTasksDetected") | .status] | first)}')"
+    echo "$hung" | jq -e '.hungTasks == 0 and .waiting >= 3 and .findings == 0 and .condition == "False"' >/dev/null &&
+        [ "$(kubectl get nrm "$A" -o json | jq --arg p "$p" --arg since "$since" '[.spec.episodes[]?, (.spec.history[]? | select(.at >= $since)) | select(.policy == $p and .detector == "hungTasks")] | length')" = 0 ] &&
+        ok "$c: the vfork parents count as no hung task ($hung), no hungTasks episode" ||
+        fail "$c: want hungTasks 0, the 3 vfork parents only as waits, the HungTasksDetected condition False and no hungTasks episode; have $hung"
+    # (gone within a few seconds, before the Drain below comes due)
+    kubectl -n culprit delete pod --all --grace-period=1 --wait=false >/dev/null || true
+
+    # A node-wide problem: three host processes (outside any pod, started
+    # in A's node container) with 10 zombies each: no culprit parent, scope
+    # Node; the same ladder cordons and drains A.
+    host_zombies "$A" start
+    node_scope() { detector_condition "$A" "$p" ZombiesDetected | jq -e '.status == "True" and .scope == "Node"'; }
+    wait_for "$c: host zombies on $A: the zombies condition fires with scope Node" 60 node_scope
+    cordoned_by() {
+        [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" = true ] &&
+            [ "$(kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')" = "$p" ]
+    }
+    wait_for "$c: the node-wide problem cordons $A (cordoned-by=$p)" 60 cordoned_by
+    drained() { episode_step "$A" "$p" zombies Drain | jq -e '.phase == "Done"'; }
+    wait_for "$c: and drains it (Drain Done after the cooldown)" 60 drained
+    host_zombies "$A" stop
+    wait_for "$c: the host zombies gone, $A is uncordoned after the healthy cooldown" 90 not_cordoned "$A"
+    delete_policy "$p" "$c"
+    kubectl delete namespace culprit --wait=false >/dev/null
+    stage_done
+}
+
+# ---------------------------------------------------------------------------
 scenario_agent_restart() {
     stage "agent-restart"
     local c="agent-restart" pod old_pod pid
@@ -527,11 +738,310 @@ EOF
     stage_done
 }
 
+# ---------------------------------------------------------------------------
+# Host processes (in a node container, outside any pod) with zombies: three
+# parents of 10 each, so no parent is a culprit on its own (perParentThreshold
+# 20) while the node has 30 (threshold 25): a node-wide problem.
+host_zombies() { # NODE start|stop
+    case "$2" in
+        start)
+            local i
+            for i in 1 2 3; do
+                # the children outlive the loop (a shell reaps finished jobs
+                # between commands; forking 10 can take over a second on a
+                # busy machine) and exit under the exec'd sleep, which never
+                # waits: 10 zombies each
+                "$engine" exec -d "$1" sh -c "for j in 1 2 3 4 5 6 7 8 9 10; do sleep 4 & done; echo \$\$ >/run/nm-host-zombies.$i; exec sleep 600"
+            done
+            ;;
+        stop)
+            "$engine" exec "$1" sh -c 'for f in /run/nm-host-zombies.*; do [ -e "$f" ] || continue; kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; done' || true
+            ;;
+    esac
+}
+node_zombie_policy() { # NAME SELECTOR-YAML LADDER-YAML SAFETY-YAML
+    cat <<EOF
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: $1}
+spec:
+  mode: Enforce
+  nodeSelector: $2
+  detectors:
+    zombies: {threshold: 25, perParentThreshold: 20, minAge: 0s, for: 2s}
+  actions:
+    zombies: $3
+  safety: $4
+EOF
+}
+
+# ---------------------------------------------------------------------------
+scenario_storm() {
+    stage "storm"
+    local c="storm" p=e2e-storm n
+    kubectl delete nhp "$p" --ignore-not-found --timeout=90s >/dev/null
+    host_zombies "$A" stop
+    host_zombies "$B" stop
+    # both workers sick at once, before the policy exists: both fire within
+    # a scan of each other, and the Cordon comes due 6 s later
+    host_zombies "$A" start
+    host_zombies "$B" start
+    node_zombie_policy "$p" '{matchLabels: {nodemedic.io/e2e-pool: workers}}' \
+        '[{action: Cordon, after: 6s}]' '{maxUnhealthy: 1, cooldown: 5s, uncordonWhenHealthy: true}' |
+        kubectl apply -f - >/dev/null
+    mark_since "$p"
+    both_fire() {
+        local n
+        for n in "$A" "$B"; do
+            detector_condition "$n" "$p" ZombiesDetected | jq -e '.status == "True" and .scope == "Node"' >/dev/null || return 1
+        done
+    }
+    wait_for "$c: host zombies on both workers: both zombies conditions fire (scope Node)" 60 both_fire || { host_zombies "$A" stop; host_zombies "$B" stop; delete_policy "$p" "$c"; stage_done; return; }
+    storm_is() { # STATUS
+        kubectl get nhp "$p" -o json | jq -e --arg s "$1" '.status.conditions[]? | select(.type == "StormActive" and .status == $s)'
+    }
+    wait_for "$c: StormActive=True (2 of 2 unhealthy, maxUnhealthy 1)" 60 storm_is True
+    held_storm() {
+        local n
+        for n in "$A" "$B"; do
+            episode_step "$n" "$p" zombies Cordon | jq -e '.phase == "Held" and .reason == "StormActive"' >/dev/null || return 1
+        done
+    }
+    wait_for "$c: the due Cordon is held StormActive in both ledgers" 60 held_storm
+    sleep 4 # two more scans: nothing may move while the storm lasts
+    local acted=""
+    for n in "$A" "$B"; do
+        not_cordoned "$n" || acted+=" $n cordoned;"
+        [ "$(history_count "$n" "$p" zombies Cordon)" = 0 ] || acted+=" $n has a Cordon in its ledger history;"
+    done
+    [ -z "$acted" ] && ok "$c: no node-level action on either worker during the storm (nodes and ledgers)" ||
+        fail "$c: want no node-level action while StormActive;$acted"
+    kubectl get nhp "$p" -o json | jq -e '.status.conditions[] | select(.type == "StormActive") | .message | contains("2 of 2")' >/dev/null &&
+        ok "$c: the storm message counts 2 of 2 selected nodes unhealthy" ||
+        fail "$c: want the StormActive message to count 2 of 2, have: $(kubectl get nhp "$p" -o json | jq -c '.status.conditions[] | select(.type == "StormActive") | .message')"
+    # B recovers: one unhealthy node is within maxUnhealthy; A's held Cordon runs
+    host_zombies "$B" stop
+    wait_for "$c: $B recovers, StormActive=False" 60 storm_is False
+    cordoned_by_storm() {
+        [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" = true ] &&
+            [ "$(kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}')" = "$p" ]
+    }
+    wait_for "$c: the held Cordon runs once the storm ends: $A cordoned by $p" 60 cordoned_by_storm
+    not_cordoned "$B" && [ "$(history_count "$B" "$p" zombies Cordon)" = 0 ] &&
+        ok "$c: $B, which recovered, was never cordoned" || fail "$c: want $B never cordoned; history: $(history_count "$B" "$p" zombies Cordon) Cordon(s)"
+    host_zombies "$A" stop
+    wait_for "$c: $A healthy again, uncordoned after the cooldown" 90 not_cordoned "$A"
+    delete_policy "$p" "$c"
+    stage_done
+}
+
+# ---------------------------------------------------------------------------
+scenario_drain_pdb() {
+    stage "drain-pdb"
+    local c="drain-pdb" p=e2e-drain-pdb uid
+    kubectl delete nhp "$p" --ignore-not-found --timeout=90s >/dev/null
+    host_zombies "$A" stop
+    kubectl delete namespace guarded --ignore-not-found --timeout=90s >/dev/null
+    kubectl create namespace guarded >/dev/null
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: guarded, namespace: guarded}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: guarded}}
+  template:
+    metadata: {labels: {app: guarded}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {kubernetes.io/hostname: $A}
+      containers:
+        - name: guarded
+          image: localhost/nodemedic-workload:$tag
+          imagePullPolicy: Never
+          args: [rename, guarded]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: guarded, namespace: guarded}
+spec:
+  maxUnavailable: 0
+  selector: {matchLabels: {app: guarded}}
+EOF
+    kubectl -n guarded rollout status deploy/guarded --timeout=90s >/dev/null &&
+        ok "$c: Deployment guarded (PDB maxUnavailable 0) runs on $A" || { fail "$c: Deployment guarded did not become available"; stage_done; return; }
+    uid="$(kubectl -n guarded get pods -l app=guarded -o jsonpath='{.items[0].metadata.uid}')"
+    host_zombies "$A" start
+    node_zombie_policy "$p" "{matchLabels: {kubernetes.io/hostname: $A}}" \
+        '[{action: Cordon}, {action: Drain}]' '{maxUnhealthy: 1, cooldown: 2s, uncordonWhenHealthy: true}' |
+        kubectl apply -f - >/dev/null
+    draining() { episode_step "$A" "$p" zombies Drain | jq -e '.phase == "Started"'; }
+    wait_for "$c: host zombies on $A: cordoned, the Drain step starts" 60 draining || { host_zombies "$A" stop; delete_policy "$p" "$c"; stage_done; return; }
+    local t0=$SECONDS
+    drain_failed() { episode_step "$A" "$p" zombies Drain | jq -e '.phase == "Failed"'; }
+    # the install sets --drain-timeout 20s (NODEMEDIC_DRAIN_TIMEOUT)
+    wait_for "$c: the PDB holds the pod until the drain timeout: the Drain step ends Failed" 90 drain_failed
+    local rec
+    rec="$(episode_step "$A" "$p" zombies Drain)"
+    echo "$rec" | jq -e '.reason == "Timeout" and .drain.remaining == 1 and .drain.evicted == 0' >/dev/null &&
+        ok "$c: Failed after $((SECONDS - t0)) s with reason Timeout, 1 pod remaining ($(echo "$rec" | jq -c '{reason, drain, message}'))" ||
+        fail "$c: want the Drain Failed with reason Timeout, evicted 0 and 1 remaining; the step record: $rec"
+    local now_uid phase
+    now_uid="$(kubectl -n guarded get pods -l app=guarded -o jsonpath='{.items[0].metadata.uid}')"
+    phase="$(kubectl -n guarded get pods -l app=guarded -o jsonpath='{.items[0].status.phase}')"
+    [ "$now_uid" = "$uid" ] && [ "$phase" = Running ] &&
+        ok "$c: the PDB-guarded pod still runs on $A (same uid)" ||
+        fail "$c: want the guarded pod $uid still Running; have uid $now_uid, phase $phase"
+    if kubectl get events -A -o json | jq -e --arg n "$A" --arg p "$p" \
+        '[.items[] | select(.reason == "RemediationFailed" and .involvedObject.name == $n and (.message // .note // "" | contains($p)))] | length > 0' >/dev/null; then
+        ok "$c: a RemediationFailed Event on $A"
+    else
+        fail "$c: no RemediationFailed Event on $A for $p"
+    fi
+    host_zombies "$A" stop
+    wait_for "$c: $A healthy again, uncordoned after the cooldown" 90 not_cordoned "$A"
+    delete_policy "$p" "$c"
+    kubectl delete namespace guarded --wait=false >/dev/null
+    stage_done
+}
+
+# ---------------------------------------------------------------------------
+# A three-step ladder on worker A (a node-wide zombie problem): Event at
+# once, Taint after 8 s, Cordon after 16 s. DISRUPT runs between the Taint and
+# the Cordon; then every step must have run exactly once.
+ladder_steps=(Event Taint Cordon)
+step_event_reason() {
+    case "$1" in Event) echo ZombiesDetected ;; Taint) echo NodeTainted ;; Cordon) echo NodeCordoned ;; esac
+}
+events_count() { # NODE POLICY REASON -> occurrences (series counted)
+    kubectl get events -A -o json | jq --arg n "$1" --arg p "$2" --arg r "$3" \
+        --arg since "$since" '[.items[] | select(.reason == $r and .involvedObject.kind == "Node" and .involvedObject.name == $n and ((.message // "") | test("^policy " + $p + "[ :]")) and ((.lastTimestamp // .eventTime // "") >= $since)) | (.series.count // .count // 1)] | add // 0'
+}
+tainted_by() { # NODE POLICY
+    kubectl get node "$1" -o json | jq -e --arg p "$2" '[.spec.taints[]? | select(.key == "nodemedic.io/e2e-ladder")] | length == 1' >/dev/null &&
+        kubectl get node "$1" -o jsonpath='{.metadata.annotations.nodemedic\.io/tainted-by}' | grep -q "$2"
+}
+untainted() { # NODE
+    kubectl get node "$1" -o json | jq -e '[.spec.taints[]? | select(.key == "nodemedic.io/e2e-ladder")] | length == 0'
+}
+ladder_once() { # CHECK-NAME POLICY DISRUPT-FUNCTION
+    local c=$1 p=$2 disrupt=$3
+    kubectl delete nhp "$p" --ignore-not-found --timeout=90s >/dev/null
+    host_zombies "$A" stop
+    host_zombies "$A" start
+    node_zombie_policy "$p" "{matchLabels: {kubernetes.io/hostname: $A}}" \
+        '[{action: Event}, {action: Taint, after: 8s, taint: {key: nodemedic.io/e2e-ladder, effect: NoSchedule}}, {action: Cordon, after: 16s}]' \
+        '{maxUnhealthy: 1, cooldown: 2s, uncordonWhenHealthy: true}' | kubectl apply -f - >/dev/null
+    mark_since "$p"
+    wait_for "$c: host zombies on $A: the ladder starts, $A tainted by $p (step 2 of 3)" 90 tainted_by "$A" "$p" || { host_zombies "$A" stop; delete_policy "$p" "$c"; return 1; }
+    if [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" = true ]; then
+        fail "$c: $A is already cordoned: the disruption is not between the Taint and the Cordon (slow reconcile?)"
+    fi
+    "$disrupt" || true
+    cordoned_by_p() {
+        [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" = true ] &&
+            kubectl get node "$A" -o jsonpath='{.metadata.annotations.nodemedic\.io/cordoned-by}' | grep -q "$p"
+    }
+    wait_for "$c: the ladder goes on after it: $A cordoned by $p (step 3 of 3)" 120 cordoned_by_p
+    sleep 6 # three more scans, and reconciles: a repeated step would show by now
+    local s h e counts="" bad=""
+    for s in "${ladder_steps[@]}"; do
+        h="$(history_count "$A" "$p" zombies "$s")"
+        e="$(events_count "$A" "$p" "$(step_event_reason "$s")")"
+        counts+=" $s: ledger $h, Events $e;"
+        [ "$h" = 1 ] && [ "$e" = 1 ] || bad=1
+    done
+    echo "     per-step counts:$counts"
+    [ -z "$bad" ] && ok "$c: every step of the ladder ran exactly once (ledger history and Events):$counts" ||
+        fail "$c: want each of ${ladder_steps[*]} exactly once in $A's ledger history and in the Events; have:$counts"
+    host_zombies "$A" stop
+    healthy_again() { not_cordoned "$A" && untainted "$A"; }
+    wait_for "$c: $A healthy again: uncordoned and untainted after the cooldown" 90 healthy_again
+    delete_policy "$p" "$c"
+}
+
+# ---------------------------------------------------------------------------
+lease_holder() { kubectl -n "$ns" get lease nodemedic-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+lease_seconds=8 # install: operator.leaderElection.leaseDuration
+kill_leader() {
+    local c=failover old new t0 took
+    old="$(lease_holder)"
+    if [ -z "$old" ] || ! kubectl -n "$ns" get pod "$old" >/dev/null 2>&1; then
+        fail "$c: the Lease names no running operator pod (holder '$old')"
+        return 1
+    fi
+    t0=$SECONDS
+    kubectl -n "$ns" delete pod "$old" --wait=false >/dev/null
+    ok "$c: the leading operator pod $old deleted between the Taint and the Cordon"
+    new_leader() { new="$(lease_holder)"; [ -n "$new" ] && [ "$new" != "$old" ]; }
+    if wait_for "$c: another replica holds the Lease" 60 new_leader; then
+        new_leader || true
+        took=$((SECONDS - t0))
+        # lease duration, plus up to 1 s of the lease manager's back-off and 1 s of polling
+        [ "$took" -le $((lease_seconds + 2)) ] &&
+            ok "$c: $new took over ${took} s after the deletion (lease duration ${lease_seconds} s)" ||
+            fail "$c: want the standby to take over within the lease duration (${lease_seconds} s + 2 s); $new took ${took} s"
+    fi
+}
+scenario_failover() {
+    stage "failover"
+    ladder_once failover e2e-failover kill_leader || true
+    local ready
+    wait_for "failover: both operator replicas Ready again" 90 \
+        sh -c "[ \"\$(kubectl -n $ns get deploy -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].status.readyReplicas}')\" = 2 ]"
+    stage_done
+}
+
+# ---------------------------------------------------------------------------
+agent_scans() { # NODE AGENT-POD-IP -> nodemedic_agent_scans_total, read from inside the node (no API server needed)
+    "$engine" exec "$1" curl -s --max-time 3 "http://$2:9470/metrics" | awk '$1 == "nodemedic_agent_scans_total" {print $2}'
+}
+restart_apiserver() {
+    local c=apiserver cp id ip s0 s1 t0
+    cp="$(kubectl get nodes -l node-role.kubernetes.io/control-plane -o jsonpath='{.items[0].metadata.name}')"
+    ip="$(kubectl -n "$ns" get pod "$(agent_pod "$A")" -o jsonpath='{.status.podIP}')"
+    s0="$(agent_scans "$A" "$ip")"
+    id="$("$engine" exec "$cp" crictl ps -q --name kube-apiserver | head -n1)"
+    t0=$SECONDS
+    if [ -n "$id" ] && "$engine" exec "$cp" crictl stop --timeout 5 "$id" >/dev/null; then
+        ok "$c: kube-apiserver stopped on $cp (container ${id:0:13}) between the Taint and the Cordon"
+    else
+        fail "$c: could not stop kube-apiserver on $cp"
+        return 1
+    fi
+    sleep 6
+    local down=yes
+    kubectl get --raw /readyz >/dev/null 2>&1 && down=no
+    s1="$(agent_scans "$A" "$ip")"
+    [ -n "$s0" ] && [ -n "$s1" ] && [ "$s1" -ge $((s0 + 2)) ] &&
+        ok "$c: the agent on $A keeps scanning ($s0 -> $s1 scans in 6 s; API server down then: $down)" ||
+        fail "$c: want the agent on $A to keep scanning while the API server is away; scans $s0 -> $s1"
+    api_back() { kubectl get --raw /readyz; }
+    wait_for "$c: kubelet restarts kube-apiserver, /readyz answers" 180 api_back &&
+        echo "     the API server was away about $((SECONDS - t0)) s"
+    report_fresh() { # the agent catches up: a report scanned after the API server came back
+        local last
+        last="$(kubectl get nhr "$A" -o jsonpath='{.status.lastScanTime}')" || return 1
+        [ $(($(date -u +%s) - $(date -u -d "$last" +%s))) -le 6 ]
+    }
+    wait_for "$c: the agent on $A catches up (its report scanned within the last 6 s)" 60 report_fresh
+}
+scenario_apiserver() {
+    stage "apiserver"
+    ladder_once apiserver e2e-apiserver restart_apiserver || true
+    stage_done
+}
+
 for s in "${scenarios[@]}"; do
     case "$s" in
         drain) scenario_drain ;;
+        culprit) scenario_culprit ;;
         agent-restart) scenario_agent_restart ;;
         agent-down) scenario_agent_down ;;
+        storm) scenario_storm ;;
+        drain-pdb) scenario_drain_pdb ;;
+        failover) scenario_failover ;;
+        apiserver) scenario_apiserver ;;
     esac
 done
 

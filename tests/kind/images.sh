@@ -15,7 +15,10 @@
 #                                     uid 0 with three capabilities)
 #   localhost/nodemedic-workload:TAG  (--with-workload; tests only) the
 #                                     dev-only problem generator, whose
-#                                     entrypoint is `nodemedic-workload zombies`
+#                                     entrypoint is `nodemedic-workload zombies`,
+#                                     and /usr/local/bin/nodemedic-vfork
+#                                     (tests/kind/vfork-parents.c, `cc -static`:
+#                                     parents blocked in vfork())
 #
 # Prints one line per image: `ARCHIVE REF sha256:DIGEST`. The Rust build goes
 # to ${NODEMEDIC_STATIC_TARGET:-$HOME/.cache/nodemedic/static-target} (outside
@@ -32,7 +35,7 @@ while [ "$#" -gt 0 ]; do
         --tag) tag="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --with-workload) with_workload=1; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "images.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -72,9 +75,14 @@ mkdir -p "$out"
     --entrypoint /usr/local/bin/nodemedic-operator \
     | sed "s|^|$out/nodemedic.tar |"
 if [ "$with_workload" = 1 ]; then
+    # vfork() needs `unsafe`, which the workspace forbids: a small C helper.
+    if [ ! -x "$bin/nodemedic-vfork" ] || [ "$here/vfork-parents.c" -nt "$bin/nodemedic-vfork" ]; then
+        cc -static -Os -s -Wall -o "$bin/nodemedic-vfork" "$here/vfork-parents.c"
+    fi
     "$here/oci-image.sh" --name "localhost/nodemedic-workload:$tag" \
         --output "$out/nodemedic-workload.tar" \
         "$bin/nodemedic-workload=/usr/local/bin/nodemedic-workload:0755" \
+        "$bin/nodemedic-vfork=/usr/local/bin/nodemedic-vfork:0755" \
         --entrypoint /usr/local/bin/nodemedic-workload --cmd zombies --cmd --count --cmd 30 \
         | sed "s|^|$out/nodemedic-workload.tar |"
 fi
