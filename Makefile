@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-cargo envtest prometheus scan crds lint bench image krew-archive kind-provision e2e-kind e2e-kind-ci e2e-kind-nodes e2e-kind-full e2e-kind-smoke kind-up kind-up-nodes kind-down
+.PHONY: test test-cargo envtest prometheus scan crds lint bench soak image krew-archive kind-provision e2e-kind e2e-kind-ci e2e-kind-nodes e2e-kind-full e2e-kind-smoke kind-up kind-up-nodes kind-down
 
 ## Run every test: unit, real host, real control plane, then the kind tier
 ## (CI's part of it: see e2e-kind-ci; the rest is e2e-kind-full).
@@ -50,6 +50,18 @@ krew-archive:
 bench: envtest
 	@eval "$$(tests/envtest/provision.sh --print-env)" && \
 	  $(CARGO) bench -p nodemedic-agent -p nodemedic-operator
+
+## The soak benchmark (not in CI, not in `make test`; about SOAK_MINUTES plus
+## a minute, as root): a busy node under examples/production.yaml in DryRun,
+## counting findings and planned actions. Exits 1 if a disruptive action was
+## planned. Figures in docs/benchmarks.md ("Soak: false positives on a busy node").
+## Built for the whole workspace first (one feature set, so the agent, the
+## operator and the workload generator it runs are that same build).
+SOAK_MINUTES ?= 30
+soak: envtest
+	$(CARGO) build --release --workspace --bins
+	@eval "$$(tests/envtest/provision.sh --print-env)" && \
+	  nice -n 5 "$${CARGO_TARGET_DIR:-target}/release/nodemedic-soak" --minutes $(SOAK_MINUTES)
 
 ## Build or locate kube-apiserver, etcd, kubectl and helm for the tests.
 envtest:

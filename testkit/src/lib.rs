@@ -3,6 +3,7 @@
 //! ships in the agent or the operator.
 
 pub mod fuse;
+pub mod soak;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

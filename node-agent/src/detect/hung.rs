@@ -27,6 +27,12 @@ pub fn blocked_for(
         .blocked_since(tid, starttime)
         .unwrap_or(obs.taken_at);
     let tracked = obs.taken_at.saturating_duration_since(since).as_secs_f64();
+    // 0 is not a time: the kernel resets `se.exec_start` when it migrates a
+    // task that is not running (`migrate_task_rq_fair`), e.g. a D thread
+    // woken onto another CPU between the reads of its state and its sched
+    // file. Taken at face value it made a vfork wait of microseconds
+    // "blocked since boot".
+    let exec_start_ns = exec_start_ns.filter(|&ns| ns != 0);
     // The scheduler clock excludes steal and IRQ time, so on a busy VM it can
     // trail the wall clock; the tracked value is a wall-clock lower bound.
     match (obs.procs.sched_now_for(cpu), exec_start_ns) {
@@ -250,6 +256,34 @@ mod tests {
         assert_eq!(listed, vec![(10, 1000, true), (11, 1001, false)]);
         assert!(waits.iter().all(|w| w.blocked_seconds >= 599.0));
         assert_eq!(*waits_omitted, 0);
+    }
+
+    /// The kernel resets `se.exec_start` to 0 when it migrates a task that
+    /// is not running to another CPU (`migrate_task_rq_fair`), as happens to
+    /// a D thread woken — a vfork parent whose child just exec'd, a writer
+    /// whose fsync returned — between the scanner's read of its state and
+    /// of its sched file. Seen in the soak benchmark: a vfork wait of a few
+    /// microseconds reported as blocked for 50,896 s (the scheduler clock's
+    /// whole uptime). 0 says nothing about the wait: the tracked duration
+    /// (here the first sighting: 0 s) is used instead.
+    #[test]
+    fn an_exec_start_of_zero_is_unknown_not_blocked_since_boot() {
+        let obs = observe(vec![
+            d(20, 1, 0, vec![]),
+            d(21, 1, 0, vec![vfork_child(1021, 2, b'S')]),
+        ]);
+        let v = detect(&obs, &thresholds(), &History::default());
+        let Offenders::HungTasks { threads, waits, .. } = &v.offenders else {
+            panic!("hung verdict holds {:?}", v.offenders);
+        };
+        assert!(!v.exceeded, "{threads:?}");
+        assert_eq!(v.value, 0.0);
+        let secs: Vec<(i32, f64)> = threads
+            .iter()
+            .map(|t| (t.tid, t.blocked_seconds))
+            .chain(waits.iter().map(|w| (w.tid, w.blocked_seconds)))
+            .collect();
+        assert_eq!(secs, vec![(20, 0.0), (21, 0.0)]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use nodemedic_testkit::soak;
 use nodemedic_testkit::workload::{self, DStateTask, Spawned, ThrottledSpinner};
 use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions};
 use std::io::Read;
@@ -79,6 +80,112 @@ enum Cmd {
     /// exit 0 when readable, 3 when permission is denied, 1 otherwise.
     /// Used to show what a pod with the agent's privileges can read.
     ReadFile { path: PathBuf },
+    /// (soak) Repeat a parallel build of a small C project in DIR (written
+    /// there first): `make clean`, then `make -jJOBS all test`, busy for
+    /// DUTY of the time.
+    BuildLoop {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        jobs: usize,
+        #[arg(long, default_value_t = 0.5)]
+        duty: f64,
+        /// Translation units in the project.
+        #[arg(long, default_value_t = 24)]
+        files: usize,
+        /// Runs of the built program per round (through `xargs -P 4`).
+        #[arg(long, default_value_t = 200)]
+        tests: usize,
+        #[command(flatten)]
+        soak: SoakArgs,
+    },
+    /// (soak) THREADS threads starting PROGRAM with posix_spawn (vfork) and
+    /// waiting for it, RATE times a second in all.
+    SpawnChurn {
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value = "/bin/true")]
+        program: PathBuf,
+        #[command(flatten)]
+        soak: SoakArgs,
+    },
+    /// (soak) Open and close RATE fds a second around a level wandering
+    /// between BASE and BASE+SWING, under a soft RLIMIT_NOFILE.
+    FdChurn {
+        #[arg(long, default_value_t = 2048)]
+        base: u64,
+        #[arg(long, default_value_t = 1024)]
+        swing: u64,
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 4096)]
+        soft_limit: u64,
+        #[command(flatten)]
+        soak: SoakArgs,
+    },
+    /// (soak) A service under a CPU quota: Poisson requests with
+    /// exponential CPU cost, periodic spikes, a startup burst.
+    Burst {
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 10.0)]
+        rps: f64,
+        #[arg(long, default_value_t = 8.0)]
+        mean_ms: f64,
+        #[arg(long, value_parser = parse_duration, default_value = "2m")]
+        spike_every: Duration,
+        #[arg(long, value_parser = parse_duration, default_value = "2s")]
+        spike_for: Duration,
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        startup: Duration,
+        #[command(flatten)]
+        soak: SoakArgs,
+    },
+    /// (soak) A healthy parent: PER_SECOND children a second, each reaped
+    /// REAP_AFTER later (a zombie until then).
+    ReapingParent {
+        #[arg(long, default_value_t = 10.0)]
+        per_second: f64,
+        #[arg(long, value_parser = parse_duration, default_value = "2s")]
+        reap_after: Duration,
+        #[arg(long, default_value = "/bin/true")]
+        program: PathBuf,
+        #[command(flatten)]
+        soak: SoakArgs,
+    },
+    /// (soak) Hold COUNT fds (/dev/null) under a soft RLIMIT_NOFILE, stably.
+    HoldSteady {
+        count: u64,
+        #[arg(long, default_value_t = 65536)]
+        soft_limit: u64,
+        #[command(flatten)]
+        soak: SoakArgs,
+    },
+}
+
+/// What every soak workload takes.
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// Join these cgroup directories first (pod-shaped container cgroups,
+    /// one per hierarchy).
+    #[arg(long)]
+    join_cgroup: Vec<PathBuf>,
+    /// Publish counters to this file.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+}
+
+impl SoakArgs {
+    /// Dies with the parent, joins the cgroups, starts publishing, says ready.
+    fn start(&self, counters: &[&'static str]) -> Result<soak::Stats> {
+        die_with_parent();
+        soak::join_cgroups(&self.join_cgroup)?;
+        let stats = soak::Stats::new(self.stats.clone(), counters);
+        stats.publish_every();
+        soak::ready();
+        Ok(stats)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -305,6 +412,98 @@ fn main() -> Result<()> {
             if threads == 0 {
                 read_one(&file);
             }
+            sleep_forever()
+        }
+        Cmd::BuildLoop {
+            dir,
+            jobs,
+            duty,
+            files,
+            tests,
+            soak,
+        } => {
+            soak::write_c_project(&dir, files, tests)
+                .with_context(|| format!("writing the C project in {}", dir.display()))?;
+            let stats = soak.start(&[
+                "rounds",
+                "failed_rounds",
+                "procs_per_round",
+                "round_ms_total",
+            ])?;
+            soak::build_loop(&dir, jobs, duty, &stats).context("running make")?;
+            Ok(())
+        }
+        Cmd::SpawnChurn {
+            threads,
+            rate,
+            program,
+            soak,
+        } => {
+            let stats = soak.start(&["spawned", "failed", "behind"])?;
+            soak::spawn_churn(threads, rate, &program, &stats)
+        }
+        Cmd::FdChurn {
+            base,
+            swing,
+            rate,
+            soft_limit,
+            soak,
+        } => {
+            let stats = soak.start(&[
+                "opened", "closed", "open_now", "open_max", "open_min", "errors",
+            ])?;
+            soak::fd_churn(base, swing, rate, soft_limit, &stats)
+        }
+        Cmd::Burst {
+            workers,
+            rps,
+            mean_ms,
+            spike_every,
+            spike_for,
+            startup,
+            soak,
+        } => {
+            let stats = soak.start(&["requests", "busy_ms", "spikes"])?;
+            soak::burst(
+                workers,
+                rps,
+                mean_ms,
+                spike_every,
+                spike_for,
+                startup,
+                &stats,
+            )
+        }
+        Cmd::ReapingParent {
+            per_second,
+            reap_after,
+            program,
+            soak,
+        } => {
+            let stats = soak.start(&["spawned", "reaped", "zombies_now", "zombies_max"])?;
+            soak::reaping_parent(per_second, reap_after, &program, &stats)
+        }
+        Cmd::HoldSteady {
+            count,
+            soft_limit,
+            soak,
+        } => {
+            let cur = rustix::process::getrlimit(Resource::Nofile);
+            rustix::process::setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(soft_limit),
+                    maximum: cur.maximum,
+                },
+            )
+            .context("setting RLIMIT_NOFILE")?;
+            let files = (0..count)
+                .map(|_| std::fs::File::open("/dev/null"))
+                .collect::<std::io::Result<Vec<_>>>()
+                .context("opening fds")?;
+            let stats = soak.start(&["held"])?;
+            stats.set("held", files.len() as u64);
+            stats.publish();
             sleep_forever()
         }
         Cmd::Cleanup => {
