@@ -515,13 +515,12 @@ async fn install_people_roles(w: &World) -> String {
         .await
         .unwrap();
     assert!(out.success, "{out}");
-    let name = wanted
+    wanted
         .iter()
         .filter_map(|o| o["metadata"]["name"].as_str())
         .find_map(|n| n.strip_suffix("-kubectl-pauser"))
         .unwrap()
-        .to_owned();
-    name
+        .to_owned()
 }
 
 /// `pause` and `resume` through the plugin, run as a ServiceAccount bound to
