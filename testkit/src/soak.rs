@@ -152,7 +152,7 @@ pub fn write_c_project(dir: &Path, files: usize, tests: usize) -> std::io::Resul
     std::fs::create_dir_all(dir)?;
     let mut objs = Vec::new();
     for i in 0..files {
-        let mut src = format!("#include <stdio.h>\n#include <string.h>\n\n");
+        let mut src = String::from("#include <stdio.h>\n#include <string.h>\n\n");
         // Enough code that cc1 works for a few tens of milliseconds.
         for f in 0..24 {
             src.push_str(&format!(
