@@ -680,6 +680,22 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
         .create_node("alerts", &[("nodemedic.io/test", scope.as_str())])
         .await
         .expect("node");
+    // A paused Node that no policy selects, so that the pause families get
+    // samples (a reason alone is a pause; no paused-by, which the chart's
+    // admission policy would tie to the requester).
+    let paused_node = cp
+        .create_node("alerts-paused", &[("nodemedic.io/test", "alerts-paused")])
+        .await
+        .expect("node");
+    let out = cp
+        .kubectl_with(
+            cp.admin_kubeconfig(),
+            &["annotate", "node", &paused_node, "nodemedic.io/paused=alerts test"],
+            None,
+        )
+        .await
+        .expect("kubectl");
+    assert!(out.success, "pause the node:\n{out}");
     let policy = unique_name("alerts-policy");
     let policy_yaml = serde_yaml::to_string(&json!({
         "apiVersion": "nodemedic.io/v1alpha1",
