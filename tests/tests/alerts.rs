@@ -690,7 +690,12 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
     let out = cp
         .kubectl_with(
             cp.admin_kubeconfig(),
-            &["annotate", "node", &paused_node, "nodemedic.io/paused=alerts test"],
+            &[
+                "annotate",
+                "node",
+                &paused_node,
+                "nodemedic.io/paused=alerts test",
+            ],
             None,
         )
         .await
