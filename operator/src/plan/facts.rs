@@ -224,7 +224,7 @@ pub fn is_true(condition: &PolicyCondition) -> bool {
 
 /// Whether `policy` is listed as exceeded (an empty list with `exceeded`
 /// set is taken as "every policy", for agents that do not fill the list).
-fn exceeded_for(exceeded: bool, under: &[String], policy: &str) -> bool {
+pub fn exceeded_for(exceeded: bool, under: &[String], policy: &str) -> bool {
     exceeded && (under.is_empty() || under.iter().any(|p| p == policy))
 }
 

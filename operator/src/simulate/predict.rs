@@ -105,9 +105,7 @@ fn exceeding_listed(report: &NodeHealthReport, policy: &str, detector: Detector)
     let Some(s) = report.status.as_ref() else {
         return Vec::new();
     };
-    let under = |exceeded: bool, list: &[String]| {
-        exceeded && (list.is_empty() || list.iter().any(|p| p == policy))
-    };
+    let under = |exceeded: bool, list: &[String]| facts::exceeded_for(exceeded, list, policy);
     let f = &s.findings;
     match detector {
         Detector::Zombies => indexes(
