@@ -168,7 +168,7 @@ pub async fn start(
         leases,
         watcher::Config::default().fields(&format!("metadata.name={}", config.lease_name)),
     )
-    .default_backoff()
+    .backoff(crate::watch_backoff::WatchBackoff::default())
     .applied_objects();
     // Stop acting this long before the lease could expire, so that acting
     // never overlaps with a standby that takes over at expiry.

@@ -10,6 +10,7 @@
 //! * [`leader`] — Lease-based leader election and the acting fence.
 //! * [`admin`] and [`metrics`] — `/metrics`, `/livez`, `/readyz`.
 //! * [`cli`] — flags, each with an environment variable.
+//! * [`watch_backoff`] — how the watches retry after an error.
 
 pub mod admin;
 pub mod cli;
@@ -20,3 +21,4 @@ pub mod metrics;
 pub mod plan;
 pub mod remediation;
 pub mod simulate;
+pub mod watch_backoff;

@@ -144,6 +144,16 @@ fn hash_of(value: impl Hash) -> u64 {
 pub struct ReportPrint {
     pub global: u64,
     pub per_policy: BTreeMap<String, u64>,
+    /// When the report turns stale (None: stale already). Kept apart from
+    /// `global`: a report goes stale with no event at all, so whether it
+    /// was is judged when the next one comes, on the clock of then.
+    pub stale_at: Option<Timestamp>,
+}
+
+impl ReportPrint {
+    fn stale(&self, now: Timestamp) -> bool {
+        self.stale_at.is_none_or(|at| now >= at)
+    }
 }
 
 /// The fingerprint of a report at `now`.
@@ -155,7 +165,10 @@ pub fn report_print(
     let Some(s) = r.status.as_ref() else {
         return ReportPrint::default();
     };
-    let stale = facts::freshness(Some(s), observed, now) == Freshness::Stale;
+    let stale_at = match facts::freshness(Some(s), observed, now) {
+        Freshness::Fresh { stale_at } => Some(stale_at),
+        Freshness::Stale => None,
+    };
     let results: Vec<(&str, String)> = s
         .action_results
         .iter()
@@ -183,7 +196,7 @@ pub fn report_print(
         )
         .chain(f.cpu_throttling.iter().map(|c| format!("{:?}", c.workload)))
         .collect();
-    let global = hash_of((stale, &s.heartbeat_interval, results, offenders));
+    let global = hash_of((&s.heartbeat_interval, results, offenders));
     let mut per_policy: BTreeMap<String, Vec<(String, String, i64)>> = BTreeMap::new();
     for c in &s.conditions {
         per_policy.entry(c.policy.clone()).or_default().push((
@@ -198,6 +211,7 @@ pub fn report_print(
             .into_iter()
             .map(|(p, v)| (p, hash_of(v)))
             .collect(),
+        stale_at,
     }
 }
 
@@ -324,7 +338,11 @@ impl Index {
         let Some(old) = self.reports.insert(name.clone(), print.clone()) else {
             return Affected::Node(name);
         };
-        if old.global != print.global {
+        // Staleness as the last reconcile may have seen it — at the time of
+        // the previous event, or since on the clock — against now.
+        let stale = print.stale(now);
+        if old.global != print.global || old.stale(now) != stale || old.stale_at.is_none() != stale
+        {
             return Affected::Node(name);
         }
         let changed: BTreeSet<String> = old
@@ -592,6 +610,30 @@ mod tests {
         assert_eq!(
             ix.report(&report(1996, &[("a", true), ("b", false)]), false, later),
             Affected::Node("n".into())
+        );
+    }
+
+    #[test]
+    fn a_report_that_went_stale_without_an_event_is_news_when_it_comes_back() {
+        // The API server was away for 20 minutes: no event, while the
+        // reconciles in between judged the report stale on the clock. Its
+        // next scan must ask for a reconcile, although what it says is what
+        // it said before.
+        let mut ix = Index::default();
+        ix.report(
+            &report(1990, &[("a", true)]),
+            false,
+            Timestamp::from_second(2000).unwrap(),
+        );
+        let back = Timestamp::from_second(3200).unwrap();
+        assert_eq!(
+            ix.report(&report(3195, &[("a", true)]), false, back),
+            Affected::Node("n".into())
+        );
+        assert_eq!(
+            ix.report(&report(3199, &[("a", true)]), false, back),
+            Affected::Nothing,
+            "fresh to fresh: a heartbeat"
         );
     }
 

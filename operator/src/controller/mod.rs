@@ -234,7 +234,7 @@ where
     let mut sieve = Sieve::default();
     let api: Api<Lenient<K>> = Api::all(client.clone());
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(crate::watch_backoff::WatchBackoff::default())
         .filter_map(move |event| {
             let event = match event {
                 Ok(event) => {
@@ -622,6 +622,11 @@ async fn act_while_leading(
         if let Ok(mut m) = ctx.written_status.lock() {
             // Another leader may have written since this process last did.
             m.clear();
+        }
+        if let Ok(mut f) = ctx.failures.lock() {
+            // Failures of an earlier term (an API server that was away) say
+            // nothing about this one: no inherited back-off.
+            f.clear();
         }
         let (tx, rx) = mpsc::unbounded();
         triggers.set(Some(tx));

@@ -101,8 +101,13 @@ pub struct World {
 
 impl World {
     pub async fn new(prefix: &str) -> Self {
+        Self::on(cp().await, prefix).await
+    }
+
+    /// A world on a given control plane (a private one, for a test that
+    /// stops its API server).
+    pub async fn on(cp: &'static ControlPlane, prefix: &str) -> Self {
         init_tracing();
-        let cp = cp().await;
         let client = cp.client().await.unwrap();
         let namespace = cp.create_namespace(prefix).await.unwrap();
         let id = namespace.clone();
@@ -523,6 +528,19 @@ impl Agent {
 
     /// Writes the status without touching lastScanTime.
     pub async fn write_as_is(&mut self) {
+        self.try_write_as_is()
+            .await
+            .unwrap_or_else(|e| panic!("agent status of {}: {e}", self.node));
+    }
+
+    /// A scan's write that may fail (the API server is away), as the
+    /// agent's own writes may.
+    pub async fn try_write(&mut self) -> Result<(), kube::Error> {
+        self.status.last_scan_time = Some(Time(Timestamp::now()));
+        self.try_write_as_is().await
+    }
+
+    async fn try_write_as_is(&mut self) -> Result<(), kube::Error> {
         self.status.healthy = self
             .status
             .conditions
@@ -541,7 +559,7 @@ impl Agent {
             &Patch::Apply(&body),
         )
         .await
-        .unwrap_or_else(|e| panic!("agent status of {}: {e}", self.node));
+        .map(|_| ())
     }
 
     /// Sets the condition of (policy, detector), keeping its transition time
