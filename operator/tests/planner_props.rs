@@ -807,12 +807,13 @@ impl World {
 
             // A problem contained in one pod reaches no node-wide step (the
             // props' ladders keep the default scope) before a pod-level step
-            // of the episode was carried out.
+            // of the episode was carried out and a later scan still found it.
             let pod_contained = facts::condition(&n.report, &sp.name, Detector::Zombies)
                 .is_some_and(|c| c.scope == Some(ProblemScope::Pod));
             if pod_contained && started_now.iter().any(|a| a.affects_whole_node()) {
                 // As the plan saw the episode (a ladder edit may overwrite
                 // the pod-level record by index in the same plan).
+                let scanned = facts::scan_time(&n.report);
                 let tried = [&w.before, &w.ahead].iter().any(|state| {
                     state
                         .remediation
@@ -821,12 +822,13 @@ impl World {
                             e.steps.iter().any(|s| {
                                 matches!(s.action, ActionKind::SignalParent | ActionKind::EvictPod)
                                     && matches!(s.phase, StepPhase::Done | StepPhase::Failed)
+                                    && scanned.is_some_and(|at| at > s.since.0)
                             })
                         })
                 });
                 prop_assert!(
                     tried,
-                    "node-wide {:?} started on {} for a pod-contained problem before any pod-level step",
+                    "node-wide {:?} started on {} for a pod-contained problem before a pod-level step and a scan after it",
                     started_now,
                     w.node
                 );

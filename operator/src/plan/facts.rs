@@ -204,6 +204,27 @@ pub fn freshness(
     }
 }
 
+/// The agent's stamp of the report's current scan.
+pub fn scan_time(report: &NodeHealthReport) -> Option<Timestamp> {
+    report
+        .status
+        .as_ref()
+        .and_then(|s| s.last_scan_time.as_ref())
+        .map(|t| t.0)
+}
+
+/// How often the agent scans, as it reports (10 s when it does not say),
+/// kept within 1 s to 5 min: how soon the next scan can be expected.
+pub fn scan_interval(report: &NodeHealthReport) -> Duration {
+    report
+        .status
+        .as_ref()
+        .and_then(|s| s.scan_interval.as_deref())
+        .and_then(|i| parse_duration(i).ok())
+        .unwrap_or(Duration::from_secs(10))
+        .clamp(Duration::from_secs(1), Duration::from_secs(300))
+}
+
 /// The report condition of `policy` for `detector`.
 pub fn condition<'a>(
     report: &'a NodeHealthReport,

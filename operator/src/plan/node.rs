@@ -47,6 +47,8 @@ struct NodeCtx<'r> {
     report: &'r NodeHealthReport,
     /// See [`NodeInput::observed_clear`].
     observed_clear: &'r [(String, Timestamp)],
+    /// See [`NodeInput::observed_scan`].
+    observed_scan: Option<Timestamp>,
     facts: Option<NodeFacts>,
     budget: NodeBudget,
     before: NodeState,
@@ -180,6 +182,7 @@ impl<'i, 'a> NodePlanner<'i, 'a> {
             name: n.name.to_owned(),
             report,
             observed_clear: n.observed_clear,
+            observed_scan: n.observed_scan,
             facts: n.node.map(NodeFacts::from_node),
             budget: self.node_budget(n),
             ahead: before.clone(),

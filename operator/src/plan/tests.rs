@@ -2221,10 +2221,32 @@ fn a_pod_contained_problem_reaches_a_node_wide_step_only_after_a_pod_level_one()
                 && n.note.contains("scope Pod shop/leaky-0")
                 && n.note.contains("contained in pod shop/leaky-0"))
     );
-    // The eviction is carried out and the problem persists: now the
-    // node-wide step runs.
+    // The eviction is carried out. The report still shows the scan from
+    // before it, which says nothing about whether the problem persisted:
+    // the node-wide step waits for a scan after it, and asks to be woken.
     apply_ok(&plan, &p, &mut nodes);
-    let plan = run(&p, &[], &nodes);
+    let plan = run_at(&p, &[], &nodes, t(NOW + 1));
+    assert!(
+        cordons(&plan).is_empty(),
+        "cordoned on the scan before the eviction"
+    );
+    let w = work(&plan, "a");
+    assert!(
+        w.is_none_or(|w| w.effects.is_empty()),
+        "{:?}",
+        w.map(|w| &w.effects)
+    );
+    assert!(
+        plan.wake_at <= t(NOW + 1 + 10),
+        "woken within a scan interval: {:?}",
+        plan.wake_at
+    );
+    // A scan after the eviction still finds the problem: now the node-wide
+    // step runs.
+    if let Some(r) = nodes[0].1.as_mut().and_then(|r| r.status.as_mut()) {
+        r.last_scan_time = Some(Time(t(NOW + 5)));
+    }
+    let plan = run_at(&p, &[], &nodes, t(NOW + 6));
     assert_eq!(cordons(&plan), ["a"]);
     let summary = &plan.summary.nodes[0];
     assert_eq!(

@@ -182,9 +182,22 @@ impl NodePlanner<'_, '_> {
 /// `scope`; agents older than the field count as Node). A node-wide step
 /// (the default of Taint, Cordon, Drain, RequestReboot) reaches a problem
 /// contained in one pod only after a pod-level step of this episode was
-/// carried out (Done or Failed) and the problem persisted.
-pub(super) fn scope_hold(episode: &Episode, step: &Step, cond: &PolicyCondition) -> Option<Hold> {
+/// carried out (Done or Failed) and the problem persisted: the condition
+/// comes from a scan made after that step ended (`scanned`: when the
+/// operator first saw the report's current scan, else the agent's stamp).
+/// Until that scan arrives the hold asks to be woken a scan interval later.
+pub(super) fn scope_hold(
+    episode: &Episode,
+    step: &Step,
+    cond: &PolicyCondition,
+    scanned: Option<Timestamp>,
+) -> Option<Hold> {
     let problem = cond.scope.unwrap_or(ProblemScope::Node);
+    let culprit = || {
+        cond.culprit
+            .as_ref()
+            .map_or_else(|| "?".to_owned(), ToString::to_string)
+    };
     match (step.scope, problem) {
         (StepScope::Any, _)
         | (StepScope::Node, ProblemScope::Node)
@@ -193,25 +206,37 @@ pub(super) fn scope_hold(episode: &Episode, step: &Step, cond: &PolicyCondition)
             HoldReason::NodeWide,
             "the problem is node-wide (host processes or several pods); this step is for problems contained in one pod".into(),
         )),
-        (StepScope::Node, ProblemScope::Pod) if pod_level_tried(episode) => None,
-        (StepScope::Node, ProblemScope::Pod) => Some(Hold::wait(
-            HoldReason::PodContained,
-            format!(
-                "the problem is contained in pod {}; node-wide steps wait until a pod-level step (SignalParent, EvictPod) of this episode has been carried out and the problem persisted (or set scope: Any on the step)",
-                cond.culprit
-                    .as_ref()
-                    .map_or_else(|| "?".to_owned(), ToString::to_string)
-            ),
-        )),
+        (StepScope::Node, ProblemScope::Pod) => match pod_level_ended(episode) {
+            Some(ended) if scanned.is_some_and(|s| s > ended) => None,
+            Some(ended) => Some(Hold::wait(
+                HoldReason::PodContained,
+                format!(
+                    "the problem is contained in pod {}; a pod-level step ended at {ended}, and node-wide steps wait for a scan after it that still finds the problem",
+                    culprit()
+                ),
+            )),
+            None => Some(Hold::wait(
+                HoldReason::PodContained,
+                format!(
+                    "the problem is contained in pod {}; node-wide steps wait until a pod-level step (SignalParent, EvictPod) of this episode has been carried out and the problem persisted (or set scope: Any on the step)",
+                    culprit()
+                ),
+            )),
+        },
     }
 }
 
-/// A pod-level step of the episode has been carried out.
-fn pod_level_tried(episode: &Episode) -> bool {
-    episode.steps.iter().any(|s| {
-        matches!(s.action, ActionKind::SignalParent | ActionKind::EvictPod)
-            && matches!(s.phase, StepPhase::Done | StepPhase::Failed)
-    })
+/// When the last pod-level step of the episode that was carried out ended.
+fn pod_level_ended(episode: &Episode) -> Option<Timestamp> {
+    episode
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(s.action, ActionKind::SignalParent | ActionKind::EvictPod)
+                && matches!(s.phase, StepPhase::Done | StepPhase::Failed)
+        })
+        .map(|s| s.since.0)
+        .max()
 }
 
 /// The node carries a pause.

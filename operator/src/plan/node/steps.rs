@@ -80,7 +80,13 @@ impl NodePlanner<'_, '_> {
         let hold = resolved
             .hold
             .take()
-            .or_else(|| scope_hold(episode, step, cond))
+            .or_else(|| {
+                let scanned = cx.observed_scan.or_else(|| facts::scan_time(cx.report));
+                let hold = scope_hold(episode, step, cond, scanned)?;
+                // Waiting for the next scan: look again a scan interval on.
+                wake.at(plus(self.now(), facts::scan_interval(cx.report)));
+                Some(hold)
+            })
             .or_else(|| {
                 disruptive
                     .then(|| self.budget_hold(cx, step.action, wake))
