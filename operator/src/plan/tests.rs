@@ -1885,6 +1885,62 @@ fn a_drain_that_keeps_getting_retry_fails_at_its_timeout() {
     assert_eq!(records[0].outcome, ActionOutcome::Failed);
 }
 
+/// A drain a PodDisruptionBudget keeps blocking backs off between passes;
+/// its timeout is not pushed out by the back-off: the step ends at the
+/// timeout, not when the next pass would have come (kind's drain-pdb saw
+/// 32 s for a 20 s timeout before this).
+#[test]
+fn a_backed_off_drain_fails_at_its_timeout_not_at_its_next_pass() {
+    let p = policy(
+        "p",
+        PolicyMode::Enforce,
+        vec![step(ActionKind::Drain, "0s")],
+    )
+    .view();
+    let mut nodes = vec![(node("a"), Some(firing("a", "p", NOW - 100)))];
+    let plan = run(&p, &[], &nodes);
+    let w = work(&plan, "a").unwrap();
+    let blocked = EffectOutcome::Drained {
+        progress: Default::default(),
+        end: DrainPassEnd::Blocked,
+        message: "guarded/web-0 (429: the PodDisruptionBudget allows 0)".into(),
+    };
+    let (mut spec, _, _) = settle(w, &[blocked], &p, &Settings::default(), t(NOW));
+    // Many blocked passes later: the last at +110 s, the next backed off
+    // far beyond the 120 s timeout (tests' settings).
+    let rec = &mut spec.remediation.episodes[0].steps[0];
+    assert_eq!(rec.phase, StepPhase::Started);
+    rec.attempts = 8;
+    rec.last_attempt_at = Some(Time(t(NOW + 110)));
+    nodes[0].1.as_mut().unwrap().spec = as_spec(&spec);
+
+    let plan = run_at(&p, &[], &nodes, t(NOW + 115));
+    assert!(work(&plan, "a").is_none_or(|w| w.effects.is_empty()));
+    assert!(
+        plan.wake_at <= t(NOW + 120),
+        "woken at the timeout, not at the next pass: {}",
+        plan.wake_at
+    );
+    let plan = run_at(&p, &[], &nodes, t(NOW + 120));
+    let w = work(&plan, "a").expect("the step ends");
+    assert!(
+        w.effects.is_empty(),
+        "no pass after the timeout: {:?}",
+        w.effects
+    );
+    assert_eq!(
+        steps_of(w, "p"),
+        [(ActionKind::Drain, StepPhase::Failed, Some("Timeout"))]
+    );
+    assert!(
+        w.notices
+            .iter()
+            .any(|n| n.reason == EventReason::RemediationFailed
+                && n.note.contains("drain did not finish within 2m")
+                && n.note.contains("PodDisruptionBudget"))
+    );
+}
+
 #[test]
 fn an_eviction_retry_keeps_the_pod_uid_of_the_first_attempt() {
     let p = policy(

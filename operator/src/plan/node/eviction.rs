@@ -82,13 +82,15 @@ pub(super) fn start_drain(
 
 impl NodePlanner<'_, '_> {
     /// A Started eviction or drain: the next attempt or pass once its
-    /// backoff has passed (settle fails it at its timeout).
+    /// backoff has passed; past the step's timeout no further one starts
+    /// and the step ends Failed (`Timeout`) at once, not when the next
+    /// backed-off attempt would have come.
     pub(super) fn resume_eviction(
         &mut self,
         cx: &mut NodeCtx<'_>,
-        episode: &Episode,
+        episode: &mut Episode,
         step: &Step,
-        rec: &StepRecord,
+        rec: StepRecord,
         wake: &mut Wake,
     ) {
         let p = self.policy();
@@ -96,11 +98,25 @@ impl NodePlanner<'_, '_> {
         if p.mode != PolicyMode::Enforce {
             return;
         }
+        let (timeout, deadline) = self.eviction_deadline(step, &rec);
+        if now >= deadline {
+            let last = rec
+                .message
+                .clone()
+                .unwrap_or_else(|| "no attempt finished".into());
+            let message = format!(
+                "{} did not finish within {}: {last}",
+                eviction_noun(step.action),
+                format_duration(timeout)
+            );
+            self.time_out_eviction(cx, episode, step, rec, message);
+            return;
+        }
         let next = rec.last_attempt_at.as_ref().map_or(now, |t| {
             plus(t.0, retry_delay(rec.attempts.saturating_sub(1)))
         });
         if now < next {
-            wake.at(next);
+            wake.at(next.min(deadline));
             return;
         }
         let sref = StepRef::of(&p.name, episode.detector, step);
@@ -152,7 +168,7 @@ impl NodePlanner<'_, '_> {
         cx: &mut NodeCtx<'_>,
         episode: &mut Episode,
         step: &Step,
-        mut rec: StepRecord,
+        rec: StepRecord,
         wake: &mut Wake,
     ) {
         let p = self.policy();
@@ -160,24 +176,14 @@ impl NodePlanner<'_, '_> {
         if p.mode != PolicyMode::Enforce {
             return;
         }
-        let timeout = if step.action == ActionKind::Drain {
-            self.input.settings.drain_timeout
-        } else {
-            self.input.settings.eviction_timeout
-        };
-        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
-        let deadline = plus(started, timeout);
+        let (timeout, deadline) = self.eviction_deadline(step, &rec);
         if now < deadline {
             wake.at(deadline);
             return;
         }
-        let what = if step.action == ActionKind::Drain {
-            "drain"
-        } else {
-            "eviction"
-        };
         let message = format!(
-            "{what} did not finish within {}: remediation is paused, so no further {} was started",
+            "{} did not finish within {}: remediation is paused, so no further {} was started",
+            eviction_noun(step.action),
             format_duration(timeout),
             if step.action == ActionKind::Drain {
                 "pass"
@@ -185,6 +191,32 @@ impl NodePlanner<'_, '_> {
                 "attempt"
             }
         );
+        self.time_out_eviction(cx, episode, step, rec, message);
+    }
+
+    /// The step's timeout (drain or eviction) and when it runs out,
+    /// counted from when carrying it out began.
+    fn eviction_deadline(&self, step: &Step, rec: &StepRecord) -> (Duration, Timestamp) {
+        let timeout = if step.action == ActionKind::Drain {
+            self.input.settings.drain_timeout
+        } else {
+            self.input.settings.eviction_timeout
+        };
+        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
+        (timeout, plus(started, timeout))
+    }
+
+    /// Ends a Started eviction or drain Failed with reason `Timeout`.
+    fn time_out_eviction(
+        &mut self,
+        cx: &mut NodeCtx<'_>,
+        episode: &mut Episode,
+        step: &Step,
+        mut rec: StepRecord,
+        message: String,
+    ) {
+        let p = self.policy();
+        let now = self.now();
         let pod = rec.pod.as_ref().map(|t| PodRef {
             namespace: t.namespace.clone(),
             name: t.name.clone(),
@@ -205,6 +237,14 @@ impl NodePlanner<'_, '_> {
             true,
             EventReason::RemediationFailed,
         );
+    }
+}
+
+fn eviction_noun(action: ActionKind) -> &'static str {
+    if action == ActionKind::Drain {
+        "drain"
+    } else {
+        "eviction"
     }
 }
 

@@ -259,7 +259,7 @@ impl NodePlanner<'_, '_> {
                 self.paused_eviction(cx, episode, step, rec, wake);
             }
             ActionKind::EvictPod | ActionKind::Drain => {
-                self.resume_eviction(cx, episode, step, &rec, wake);
+                self.resume_eviction(cx, episode, step, rec, wake);
             }
             ActionKind::Event => self.resume_event(cx, episode, step, cond),
             ActionKind::Cordon | ActionKind::Taint => self.resume_node_effect(cx, episode, step),
