@@ -148,8 +148,10 @@ impl Out<'_> {
 }
 
 /// When the next retry of an eviction or drain of `policy` in `spec` is due
-/// (the plan cannot know before the attempt's outcome is settled).
-pub fn next_retry(spec: &NodeState, policy: &str) -> Option<Timestamp> {
+/// (the plan cannot know before the attempt's outcome is settled), or the
+/// step's timeout if that comes first: past it the planner ends the step,
+/// so a back-off longer than the time left must not delay that.
+pub fn next_retry(spec: &NodeState, policy: &str, settings: &Settings) -> Option<Timestamp> {
     spec.remediation
         .episodes
         .iter()
@@ -161,7 +163,14 @@ pub fn next_retry(spec: &NodeState, policy: &str) -> Option<Timestamp> {
         })
         .filter_map(|s| {
             let last = s.last_attempt_at.as_ref()?;
-            Some(plus(last.0, retry_delay(s.attempts.saturating_sub(1))))
+            let retry = plus(last.0, retry_delay(s.attempts.saturating_sub(1)));
+            let timeout = if s.action == ActionKind::Drain {
+                settings.drain_timeout
+            } else {
+                settings.eviction_timeout
+            };
+            let started = s.started_at.as_ref().map_or(s.since.0, |t| t.0);
+            Some(retry.min(plus(started, timeout)))
         })
         .min()
 }

@@ -194,6 +194,16 @@ fn run_at(
     run_with_invalid(p, others, &[], nodes, now)
 }
 
+/// The settings [`run`] plans with.
+fn settings_of_run() -> Settings {
+    Settings {
+        eviction_timeout: Duration::from_secs(60),
+        drain_timeout: Duration::from_secs(120),
+        resync: Duration::from_secs(86_400),
+        ..Settings::default()
+    }
+}
+
 fn run_with_invalid(
     p: &PolicyView,
     others: &[OtherPolicy],
@@ -201,12 +211,7 @@ fn run_with_invalid(
     nodes: &[(Node, Option<NodeHealthReport>)],
     now: Timestamp,
 ) -> Plan {
-    let settings = Settings {
-        eviction_timeout: Duration::from_secs(60),
-        drain_timeout: Duration::from_secs(120),
-        resync: Duration::from_secs(86_400),
-        ..Settings::default()
-    };
+    let settings = settings_of_run();
     // The tests keep a node's whole state in its report's spec; here it is
     // split the way it is stored: requests in the report, the ledger in
     // the node's NodeRemediation.
@@ -1914,6 +1919,14 @@ fn a_backed_off_drain_fails_at_its_timeout_not_at_its_next_pass() {
     rec.last_attempt_at = Some(Time(t(NOW + 110)));
     nodes[0].1.as_mut().unwrap().spec = as_spec(&spec);
 
+    // After the blocked pass the controller requeues at the next retry:
+    // never later than the timeout.
+    assert_eq!(
+        next_retry(&spec, "p", &settings_of_run()),
+        Some(t(NOW + 120)),
+        "the deadline, not the backed-off pass at +110 s + {:?}",
+        crate::plan::retry_delay(7)
+    );
     let plan = run_at(&p, &[], &nodes, t(NOW + 115));
     assert!(work(&plan, "a").is_none_or(|w| w.effects.is_empty()));
     assert!(

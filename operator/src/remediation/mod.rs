@@ -157,7 +157,10 @@ pub async fn execute(
         .filter(|e| e.policy == policy.name)
         .flat_map(|e| e.steps.iter())
         .any(|s| s.phase == nodemedic_crds::remediation::StepPhase::Failed);
-    let retry_at = match (plan::next_retry(&state, &policy.name), pass_fallback) {
+    let retry_at = match (
+        plan::next_retry(&state, &policy.name, &ctx.settings),
+        pass_fallback,
+    ) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
