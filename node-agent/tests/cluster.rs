@@ -1584,3 +1584,81 @@ async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
         "released on SIGTERM"
     );
 }
+
+/// The holder renews its Lease as it last wrote it, without reading it
+/// first (a round trip saved every renewal); a write by anyone else in
+/// between must still end its acting at its next renewal: the renewal's
+/// resourceVersion precondition fails and the agent reads and decides.
+#[tokio::test]
+async fn a_holder_whose_lease_another_writer_took_stops_acting_at_its_next_renewal() {
+    let Some((node, _policy, kubeconfig, host)) = setup("lease-taken", zombie_spec("1h")).await
+    else {
+        return;
+    };
+    let agent = Agent::start_with(
+        &AgentOptions {
+            kubeconfig: &kubeconfig,
+            node: &node,
+            host_root: host.root.path(),
+            interval: "1s",
+            heartbeat: "1m",
+            action_ttl: "10m",
+            caps: None,
+        },
+        &[
+            ("NODEMEDIC_LEASE_DURATION", "6s"),
+            ("POD_NAME", "agent-a"),
+            ("POD_UID", "uid"),
+        ],
+    );
+    let held = "nodemedic_agent_node_lease_held ";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.metric(held).await != 1.0 {
+        assert!(Instant::now() < deadline, "never held:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several renewals as holder (every 2 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(agent.metric(held).await, 1.0, "{}", agent.log());
+
+    // Another writer takes the Lease: a fresh renewal in its own name.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(
+        cp().await.client().await.expect("client"),
+        "kube-node-lease",
+    );
+    let name = format!("nodemedic-agent-{node}");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now());
+    leases
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "holderIdentity": "intruder_uid",
+                "renewTime": now,
+                "leaseDurationSeconds": 3600,
+            }})),
+        )
+        .await
+        .expect("take the Lease");
+    // The next renewal (within 2 s) finds the write and stops acting.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while agent.metric(held).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "still acting after another writer took the Lease:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lease = leases.get(&name).await.expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("intruder_uid"),
+        "the agent must not have written over the other holder"
+    );
+    assert!(
+        agent.log().contains("node lease held by intruder_uid"),
+        "{}",
+        agent.log()
+    );
+}

@@ -36,6 +36,12 @@ pub struct NodeLease {
     acting_until: Option<Instant>,
     /// The resourceVersion of the Lease as this agent last wrote it.
     written_rv: Option<String>,
+    /// The Lease as this agent last wrote it, while it holds it: the next
+    /// renewal writes it with that resourceVersion as the precondition and
+    /// skips the read (an API server round trip per renewal, the largest
+    /// part of the agent's cost beyond the scan); a 409 means someone else
+    /// wrote since, and the renewal falls back to read-and-decide.
+    written: Option<Lease>,
     /// Transitions the Lease had when last read.
     transitions: i32,
     /// A create or take-over succeeded since [`Self::take_acquired`] was
@@ -52,6 +58,7 @@ impl NodeLease {
             duration,
             acting_until: None,
             written_rv: None,
+            written: None,
             transitions: 0,
             acquired: false,
         }
@@ -103,6 +110,9 @@ impl NodeLease {
     }
 
     async fn try_tick(&mut self) -> Result<Standing, kube::Error> {
+        if let Some(standing) = self.try_renew_as_written().await? {
+            return Ok(standing);
+        }
         let current = self.api.get_opt(&self.name).await?;
         let view = current.as_ref().map(LeaseView::of);
         if let Some(l) = &current {
@@ -126,6 +136,7 @@ impl NodeLease {
             Decision::HeldElsewhere { holder, .. } => {
                 self.acting_until = None;
                 self.written_rv = None;
+                self.written = None;
                 return Ok(Standing::Passive { holder });
             }
             Decision::Create => {
@@ -172,18 +183,58 @@ impl NodeLease {
             Ok(l) => {
                 self.acquired |= acquiring;
                 self.acting_until = Some(sent + acting_window(self.duration));
-                self.written_rv = l.metadata.resource_version;
+                self.written_rv = l.metadata.resource_version.clone();
+                self.written = Some(l);
                 Ok(Standing::Holder)
             }
             // Another agent wrote first (409 on create or on the rv).
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 self.acting_until = None;
                 self.written_rv = None;
+                self.written = None;
                 Ok(Standing::Unknown {
                     error: "another agent wrote the Lease first".to_owned(),
                 })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// While this agent holds the Lease (within its acting window): renews
+    /// the Lease as it last wrote it, with that resourceVersion as the
+    /// precondition. `None` when it does not hold it, or when another
+    /// writer came first (409): then the caller reads and decides.
+    async fn try_renew_as_written(&mut self) -> Result<Option<Standing>, kube::Error> {
+        if !self.holds() {
+            self.written = None;
+            return Ok(None);
+        }
+        let Some(mut lease) = self.written.take() else {
+            return Ok(None);
+        };
+        let sent = Instant::now();
+        let secs = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let mut spec = lease.spec.take().unwrap_or_default();
+        spec.holder_identity = Some(self.identity.clone());
+        spec.lease_duration_seconds = Some(secs);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(l) => {
+                self.acting_until = Some(sent + acting_window(self.duration));
+                self.written_rv = l.metadata.resource_version.clone();
+                self.written = Some(l);
+                Ok(Some(Standing::Holder))
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(None),
+            Err(e) => {
+                self.acting_until = None;
+                Err(e)
+            }
         }
     }
 
