@@ -23,13 +23,16 @@ e2e-kind:
 
 ## What `make test` (CI) runs of the kind tier: the single-node e2e, then on
 ## three nodes the network check, the drain scenario and the culprit check
-## (issue 14: pod-level steps only for a pod's problem). See docs/testing.md.
+## (issue 14: pod-level steps only for a pod's problem), without Prometheus
+## (e2e-kind-nodes has it). See docs/testing.md.
 e2e-kind-ci: e2e-kind
-	tests/kind/e2e-nodes.sh drain culprit
+	NODEMEDIC_KIND_PROMETHEUS=0 tests/kind/e2e-nodes.sh drain culprit
 
 ## The three-node scenarios (one control plane, two workers): network check,
-## drain, culprit, agent restart with a pending request, agent down, storm,
-## drain with a PDB, operator failover. See docs/kind.md.
+## Prometheus on the host, drain, culprit, agent restart with a pending
+## request, agent down, storm, drain with a PDB, operator failover, API server
+## restart, upgrade from the previous CRD change, every dashboard query.
+## See docs/kind.md.
 e2e-kind-nodes:
 	tests/kind/e2e-nodes.sh
 

@@ -160,7 +160,7 @@ async fn a_ladder_resumes_after_an_api_server_restart_without_repeating_a_step()
             .unwrap_or_else(|e| panic!("private control plane: {e}")),
     ));
     let w = World::on(cp, "apiserver").await;
-    ladder_through(&w, Outage::ApiServer(cp, Duration::from_secs(25))).await;
+    ladder_through(&w, Outage::ApiServer(cp, Duration::from_secs(10))).await;
     cp.shutdown();
 }
 

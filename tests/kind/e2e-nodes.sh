@@ -19,6 +19,11 @@
 #              else runs unless it passes.
 #   install    helm install; an agent Ready on each of the 3 nodes, both
 #              operator replicas (on the control plane) Ready
+#   prometheus Prometheus 2.42 on the host scrapes the 5 pods through the
+#              API server (as the chart's ServiceMonitors would) and evaluates
+#              the chart's rules (for: 20s); drain, agent-down and storm then
+#              wait for NodemedicDetectorFiring, NodemedicReportsStale and
+#              NodemedicStormActive to fire
 #   drain      worker A has a zombie problem (30 zombies, per-node
 #              threshold 20, no single culprit parent) in one pod: the agent
 #              reports it as scope Pod and the default-scoped Cordon is held
@@ -63,12 +68,17 @@
 #              between the Taint and the Cordon; the standby takes over within
 #              the lease duration (8 s) and finishes the ladder; every step ran
 #              exactly once (ledger history and Events, counts printed)
-#   apiserver  issue 15 (only when named, not part of "every scenario": it
-#              fails against the current operator, see docs/kind.md): the same
-#              ladder; kube-apiserver's container on the control plane is
+#   apiserver  issue 15: the same ladder; kube-apiserver's container on the control plane is
 #              stopped between the Taint and the Cordon (kubelet restarts it);
 #              the agent keeps scanning (its metrics, read inside the node) and
 #              catches up; the ladder resumes; every step ran once
+#   upgrade    issue 15: the release replaced by the chart, CRDs and images of
+#              the commit before the newest CRD change (git archive; its
+#              images built once and cached); the same ladder; between the
+#              Taint and the Cordon the upgrade as docs/install.md says; all
+#              pods on this tree's image; every step ran once
+#   dashboard  after the scenarios (and a node paused for 15 s): every query
+#              of the chart's Grafana dashboard returns series over the run
 #   teardown   cluster down, the host as before (check-host)
 #
 # Environment: KIND_CLUSTER_NAME (default nodemedic-nodes: not the
@@ -85,17 +95,14 @@ export NODEMEDIC_KIND_WORKERS=2
 ns=nodemedic-system
 release=nodemedic
 tag=e2e
-all_scenarios=(drain culprit agent-restart agent-down storm drain-pdb failover)
-# apiserver runs only when named: it fails against the current operator (after
-# a kube-apiserver restart the leader reads the report as stale and the ladder
-# does not resume; see docs/kind.md)
+all_scenarios=(drain culprit agent-restart agent-down storm drain-pdb failover apiserver upgrade)
 
 scenarios=()
 for arg in "$@"; do
     case "$arg" in
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        drain | culprit | agent-restart | agent-down | storm | drain-pdb | failover | apiserver) scenarios+=("$arg") ;;
-        *) echo "e2e-nodes.sh: unknown scenario '$arg' (known: ${all_scenarios[*]} apiserver)" >&2; exit 2 ;;
+        drain | culprit | agent-restart | agent-down | storm | drain-pdb | failover | apiserver | upgrade) scenarios+=("$arg") ;;
+        *) echo "e2e-nodes.sh: unknown scenario '$arg' (known: ${all_scenarios[*]})" >&2; exit 2 ;;
     esac
 done
 [ "${#scenarios[@]}" -gt 0 ] || scenarios=("${all_scenarios[@]}")
@@ -168,6 +175,7 @@ diagnose() {
 cleanup() {
     local rc=$?
     if [ "$failed" != 0 ] || [ "$rc" != 0 ]; then diagnose; fi
+    if declare -F stop_prometheus >/dev/null; then stop_prometheus; fi
     rm -rf "$images_out"
     if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
         echo "keeping kind cluster $KIND_CLUSTER_NAME (KIND_CLUSTER_NAME=$KIND_CLUSTER_NAME tests/kind/cluster.sh down)"
@@ -233,6 +241,104 @@ for n in "$A" "$B"; do
 done
 stage_done
 [ "$failed" = 0 ] || exit 1
+
+# ---------------------------------------------------------------------------
+# Prometheus on the host (issue 15): Debian's prometheus 2.42 scrapes every
+# agent and operator pod through the API server's pod proxy, labelled as the
+# chart's ServiceMonitors would have them (job = the Service, namespace, pod,
+# node, instance = the pod's address), and evaluates the chart's
+# PrometheusRule rendered with short `for`s. Scenarios wait for alerts on
+# the faults they make (prom_alert); the last stage evaluates every query of
+# the chart's dashboard over the whole run. NODEMEDIC_KIND_PROMETHEUS=0 skips
+# it; NODEMEDIC_KIND_PROMETHEUS_ADDR (default 127.0.0.1:19090) is where it listens.
+prom_addr=""
+promcheck=""
+prom_pid=""
+prom_dir=""
+stop_prometheus() { [ -z "$prom_pid" ] || kill "$prom_pid" 2>/dev/null || true; }
+start_prometheus() {
+    local server target kube_version
+    prom_dir="$images_out/prometheus"
+    mkdir -p "$prom_dir/data"
+    eval "$("$repo/tests/prometheus/provision.sh" --print-env)" || return 1
+    (cd "$repo" && cargo build -q -p nodemedic-tests --bin nodemedic-promcheck) || return 1
+    target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+    promcheck="$target/debug/nodemedic-promcheck"
+    # The API server and the admin's client certificate, from the kubeconfig.
+    server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+    server="${server#https://}"
+    kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$prom_dir/ca.crt"
+    kubectl config view --raw --minify -o jsonpath='{.users[0].user.client-certificate-data}' | base64 -d >"$prom_dir/client.crt"
+    kubectl config view --raw --minify -o jsonpath='{.users[0].user.client-key-data}' | base64 -d >"$prom_dir/client.key"
+    # helm assumes Kubernetes 1.20 without a cluster; the chart needs 1.33+.
+    kube_version="$(kubectl version -o json | jq -r .serverVersion.gitVersion)"
+    helm template "$release" "$repo/charts/nodemedic" -n "$ns" -f "$values" --kube-version "$kube_version" \
+        --set metrics.prometheusRule.enabled=true \
+        --set metrics.prometheusRule.staleFor=20s --set metrics.prometheusRule.stormFor=20s \
+        --set metrics.prometheusRule.detectorFiringFor=20s \
+        --show-only templates/monitoring/prometheusrule.yaml | "$promcheck" rule-file >"$prom_dir/rules.yaml" || return 1
+    helm template "$release" "$repo/charts/nodemedic" -n "$ns" -f "$values" --kube-version "$kube_version" \
+        --set metrics.dashboard.enabled=true \
+        --show-only templates/monitoring/dashboard.yaml >"$prom_dir/dashboard.yaml" || return 1
+    "$NODEMEDIC_PROMETHEUS_BIN_DIR/promtool" check rules "$prom_dir/rules.yaml" >/dev/null || return 1
+    cat >"$prom_dir/prometheus.yml" <<EOF
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: [rules.yaml]
+scrape_configs:
+  - job_name: nodemedic-pods
+    scheme: https
+    tls_config: {ca_file: $prom_dir/ca.crt, cert_file: $prom_dir/client.crt, key_file: $prom_dir/client.key}
+    kubernetes_sd_configs:
+      - role: endpointslice
+        kubeconfig_file: $KUBECONFIG
+        namespaces: {names: [$ns]}
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_instance], regex: $release, action: keep}
+      - {source_labels: [__meta_kubernetes_endpointslice_port_name], regex: admin, action: keep}
+      - {source_labels: [__meta_kubernetes_service_name], target_label: job}
+      - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+      - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
+      - {source_labels: [__address__], target_label: instance}
+      - source_labels: [__meta_kubernetes_namespace, __meta_kubernetes_pod_name, __address__]
+        regex: '([^;]+);([^;]+);.*:([0-9]+)'
+        target_label: __metrics_path__
+        replacement: /api/v1/namespaces/\$1/pods/\$2:\$3/proxy/metrics
+      - {target_label: __address__, replacement: '$server'}
+EOF
+    prom_addr="${NODEMEDIC_KIND_PROMETHEUS_ADDR:-127.0.0.1:19090}"
+    (cd "$prom_dir" && exec "$NODEMEDIC_PROMETHEUS_BIN_DIR/prometheus" --config.file=prometheus.yml \
+        --storage.tsdb.path=data --web.listen-address="$prom_addr" --log.level=warn >prometheus.log 2>&1) &
+    prom_pid=$!
+    prom_start=$(date -u +%s)
+}
+prom_query() { # PROMQL -> the JSON answer of an instant query
+    curl -s --max-time 5 -G "http://$prom_addr/api/v1/query" --data-urlencode "query=$1"
+}
+prom_targets_up() { # every pod scraped: 3 agents, 2 operators
+    [ "$(prom_query 'count(up{namespace="'"$ns"'"} == 1)' | jq -r '.data.result[0].value[1] // 0')" = 5 ]
+}
+prom_alert() { # CHECK ALERT [--label k=v ...]: the chart's alert fires on real scrapes
+    local c=$1 alert=$2 out
+    shift 2
+    [ -n "$prom_addr" ] || return 0
+    if out="$("$promcheck" wait-alert --prometheus "$prom_addr" --alert "$alert" --timeout-seconds 120 "$@" 2>&1)"; then
+        ok "$c: Prometheus fires $alert ($out)"
+    else
+        fail "$c: $out"
+    fi
+}
+
+if [ "${NODEMEDIC_KIND_PROMETHEUS:-1}" != 0 ]; then
+    stage "prometheus: on the host, scraping every pod through the API server"
+    if start_prometheus; then
+        wait_for "prometheus: the 3 agents and 2 operators scraped (up == 1)" 90 prom_targets_up
+    else
+        fail "prometheus: could not start it (log: ${prom_dir:-?}/prometheus.log)"
+        prom_addr=""
+    fi
+    stage_done
+fi
 
 agent_pod() { # NODE: the agent pod there that is not being deleted
     kubectl -n "$ns" get pods -l app.kubernetes.io/component=agent --field-selector "spec.nodeName=$1" -o json |
@@ -361,6 +467,8 @@ EOF
     # the ladder has none, so it stays held (reason PodContained).
     pod_contained() { step_record "$A" e2e-drain Cordon | jq -e '.phase == "Held" and .reason == "PodContained"'; }
     wait_for "$c: the agent reports the zombies as one pod's; the Cordon is held (PodContained)" 90 pod_contained
+    # The detector has been firing since: the chart's alert (for: 20s here).
+    prom_alert "$c" NodemedicDetectorFiring --label "node=$A" --label policy=e2e-drain --label detector=zombies
     [ "$(kubectl get node "$A" -o jsonpath='{.spec.unschedulable}')" != true ] ||
         fail "$c: $A was cordoned for a problem contained in one pod"
     # The policy asks explicitly for node-wide steps on a pod's problem.
@@ -722,6 +830,7 @@ EOF
             '.status.conditions[]? | select(.type == "Degraded" and .status == "True" and .reason == "StaleReports" and (.message | contains($n)))'
     }
     wait_for "$c: the policy is Degraded (StaleReports) naming $B" 90 stale
+    prom_alert "$c" NodemedicReportsStale --label policy=e2e-stale
     [ "$(kubectl get nhr "$B" -o jsonpath='{.status.lastScanTime}')" = "$last" ] &&
         ok "$c: $B's report did not move ($last)" || fail "$c: $B's report moved while its agent was stopped"
     kubectl get nhp e2e-stale -o json | jq -e \
@@ -801,6 +910,7 @@ scenario_storm() {
         kubectl get nhp "$p" -o json | jq -e --arg s "$1" '.status.conditions[]? | select(.type == "StormActive" and .status == $s)'
     }
     wait_for "$c: StormActive=True (2 of 2 unhealthy, maxUnhealthy 1)" 60 storm_is True
+    prom_alert "$c" NodemedicStormActive --label "policy=$p"
     held_storm() {
         local n
         for n in "$A" "$B"; do
@@ -884,8 +994,15 @@ EOF
     local rec
     rec="$(episode_step "$A" "$p" zombies Drain)"
     echo "$rec" | jq -e '.reason == "Timeout" and .drain.remaining == 1 and .drain.evicted == 0' >/dev/null &&
-        ok "$c: Failed after $((SECONDS - t0)) s with reason Timeout, 1 pod remaining ($(echo "$rec" | jq -c '{reason, drain, message}'))" ||
+        ok "$c: Failed (seen $((SECONDS - t0)) s after Started) with reason Timeout, 1 pod remaining ($(echo "$rec" | jq -c '{reason, drain, message}'))" ||
         fail "$c: want the Drain Failed with reason Timeout, evicted 0 and 1 remaining; the step record: $rec"
+    # By the record's own times (the operator's clock): ended at the timeout,
+    # not when a backed-off pass would have come (5 s: reconcile and pass).
+    local took
+    took="$(echo "$rec" | jq '(.since | fromdate) - (.startedAt | fromdate)' 2>/dev/null)"
+    [ -n "$took" ] && [ "$took" -ge 20 ] && [ "$took" -le 25 ] &&
+        ok "$c: the step ended ${took} s after it started (drain timeout 20 s)" ||
+        fail "$c: want the Drain to end 20 to 25 s after it started (timeout 20 s); it ended after '${took}' s (since $(echo "$rec" | jq -r .since), startedAt $(echo "$rec" | jq -r .startedAt))"
     local now_uid phase
     now_uid="$(kubectl -n guarded get pods -l app=guarded -o jsonpath='{.items[0].metadata.uid}')"
     phase="$(kubectl -n guarded get pods -l app=guarded -o jsonpath='{.items[0].status.phase}')"
@@ -1032,6 +1149,71 @@ scenario_apiserver() {
     stage_done
 }
 
+# ---------------------------------------------------------------------------
+# upgrade: from the chart (and the images) of the commit before the newest
+# change to the CRDs, to this tree's, the way docs/install.md says, in the
+# middle of a ladder. The previous tree is exported with `git archive` and
+# its images built by its own images.sh into a cache outside the clone
+# (${NODEMEDIC_UPGRADE_CACHE:-~/.cache/nodemedic/upgrade-from}/<commit>), so
+# only the first run pays for that build.
+upgrade_from=""
+prepare_previous_release() {
+    local c=upgrade crd_commit cache
+    crd_commit="$(git -C "$repo" log -n1 --format=%H -- charts/nodemedic/crds)"
+    upgrade_from="$(git -C "$repo" rev-parse "$crd_commit^")"
+    cache="${NODEMEDIC_UPGRADE_CACHE:-$HOME/.cache/nodemedic/upgrade-from}/$upgrade_from"
+    prev_src="$cache/src"
+    echo "     upgrading from ${upgrade_from:0:12} (the parent of ${crd_commit:0:12}, the newest CRD change: $(git -C "$repo" log -n1 --format=%s "$crd_commit" | cut -c1-70))"
+    if [ ! -s "$cache/images/nodemedic.tar" ]; then
+        rm -rf "$prev_src" && mkdir -p "$prev_src" "$cache/images"
+        git -C "$repo" archive "$upgrade_from" | tar -x -C "$prev_src" || return 1
+        NODEMEDIC_STATIC_TARGET="$cache/target" "$prev_src/tests/kind/images.sh" --tag prev --out "$cache/images" >/dev/null || return 1
+    fi
+    "$repo/tests/kind/cluster.sh" load "$cache/images/nodemedic.tar" >/dev/null || return 1
+    ok "$c: images of ${upgrade_from:0:12} built (cached in $cache) and loaded"
+}
+install_previous_release() {
+    local c=upgrade prev_values="$images_out/values-prev.yaml"
+    sed "s/tag: \"$tag\"/tag: \"prev\"/" "$values" >"$prev_values"
+    helm uninstall "$release" -n "$ns" --wait --timeout 3m >/dev/null || return 1
+    # The previous CRDs too: the cluster as the previous release left it.
+    kubectl apply --server-side --force-conflicts -f "$prev_src/charts/nodemedic/crds/" >/dev/null || return 1
+    helm install "$release" "$prev_src/charts/nodemedic" -n "$ns" -f "$prev_values" --wait --timeout 5m >/dev/null || return 1
+    wait_for "$c: the previous release runs: agents Ready on 3 nodes (image prev)" 120 \
+        sh -c "[ \"\$(kubectl -n $ns get ds -l app.kubernetes.io/component=agent -o jsonpath='{.items[0].status.numberReady}')\" = 3 ]"
+}
+upgrade_release() { # the disruption of ladder_once: docs/install.md "Upgrade", word for word but for the image tag
+    local c=upgrade t0=$SECONDS
+    if kubectl apply --server-side --force-conflicts -f "$repo/charts/nodemedic/crds/" >/dev/null &&
+        helm upgrade "$release" "$repo/charts/nodemedic" -n "$ns" --reset-then-reuse-values \
+            --set image.tag="$tag" --wait --timeout 5m >/dev/null; then
+        ok "$c: CRDs applied and helm upgrade to this tree's chart between the Taint and the Cordon ($((SECONDS - t0)) s)"
+    else
+        fail "$c: the upgrade as docs/install.md describes it failed"
+        return 1
+    fi
+    local images
+    images="$(kubectl -n "$ns" get pods -l app.kubernetes.io/instance="$release" -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+    wait_for "$c: every agent and operator pod runs this tree's image ($tag)" 120 \
+        sh -c "! kubectl -n $ns get pods -l app.kubernetes.io/instance=$release -o jsonpath='{range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}' | grep -qv ':$tag\$'"
+    echo "     images after the upgrade: $images"
+}
+scenario_upgrade() {
+    stage "upgrade"
+    if prepare_previous_release && install_previous_release; then
+        ladder_once upgrade e2e-upgrade upgrade_release || true
+        local ready
+        ready="$(kubectl get nhp -o json | jq -r '[.items[] | select(.metadata.name | startswith("e2e-")) ] | length')"
+        echo "     e2e policies left after the scenario: $ready"
+    else
+        fail "upgrade: could not set up the previous release (${upgrade_from:0:12}); the current release is put back"
+        helm uninstall "$release" -n "$ns" --wait >/dev/null 2>&1 || true
+        kubectl apply --server-side --force-conflicts -f "$repo/charts/nodemedic/crds/" >/dev/null
+        helm install "$release" "$repo/charts/nodemedic" -n "$ns" -f "$values" --wait --timeout 5m >/dev/null || true
+    fi
+    stage_done
+}
+
 for s in "${scenarios[@]}"; do
     case "$s" in
         drain) scenario_drain ;;
@@ -1042,11 +1224,32 @@ for s in "${scenarios[@]}"; do
         drain-pdb) scenario_drain_pdb ;;
         failover) scenario_failover ;;
         apiserver) scenario_apiserver ;;
+        upgrade) scenario_upgrade ;;
     esac
 done
 
+if [ -n "$prom_addr" ]; then
+    stage "dashboard: every panel's query answers with series"
+    # A pause, so that the pause panels have something to show: a node
+    # paused for three scrapes (by annotation, as `kubectl nodemedic pause`
+    # writes it), then resumed.
+    kubectl annotate node "$A" nodemedic.io/paused="e2e: the dashboard's pause panels" --overwrite >/dev/null
+    sleep 15
+    kubectl annotate node "$A" nodemedic.io/paused- >/dev/null
+    if out="$("$promcheck" dashboard --prometheus "$prom_addr" --dashboard "$prom_dir/dashboard.yaml" \
+        --namespace "$ns" --start "$prom_start" 2>&1)"; then
+        echo "$out" | sed 's/^/     /'
+        ok "dashboard: $(echo "$out" | tail -n1)"
+    else
+        echo "$out" | sed 's/^/     /'
+        fail "dashboard: want every query of the chart's dashboard to return series over the run (see EMPTY/ERROR above)"
+    fi
+    stage_done
+fi
+
 stage "teardown"
 trap - EXIT
+stop_prometheus
 if [ "$failed" != 0 ]; then diagnose; fi
 rm -rf "$images_out"
 if [ "${KEEP_CLUSTER:-0}" = 1 ]; then

@@ -81,7 +81,13 @@ ref="localhost/nodemedic-netcheck:v1"
 "$kind_dir/oci-image.sh" --name "$ref" --output "$kind_cache/netcheck/netcheck.tar" \
     "$busybox=/bin/busybox:0755" --symlink /bin/sh=busybox --add-user nonroot:65532:65532 \
     --user 65532:65532 --dir /tmp:1777 --entrypoint /bin/busybox --cmd sh >/dev/null
-"$cluster" load "$kind_cache/netcheck/netcheck.tar" 2>/dev/null
+# Its output only when it fails: under `set -e` a silent failure here would
+# end the check with no word of why.
+if ! load_out="$("$cluster" load "$kind_cache/netcheck/netcheck.tar" 2>&1)"; then
+    echo "netcheck: FAIL: could not load the netcheck image into the cluster:" >&2
+    echo "$load_out" >&2
+    exit 1
+fi
 
 # --- servers and clients pinned to the two workers
 kubectl delete namespace "$ns" --ignore-not-found --timeout=60s >/dev/null

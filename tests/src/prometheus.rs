@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use crate::error::{Error, Result};
 
 const PROVISION_SCRIPT: &str = include_str!("../prometheus/provision.sh");
@@ -389,6 +391,68 @@ pub fn registered_metrics(source: &str, prefix: Option<&str>) -> BTreeSet<String
         };
         for s in suffixes {
             out.insert(format!("{full}{s}"));
+        }
+    }
+    out
+}
+
+/// Every PromQL query of the dashboard, by where it is: panel targets (rows
+/// included) and the selectors of `label_values(...)` template variables,
+/// with Grafana's time variables replaced by 5m and the dashboard's own
+/// variables by `variable_value` (the namespace: its only variable).
+pub fn dashboard_queries(dashboard: &Value, variable_value: &str) -> Vec<(String, String)> {
+    fn panels(list: &Value, out: &mut Vec<(String, String)>) {
+        for panel in list.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or("?");
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    let r = target["refId"].as_str().unwrap_or("?");
+                    out.push((format!("panel {title:?} query {r}"), expr.to_owned()));
+                }
+            }
+            panels(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    panels(&dashboard["panels"], &mut out);
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if var["type"] != "query" {
+            continue;
+        }
+        let query = var["query"]["query"]
+            .as_str()
+            .or_else(|| var["query"].as_str())
+            .unwrap_or_default();
+        let name = var["name"].as_str().unwrap_or("?");
+        // label_values(<series selector>, <label>)
+        if let Some(inner) = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            && let Some((selector, _label)) = inner.rsplit_once(',')
+        {
+            out.push((format!("variable {name}"), selector.trim().to_owned()));
+        } else {
+            out.push((format!("variable {name}"), query.to_owned()));
+        }
+    }
+    for (_, expr) in &mut out {
+        for builtin in ["$__rate_interval", "$__interval", "$__range"] {
+            *expr = expr.replace(builtin, "5m");
+        }
+        for v in &variables {
+            *expr = expr
+                .replace(&format!("${{{v}}}"), variable_value)
+                .replace(&format!("${v}"), variable_value);
         }
     }
     out

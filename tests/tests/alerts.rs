@@ -34,8 +34,8 @@ use nodemedic_tests::chart::{
     agent_kubeconfig, chart_dir, helm_offline, install_chart_rbac, manifests,
 };
 use nodemedic_tests::prometheus::{
-    PrometheusBins, exposed_labels, exposed_metrics, registered_metrics, rule_file_of, rule_names,
-    selected_metrics, used_labels,
+    PrometheusBins, dashboard_queries, exposed_labels, exposed_metrics, registered_metrics,
+    rule_file_of, rule_names, selected_metrics, used_labels,
 };
 use nodemedic_tests::workspace_bin::workspace_binary;
 use nodemedic_tests::{CmdOutput, ControlPlane, repo_root, unique_name};
@@ -397,74 +397,13 @@ fn coverage_guard_reports_every_kind_of_gap() {
 // the dashboard
 // ---------------------------------------------------------------------------
 
-/// Every PromQL query of the dashboard, by where it is: panel targets (rows
-/// included) and the selectors of `label_values(...)` template variables,
-/// with Grafana's variables replaced by values a query would get.
-fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
-    fn panels(list: &Value, out: &mut Vec<(String, String)>) {
-        for panel in list.as_array().into_iter().flatten() {
-            let title = panel["title"].as_str().unwrap_or("?");
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = target["expr"].as_str() {
-                    let r = target["refId"].as_str().unwrap_or("?");
-                    out.push((format!("panel {title:?} query {r}"), expr.to_owned()));
-                }
-            }
-            panels(&panel["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    panels(&dashboard["panels"], &mut out);
-    let variables: Vec<&str> = dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
-    for var in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if var["type"] != "query" {
-            continue;
-        }
-        let query = var["query"]["query"]
-            .as_str()
-            .or_else(|| var["query"].as_str())
-            .unwrap_or_default();
-        let name = var["name"].as_str().unwrap_or("?");
-        // label_values(<series selector>, <label>)
-        if let Some(inner) = query
-            .strip_prefix("label_values(")
-            .and_then(|q| q.strip_suffix(')'))
-            && let Some((selector, _label)) = inner.rsplit_once(',')
-        {
-            out.push((format!("variable {name}"), selector.trim().to_owned()));
-        } else {
-            out.push((format!("variable {name}"), query.to_owned()));
-        }
-    }
-    for (_, expr) in &mut out {
-        for builtin in ["$__rate_interval", "$__interval", "$__range"] {
-            *expr = expr.replace(builtin, "5m");
-        }
-        for v in &variables {
-            *expr = expr
-                .replace(&format!("${{{v}}}"), NAMESPACE)
-                .replace(&format!("${v}"), NAMESPACE);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn every_dashboard_query_passes_promtool_check_rules() {
     if skip_without_helm() {
         return;
     }
     let Some(promtool) = promtool() else { return };
-    let queries = dashboard_queries(&rendered_dashboard().await);
+    let queries = dashboard_queries(&rendered_dashboard().await, NAMESPACE);
     assert!(
         queries.len() >= 10,
         "only {} dashboard queries",
@@ -653,7 +592,7 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
             queries.push((format!("alert {what}"), expr.to_owned()));
         }
     }
-    for (what, expr) in dashboard_queries(&rendered_dashboard().await) {
+    for (what, expr) in dashboard_queries(&rendered_dashboard().await, NAMESPACE) {
         queries.push((format!("dashboard {what}"), expr));
     }
     let mut used: BTreeMap<String, String> = BTreeMap::new();
