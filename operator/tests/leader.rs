@@ -199,6 +199,12 @@ async fn an_operator_restarted_mid_ladder_neither_repeats_nor_skips_a_step() {
         (s.phase == StepPhase::Done).then_some(())
     })
     .await;
+    // And the request's Event is out (it follows the request's write; a
+    // crash between the two would lose or repeat it: at least once).
+    eventually(T, "the SignalRequested Event is out", || async {
+        (events(&w, &node, "SignalRequested").await >= 1).then_some(())
+    })
+    .await;
     op.kill().await;
     let mut op = w.operator("restart-a").start();
     eventually(T, "the restarted operator leads", || async {

@@ -396,6 +396,16 @@ pub fn registered_metrics(source: &str, prefix: Option<&str>) -> BTreeSet<String
     out
 }
 
+/// The sample names a source file's `prometheus-client` registrations give,
+/// with the sub-registry prefix the file uses, if any.
+pub fn registered_in_source(source: &str) -> BTreeSet<String> {
+    let prefix = source
+        .split_once("sub_registry_with_prefix(\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(p, _)| p.to_owned());
+    registered_metrics(source, prefix.as_deref())
+}
+
 /// Every PromQL query of the dashboard, by where it is: panel targets (rows
 /// included) and the selectors of `label_values(...)` template variables,
 /// with Grafana's time variables replaced by 5m and the dashboard's own

@@ -34,7 +34,7 @@ use nodemedic_tests::chart::{
     agent_kubeconfig, chart_dir, helm_offline, install_chart_rbac, manifests,
 };
 use nodemedic_tests::prometheus::{
-    PrometheusBins, dashboard_queries, exposed_labels, exposed_metrics, registered_metrics,
+    PrometheusBins, dashboard_queries, exposed_labels, exposed_metrics, registered_in_source,
     rule_file_of, rule_names, selected_metrics, used_labels,
 };
 use nodemedic_tests::workspace_bin::workspace_binary;
@@ -560,11 +560,7 @@ const TARGET_LABELS: &[&str] = &[
 fn registered_in(path: &str) -> BTreeSet<String> {
     let source = std::fs::read_to_string(repo_root().join(path))
         .unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let prefix = source
-        .split_once("sub_registry_with_prefix(\"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(p, _)| p.to_owned());
-    registered_metrics(&source, prefix.as_deref())
+    registered_in_source(&source)
 }
 
 #[tokio::test]

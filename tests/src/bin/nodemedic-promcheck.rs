@@ -6,11 +6,13 @@
 //!   or fail after a timeout naming what was firing instead;
 //! * `dashboard` — every query of the chart's Grafana dashboard (the
 //!   rendered ConfigMap, or the JSON) evaluated over a time range: each must
-//!   answer without error and with at least one series.
+//!   answer without error, and with at least one series unless every metric
+//!   it reads is exported by the binaries (their /metrics, given) and simply
+//!   had no samples in the run (a panel of events the run did not make).
 //!
 //! Plain HTTP to Prometheus on this machine (no client library needed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
@@ -18,7 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use nodemedic_tests::prometheus::{dashboard_queries, rule_file_of};
+use nodemedic_tests::prometheus::{
+    dashboard_queries, exposed_metrics, registered_in_source, rule_file_of, selected_metrics,
+};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -58,6 +62,15 @@ enum Command {
         /// Start of the range, Unix seconds.
         #[arg(long)]
         start: i64,
+        /// A /metrics text of one of the binaries (repeatable): what they
+        /// export, to tell a panel of events the run did not make from a
+        /// panel reading a metric that no longer exists.
+        #[arg(long = "exposition")]
+        expositions: Vec<std::path::PathBuf>,
+        /// A source file registering the binaries' metrics (repeatable):
+        /// families that have no sample yet are not in an exposition.
+        #[arg(long = "registered-in")]
+        sources: Vec<std::path::PathBuf>,
     },
 }
 
@@ -91,7 +104,16 @@ fn run(cli: Cli) -> Result<()> {
             dashboard,
             namespace,
             start,
-        } => check_dashboard(&prometheus, &dashboard, &namespace, start),
+            expositions,
+            sources,
+        } => check_dashboard(
+            &prometheus,
+            &dashboard,
+            &namespace,
+            start,
+            &expositions,
+            &sources,
+        ),
     }
 }
 
@@ -153,6 +175,8 @@ fn check_dashboard(
     path: &std::path::Path,
     namespace: &str,
     start: i64,
+    expositions: &[std::path::PathBuf],
+    sources: &[std::path::PathBuf],
 ) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let dashboard = dashboard_json(&text)?;
@@ -161,7 +185,29 @@ fn check_dashboard(
         bail!("{}: no queries in the dashboard", path.display());
     }
     let end = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let step = ((end as i64 - start) / 200).max(15);
+    // The scrape interval (5 s), so that a series that lived for a few
+    // scrapes (a short pause) is not stepped over; fewer than Prometheus's
+    // 11,000 points.
+    let step = ((end as i64 - start) / 10_000).max(5);
+    // What the binaries export (declared families included, with or
+    // without samples), from their /metrics as the caller fetched them.
+    let mut exposed: BTreeSet<String> = BTreeSet::new();
+    for file in expositions {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("read the exposition {}", file.display()))?;
+        exposed.extend(exposed_metrics(&text));
+    }
+    for file in sources {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("read the source {}", file.display()))?;
+        exposed.extend(registered_in_source(&text));
+    }
+    if exposed.is_empty() {
+        bail!(
+            "no metric in the expositions given (--exposition): cannot tell an idle panel from a broken one"
+        );
+    }
+    let mut idle = Vec::new();
     let mut failures = Vec::new();
     for (what, expr) in &queries {
         let path = format!(
@@ -179,8 +225,24 @@ fn check_dashboard(
                     .map(|(k, _)| (k.clone(), 1))
                     .collect();
                 if series == 0 {
-                    println!("EMPTY {what}: {expr}");
-                    failures.push(format!("{what}: no series ({expr})"));
+                    // No samples in this run: acceptable only when every
+                    // metric it reads is exported (the event it shows did
+                    // not happen); a metric no target exports is a panel
+                    // that can never show anything.
+                    let missing: Vec<String> = selected_metrics(expr)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|m| !exposed.contains(m))
+                        .collect();
+                    if missing.is_empty() {
+                        println!(
+                            "IDLE  {what}: no samples in this run; its metrics are exported: {expr}"
+                        );
+                        idle.push(what.clone());
+                    } else {
+                        println!("EMPTY {what}: no target exports {missing:?}: {expr}");
+                        failures.push(format!("{what}: no target exports {missing:?} ({expr})"));
+                    }
                 } else {
                     println!(
                         "ok    {what}: {series} series (labels {:?})",
@@ -200,13 +262,16 @@ fn check_dashboard(
     }
     if failures.is_empty() {
         println!(
-            "every one of the {} dashboard queries returned series",
-            queries.len()
+            "{} of {} dashboard queries returned series; {} had no samples in this run, their metrics exported ({})",
+            queries.len() - idle.len(),
+            queries.len(),
+            idle.len(),
+            idle.join("; ")
         );
         Ok(())
     } else {
         bail!(
-            "{} of {} dashboard queries returned no series or an error:\n  {}",
+            "{} of {} dashboard queries failed (an error, or no series from a metric no target exports):\n  {}",
             failures.len(),
             queries.len(),
             failures.join("\n  ")
