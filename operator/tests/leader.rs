@@ -36,17 +36,6 @@ fn ladder() -> serde_json::Value {
     })
 }
 
-/// Every action taken on the node, from the durable history.
-async fn history(w: &World, node: &str) -> Vec<ActionKind> {
-    w.get_ledger(node)
-        .await
-        .history
-        .iter()
-        .filter(|h| !h.planned)
-        .map(|h| h.action)
-        .collect()
-}
-
 async fn events(w: &World, node: &str, reason: &str) -> usize {
     w.events_about("Node", node)
         .await
@@ -150,7 +139,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over_without_repeating() {
     // Nothing repeated: one Event, one signal, one cordon.
     stays(Duration::from_secs(2), "no repeats", || async {
         let r = w.get_report(&node).await;
-        history(&w, &node).await
+        w.carried_out(&node).await
             == [
                 ActionKind::Event,
                 ActionKind::SignalParent,
@@ -230,7 +219,7 @@ async fn an_operator_restarted_mid_ladder_neither_repeats_nor_skips_a_step() {
     .await;
     assert!(Timestamp::now().as_second() >= since.as_second() + 12);
     stays(Duration::from_secs(2), "no repeats", || async {
-        history(&w, &node).await
+        w.carried_out(&node).await
             == [
                 ActionKind::Event,
                 ActionKind::SignalParent,

@@ -39,16 +39,6 @@ fn tainted(n: &Node) -> bool {
         .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
 }
 
-async fn history(w: &World, node: &str) -> Vec<ActionKind> {
-    w.get_ledger(node)
-        .await
-        .history
-        .iter()
-        .filter(|h| !h.planned)
-        .map(|h| h.action)
-        .collect()
-}
-
 /// Event → Taint → Cordon on a node whose agent scans every second with a
 /// 2 s heartbeat (stale after 6 s); the outage falls between the Taint and
 /// the Cordon and lasts until the policy says the report is stale. Then
@@ -144,7 +134,7 @@ async fn ladder_through(w: &World, outage: Outage) {
     }
     eprintln!("cordoned {:?} after the agent was back", back.elapsed());
     stays(Duration::from_secs(4), "each step once", || async {
-        history(w, &node).await == [ActionKind::Event, ActionKind::Taint, ActionKind::Cordon]
+        w.carried_out(&node).await == [ActionKind::Event, ActionKind::Taint, ActionKind::Cordon]
     })
     .await;
     scanning.abort();

@@ -130,7 +130,7 @@ impl NodeLease {
         );
         let sent = Instant::now();
         let now = MicroTime(Timestamp::now());
-        let secs = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let secs = self.duration_seconds();
         let acquiring = matches!(decision, Decision::Create | Decision::TakeOver);
         let written = match decision {
             Decision::HeldElsewhere { holder, .. } => {
@@ -160,20 +160,12 @@ impl NodeLease {
             Decision::Renew | Decision::TakeOver => {
                 // `current` is Some here; its resourceVersion is the
                 // precondition of the update.
-                let Some(mut lease) = current else {
+                let Some(lease) = current else {
                     return Ok(Standing::Unknown {
                         error: "the Lease vanished".to_owned(),
                     });
                 };
-                let mut spec = lease.spec.take().unwrap_or_default();
-                if decision == Decision::TakeOver {
-                    spec.acquire_time = Some(now.clone());
-                    spec.lease_transitions = Some(self.transitions.saturating_add(1));
-                }
-                spec.holder_identity = Some(self.identity.clone());
-                spec.lease_duration_seconds = Some(secs);
-                spec.renew_time = Some(now);
-                lease.spec = Some(spec);
+                let lease = self.claimed(lease, now, decision == Decision::TakeOver);
                 self.api
                     .replace(&self.name, &PostParams::default(), &lease)
                     .await
@@ -200,6 +192,26 @@ impl NodeLease {
         }
     }
 
+    /// `lease` renewed in this agent's name at `now` (and, taking it over,
+    /// acquired now: one more transition).
+    fn claimed(&self, mut lease: Lease, now: MicroTime, take_over: bool) -> Lease {
+        let mut spec = lease.spec.take().unwrap_or_default();
+        if take_over {
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(self.transitions.saturating_add(1));
+        }
+        spec.holder_identity = Some(self.identity.clone());
+        spec.lease_duration_seconds = Some(self.duration_seconds());
+        spec.renew_time = Some(now);
+        lease.spec = Some(spec);
+        lease
+    }
+
+    /// The lease duration as the Lease records it (whole seconds, at least 1).
+    fn duration_seconds(&self) -> i32 {
+        i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX)
+    }
+
     /// While this agent holds the Lease (within its acting window): renews
     /// the Lease as it last wrote it, with that resourceVersion as the
     /// precondition. `None` when it does not hold it, or when another
@@ -209,16 +221,11 @@ impl NodeLease {
             self.written = None;
             return Ok(None);
         }
-        let Some(mut lease) = self.written.take() else {
+        let Some(lease) = self.written.take() else {
             return Ok(None);
         };
         let sent = Instant::now();
-        let secs = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
-        let mut spec = lease.spec.take().unwrap_or_default();
-        spec.holder_identity = Some(self.identity.clone());
-        spec.lease_duration_seconds = Some(secs);
-        spec.renew_time = Some(MicroTime(Timestamp::now()));
-        lease.spec = Some(spec);
+        let lease = self.claimed(lease, MicroTime(Timestamp::now()), false);
         match self
             .api
             .replace(&self.name, &PostParams::default(), &lease)

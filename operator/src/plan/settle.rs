@@ -164,15 +164,28 @@ pub fn next_retry(spec: &NodeState, policy: &str, settings: &Settings) -> Option
         .filter_map(|s| {
             let last = s.last_attempt_at.as_ref()?;
             let retry = plus(last.0, retry_delay(s.attempts.saturating_sub(1)));
-            let timeout = if s.action == ActionKind::Drain {
-                settings.drain_timeout
-            } else {
-                settings.eviction_timeout
-            };
-            let started = s.started_at.as_ref().map_or(s.since.0, |t| t.0);
-            Some(retry.min(plus(started, timeout)))
+            Some(retry.min(eviction_deadline(s, settings).1))
         })
         .min()
+}
+
+/// An eviction's or a drain's timeout (by the record's action) and when it
+/// runs out, counted from when carrying the step out began.
+pub(super) fn eviction_deadline(
+    rec: &StepRecord,
+    settings: &Settings,
+) -> (std::time::Duration, Timestamp) {
+    let timeout = if rec.action == ActionKind::Drain {
+        settings.drain_timeout
+    } else {
+        settings.eviction_timeout
+    };
+    (timeout, plus(started_of(rec), timeout))
+}
+
+/// When carrying the step out began (its phase's start for older records).
+fn started_of(rec: &StepRecord) -> Timestamp {
+    rec.started_at.as_ref().map_or(rec.since.0, |t| t.0)
 }
 
 /// Fails a drain that has run for its timeout (counted from when it
@@ -183,8 +196,7 @@ pub(super) fn drain_timed_out(
     timeout: std::time::Duration,
     detail: &str,
 ) -> Option<String> {
-    let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
-    if now < plus(started, timeout) {
+    if now < plus(started_of(rec), timeout) {
         return None;
     }
     let m = format!(

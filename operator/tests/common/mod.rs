@@ -202,6 +202,18 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The actions carried out on the node (not planned ones), oldest
+    /// first, from the ledger's durable history.
+    pub async fn carried_out(&self, node: &str) -> Vec<nodemedic_crds::policy::ActionKind> {
+        self.get_ledger(node)
+            .await
+            .history
+            .iter()
+            .filter(|h| !h.planned)
+            .map(|h| h.action)
+            .collect()
+    }
+
     /// Events about an object (by name), oldest first.
     pub async fn events_about(&self, kind: &str, name: &str) -> Vec<Event> {
         let api: Api<Event> = Api::all(self.client.clone());

@@ -11,7 +11,7 @@ use nodemedic_crds::remediation::DrainProgress;
 use super::hold::Hold;
 use super::steps::Resolved;
 use super::*;
-use crate::plan::settle::{Settler, drain_timed_out, phase_of, update_step};
+use crate::plan::settle::{Settler, drain_timed_out, eviction_deadline, phase_of, update_step};
 
 /// The pod an EvictPod step would evict: the one the findings attribute,
 /// named with its uid (without it an eviction could hit a same-name
@@ -98,7 +98,7 @@ impl NodePlanner<'_, '_> {
         if p.mode != PolicyMode::Enforce {
             return;
         }
-        let (timeout, deadline) = self.eviction_deadline(step, &rec);
+        let (timeout, deadline) = eviction_deadline(&rec, self.input.settings);
         if now >= deadline {
             let last = rec
                 .message
@@ -176,7 +176,7 @@ impl NodePlanner<'_, '_> {
         if p.mode != PolicyMode::Enforce {
             return;
         }
-        let (timeout, deadline) = self.eviction_deadline(step, &rec);
+        let (timeout, deadline) = eviction_deadline(&rec, self.input.settings);
         if now < deadline {
             wake.at(deadline);
             return;
@@ -192,18 +192,6 @@ impl NodePlanner<'_, '_> {
             }
         );
         self.time_out_eviction(cx, episode, step, rec, message);
-    }
-
-    /// The step's timeout (drain or eviction) and when it runs out,
-    /// counted from when carrying it out began.
-    fn eviction_deadline(&self, step: &Step, rec: &StepRecord) -> (Duration, Timestamp) {
-        let timeout = if step.action == ActionKind::Drain {
-            self.input.settings.drain_timeout
-        } else {
-            self.input.settings.eviction_timeout
-        };
-        let started = rec.started_at.as_ref().map_or(rec.since.0, |t| t.0);
-        (timeout, plus(started, timeout))
     }
 
     /// Ends a Started eviction or drain Failed with reason `Timeout`.
