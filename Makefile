@@ -8,13 +8,24 @@ CARGO ?= cargo
 
 ## Run every test: unit, real host, real control plane, then the kind tier
 ## (CI's part of it: see e2e-kind-ci; the rest is e2e-kind-full).
-test: test-cargo e2e-kind-ci
+## The kind tier's static binaries are compiled (niced) while the cargo tests
+## run, since those mostly wait on their control planes; the kind tier's own
+## images.sh then finds them built (and builds them itself if this failed).
+test:
+	@log="$${TMPDIR:-/tmp}/nodemedic-prebuild-images.$$$$.log"; \
+	  nice -n 10 tests/kind/images.sh --with-workload --build-only >"$$log" 2>&1 & prebuild=$$!; \
+	  $(MAKE) --no-print-directory test-cargo; rc=$$?; \
+	  wait $$prebuild || echo "make test: the image binaries built beside the cargo tests failed (log: $$log); the kind tier builds them again and says why" >&2; \
+	  [ $$rc = 0 ] || exit $$rc; \
+	  $(MAKE) --no-print-directory e2e-kind-ci
 
-## Every cargo test (provisions the control-plane binaries and promtool first).
+## Every cargo test (provisions the control-plane binaries and promtool first),
+## `cargo test --workspace --all-targets` built once and run in two lanes
+## at the same time (tests/cargo-test-lanes.sh says which and why).
 test-cargo: envtest prometheus
 	@eval "$$(tests/envtest/provision.sh --print-env)" && \
 	  eval "$$(tests/prometheus/provision.sh --print-env)" && \
-	  $(CARGO) test --workspace --all-targets --no-fail-fast
+	  CARGO="$(CARGO)" tests/cargo-test-lanes.sh
 
 ## The kind tier alone: images, cluster, helm install, a real remediation,
 ## helm uninstall, cluster down. See docs/kind.md.

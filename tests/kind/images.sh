@@ -5,7 +5,11 @@
 # archives made by tests/kind/oci-image.sh, loadable with
 # `kind load image-archive`, `ctr -n k8s.io images import`, `podman load`.
 #
-#   tests/kind/images.sh [--tag TAG] [--out DIR] [--with-workload]
+#   tests/kind/images.sh [--tag TAG] [--out DIR] [--with-workload] [--build-only]
+#
+# --build-only compiles what the images hold and stops (no archive): `make
+# test` runs it niced beside the cargo tests, so that the kind tier's own
+# images.sh finds the binaries built.
 #
 # Images (one image holds both product binaries; the chart picks the
 # command per component):
@@ -30,11 +34,13 @@ repo="$(cd "$here/../.." && pwd)"
 tag="dev"
 out=""
 with_workload=0
+build_only=0
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --tag) tag="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --with-workload) with_workload=1; shift ;;
+        --build-only) build_only=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "images.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -65,6 +71,12 @@ for b in nodemedic-agent nodemedic-operator; do
     fi
 done
 
+if [ "$with_workload" = 1 ] && { [ ! -x "$bin/nodemedic-vfork" ] || [ "$here/vfork-parents.c" -nt "$bin/nodemedic-vfork" ]; }; then
+    # vfork() needs `unsafe`, which the workspace forbids: a small C helper.
+    cc -static -Os -s -Wall -o "$bin/nodemedic-vfork" "$here/vfork-parents.c"
+fi
+[ "$build_only" = 1 ] && exit 0
+
 mkdir -p "$out"
 "$here/oci-image.sh" --name "localhost/nodemedic:$tag" --output "$out/nodemedic.tar" \
     "$bin/nodemedic-agent=/usr/local/bin/nodemedic-agent:0755" \
@@ -75,10 +87,6 @@ mkdir -p "$out"
     --entrypoint /usr/local/bin/nodemedic-operator \
     | sed "s|^|$out/nodemedic.tar |"
 if [ "$with_workload" = 1 ]; then
-    # vfork() needs `unsafe`, which the workspace forbids: a small C helper.
-    if [ ! -x "$bin/nodemedic-vfork" ] || [ "$here/vfork-parents.c" -nt "$bin/nodemedic-vfork" ]; then
-        cc -static -Os -s -Wall -o "$bin/nodemedic-vfork" "$here/vfork-parents.c"
-    fi
     "$here/oci-image.sh" --name "localhost/nodemedic-workload:$tag" \
         --output "$out/nodemedic-workload.tar" \
         "$bin/nodemedic-workload=/usr/local/bin/nodemedic-workload:0755" \
