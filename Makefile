@@ -11,11 +11,12 @@ CARGO ?= cargo
 ## The kind tier's static binaries are compiled (niced) while the cargo tests
 ## run, since those mostly wait on their control planes; the kind tier's own
 ## images.sh then finds them built (and builds them itself if this failed).
+## (Not `make -n test`: make runs lines holding $(MAKE) even then.)
 test:
 	@log="$${TMPDIR:-/tmp}/nodemedic-prebuild-images.$$$$.log"; \
 	  nice -n 10 tests/kind/images.sh --with-workload --build-only >"$$log" 2>&1 & prebuild=$$!; \
 	  $(MAKE) --no-print-directory test-cargo; rc=$$?; \
-	  wait $$prebuild || echo "make test: the image binaries built beside the cargo tests failed (log: $$log); the kind tier builds them again and says why" >&2; \
+	  if wait $$prebuild; then rm -f "$$log"; else echo "make test: the image binaries built beside the cargo tests failed (log: $$log); the kind tier builds them again and says why" >&2; fi; \
 	  [ $$rc = 0 ] || exit $$rc; \
 	  $(MAKE) --no-print-directory e2e-kind-ci
 

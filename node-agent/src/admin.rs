@@ -317,11 +317,11 @@ impl Metrics {
             ("io", e.io_errors),
             ("cgroups_truncated", e.cgroups_truncated),
         ] {
-            if v > 0 {
-                self.scan_errors
-                    .get_or_create(&KindLabel { kind })
-                    .inc_by(v);
-            }
+            // Every kind from the first scan on, at 0 when none: a rate of 0
+            // reads "no errors" where a missing series reads "no data".
+            self.scan_errors
+                .get_or_create(&KindLabel { kind })
+                .inc_by(v);
         }
     }
 
@@ -492,4 +492,43 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown)
             .await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text
+    }
+
+    #[test]
+    fn every_scan_error_kind_is_exposed_from_the_first_scan_at_zero_when_none() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.record_scan_errors(&nodemedic_crds::report::ScanErrors::default());
+        let text = encode(&registry);
+        for kind in [
+            "vanished",
+            "permission_denied",
+            "unparsable",
+            "io",
+            "cgroups_truncated",
+        ] {
+            let line = format!("scan_errors_total{{kind=\"{kind}\"}} 0");
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        m.record_scan_errors(&nodemedic_crds::report::ScanErrors {
+            vanished: 3,
+            ..Default::default()
+        });
+        let text = encode(&registry);
+        assert!(
+            text.contains("scan_errors_total{kind=\"vanished\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("scan_errors_total{kind=\"io\"} 0"), "{text}");
+    }
 }

@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// on SIGTERM). Whole seconds, at least 1s.
     #[arg(long, env = "NODEMEDIC_LEASE_DURATION", value_parser = parse_lease_duration, default_value = "15s")]
     pub lease_duration: Duration,
+    /// The window the node's task count and each pod's pids.current are
+    /// fitted over for their exhaustion ETAs (an ETA once the samples span
+    /// half of it). Shorter reacts sooner to a zombie storm and follows
+    /// bursts more; between 20s and 24h.
+    #[arg(long, env = "NODEMEDIC_PIDS_TREND_WINDOW", value_parser = parse_trend_window, default_value = "10m")]
+    pub pids_trend_window: Duration,
     /// This agent's Pod name (downward API metadata.name): with the Pod UID,
     /// its identity as the Lease's holder. Unset: the host name and the
     /// process id.
@@ -103,6 +109,16 @@ fn parse_lease_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
         return Err("the lease duration must be whole seconds, at least 1s".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_trend_window(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_secs(20)..=Duration::from_secs(24 * 3600)).contains(&d) {
+        return Err(format!(
+            "the trend window must be between 20s (at least 5 samples at a few seconds' interval) and 24h, not {s}"
+        ));
     }
     Ok(d)
 }
@@ -146,6 +162,10 @@ pub struct ScanArgs {
     /// every N scans instead of every scan (staggered; 1 = every scan).
     #[arg(long, env = "NODEMEDIC_FD_RECOUNT_EVERY", default_value_t = 3)]
     pub fd_recount_every: u32,
+    /// With --watch: the window pid counts are fitted over for their
+    /// exhaustion ETAs (as the agent's --pids-trend-window).
+    #[arg(long, env = "NODEMEDIC_PIDS_TREND_WINDOW", value_parser = parse_trend_window, default_value = "10m")]
+    pub pids_trend_window: Duration,
     /// Stop after this many scans in --watch mode (0 = forever).
     #[arg(long, env = "NODEMEDIC_COUNT", default_value_t = 0)]
     pub count: u64,
@@ -175,6 +195,11 @@ mod tests {
         assert_eq!(parse_lease_duration("3s"), Ok(Duration::from_secs(3)));
         assert!(parse_lease_duration("500ms").is_err());
         assert!(parse_lease_duration("1500ms").is_err());
+        assert_eq!(parse_trend_window("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_trend_window("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in ["10s", "25h", "soon"] {
+            assert!(parse_trend_window(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -93,8 +93,7 @@ pub fn scan_once(scanner: &mut Scanner, engine: &mut Engine, policy: &SelectedPo
     let mut assessments = engine.assess(&observation, policies, Timestamp::now());
     let mut enrichment = enrich(scanner, &assessments);
     enrich_pids(scanner, &observation, &mut enrichment);
-    let pids =
-        crate::detect::pids::assess(&observation, engine.history(), &enrichment.zombies_by_pod);
+    let pids = engine.assess_pids(&observation, &enrichment.zombies_by_pod);
     Scan {
         observation,
         // One policy in, one assessment out.
@@ -114,7 +113,7 @@ pub fn run(args: &ScanArgs) -> Result<i32, ScanCommandError> {
         None => builtin_policy(),
     };
     let mut scanner = Scanner::new(&args.host_root)?;
-    let mut engine = Engine::new();
+    let mut engine = Engine::with_pids_window(args.pids_trend_window);
     let stdout = std::io::stdout();
 
     let Some(interval) = args.watch else {

@@ -192,7 +192,7 @@ fn a_report_of_100000_processes_stays_under_64_kib() {
     let obs = observation(t0 + Duration::from_secs(360), 10_000, 6);
     let assessments = engine.assess(&obs, &policies, Timestamp::now());
     let zombies_by_pod = (0..PODS).map(|i| (pod_uid(i), 50)).collect();
-    let pids = nodemedic_agent::detect::pids::assess(&obs, engine.history(), &zombies_by_pod);
+    let pids = engine.assess_pids(&obs, &zombies_by_pod);
     let status = build::status(
         &obs,
         &assessments,

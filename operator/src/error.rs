@@ -66,6 +66,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every [`Error::reason`]: the metrics start each at 0, so that an
+    /// error rate reads 0 (not "no data") until the first error.
+    pub const REASONS: [&'static str; 9] = [
+        "NotLeader",
+        "Conflict",
+        "KubeApi",
+        "Forbidden",
+        "Serialize",
+        "NotSynced",
+        "Config",
+        "LeaderElection",
+        "Admin",
+    ];
+
     /// A stable, CamelCase reason for metrics and Events.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -105,15 +119,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_are_stable_camel_case() {
+    fn reasons_are_stable_camel_case_and_all_listed() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure("x", "x").with_code(code),
+            ))
+        };
         let errors = [
             Error::NotLeader,
+            Error::kube("x", api(409)),
+            Error::kube("x", api(500)),
+            Error::kube("x", api(403)),
+            Error::Serialize {
+                what: "x".into(),
+                source: <serde_json::Error as serde::de::Error>::custom("x"),
+            },
             Error::NotSynced,
             Error::Config("x".into()),
             Error::Lease("x".into()),
+            Error::Admin {
+                addr: "x".into(),
+                source: std::io::Error::other("x"),
+            },
         ];
-        for e in errors {
-            let r = e.reason();
+        let reasons: std::collections::BTreeSet<_> = errors.iter().map(Error::reason).collect();
+        assert_eq!(
+            reasons,
+            Error::REASONS.into_iter().collect(),
+            "Error::REASONS lists every reason, once"
+        );
+        for r in reasons {
             assert!(r.chars().next().is_some_and(char::is_uppercase), "{r}");
             assert!(!r.contains(' '), "{r}");
         }

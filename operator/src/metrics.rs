@@ -118,6 +118,16 @@ impl Metrics {
             "Failed reconciles by error reason",
             reconcile_errors.clone(),
         );
+        // Every reason from 0: a rate of 0 is "no errors", where a missing
+        // series would be "no data" (and an alert on it could not fire on
+        // the first error, which would be its first sample).
+        for reason in crate::error::Error::REASONS {
+            reconcile_errors
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc_by(0);
+        }
         let is_leader = Gauge::default();
         registry.register(
             "nodemedic_operator_is_leader",
@@ -292,6 +302,16 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_reason_is_exposed_at_zero_before_the_first_error() {
+        let text = Metrics::new().encode();
+        for reason in crate::error::Error::REASONS {
+            let line =
+                format!("nodemedic_operator_reconcile_errors_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+    }
 
     #[test]
     fn every_documented_family_is_exposed() {

@@ -77,10 +77,13 @@
 #              images built once and cached); the same ladder; between the
 #              Taint and the Cordon the upgrade as docs/install.md says; all
 #              pods on this tree's image; every step ran once
-#   dashboard  after the scenarios (and a node paused for 15 s): every query
-#              of the chart's Grafana dashboard answers over the run, with
-#              series unless the binaries export its metrics and the run made
-#              no such event (listed as idle)
+#   dashboard  after the scenarios: agent.pidsTrendWindow=1m by helm
+#              upgrade, a pod leaking fds and a zombie storm building up on
+#              A until its agent exports the fd, pod pids and node pids ETAs,
+#              A paused for 15 s; then every query of the chart's Grafana
+#              dashboard answers over the run, with series unless the
+#              binaries export its metrics and the run made no such event
+#              (listed as idle)
 #   teardown   cluster down, the host as before (check-host)
 #
 # Environment: KIND_CLUSTER_NAME (default nodemedic-nodes: not the
@@ -1248,6 +1251,67 @@ done
 
 if [ -n "$prom_addr" ]; then
     stage "dashboard: every panel's query answers with series"
+    # The ETA panels need something running out: on $A a pod leaking fds
+    # (5 a second) and a zombie storm building up (2 a second), under a
+    # DryRun policy that fits fd growth over 1 minute, with the agents
+    # fitting pid counts over 1 minute (agent.pidsTrendWindow, set here by
+    # helm upgrade: an ETA once the samples span half the window).
+    # No scenario's policy may act on the storm: they are done.
+    kubectl get nhp -o name | grep '/e2e-' | xargs -r kubectl delete --timeout=90s >/dev/null
+    kubectl delete namespace dashboard --ignore-not-found --timeout=90s >/dev/null
+    kubectl create namespace dashboard >/dev/null
+    if helm upgrade "$release" "$repo/charts/nodemedic" -n "$ns" --reuse-values \
+        --set agent.pidsTrendWindow=1m --wait --timeout 3m >/dev/null; then
+        ok "dashboard: helm upgrade --set agent.pidsTrendWindow=1m"
+    else
+        fail "dashboard: helm upgrade --set agent.pidsTrendWindow=1m"
+    fi
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: nodemedic.io/v1alpha1
+kind: NodeHealthPolicy
+metadata: {name: e2e-dashboard}
+spec:
+  mode: DryRun
+  nodeSelector: {matchLabels: {kubernetes.io/hostname: $A}}
+  detectors:
+    fdLeak: {usageRatio: 0.9, minOpenFds: 100, growth: {minFdsPerMinute: 100000, window: 1m}, for: 2s}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fdleak, namespace: dashboard}
+spec:
+  nodeName: $A
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: leak
+      image: localhost/nodemedic-workload:$tag
+      imagePullPolicy: Never
+      args: [hold-fds, "100", --soft-limit, "100000", --leak-per-second, "5"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: zombie-storm, namespace: dashboard}
+spec:
+  nodeName: $A
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: storm
+      image: localhost/nodemedic-workload:$tag
+      imagePullPolicy: Never
+      args: [zombies, --count, "100000", --per-second, "2"]
+EOF
+    agent_a="$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=agent --field-selector spec.nodeName="$A" -o jsonpath='{.items[0].metadata.name}')"
+    agent_port="$(kubectl -n "$ns" get pod "$agent_a" -o jsonpath='{.spec.containers[0].ports[?(@.name=="admin")].containerPort}')"
+    etas_exported() {
+        local m
+        m="$(kubectl get --raw "/api/v1/namespaces/$ns/pods/$agent_a:$agent_port/proxy/metrics")" &&
+            echo "$m" | grep -q '^nodemedic_agent_fd_exhaustion_eta_seconds{.*pod_name="fdleak"' &&
+            echo "$m" | grep -q '^nodemedic_agent_pod_pids_exhaustion_eta_seconds{.*pod_name="zombie-storm"' &&
+            echo "$m" | grep -q '^nodemedic_agent_node_pids_exhaustion_eta_seconds'
+    }
+    if ! wait_for "dashboard: $A's agent exports the fd ETA of the leaking pod, the pids ETA of the zombie storm's pod and the node's" 150 etas_exported; then
+        kubectl get --raw "/api/v1/namespaces/$ns/pods/$agent_a:$agent_port/proxy/metrics" | grep -E 'eta_seconds|pids' | sed 's/^/     /'
+    fi
     # A pause, so that the pause panels have something to show: a node
     # paused for three scrapes (by annotation, as `kubectl nodemedic pause`
     # writes it), then resumed.
@@ -1273,6 +1337,8 @@ if [ -n "$prom_addr" ]; then
         echo "$out" | sed 's/^/     /'
         fail "dashboard: want every query of the chart's dashboard to answer, with series or reading only metrics the binaries export (see EMPTY/ERROR above)"
     fi
+    kubectl delete nhp e2e-dashboard --ignore-not-found >/dev/null
+    kubectl delete namespace dashboard --ignore-not-found --wait=false >/dev/null
     stage_done
 fi
 

@@ -68,8 +68,9 @@ impl PolicyAssessment {
     }
 }
 
-/// How long the history must keep samples for the given policies.
-pub fn retention(policies: &[SelectedPolicy]) -> Retention {
+/// How long the history must keep samples for the given policies, with
+/// task and pid counts fitted over `pids_window`.
+pub fn retention(policies: &[SelectedPolicy], pids_window: Duration) -> Retention {
     // Every fdLeak policy fits growth (for the ETA in the report), over its
     // growth window or the default one.
     let fd_window = policies
@@ -86,21 +87,52 @@ pub fn retention(policies: &[SelectedPolicy]) -> Retention {
     Retention {
         fd_window,
         cpu_window,
-        pids_window: pids::WINDOW,
+        pids_window,
     }
 }
 
 /// History plus hysteresis: feed it observations and the policies that
 /// select the node, get one assessment per policy.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Engine {
     history: History,
     hysteresis: Hysteresis,
+    /// The window the node's and the pods' pid counts are fitted over.
+    pids_window: Duration,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            history: History::default(),
+            hysteresis: Hysteresis::default(),
+            pids_window: pids::WINDOW,
+        }
+    }
 }
 
 impl Engine {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An engine that fits pid counts over `window` (an ETA after half of
+    /// it) instead of [`pids::WINDOW`].
+    pub fn with_pids_window(window: Duration) -> Self {
+        Self {
+            pids_window: window,
+            ..Self::default()
+        }
+    }
+
+    /// Pid headroom and ETAs of the node and its pods, from this scan and
+    /// the history. `zombies_by_pod`: see [`pids::assess`].
+    pub fn assess_pids(
+        &self,
+        obs: &Observation,
+        zombies_by_pod: &std::collections::HashMap<String, u64>,
+    ) -> pids::PidsAssessment {
+        pids::assess(obs, &self.history, zombies_by_pod, self.pids_window)
     }
 
     /// What the engine remembers across scans (first sightings and samples).
@@ -116,7 +148,8 @@ impl Engine {
     /// Folds an observation into the history without assessing it (the
     /// first sample of a one-shot scan).
     pub fn prime(&mut self, obs: &Observation, policies: &[SelectedPolicy]) {
-        self.history.record(obs, retention(policies));
+        self.history
+            .record(obs, retention(policies, self.pids_window));
     }
 
     /// Records `obs` and assesses it under each policy, each with its own
@@ -127,7 +160,8 @@ impl Engine {
         policies: &[SelectedPolicy],
         wall_now: Timestamp,
     ) -> Vec<PolicyAssessment> {
-        self.history.record(obs, retention(policies));
+        self.history
+            .record(obs, retention(policies, self.pids_window));
         let mut live = HashSet::new();
         let out = policies
             .iter()

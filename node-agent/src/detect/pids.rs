@@ -15,7 +15,8 @@ use nodemedic_crds::report::{MAX_POD_PIDS, PidsLimitSource};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// The window task and pid counts are fitted over (ETA after half of it).
+/// The window task and pid counts are fitted over by default (ETA after
+/// half of it); the agent's `--pids-trend-window`.
 pub const WINDOW: Duration = Duration::from_secs(600);
 
 /// The node's pids.
@@ -101,6 +102,7 @@ pub fn assess(
     obs: &Observation,
     history: &History,
     zombies_by_pod: &HashMap<String, u64>,
+    window: Duration,
 ) -> PidsAssessment {
     let n = &obs.pids.node;
     let node_limit = match (n.pid_max, n.threads_max) {
@@ -109,7 +111,7 @@ pub fn assess(
     };
     let node = match (n.tasks, node_limit) {
         (Some(tasks), Some(limit)) => {
-            let trend = history.task_trend(WINDOW, obs.taken_at);
+            let trend = history.task_trend(window, obs.taken_at);
             Some(NodePids {
                 tasks,
                 pid_max: n.pid_max,
@@ -133,7 +135,7 @@ pub fn assess(
                 Some(max) => (max, PidsLimitSource::PodCgroup),
                 None => (node_limit?, PidsLimitSource::Node),
             };
-            let trend = history.pod_pids_trend(p.version, &p.path, WINDOW, obs.taken_at);
+            let trend = history.pod_pids_trend(p.version, &p.path, window, obs.taken_at);
             Some(PodPids {
                 version: p.version,
                 cgroup: p.path.clone(),
@@ -250,7 +252,7 @@ mod tests {
         }
         let o = last.expect("observed");
         let zombies: HashMap<String, u64> = [(UID_A.to_owned(), 240)].into();
-        let a = assess(&o, &h, &zombies);
+        let a = assess(&o, &h, &zombies, WINDOW);
         let node = a.node.as_ref().expect("node");
         assert_eq!((node.limit, node.headroom), (20_000, 15_000));
         assert_eq!(node.eta_seconds, None, "flat task count");
@@ -289,7 +291,7 @@ mod tests {
             ];
             h.record(&o, KEEP);
         }
-        let a = assess(&o, &h, &HashMap::new());
+        let a = assess(&o, &h, &HashMap::new(), WINDOW);
         let node = a.node.expect("node");
         assert_eq!(node.eta_seconds, None, "3 minutes of a 10 minute window");
         assert_eq!(node.zombies, 3);
@@ -298,9 +300,33 @@ mod tests {
             o = obs(t0 + Duration::from_secs(60 * i), 1_000 + 100 * i, vec![]);
             h.record(&o, KEEP);
         }
-        let node = assess(&o, &h, &HashMap::new()).node.expect("node");
+        let node = assess(&o, &h, &HashMap::new(), WINDOW).node.expect("node");
         assert_eq!(node.growth_per_minute, Some(100.0));
         assert_eq!(node.eta_seconds, Some((20_000.0 - 1_600.0) * 0.6));
+    }
+
+    #[test]
+    fn a_shorter_window_gives_an_eta_sooner() {
+        let t0 = Instant::now();
+        let short = Duration::from_secs(60);
+        let keep = Retention {
+            pids_window: short,
+            ..KEEP
+        };
+        let mut h = History::default();
+        let mut o = obs(t0, 1_000, vec![]);
+        for i in 0..5u64 {
+            o = obs(t0 + Duration::from_secs(10 * i), 1_000 + 20 * i, vec![]);
+            h.record(&o, keep);
+        }
+        let node = |w| assess(&o, &h, &HashMap::new(), w).node.expect("node");
+        assert_eq!(node(WINDOW).eta_seconds, None, "40 s of a 10 minute window");
+        assert_eq!(node(short).growth_per_minute, Some(120.0));
+        assert_eq!(
+            node(short).eta_seconds,
+            Some((20_000.0 - 1_080.0) / 2.0),
+            "40 s of a 1 minute window"
+        );
     }
 
     #[test]
@@ -308,7 +334,7 @@ mod tests {
         let mut o = obs(Instant::now(), 10, vec![pod(UID_B, 30, None)]);
         o.pids.node.pid_max = None;
         o.pids.node.threads_max = None;
-        let a = assess(&o, &History::default(), &HashMap::new());
+        let a = assess(&o, &History::default(), &HashMap::new(), WINDOW);
         assert!(a.node.is_none() && a.pods.is_empty(), "{a:?}");
     }
 
@@ -327,6 +353,7 @@ mod tests {
             &obs(Instant::now(), 10, pods),
             &History::default(),
             &HashMap::new(),
+            WINDOW,
         );
         assert_eq!(a.pods.len(), MAX_POD_PIDS);
         assert_eq!(a.pods_omitted, 3);

@@ -94,11 +94,9 @@ impl ScanWorker {
         let assessments = self.engine.assess(&observation, policies, Timestamp::now());
         let mut enrichment = enrich(&mut self.scanner, &assessments);
         enrich_pids(&mut self.scanner, &observation, &mut enrichment);
-        let pids = crate::detect::pids::assess(
-            &observation,
-            self.engine.history(),
-            &enrichment.zombies_by_pod,
-        );
+        let pids = self
+            .engine
+            .assess_pids(&observation, &enrichment.zombies_by_pod);
         let zombie_facts = self.zombie_facts(&observation, policies);
         ScanOutput {
             observation,
@@ -271,7 +269,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     // Adopt what the previous agent on this node published: firing
     // conditions keep their transition times, handled requests stay handled.
-    let mut engine = Engine::new();
+    let mut engine = Engine::with_pids_window(args.pids_trend_window);
     let now = Timestamp::now();
     let adopted = view.own_report().and_then(|r| r.status.clone());
     if let Some(status) = &adopted {

@@ -52,7 +52,13 @@ enum Cmd {
     Zombies(ZombiesArgs),
     /// (helper) Start COUNT children that exit at once, never wait for
     /// them, then sleep: COUNT zombies under this process.
-    ZombieParent { count: usize },
+    ZombieParent {
+        count: usize,
+        /// Make them at this rate instead of all at once (a storm that
+        /// builds up); ready after the first.
+        #[arg(long, default_value_t = 0.0)]
+        per_second: f64,
+    },
     /// (helper) Exit at once.
     Exit,
     /// (probe) Print the pid and start time (stat field 22) of every process
@@ -193,6 +199,9 @@ struct ZombiesArgs {
     /// Zombies under the parent.
     #[arg(long, env = "NODEMEDIC_WL_ZOMBIES", default_value_t = 30)]
     count: usize,
+    /// Make them at this rate (a storm building up) instead of all at once.
+    #[arg(long, env = "NODEMEDIC_WL_ZOMBIES_PER_SECOND", default_value_t = 0.0)]
+    per_second: f64,
     /// Move this process into these cgroup directories first (writes its
     /// pid into each `cgroup.procs`), e.g. a pod-shaped path in each v1
     /// hierarchy, so that everything it starts is attributed there.
@@ -315,19 +324,32 @@ fn main() -> Result<()> {
             sleep_forever()
         }
         Cmd::Zombies(args) => zombies(args),
-        Cmd::ZombieParent { count } => {
+        Cmd::ZombieParent { count, per_second } => {
             die_with_parent();
             let exe = std::env::current_exe().context("locating own binary")?;
+            let gap = (per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second));
             // Dropping a Child does not wait for it: each exits and stays a zombie.
-            for _ in 0..count {
+            for i in 0..count {
                 std::process::Command::new(&exe)
                     .arg("exit")
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())
                     .spawn()
                     .context("spawning a child")?;
+                match gap {
+                    Some(gap) => {
+                        if i == 0 {
+                            workload::announce_ready();
+                        }
+                        std::thread::sleep(gap);
+                    }
+                    None if i + 1 == count => workload::announce_ready(),
+                    None => {}
+                }
             }
-            workload::announce_ready();
+            if count == 0 {
+                workload::announce_ready();
+            }
             sleep_forever()
         }
         Cmd::Exit => Ok(()),
@@ -536,8 +558,16 @@ fn zombies(args: ZombiesArgs) -> Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .context("PR_SET_CHILD_SUBREAPER")?;
     let exe = std::env::current_exe().context("locating own binary")?;
-    let mut parent = workload::helper(&exe, &["zombie-parent", &args.count.to_string()])
-        .context("starting the zombie parent")?;
+    let mut parent = workload::helper(
+        &exe,
+        &[
+            "zombie-parent",
+            &args.count.to_string(),
+            "--per-second",
+            &args.per_second.to_string(),
+        ],
+    )
+    .context("starting the zombie parent")?;
     let parent_pid = parent.pid();
     println!(
         "ready zombie-parent={parent_pid} zombies={} init={}",
