@@ -58,11 +58,17 @@ esac
 packages=(-p nodemedic-agent -p nodemedic-operator)
 [ "$with_workload" = 1 ] && packages+=(-p nodemedic-testkit)
 echo "images.sh: building static release binaries (${packages[*]}) in $target_dir" >&2
+bin="$target_dir/$triple/image"
+# Every checkout shares the target directory (its dependencies are built
+# once), but cargo copies a checkout's binaries to $bin only when it builds
+# them: a checkout whose build is fresh would find another checkout's
+# binaries there. Removed first, they are copied from this checkout's build.
+# (Two checkouts must not run this at the same time.)
+rm -f "$bin/nodemedic-agent" "$bin/nodemedic-operator" "$bin/nodemedic-workload"
 # --target makes RUSTFLAGS apply to the binaries only, not to build scripts
 # and proc macros, which must stay dynamic.
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
     cargo build --profile image --locked --target "$triple" --bins "${packages[@]}" >&2)
-bin="$target_dir/$triple/image"
 for b in nodemedic-agent nodemedic-operator; do
     # A dynamic executable lists its libraries as "lib => path".
     if ldd "$bin/$b" 2>&1 | grep -q '=>'; then
