@@ -1257,7 +1257,7 @@ if [ -n "$prom_addr" ]; then
     # fitting pid counts over 1 minute (agent.pidsTrendWindow, set here by
     # helm upgrade: an ETA once the samples span half the window).
     # No scenario's policy may act on the storm: they are done.
-    kubectl get nhp -o name | grep '/e2e-' | xargs -r kubectl delete --timeout=90s >/dev/null
+    kubectl get nhp -o name | { grep '/e2e-' || true; } | xargs -r kubectl delete --timeout=90s >/dev/null
     kubectl delete namespace dashboard --ignore-not-found --timeout=90s >/dev/null
     kubectl create namespace dashboard >/dev/null
     if helm upgrade "$release" "$repo/charts/nodemedic" -n "$ns" --reuse-values \
@@ -1286,7 +1286,7 @@ spec:
     - name: leak
       image: localhost/nodemedic-workload:$tag
       imagePullPolicy: Never
-      args: [hold-fds, "100", --soft-limit, "100000", --leak-per-second, "5"]
+      args: [hold-fds, "100", --soft-limit, "8000", --leak-per-second, "5"]
 ---
 apiVersion: v1
 kind: Pod
