@@ -85,8 +85,10 @@ pub struct RunArgs {
     /// renews it every third of this and stops acting a quarter of it
     /// before it would expire; another agent on the node takes over this
     /// long after the holder stopped renewing (at once when it released it
-    /// on SIGTERM). Whole seconds, at least 1s.
-    #[arg(long, env = "NODEMEDIC_LEASE_DURATION", value_parser = parse_lease_duration, default_value = "15s")]
+    /// on SIGTERM). Whole seconds, at least 1s. The default, renewed every
+    /// 10 s, is one write per default scan interval (the kubelet's own node
+    /// Lease lasts 40 s).
+    #[arg(long, env = "NODEMEDIC_LEASE_DURATION", value_parser = parse_lease_duration, default_value = "30s")]
     pub lease_duration: Duration,
     /// The window the node's task count and each pod's pids.current are
     /// fitted over for their exhaustion ETAs (an ETA once the samples span

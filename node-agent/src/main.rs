@@ -55,8 +55,11 @@ fn run() -> Result<u8> {
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread for the API client, the Lease, the admin endpoint
+            // and the action handling (all mostly waiting); the scan runs on
+            // a blocking thread. Worker threads handing wakeups to each
+            // other cost more CPU per interval than this work needs.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
