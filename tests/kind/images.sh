@@ -59,12 +59,21 @@ packages=(-p nodemedic-agent -p nodemedic-operator)
 [ "$with_workload" = 1 ] && packages+=(-p nodemedic-testkit)
 echo "images.sh: building static release binaries (${packages[*]}) in $target_dir" >&2
 bin="$target_dir/$triple/image"
-# Every checkout shares the target directory (its dependencies are built
-# once), but cargo copies a checkout's binaries to $bin only when it builds
-# them: a checkout whose build is fresh would find another checkout's
-# binaries there. Removed first, they are copied from this checkout's build.
-# (Two checkouts must not run this at the same time.)
-rm -f "$bin/nodemedic-agent" "$bin/nodemedic-operator" "$bin/nodemedic-workload"
+# Every checkout shares the target directory, so that dependencies are built
+# once. But cargo names a workspace crate's artefacts without its path and
+# judges them by mtime: after another checkout built them, an older checkout
+# would take that checkout's build as its own. So when the last build here
+# came from another checkout, the workspace's crates are cleaned first (they
+# rebuild in a minute or two, as in any fresh clone). Two checkouts must not
+# run this at the same time.
+built_from="$target_dir/.nodemedic-built-from"
+if [ "$(cat "$built_from" 2>/dev/null)" != "$repo" ]; then
+    echo "images.sh: the last build in $target_dir came from another checkout; rebuilding this one's crates" >&2
+    (cd "$repo" && CARGO_TARGET_DIR="$target_dir" cargo clean --profile image --target "$triple" \
+        -p nodemedic-agent -p nodemedic-operator -p nodemedic-testkit -p nodemedic-crds >&2)
+    rm -f "$bin/nodemedic-agent" "$bin/nodemedic-operator" "$bin/nodemedic-workload"
+fi
+echo "$repo" >"$built_from"
 # --target makes RUSTFLAGS apply to the binaries only, not to build scripts
 # and proc macros, which must stay dynamic.
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
