@@ -898,6 +898,13 @@ pub enum ActionRefusal {
     /// The reboot sentinel path exists but is a symbolic link or not a
     /// regular file.
     SentinelUnsafe,
+    /// RequestReboot: in the agent's latest report no detector whose ladder
+    /// holds the step is firing, or none has fired for the step's `after`.
+    NotFiring,
+    /// RequestReboot: the firing problem is contained in one pod and the
+    /// step's ladder offers no pod-level step (SignalParent, EvictPod)
+    /// before it; or the step is for the other scope.
+    OutOfScope,
 }
 
 impl ActionRefusal {
@@ -924,6 +931,8 @@ impl ActionRefusal {
             ActionRefusal::Expired => "Expired",
             ActionRefusal::RebootNotEnabled => "RebootNotEnabled",
             ActionRefusal::SentinelUnsafe => "SentinelUnsafe",
+            ActionRefusal::NotFiring => "NotFiring",
+            ActionRefusal::OutOfScope => "OutOfScope",
         }
     }
 

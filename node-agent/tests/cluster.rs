@@ -1363,12 +1363,17 @@ async fn signalling_another_users_process_needs_cap_kill() {
 /// once the killed holder's Lease expires.
 #[tokio::test]
 async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
+    // The agent hands off a reboot only while the step's detector fires
+    // for the policy: 8 zombies in the pod, threshold 5. The problem is
+    // pod-contained, so the step says scope Any.
     let mut spec = zombie_spec("0s");
     spec["mode"] = serde_json::json!("Enforce");
-    spec["actions"] = serde_json::json!({"zombies": [{"action": "RequestReboot", "after": "1h"}]});
+    spec["detectors"]["zombies"]["threshold"] = serde_json::json!(5);
+    spec["actions"] = serde_json::json!({"zombies": [{"action": "RequestReboot", "scope": "Any"}]});
     let Some((node, policy, kubeconfig_a, host)) = setup("two-agents", spec).await else {
         return;
     };
+    let _zombies = zombies(8, host.container_cgroup());
     let kubeconfig_b = agent_kubeconfig(cp().await, rbac().await, &node)
         .await
         .expect("second agent kubeconfig");
@@ -1432,9 +1437,12 @@ async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
     wait_report(
         &node,
         Duration::from_secs(15),
-        "a first report",
+        "a first report with the zombies condition firing",
         &agents[holder].1,
-        |_| true,
+        |s| {
+            condition(s, &policy, ConditionType::ZombiesDetected)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        },
     )
     .await;
     // The passive agent is ready (a rollout must not wait for it) and scans.

@@ -671,6 +671,17 @@ EOF
             '[.spec.episodes[]? | select(.policy == $p) | .steps[]? | select((.action == "Cordon" or .action == "Drain") and .phase == "Held" and .reason == "PodContained")] | length > 0'
     }
     wait_for "$c: node-wide steps are held PodContained in $A's ledger" 60 held_pod_contained
+    # Each detector's Cordon and Drain held PodContained, in the policy
+    # status (one record per hold). Read while the holds are recent:
+    # recentActions keeps the last 20, and the steps after this add more.
+    held_in_status() {
+        held="$(kubectl get nhp "$p" -o json | jq -c \
+            '[.status.recentActions[]? | select((.action == "Cordon" or .action == "Drain") and .outcome == "Skipped" and (.message | contains("contained in pod"))) | "\(.detector)/\(.action)"] | unique')"
+        [ "$held" = '["fdLeak/Cordon","fdLeak/Drain","zombies/Cordon","zombies/Drain"]' ]
+    }
+    local held=""
+    wait_for "$c: the policy status shows Cordon and Drain held PodContained for zombies and fdLeak" 60 held_in_status ||
+        echo "    (recentActions holds seen: $held; ledger: $(kubectl get nrm "$A" -o json | jq -c --arg p "$p" '[.spec.episodes[]? | select(.policy == $p) | {detector, steps: [.steps[]? | {action, phase, reason}]}]'))"
     signalled() { [ "$(history_count "$A" "$p" zombies SignalParent)" = 1 ]; }
     wait_for "$c: SignalParent (SIGKILL) ran for the zombie factory's parent" 60 signalled
     evicted() { ! kubectl -n culprit get pod fdleak >/dev/null 2>&1 && [ "$(history_count "$A" "$p" fdLeak EvictPod)" = 1 ]; }
@@ -694,13 +705,6 @@ EOF
         '[.spec.history[]? | select(.policy == $p and .at >= $since and (.action == "Cordon" or .action == "Drain" or .action == "Taint"))]')"
     [ "$node_steps" = "[]" ] && ok "$c: no node-level step in $A's ledger history" ||
         fail "$c: want no node-level step for pod-contained problems; history: $node_steps"
-    # each detector's Cordon and Drain were held PodContained (recorded once per hold)
-    local held
-    held="$(kubectl get nhp "$p" -o json | jq -c \
-        '[.status.recentActions[]? | select((.action == "Cordon" or .action == "Drain") and .outcome == "Skipped" and (.message | contains("contained in pod"))) | "\(.detector)/\(.action)"] | unique')"
-    [ "$held" = '["fdLeak/Cordon","fdLeak/Drain","zombies/Cordon","zombies/Drain"]' ] &&
-        ok "$c: the policy status shows Cordon and Drain held PodContained for zombies and fdLeak" ||
-        fail "$c: want Cordon and Drain held PodContained for zombies and fdLeak in the policy's recentActions, have: $held"
     # the vfork parents: no hung task, no hungTasks episode
     local hung
     hung="$(kubectl get nhr "$A" -o json | jq -c --arg p "$p" '{hungTasks: .status.summary.hungTasks, waiting: .status.summary.waitingTasks,

@@ -12,11 +12,36 @@
 //! real start time behind a pid, another process's parent).
 
 use crate::scan::Observation;
-use nodemedic_crds::policy::{ActionKind, ActionStep, NodeHealthPolicy, ParentSignal, PolicyMode};
-use nodemedic_crds::report::{ActionRefusal, ActionRequest, NodeAction};
+use k8s_openapi::jiff::Timestamp;
+use nodemedic_crds::conditions::{ConditionStatus, Detector};
+use nodemedic_crds::policy::{
+    ActionKind, ActionStep, NodeHealthPolicy, ParentSignal, PolicyMode, StepScope,
+};
+use nodemedic_crds::report::{
+    ActionRefusal, ActionRequest, NodeAction, PolicyCondition, ProblemScope,
+};
 use nodemedic_crds::selector::selects;
 use nodemedic_crds::thresholds::SelectedPolicy;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// How much sooner than its step's `after` a RequestReboot may arrive. The
+/// operator starts a ladder at the condition's `lastTransitionTime` (the
+/// agent's clock), held within 30 s of when it first saw the condition;
+/// this covers that and a report's propagation.
+pub const REBOOT_AFTER_TOLERANCE: Duration = Duration::from_secs(60);
+
+/// What the agent itself knows of its node when it checks a request.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentView<'a> {
+    pub node_labels: &'a BTreeMap<String, String>,
+    /// The zombie parents of the latest scan.
+    pub zombie_facts: &'a ZombieFacts,
+    /// The conditions of the agent's latest report (every policy's).
+    pub conditions: &'a [PolicyCondition],
+    /// The agent's clock, the one the conditions' times are on.
+    pub now: Timestamp,
+}
 
 /// Where a zombie parent runs, as far as the agent can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,11 +150,11 @@ pub fn step_signal(step: &ActionStep) -> ParentSignal {
 pub fn verify<'p>(
     request: &ActionRequest,
     policies: impl IntoIterator<Item = &'p NodeHealthPolicy>,
-    node_labels: &BTreeMap<String, String>,
-    facts: &ZombieFacts,
+    view: &AgentView<'_>,
     protected: impl Fn(&str, &[String]) -> Option<String>,
 ) -> Result<&'p NodeHealthPolicy, Refusal> {
     use ActionRefusal as R;
+    let (node_labels, facts) = (view.node_labels, view.zombie_facts);
     let name = request.policy.as_str();
     match (request.action, &request.target, request.signal) {
         (NodeAction::SignalParent, Some(_), Some(_)) | (NodeAction::RequestReboot, None, None) => {}
@@ -184,25 +209,7 @@ pub fn verify<'p>(
     let ladders = &policy.spec.actions;
     let (target, signal) = match (request.action, &request.target, request.signal) {
         (NodeAction::SignalParent, Some(t), Some(s)) => (t, s),
-        _ => {
-            // RequestReboot: any ladder of the policy must hold the step.
-            let has = [
-                &ladders.zombies,
-                &ladders.hung_tasks,
-                &ladders.fd_leak,
-                &ladders.cpu_throttling,
-            ]
-            .iter()
-            .any(|l| l.iter().any(|s| s.action == ActionKind::RequestReboot));
-            return if has {
-                Ok(policy)
-            } else {
-                Err(Refusal::new(
-                    R::StepNotInLadder,
-                    format!("policy {name:?} has no RequestReboot step"),
-                ))
-            };
-        }
+        _ => return verify_reboot(policy, view).map(|()| policy),
     };
     let steps: Vec<&ActionStep> = ladders
         .zombies
@@ -290,6 +297,131 @@ pub fn verify<'p>(
         }
     }
     Ok(policy)
+}
+
+/// The ladder of `detector` in `actions`.
+fn ladder(actions: &nodemedic_crds::policy::Actions, detector: Detector) -> &[ActionStep] {
+    match detector {
+        Detector::Zombies => &actions.zombies,
+        Detector::HungTasks => &actions.hung_tasks,
+        Detector::FdLeak => &actions.fd_leak,
+        Detector::CpuThrottling => &actions.cpu_throttling,
+    }
+}
+
+/// Why one RequestReboot step of a policy does not apply now.
+enum RebootBlock {
+    NotFiring(String),
+    OutOfScope(String),
+}
+
+/// RequestReboot is allowed when some ladder of the policy holds the step
+/// and, in the agent's own latest report, that ladder's detector is firing
+/// for the policy, has been for the step's `after` (less
+/// [`REBOOT_AFTER_TOLERANCE`]), and the problem's scope is one the step is
+/// for. A Node-scoped step (the default) reaches a problem contained in one
+/// pod only through a pod-level step earlier in its ladder; whether that
+/// step was carried out is the operator's record, not the agent's, so this
+/// checks that the ladder offers one. A request for a healthy node, too
+/// early, or for one pod's problem with no pod-level step first is refused
+/// whoever wrote it.
+fn verify_reboot(policy: &NodeHealthPolicy, view: &AgentView<'_>) -> Result<(), Refusal> {
+    use ActionRefusal as R;
+    let name = policy.metadata.name.as_deref().unwrap_or_default();
+    let mut blocks = Vec::new();
+    for detector in Detector::ALL {
+        let steps = ladder(&policy.spec.actions, detector);
+        for (index, step) in steps.iter().enumerate() {
+            if step.action != ActionKind::RequestReboot {
+                continue;
+            }
+            match reboot_step_applies(name, detector, steps, index, view) {
+                Ok(()) => return Ok(()),
+                Err(block) => blocks.push(block),
+            }
+        }
+    }
+    if blocks.is_empty() {
+        return Err(Refusal::new(
+            R::StepNotInLadder,
+            format!("policy {name:?} has no RequestReboot step"),
+        ));
+    }
+    let reason = if blocks
+        .iter()
+        .any(|b| matches!(b, RebootBlock::OutOfScope(_)))
+    {
+        R::OutOfScope
+    } else {
+        R::NotFiring
+    };
+    let why: Vec<String> = blocks
+        .into_iter()
+        .map(|b| match b {
+            RebootBlock::NotFiring(m) | RebootBlock::OutOfScope(m) => m,
+        })
+        .collect();
+    Err(Refusal::new(reason, why.join("; ")))
+}
+
+fn reboot_step_applies(
+    policy: &str,
+    detector: Detector,
+    steps: &[ActionStep],
+    index: usize,
+    view: &AgentView<'_>,
+) -> Result<(), RebootBlock> {
+    let step = &steps[index];
+    let ladder = detector.name();
+    let Some(cond) = view.conditions.iter().find(|c| {
+        c.policy == policy && c.type_.detector() == detector && c.status == ConditionStatus::True
+    }) else {
+        return Err(RebootBlock::NotFiring(format!(
+            "{ladder}: not firing for policy {policy:?} in the agent's latest report"
+        )));
+    };
+    let after = step.after().map_err(|e| {
+        RebootBlock::NotFiring(format!("{ladder}: the RequestReboot step's after: {e}"))
+    })?;
+    let firing_for = view
+        .now
+        .as_second()
+        .saturating_sub(cond.last_transition_time.0.as_second())
+        .max(0)
+        .unsigned_abs();
+    if Duration::from_secs(firing_for) + REBOOT_AFTER_TOLERANCE < after {
+        return Err(RebootBlock::NotFiring(format!(
+            "{ladder}: firing for {firing_for}s, the RequestReboot step is after {}s",
+            after.as_secs()
+        )));
+    }
+    let problem = cond.scope.unwrap_or(ProblemScope::Node);
+    let pod_level_first = || {
+        steps[..index].iter().any(|s| {
+            matches!(s.action, ActionKind::SignalParent | ActionKind::EvictPod)
+                && s.effective_scope() != StepScope::Node
+        })
+    };
+    let fits = match (step.effective_scope(), problem) {
+        (StepScope::Any, _) | (StepScope::Node, ProblemScope::Node) => true,
+        (StepScope::Pod, ProblemScope::Pod) => true,
+        (StepScope::Pod, ProblemScope::Node) => false,
+        (StepScope::Node, ProblemScope::Pod) => pod_level_first(),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(RebootBlock::OutOfScope(format!(
+            "{ladder}: the problem is {}-scoped and the RequestReboot step (scope {:?}) does not reach it{}",
+            problem.as_str(),
+            step.effective_scope(),
+            if problem == ProblemScope::Pod {
+                " without a pod-level step (SignalParent, EvictPod) before it"
+            } else {
+                ""
+            }
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -393,12 +525,71 @@ mod tests {
         nodemedic_crds::protected::protecting(comm, extra).map(str::to_owned)
     }
 
+    /// The agent's clock in these tests.
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_000_000).expect("time")
+    }
+
+    /// A condition of `policy`'s `detector`, True for `firing_for` seconds
+    /// (False when `None`), with `scope`.
+    fn cond(
+        policy: &str,
+        detector: Detector,
+        firing_for: Option<i64>,
+        scope: Option<ProblemScope>,
+    ) -> PolicyCondition {
+        use nodemedic_crds::conditions::ConditionReason;
+        PolicyCondition {
+            policy: policy.to_owned(),
+            type_: detector.condition_type(),
+            status: ConditionStatus::from_bool(firing_for.is_some()),
+            reason: if firing_for.is_some() {
+                ConditionReason::ThresholdExceeded
+            } else {
+                ConditionReason::BelowThreshold
+            },
+            message: String::new(),
+            last_transition_time: Time(
+                Timestamp::from_second(now().as_second() - firing_for.unwrap_or(7200))
+                    .expect("time"),
+            ),
+            exceeded_since: None,
+            scope,
+            culprit: None,
+        }
+    }
+
+    /// The zombies condition of every policy these tests name, firing
+    /// node-wide for two hours.
+    fn firing_everywhere() -> Vec<PolicyCondition> {
+        ["reboot", "kill", "a", "b", "c"]
+            .iter()
+            .map(|p| cond(p, Detector::Zombies, Some(7200), Some(ProblemScope::Node)))
+            .collect()
+    }
+
+    fn verify_with<'p>(
+        req: &ActionRequest,
+        policies: &'p [NodeHealthPolicy],
+        facts: &ZombieFacts,
+        conditions: &[PolicyCondition],
+    ) -> Result<&'p NodeHealthPolicy, Refusal> {
+        let labels = labels();
+        let view = AgentView {
+            node_labels: &labels,
+            zombie_facts: facts,
+            conditions,
+            now: now(),
+        };
+        verify(req, policies, &view, protected)
+    }
+
     fn reason(
         req: &ActionRequest,
         policies: &[NodeHealthPolicy],
         facts: &ZombieFacts,
     ) -> Option<ActionRefusal> {
-        verify(req, policies, &labels(), facts, protected)
+        verify_with(req, policies, facts, &firing_everywhere())
             .err()
             .map(|r| r.reason)
     }
@@ -569,12 +760,11 @@ mod tests {
             "kill",
             serde_json::json!([{"action": "SignalParent", "signal": "SIGKILL"}]),
         )];
-        let r = verify(
+        let r = verify_with(
             &signal_request("kill", 100, 7, ParentSignal::SIGKILL),
             &policies,
-            &labels(),
             &facts(),
-            protected,
+            &firing_everywhere(),
         )
         .expect_err("refused");
         assert_eq!(r.reason, ActionRefusal::TargetChanged);
@@ -633,6 +823,138 @@ mod tests {
         assert_eq!(f.parents[&10].start_time, 100);
         assert_eq!(f.parents[&20].placement, Placement::Unknown);
         assert!(!f.parents.contains_key(&30));
+    }
+
+    /// An Enforce policy selecting the node with `actions` (hungTasks and
+    /// zombies detectors).
+    fn enforce_actions(name: &str, actions: serde_json::Value) -> NodeHealthPolicy {
+        policy(
+            name,
+            serde_json::json!({
+                "mode": "Enforce",
+                "nodeSelector": {"matchLabels": {"pool": "web"}},
+                "detectors": {
+                    "zombies": {"perParentThreshold": 5, "minAge": "30s"},
+                    "hungTasks": {"threshold": 1, "minDuration": "2m"},
+                },
+                "actions": actions,
+            }),
+        )
+    }
+
+    /// Adversarial: a RequestReboot written into the report by anyone
+    /// (a forged or stale request) for a node whose problem does not call
+    /// for it is refused, however the policy's ladder reads.
+    #[test]
+    fn a_reboot_needs_its_ladder_firing_long_enough_and_in_scope() {
+        use ActionRefusal as R;
+        use Detector::*;
+        use ProblemScope::{Node, Pod};
+        let policies = vec![
+            enforce_actions(
+                "late",
+                serde_json::json!({"zombies": [{"action": "RequestReboot", "after": "1h"}]}),
+            ),
+            enforce_actions(
+                "evict-first",
+                serde_json::json!({"hungTasks": [
+                    {"action": "EvictPod"},
+                    {"action": "RequestReboot", "after": "10m"},
+                ]}),
+            ),
+            enforce_actions(
+                "any",
+                serde_json::json!({"hungTasks": [{"action": "RequestReboot", "scope": "Any"}]}),
+            ),
+            enforce_actions(
+                "evict-after",
+                serde_json::json!({"hungTasks": [
+                    {"action": "RequestReboot"},
+                    {"action": "EvictPod", "after": "5m"},
+                ]}),
+            ),
+        ];
+        let f = facts();
+        let cases: Vec<(&str, &str, Vec<PolicyCondition>, Option<ActionRefusal>)> = vec![
+            ("healthy node", "late", vec![], Some(R::NotFiring)),
+            (
+                "condition False",
+                "late",
+                vec![cond("late", Zombies, None, Some(Node))],
+                Some(R::NotFiring),
+            ),
+            (
+                "firing 10 min of the step's 1 h",
+                "late",
+                vec![cond("late", Zombies, Some(600), Some(Node))],
+                Some(R::NotFiring),
+            ),
+            (
+                "firing 59 min 30 s: within the tolerance",
+                "late",
+                vec![cond("late", Zombies, Some(3570), Some(Node))],
+                None,
+            ),
+            (
+                "firing 2 h, node-wide",
+                "late",
+                vec![cond("late", Zombies, Some(7200), Some(Node))],
+                None,
+            ),
+            (
+                "no scope (an older agent's condition) reads as Node",
+                "late",
+                vec![cond("late", Zombies, Some(7200), None)],
+                None,
+            ),
+            (
+                "another policy's condition",
+                "late",
+                vec![cond("evict-first", Zombies, Some(7200), Some(Node))],
+                Some(R::NotFiring),
+            ),
+            (
+                "another detector firing",
+                "late",
+                vec![cond("late", HungTasks, Some(7200), Some(Node))],
+                Some(R::NotFiring),
+            ),
+            (
+                "one pod's problem, no pod-level step",
+                "late",
+                vec![cond("late", Zombies, Some(7200), Some(Pod))],
+                Some(R::OutOfScope),
+            ),
+            (
+                "one pod's problem after EvictPod",
+                "evict-first",
+                vec![cond("evict-first", HungTasks, Some(7200), Some(Pod))],
+                None,
+            ),
+            (
+                "one pod's problem, EvictPod only after the reboot",
+                "evict-after",
+                vec![cond("evict-after", HungTasks, Some(7200), Some(Pod))],
+                Some(R::OutOfScope),
+            ),
+            (
+                "one pod's problem, step scope Any",
+                "any",
+                vec![cond("any", HungTasks, Some(60), Some(Pod))],
+                None,
+            ),
+        ];
+        for (what, name, conditions, want) in cases {
+            let got = verify_with(&reboot_request(name), &policies, &f, &conditions);
+            assert_eq!(
+                got.as_ref().err().map(|r| r.reason),
+                want,
+                "{what}: {got:?}"
+            );
+            if let Err(r) = got {
+                assert!(!r.message.is_empty(), "{what}");
+            }
+        }
     }
 
     fn arb_signal() -> impl Strategy<Value = ParentSignal> {
@@ -731,6 +1053,47 @@ mod tests {
         )
     }
 
+    fn arb_reboot_ladder() -> impl Strategy<Value = Vec<serde_json::Value>> {
+        let step = prop_oneof![
+            Just(serde_json::json!({"action": "EvictPod"})),
+            Just(serde_json::json!({"action": "EvictPod", "scope": "Node"})),
+            Just(serde_json::json!({"action": "Event"})),
+            Just(serde_json::json!({"action": "Cordon"})),
+            (0u64..3, prop_oneof![Just(None), Just(Some("Node")), Just(Some("Any"))]).prop_map(
+                |(hours, scope)| {
+                    let mut s = serde_json::json!({"action": "RequestReboot", "after": format!("{hours}h")});
+                    if let Some(scope) = scope {
+                        s["scope"] = serde_json::json!(scope);
+                    }
+                    s
+                }
+            ),
+        ];
+        proptest::collection::vec(step, 1..4).prop_map(|mut steps| {
+            // Ladders are in `after` order (the CRD's rule).
+            steps.sort_by_key(|s| {
+                s.get("after")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|a| a.trim_end_matches('h').parse::<u64>().ok())
+                    .unwrap_or(0)
+            });
+            steps
+        })
+    }
+
+    fn arb_condition() -> impl Strategy<Value = PolicyCondition> {
+        (
+            prop_oneof![3 => Just("p"), 1 => Just("other")],
+            prop_oneof![Just(Detector::Zombies), Just(Detector::HungTasks)],
+            prop_oneof![1 => Just(None), 3 => (0i64..4 * 3600).prop_map(Some)],
+            proptest::option::of(prop_oneof![
+                Just(ProblemScope::Pod),
+                Just(ProblemScope::Node)
+            ]),
+        )
+            .prop_map(|(p, d, firing, scope)| cond(p, d, firing, scope))
+    }
+
     proptest! {
         /// Whatever the request, an allowed one is exactly what an
         /// enforcing policy of this node would have asked for, and no
@@ -744,7 +1107,7 @@ mod tests {
         ) {
             let policies = [a, b, c];
             let f = facts();
-            match verify(&req, &policies, &labels(), &f, protected) {
+            match verify_with(&req, &policies, &f, &firing_everywhere()) {
                 Ok(p) => {
                     prop_assert_eq!(p.metadata.name.as_deref(), Some(req.policy.as_str()));
                     prop_assert_eq!(p.spec.mode, PolicyMode::Enforce);
@@ -791,6 +1154,56 @@ mod tests {
                         prop_assert!(!r.message.contains(&fact.comm), "{}", r.message);
                     }
                     prop_assert!(!r.message.is_empty());
+                }
+            }
+        }
+
+        /// An allowed RequestReboot has, in the agent's own report, a
+        /// firing condition of the same policy whose detector's ladder
+        /// holds the step, firing for the step's `after` (less the
+        /// tolerance), and reaching one pod's problem only with scope Any or
+        /// a pod-level step before it. Nothing firing: never allowed.
+        #[test]
+        fn an_allowed_reboot_is_one_the_agents_own_report_calls_for(
+            zombies in arb_reboot_ladder(),
+            hung in arb_reboot_ladder(),
+            conditions in proptest::collection::vec(arb_condition(), 0..4),
+        ) {
+            let p = enforce_actions("p", serde_json::json!({"zombies": zombies, "hungTasks": hung}));
+            let policies = [p];
+            let got = verify_with(&reboot_request("p"), &policies, &facts(), &conditions);
+            let firing: Vec<&PolicyCondition> = conditions
+                .iter()
+                .filter(|c| c.policy == "p" && c.status == ConditionStatus::True)
+                .collect();
+            match got {
+                Ok(_) => {
+                    let justified = firing.iter().any(|c| {
+                        let steps = ladder(&policies[0].spec.actions, c.type_.detector());
+                        let firing_for = Duration::from_secs(
+                            (now().as_second() - c.last_transition_time.0.as_second()) as u64,
+                        );
+                        steps.iter().enumerate().any(|(i, s)| {
+                            s.action == ActionKind::RequestReboot
+                                && s.after().expect("after") <= firing_for + REBOOT_AFTER_TOLERANCE
+                                && (c.scope != Some(ProblemScope::Pod)
+                                    || s.effective_scope() == StepScope::Any
+                                    || steps[..i].iter().any(|e| {
+                                        e.action == ActionKind::EvictPod
+                                            && e.effective_scope() != StepScope::Node
+                                    }))
+                        })
+                    });
+                    prop_assert!(justified, "allowed without a reason: {:?}", conditions);
+                }
+                Err(r) => {
+                    prop_assert!(!r.message.is_empty());
+                    if firing.is_empty() {
+                        prop_assert!(
+                            matches!(r.reason, ActionRefusal::NotFiring | ActionRefusal::StepNotInLadder),
+                            "{:?}", r
+                        );
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ pub mod node_lease;
 
 use crate::act::Signaller;
 use crate::act::request::{RequestContext, execute};
-use crate::act::verify::{Placement, ZombieFacts, verify};
+use crate::act::verify::{AgentView, Placement, ZombieFacts, verify};
 use crate::admin::{self, Health, Metrics};
 use crate::cli::RunArgs;
 use crate::detect::hysteresis::Published;
@@ -686,11 +686,19 @@ impl Agent {
                 self.book.complete(&req, result, None);
                 continue;
             }
+            let view = AgentView {
+                node_labels: &labels,
+                zombie_facts: &self.last_zombie_facts,
+                conditions: self
+                    .last_status
+                    .as_ref()
+                    .map_or(&[], |s| s.conditions.as_slice()),
+                now: Timestamp::now(),
+            };
             let verified = verify(
                 &req,
                 policies.iter().map(AsRef::as_ref),
-                &labels,
-                &self.last_zombie_facts,
+                &view,
                 builtin_or_policy_protected,
             );
             let result = match verified {

@@ -29,7 +29,7 @@ use kube::{Client, Resource, ResourceExt};
 use nodemedic_crds::conditions::field_manager;
 use nodemedic_crds::lenient::{DescribeUndecodable, Lenient, Sieve};
 use nodemedic_crds::pause::{PauseKind, pause_from_annotations};
-use nodemedic_crds::policy::NodeHealthPolicyStatus;
+use nodemedic_crds::policy::{ActionRecord, NodeHealthPolicyStatus};
 use nodemedic_crds::selector::selects;
 use nodemedic_crds::{NodeHealthPolicy, NodeHealthReport, NodeRemediation};
 use serde_json::json;
@@ -86,6 +86,10 @@ pub struct Context {
     /// Keyed by uid: a policy deleted and created again under the same
     /// name is another object, whose status is not yet written.
     written_status: Mutex<HashMap<String, NodeHealthPolicyStatus>>,
+    /// Action records whose status write failed, per policy uid: the next
+    /// status carries them, so a failed write never hides an action whose
+    /// ledger entry was written (and is therefore not recorded again).
+    unwritten_records: Mutex<HashMap<String, Vec<ActionRecord>>>,
     /// Consecutive failures per policy, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Policies that exist but do not decode: left out of the cache, yet
@@ -338,6 +342,7 @@ pub async fn run(client: Client, eviction_client: Client, config: RunConfig) -> 
         }),
         fence: leadership.fence.clone(),
         written_status: Mutex::new(HashMap::new()),
+        unwritten_records: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         undecodable_policies: undecodable_rx.clone(),
     });
@@ -893,8 +898,23 @@ async fn reconcile_policy(policy: &NodeHealthPolicy, ctx: &Arc<Context>) -> Resu
         return Ok(Action::await_change());
     }
 
+    if let Some(mut earlier) = ctx
+        .unwritten_records
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&uid))
+    {
+        earlier.append(&mut records);
+        records = earlier;
+    }
     let status = status::build(&view, previous.as_ref(), &summary, &records, now);
-    write_status(ctx, policy, &status, previous.as_ref()).await?;
+    if let Err(e) = write_status(ctx, policy, &status, previous.as_ref()).await {
+        if let Ok(mut m) = ctx.unwritten_records.lock() {
+            let keep = records.len().saturating_sub(status::MAX_RECENT_ACTIONS);
+            m.insert(uid, records.split_off(keep));
+        }
+        return Err(e);
+    }
     announce_pause(ctx, policy, previous.as_ref(), &status).await;
     ctx.metrics
         .policy_gauges(&name, summary.unhealthy, summary.stale.len(), summary.storm);
