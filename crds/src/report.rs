@@ -721,7 +721,7 @@ pub struct FdLeakFinding {
     /// Seconds until openFds reaches softLimit at the fitted growth rate.
     /// Absent without a finite soft limit, before the fit window is half
     /// full, and when fd usage is not rising significantly (Mann–Kendall,
-    /// 95%); 0 when at the limit.
+    /// one-sided 99.9%); 0 when at the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_COUNT))]
     pub exhaustion_eta_seconds: Option<u64>,

@@ -254,6 +254,10 @@ async fn explain_names_the_storm_that_holds_a_node() {
     for i in 0..3 {
         let node = w.node(&format!("storm{i}")).await;
         let mut agent = Agent::start(&w.client, &node).await;
+        // These agents write once: a long heartbeat keeps their reports
+        // fresh for the whole test, so the storm is "3 firing" however slow
+        // the machine (the golden once read "3 with stale reports").
+        agent.status.heartbeat_interval = Some("15m".into());
         agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
         agent.set(&policy, Detector::Zombies, true);
         agent.write().await;

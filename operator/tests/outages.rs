@@ -159,3 +159,139 @@ async fn a_ladder_resumes_as_soon_as_a_silent_agent_writes_again() {
     let w = World::new("silent").await;
     ladder_through(&w, Outage::AgentSilent).await;
 }
+
+/// A status write that fails must not hide what its reconcile did: the
+/// steps are in the ledger by then (so they are never recorded again), and
+/// the next status that is written must still list them. Status writes of
+/// one policy are refused by an admission policy while its Event and Taint
+/// steps run; once writes are accepted again, `recentActions` shows both.
+/// Failed against the operator as it was: the records of a reconcile whose
+/// status write failed were dropped.
+#[tokio::test]
+async fn actions_taken_while_status_writes_fail_show_in_the_next_status() {
+    let w = World::new("status-refused").await;
+    let policy = format!("{}-p", w.id);
+    let admission = format!("{}-refuse-status", w.id);
+    let manifests = format!(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {admission}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [nodemedic.io]
+        apiVersions: ["*"]
+        operations: [CREATE, UPDATE]
+        resources: [nodehealthpolicies/status]
+  validations:
+    - expression: "object.metadata.name != '{policy}'"
+      message: "test: status writes of this policy are refused"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {admission}}}
+spec:
+  policyName: {admission}
+  validationActions: [Deny]
+"#
+    );
+    let out =
+        w.cp.kubectl_with(
+            w.cp.admin_kubeconfig(),
+            &["apply", "-f", "-"],
+            Some(manifests.as_bytes()),
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "apply the admission policy: {out}");
+    w.policy(
+        &policy,
+        json!({
+            "mode": "Enforce",
+            "detectors": {"zombies": {}},
+            "actions": {"zombies": [
+                {"action": "Event"},
+                {"action": "Taint", "taint": {"key": TAINT, "effect": "NoSchedule"}},
+            ]},
+            "safety": {"cooldown": "1s", "maxUnhealthy": "100%"},
+        }),
+    )
+    .await;
+    // The refusal is in force (admission policies take a moment).
+    let api: Api<NodeHealthPolicy> = Api::all(w.client.clone());
+    eventually(T, "status writes of the policy are refused", || async {
+        let body = json!({"apiVersion": "nodemedic.io/v1alpha1", "kind": "NodeHealthPolicy",
+                          "metadata": {"name": policy}, "status": {"matchedNodes": 0}});
+        api.patch_status(
+            &policy,
+            &kube::api::PatchParams::apply("nodemedic-tests-probe").force(),
+            &kube::api::Patch::Apply(&body),
+        )
+        .await
+        .is_err()
+        .then_some(())
+    })
+    .await;
+    let node = w.node("refused").await;
+    let mut agent = Agent::start(&w.client, &node).await;
+    agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
+    let op = w.operator("refused-a").start();
+    eventually(T, "operator leads", || async {
+        op.is_leader().await.then_some(())
+    })
+    .await;
+    agent.set(&policy, Detector::Zombies, true);
+    agent.write().await;
+    eventually(T, "the Event and Taint steps ran (ledger)", || async {
+        (w.carried_out(&node).await == [ActionKind::Event, ActionKind::Taint]).then_some(())
+    })
+    .await;
+    assert!(tainted(&w.get_node(&node).await));
+    let listed = |p: &NodeHealthPolicy| -> Vec<ActionKind> {
+        p.status
+            .iter()
+            .flat_map(|s| &s.recent_actions)
+            .filter(|a| a.node == node)
+            .map(|a| a.action)
+            .collect()
+    };
+    assert_eq!(
+        listed(&w.get_policy(&policy).await),
+        [],
+        "the status was written while writes were to be refused"
+    );
+
+    let out =
+        w.cp.kubectl_with(
+            w.cp.admin_kubeconfig(),
+            &[
+                "delete",
+                &format!("validatingadmissionpolicybinding/{admission}"),
+                &format!("validatingadmissionpolicy/{admission}"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "delete the admission policy: {out}");
+    // A scan wakes the policy up at once, whatever its error backoff.
+    let deadline = Instant::now() + T;
+    loop {
+        let _ = agent.try_write().await;
+        let p = w.get_policy(&policy).await;
+        let mut have = listed(&p);
+        have.sort_by_key(|a| format!("{a:?}"));
+        if have == [ActionKind::Event, ActionKind::Taint] {
+            eprintln!("recentActions: {:?}", p.status.map(|s| s.recent_actions));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "want the Event and the Taint in recentActions once status writes are accepted; have {have:?}; the operator's log:\n{}",
+            op.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -269,7 +269,7 @@ mod tests {
     fn no_eta_without_a_finite_limit_or_a_rise() {
         let rising = Some(crate::detect::fit::Trend {
             slope_per_sec: 1.0,
-            z: 3.0,
+            z: 4.0,
         });
         assert_eq!(exhaustion_eta(100, Some(400), rising), Some(300.0));
         assert_eq!(exhaustion_eta(100, None, rising), None);

@@ -241,7 +241,7 @@ mod tests {
         let mut last = None;
         // Pod A: 10 more pids a minute against pids.max 1000; pod B flat
         // without a limit of its own.
-        for i in 0..7u64 {
+        for i in 0..9u64 {
             let o = obs(
                 t0 + Duration::from_secs(60 * i),
                 5_000,
@@ -260,12 +260,12 @@ mod tests {
         assert_eq!(a.pods.len(), 2);
         let pa = &a.pods[0];
         assert_eq!(pa.pod_uid, UID_A, "the pod with an ETA comes first");
-        assert_eq!((pa.current, pa.limit, pa.headroom), (460, 1000, 540));
+        assert_eq!((pa.current, pa.limit, pa.headroom), (480, 1000, 520));
         assert_eq!(pa.limit_source, PidsLimitSource::PodCgroup);
         assert_eq!(pa.growth_per_minute, Some(10.0));
-        assert_eq!(pa.eta_seconds, Some(540.0 * 6.0));
-        assert_eq!(pa.zombie_share(), Some(240.0 / 460.0));
-        assert_eq!(eta_words(pa.eta_seconds.unwrap_or(0.0)), "in 54 minutes");
+        assert_eq!(pa.eta_seconds, Some(520.0 * 6.0));
+        assert_eq!(pa.zombie_share(), Some(240.0 / 480.0));
+        assert_eq!(eta_words(pa.eta_seconds.unwrap_or(0.0)), "in 52 minutes");
         let pb = &a.pods[1];
         assert_eq!((pb.limit, pb.limit_source), (20_000, PidsLimitSource::Node));
         assert_eq!((pb.eta_seconds, pb.zombies), (None, 0));
@@ -296,13 +296,13 @@ mod tests {
         assert_eq!(node.eta_seconds, None, "3 minutes of a 10 minute window");
         assert_eq!(node.zombies, 3);
         assert_eq!(node.zombie_share(), Some(3.0 / 1_300.0));
-        for i in 4..7u64 {
+        for i in 4..9u64 {
             o = obs(t0 + Duration::from_secs(60 * i), 1_000 + 100 * i, vec![]);
             h.record(&o, KEEP);
         }
         let node = assess(&o, &h, &HashMap::new(), WINDOW).node.expect("node");
         assert_eq!(node.growth_per_minute, Some(100.0));
-        assert_eq!(node.eta_seconds, Some((20_000.0 - 1_600.0) * 0.6));
+        assert_eq!(node.eta_seconds, Some((20_000.0 - 1_800.0) * 0.6));
     }
 
     #[test]
@@ -315,8 +315,8 @@ mod tests {
         };
         let mut h = History::default();
         let mut o = obs(t0, 1_000, vec![]);
-        for i in 0..5u64 {
-            o = obs(t0 + Duration::from_secs(10 * i), 1_000 + 20 * i, vec![]);
+        for i in 0..9u64 {
+            o = obs(t0 + Duration::from_secs(5 * i), 1_000 + 10 * i, vec![]);
             h.record(&o, keep);
         }
         let node = |w| assess(&o, &h, &HashMap::new(), w).node.expect("node");
