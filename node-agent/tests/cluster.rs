@@ -1327,12 +1327,19 @@ async fn signalling_another_users_process_needs_cap_kill() {
     };
 
     let mut without = Agent::start(&opts(""));
+    // A scan that saw all 5 zombies (the workload's ready line can come
+    // before its last child has exited).
     wait_report(
         &node,
         Duration::from_secs(15),
-        "first report",
+        "a report with the 5 zombies",
         &without,
-        |_| true,
+        |s| {
+            s.findings
+                .zombies
+                .iter()
+                .any(|f| f.parent.host_pid == parent && f.zombies >= 5)
+        },
     )
     .await;
     request_actions(&node, request("without-kill")).await;

@@ -181,15 +181,16 @@ fn a_report_of_100000_processes_stays_under_64_kib() {
         .collect();
     let mut engine = Engine::new();
     let t0 = Instant::now();
-    // Six minutes of samples: past half the fit window, so every growing
-    // series has an ETA.
-    for minute in 0..6 {
+    // Nine minutes of samples, one a minute: past half the fit window and
+    // enough samples (10) for a significant rise, so every growing series
+    // has an ETA.
+    for minute in 0..9 {
         engine.prime(
             &observation(t0 + Duration::from_secs(60 * minute), 0, minute),
             &policies,
         );
     }
-    let obs = observation(t0 + Duration::from_secs(360), 10_000, 6);
+    let obs = observation(t0 + Duration::from_secs(540), 10_000, 9);
     let assessments = engine.assess(&obs, &policies, Timestamp::now());
     let zombies_by_pod = (0..PODS).map(|i| (pod_uid(i), 50)).collect();
     let pids = engine.assess_pids(&obs, &zombies_by_pod);

@@ -18,8 +18,11 @@
 //! (a steady rise gives z far above 3), and a wandering level does not.
 
 /// Fewer samples than this give no fit (no growth figure). A rise needs
-/// more to be significant: 8 strictly rising samples at the least.
+/// more to be significant: [`MIN_RISING_SAMPLES`].
 pub const MIN_SAMPLES: usize = 5;
+
+/// The fewest samples that can be a significant rise (all strictly rising).
+pub const MIN_RISING_SAMPLES: usize = 8;
 
 /// One-sided 99.9% quantile of the standard normal distribution.
 const Z_999: f64 = 3.090;
@@ -236,8 +239,8 @@ mod tests {
             fit(&series(&[1.0, 2.0, 3.0, 4.0, 5.0], 1.0)).is_some(),
             "a fit from 5"
         );
-        assert!(!rising(7));
-        assert!(rising(8));
+        assert!(!rising(MIN_RISING_SAMPLES - 1));
+        assert!(rising(MIN_RISING_SAMPLES));
     }
 
     /// A small deterministic generator: the tests below must not flake.
