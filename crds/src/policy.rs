@@ -325,6 +325,19 @@ pub struct Actions {
     pub cpu_throttling: Vec<ActionStep>,
 }
 
+impl Actions {
+    /// The ladder of `detector` (empty when none).
+    pub fn ladder(&self, detector: crate::conditions::Detector) -> &[ActionStep] {
+        use crate::conditions::Detector;
+        match detector {
+            Detector::Zombies => &self.zombies,
+            Detector::HungTasks => &self.hung_tasks,
+            Detector::FdLeak => &self.fd_leak,
+            Detector::CpuThrottling => &self.cpu_throttling,
+        }
+    }
+}
+
 /// One rung of an escalation ladder.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -299,16 +299,6 @@ pub fn verify<'p>(
     Ok(policy)
 }
 
-/// The ladder of `detector` in `actions`.
-fn ladder(actions: &nodemedic_crds::policy::Actions, detector: Detector) -> &[ActionStep] {
-    match detector {
-        Detector::Zombies => &actions.zombies,
-        Detector::HungTasks => &actions.hung_tasks,
-        Detector::FdLeak => &actions.fd_leak,
-        Detector::CpuThrottling => &actions.cpu_throttling,
-    }
-}
-
 /// Why one RequestReboot step of a policy does not apply now.
 enum RebootBlock {
     NotFiring(String),
@@ -330,7 +320,7 @@ fn verify_reboot(policy: &NodeHealthPolicy, view: &AgentView<'_>) -> Result<(), 
     let name = policy.metadata.name.as_deref().unwrap_or_default();
     let mut blocks = Vec::new();
     for detector in Detector::ALL {
-        let steps = ladder(&policy.spec.actions, detector);
+        let steps = policy.spec.actions.ladder(detector);
         for (index, step) in steps.iter().enumerate() {
             if step.action != ActionKind::RequestReboot {
                 continue;
@@ -1179,7 +1169,7 @@ mod tests {
             match got {
                 Ok(_) => {
                     let justified = firing.iter().any(|c| {
-                        let steps = ladder(&policies[0].spec.actions, c.type_.detector());
+                        let steps = policies[0].spec.actions.ladder(c.type_.detector());
                         let firing_for = Duration::from_secs(
                             (now().as_second() - c.last_transition_time.0.as_second()) as u64,
                         );

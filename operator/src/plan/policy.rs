@@ -184,7 +184,7 @@ impl PolicyView {
             .collect();
         let mut ladders = BTreeMap::new();
         for detector in Detector::ALL {
-            let steps = ladder(&spec.actions, detector);
+            let steps = spec.actions.ladder(detector);
             if steps.is_empty() {
                 continue;
             }
@@ -233,15 +233,6 @@ impl PolicyView {
     /// The ladder of `detector` (empty when none).
     pub fn ladder(&self, detector: Detector) -> &[Step] {
         self.ladders.get(&detector).map_or(&[], Vec::as_slice)
-    }
-}
-
-fn ladder(actions: &nodemedic_crds::policy::Actions, detector: Detector) -> &[ActionStep] {
-    match detector {
-        Detector::Zombies => &actions.zombies,
-        Detector::HungTasks => &actions.hung_tasks,
-        Detector::FdLeak => &actions.fd_leak,
-        Detector::CpuThrottling => &actions.cpu_throttling,
     }
 }
 
