@@ -37,7 +37,8 @@ lane() {
     local name="$1"
     shift
     local started=$SECONDS
-    { "$cargo" test "$@" 2>&1; echo $? >"$status_dir/$name"; } | sed -u "s/^/[$name] /"
+    { "$cargo" test "$@" 2>&1; echo $? >"$status_dir/$name"; } |
+        tee "$status_dir/$name.log" | sed -u "s/^/[$name] /"
     echo "[$name] lane finished in $((SECONDS - started)) s with status $(cat "$status_dir/$name")"
 }
 
@@ -50,10 +51,22 @@ else
     wait
 fi
 
+# Each failed test's message again, last: CI may keep only the head and the
+# tail of a long log, and the two lanes' lines interleave.
+failures() {
+    awk '/^---- .* stdout ----$/ { print }
+         /^thread .* panicked at / { on = 1; n = 0 }
+         on && /^(stack backtrace:|note: run with)/ { on = 0 }
+         on && n < 40 { print; n++ }
+         /^error: test failed, to rerun pass/ { print }' "$status_dir/$1.log"
+}
+
 failed=0
 for name in host operator; do
     rc="$(cat "$status_dir/$name" 2>/dev/null || echo missing)"
     if [ "$rc" != 0 ]; then
+        echo "cargo tests: what failed in the $name lane (from its log):" >&2
+        failures "$name" | sed "s/^/[$name] /" >&2
         echo "cargo tests: the $name lane failed (status $rc); its failures are the lines prefixed [$name] above" >&2
         failed=1
     fi

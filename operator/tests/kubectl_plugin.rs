@@ -637,16 +637,31 @@ async fn pause_and_resume_stop_and_continue_a_ladder() {
         unschedulable(&w.get_node(&node).await).then_some(())
     })
     .await;
-    let cordons = w
-        .get_policy(&policy)
-        .await
-        .status
-        .unwrap()
-        .recent_actions
-        .iter()
-        .filter(|a| a.action == ActionKind::Cordon && a.outcome == ActionOutcome::Executed)
-        .count();
-    assert_eq!(cordons, 1, "the Cordon ran once");
+    // The node is cordoned before the status that records it is written:
+    // wait for the record, then hold the ledger to one Cordon for a while.
+    let executed_cordons = || async {
+        w.get_policy(&policy)
+            .await
+            .status
+            .map(|s| {
+                s.recent_actions
+                    .iter()
+                    .filter(|a| {
+                        a.action == ActionKind::Cordon && a.outcome == ActionOutcome::Executed
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    eventually(T, "the Cordon in the policy's status", || async {
+        (executed_cordons().await > 0).then_some(())
+    })
+    .await;
+    stays(Duration::from_secs(3), "the Cordon ran once", || async {
+        executed_cordons().await == 1
+            && w.carried_out(&node).await == [ActionKind::Event, ActionKind::Cordon]
+    })
+    .await;
 
     // The viewer role cannot pause: the error says which verb is missing.
     let viewer = format!("{release}-kubectl-viewer");

@@ -219,19 +219,24 @@ spec:
         }),
     )
     .await;
-    // The refusal is in force (admission policies take a moment).
+    // The refusal is in force (admission policies take a moment). The
+    // probe is a dry run: admission judges it, nothing is stored.
     let api: Api<NodeHealthPolicy> = Api::all(w.client.clone());
-    eventually(T, "status writes of the policy are refused", || async {
+    let status_write_accepted = || async {
         let body = json!({"apiVersion": "nodemedic.io/v1alpha1", "kind": "NodeHealthPolicy",
                           "metadata": {"name": policy}, "status": {"matchedNodes": 0}});
         api.patch_status(
             &policy,
-            &kube::api::PatchParams::apply("nodemedic-tests-probe").force(),
+            &kube::api::PatchParams::apply("nodemedic-tests-probe")
+                .force()
+                .dry_run(),
             &kube::api::Patch::Apply(&body),
         )
         .await
-        .is_err()
-        .then_some(())
+        .is_ok()
+    };
+    eventually(T, "status writes of the policy are refused", || async {
+        (!status_write_accepted().await).then_some(())
     })
     .await;
     let node = w.node("refused").await;
@@ -248,7 +253,11 @@ spec:
         (w.carried_out(&node).await == [ActionKind::Event, ActionKind::Taint]).then_some(())
     })
     .await;
-    assert!(tainted(&w.get_node(&node).await));
+    // The ledger is written ahead of the steps it records.
+    eventually(T, "the node is tainted", || async {
+        tainted(&w.get_node(&node).await).then_some(())
+    })
+    .await;
     let listed = |p: &NodeHealthPolicy| -> Vec<ActionKind> {
         p.status
             .iter()
@@ -276,7 +285,32 @@ spec:
         .await
         .unwrap();
     assert!(out.success, "delete the admission policy: {out}");
-    // A scan wakes the policy up at once, whatever its error backoff.
+    // The API server enforces a deleted admission policy for a moment yet.
+    eventually(
+        T,
+        "status writes of the policy are accepted again",
+        || async { status_write_accepted().await.then_some(()) },
+    )
+    .await;
+    // Each refused write doubled the policy's error backoff, and a scan
+    // that changes nothing but lastScanTime reconciles nothing; an edit of
+    // the policy does at once (no step is left for it to change).
+    let out =
+        w.cp.kubectl_with(
+            w.cp.admin_kubeconfig(),
+            &[
+                "patch",
+                "nodehealthpolicy",
+                &policy,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"safety":{"cooldown":"2s"}}}"#,
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "edit the policy: {out}");
     let deadline = Instant::now() + T;
     loop {
         let _ = agent.try_write().await;
