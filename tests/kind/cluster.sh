@@ -280,6 +280,10 @@ check_host() {
         links="$(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -vxFf "$base/links" || true)"
         [ -z "$links" ] || { log "left: network interfaces: $(echo "$links" | tr '\n' ' ')"; bad=1; }
     fi
+    if [ -f "$base/no-lib-modules" ] && [ -d /lib/modules ] && [ -z "$(other_clusters)" ]; then
+        log "left: /lib/modules (made for the node containers' mount)"
+        bad=1
+    fi
     if ip -o addr show 2>/dev/null | grep -qF " ${kind_node_subnet%.*}."; then
         log "left: an interface with an address in $kind_node_subnet"
         bad=1
@@ -327,6 +331,9 @@ do_down() {
             rmdir /var/lib/cni/networks /var/lib/cni/results /var/lib/cni 2>/dev/null || true
         fi
     fi
+    if [ -f "$state/baseline/no-lib-modules" ] && [ -z "$(other_clusters)" ]; then
+        rmdir /lib/modules 2>/dev/null || true
+    fi
     if [ -d "$state/baseline" ]; then
         restore_firewall "$state/baseline/firewall"
         local others
@@ -354,9 +361,20 @@ do_down() {
 # ---------------------------------------------------------------------------
 # up
 # ---------------------------------------------------------------------------
-# kindnetd (kind's default CNI) where the node image has it (Docker mode);
-# else the node image's static bridge config, routed across nodes by `up`.
-static_cni() { [ "$provider" = podman ]; }
+# kindnetd (kind's default CNI) where the node image has it (kindest/node);
+# else (this tier's own image, under podman or Docker) the node image's
+# static bridge config, routed across nodes by `up`.
+static_cni() { [ "$provider" = podman ] || kind_image_is_local "$(kind_node_image "$provider")"; }
+
+# The host bridge of the node containers' network.
+network_bridge() {
+    if [ "$provider" = podman ]; then
+        podman network inspect "$kind_network" --format '{{.NetworkInterface}}' 2>/dev/null
+    else
+        local id
+        id="$(docker network inspect "$kind_network" --format '{{.Id}}' 2>/dev/null)" && echo "br-${id:0:12}"
+    fi
+}
 
 write_kind_config() {
     local cni="" workers="" i
@@ -405,8 +423,8 @@ isolate_network() {
 # them (their comments name the network).
 route_pods_firewall() {
     local br
-    br="$(podman network inspect "$kind_network" --format '{{.NetworkInterface}}' 2>/dev/null || true)"
-    [ -n "$br" ] || kind_die "cannot find the host bridge of podman network $kind_network"
+    br="$(network_bridge || true)"
+    [ -n "$br" ] || kind_die "cannot find the host bridge of $provider network $kind_network"
     local pods="$kind_cluster_pod_subnet" nodes="$kind_node_subnet" c="$kind_network:"
     local -a rules=(
         # inserted in this order at the top: the last one ends up first
@@ -536,6 +554,8 @@ do_up() {
     fi
     snapshot_firewall "$state/baseline/firewall"
     [ -d /var/lib/cni ] || : >"$state/baseline/no-var-lib-cni"
+    # kind mounts /lib/modules into its nodes; Docker creates it when missing
+    [ -d /lib/modules ] || : >"$state/baseline/no-lib-modules"
     ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' >"$state/baseline/links" || true
     echo "$provider" >"$state/provider"
     log "up: recorded host state in $state/baseline"
@@ -567,7 +587,9 @@ do_up() {
         --kubeconfig "$kubeconfig" --wait 0s >&2; then
         up_failed "kind create cluster failed"
     fi
-    [ "$provider" = podman ] && isolate_network
+    # Docker's own FORWARD rules let its networks out: the isolation rule
+    # goes first under either engine.
+    isolate_network
     log "up: kind create cluster done ($((SECONDS - t))s)"
     if static_cni && [ "$kind_workers" -gt 0 ]; then
         t=$SECONDS

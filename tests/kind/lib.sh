@@ -139,6 +139,14 @@ kind_setup_env() {
     fi
 }
 
+# Whether IMAGE is this tier's locally built node image (provision.sh): it
+# carries a static bridge CNI config instead of kindnetd, so `up` routes
+# pods across nodes itself. Docker runs it too once loaded into the engine
+# (tests/kind/docker-engine.sh); kindest/node brings kindnetd.
+kind_image_is_local() {
+    [ -s "$kind_cache/node-image.ref" ] && [ "$1" = "$(cat "$kind_cache/node-image.ref")" ]
+}
+
 # The node image: built here for podman; the public image for Docker.
 kind_node_image() {
     local provider="$1"
