@@ -295,22 +295,13 @@ spec:
     // Each refused write doubled the policy's error backoff, and a scan
     // that changes nothing but lastScanTime reconciles nothing; an edit of
     // the policy does at once (no step is left for it to change).
-    let out =
-        w.cp.kubectl_with(
-            w.cp.admin_kubeconfig(),
-            &[
-                "patch",
-                "nodehealthpolicy",
-                &policy,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"safety":{"cooldown":"2s"}}}"#,
-            ],
-            None,
-        )
-        .await
-        .unwrap();
-    assert!(out.success, "edit the policy: {out}");
+    api.patch(
+        &policy,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"safety": {"cooldown": "2s"}}})),
+    )
+    .await
+    .expect("edit the policy");
     let deadline = Instant::now() + T;
     loop {
         let _ = agent.try_write().await;

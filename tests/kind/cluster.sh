@@ -362,9 +362,8 @@ do_down() {
 # up
 # ---------------------------------------------------------------------------
 # kindnetd (kind's default CNI) where the node image has it (kindest/node);
-# else (this tier's own image, under podman or Docker) the node image's
-# static bridge config, routed across nodes by `up`.
-static_cni() { [ "$provider" = podman ] || kind_image_is_local "$(kind_node_image "$provider")"; }
+# else the node image's static bridge config, routed across nodes by `up`.
+static_cni() { kind_static_cni "$provider"; }
 
 # The host bridge of the node containers' network.
 network_bridge() {

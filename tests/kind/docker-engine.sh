@@ -79,21 +79,28 @@ do_up() {
     echo "export DOCKER_HOST=unix://$socket NODEMEDIC_KIND_PROVIDER=docker KIND_NODE_IMAGE=$image"
 }
 
+# The snapshot's lines of one iptables table (iptables-save format).
+saved() { awk -v t="*$1" '$0 == t { on = 1; next } on && $0 == "COMMIT" { on = 0 } on' "$snapshot/iptables"; }
+
 # The firewall as it was before dockerd: its chains go, FORWARD's policy
 # and IP forwarding come back.
 restore_host() {
     [ -f "$snapshot/taken" ] || return 0
     local table chain rule policy
+    local -a added
     for table in filter nat; do
-        # rules in built-in chains that jump to Docker's chains
+        # what dockerd added: rules jumping to its chains, and the chains
+        # themselves (what the snapshot already had stays)
         while read -r rule; do
+            saved "$table" | grep -qxF -- "$rule" && continue
             eval "iptables -w 5 -t $table -D ${rule#-A }" 2>/dev/null || true
         done < <(iptables -w 5 -t "$table" -S | grep -E '^-A (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) .*-j DOCKER' || true)
+        added=()
         for chain in $(iptables -w 5 -t "$table" -S | sed -n 's/^-N \(DOCKER[A-Z0-9-]*\)$/\1/p'); do
-            grep -qx -- "-N $chain" <(iptables-save -t "$table" <"$snapshot/iptables" 2>/dev/null || true) && continue
-            iptables -w 5 -t "$table" -F "$chain" 2>/dev/null || true
+            saved "$table" | grep -q "^:$chain " || added+=("$chain")
         done
-        for chain in $(iptables -w 5 -t "$table" -S | sed -n 's/^-N \(DOCKER[A-Z0-9-]*\)$/\1/p'); do
+        for chain in "${added[@]}"; do iptables -w 5 -t "$table" -F "$chain" 2>/dev/null || true; done
+        for chain in "${added[@]}"; do
             iptables -w 5 -t "$table" -X "$chain" 2>/dev/null || log "WARNING: could not remove chain $table/$chain"
         done
     done

@@ -147,6 +147,11 @@ kind_image_is_local() {
     [ -s "$kind_cache/node-image.ref" ] && [ "$1" = "$(cat "$kind_cache/node-image.ref")" ]
 }
 
+# Whether a cluster of PROVIDER runs the static bridge CNI (routed by
+# `cluster.sh up`) rather than kindnetd: always under podman, and under
+# Docker with this tier's own node image.
+kind_static_cni() { [ "$1" = podman ] || kind_image_is_local "$(kind_node_image "$1")"; }
+
 # The node image: built here for podman; the public image for Docker.
 kind_node_image() {
     local provider="$1"

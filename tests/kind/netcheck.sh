@@ -182,8 +182,11 @@ done
 # The host's rule for pod traffic leaving the machine: with the static CNI
 # (this tier's node image) the rule for pod addresses; with kindnetd, which
 # masquerades pods to their node's address, the node network's isolation rule.
-leave_rule="$kind_network: pods never leave the machine"
-iptables -w 5 -S FORWARD 2>/dev/null | grep -qF -- "$leave_rule" || leave_rule="$kind_network: nothing leaves the machine"
+if kind_static_cni "$provider"; then
+    leave_rule="$kind_network: pods never leave the machine"
+else
+    leave_rule="$kind_network: nothing leaves the machine"
+fi
 leave_count() {
     iptables -w 5 -L FORWARD -v -x -n | awk -v c="$leave_rule" 'index($0, c) { print $1; found=1 } END { if (!found) print "missing" }'
 }
