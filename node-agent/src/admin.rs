@@ -89,6 +89,7 @@ pub struct Metrics {
     pub last_report: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub undecodable: Family<KindLabel, Gauge>,
     pub node_lease_held: Gauge,
+    pub node_lease_writes: Counter,
     pub fd_eta: Family<ProcessLabels, Gauge<f64, AtomicU64>>,
     pub node_pids_limit: Gauge,
     pub node_pids_headroom: Gauge,
@@ -120,6 +121,7 @@ impl Metrics {
             last_report: Gauge::default(),
             undecodable: Family::default(),
             node_lease_held: Gauge::default(),
+            node_lease_writes: Counter::default(),
             fd_eta: Family::default(),
             node_pids_limit: Gauge::default(),
             node_pids_headroom: Gauge::default(),
@@ -187,8 +189,13 @@ impl Metrics {
         );
         r.register(
             "node_lease_held",
-            "1 while this agent holds its node's Lease and acts (executes requests, writes the report); 0 while another agent on the node does",
+            "1 while this agent is its node Lease's holder: it alone acts (executes requests, writes the report), renewing the Lease just before; 0 while another agent on the node holds it or the Lease cannot be written",
             m.node_lease_held.clone(),
+        );
+        r.register(
+            "node_lease_writes",
+            "Successful writes of this node's Lease (create, renewal, take-over); a holder renews only before it acts, so an idle node costs none",
+            m.node_lease_writes.clone(),
         );
         r.register(
             "fd_exhaustion_eta_seconds",

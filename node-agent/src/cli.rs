@@ -82,12 +82,14 @@ pub struct RunArgs {
     pub fd_recount_every: u32,
     /// Duration of the node Lease (kube-node-lease/nodemedic-agent-<node>)
     /// that makes one agent, and only one, act on the node: the holder
-    /// renews it every third of this and stops acting a quarter of it
-    /// before it would expire; another agent on the node takes over this
-    /// long after the holder stopped renewing (at once when it released it
-    /// on SIGTERM). Whole seconds, at least 1s. The default, renewed every
-    /// 10 s, is one write per default scan interval (the kubelet's own node
-    /// Lease lasts 40 s).
+    /// renews it only just before it acts (a report write, a request) when
+    /// less than half its acting window is left, and stops acting a quarter
+    /// of it before it would expire; an idle holder's Lease lapses. Another
+    /// agent on the node takes over a lapsed Lease no sooner than this, and
+    /// only when the node lacks an actor (a request without a result for
+    /// this long, a firing condition not published for this long, or no
+    /// report write for its heartbeat plus this); at once when the holder
+    /// released it on SIGTERM. Whole seconds, at least 1s.
     #[arg(long, env = "NODEMEDIC_LEASE_DURATION", value_parser = parse_lease_duration, default_value = "30s")]
     pub lease_duration: Duration,
     /// The window the node's task count and each pod's pids.current are

@@ -1101,15 +1101,20 @@ async fn with_nothing_changing_only_heartbeats_are_written() {
     let Some((node, _policy, kubeconfig, host)) = setup("quiet", spec).await else {
         return;
     };
-    let agent = Agent::start(&AgentOptions {
-        kubeconfig: &kubeconfig,
-        node: &node,
-        host_root: host.root.path(),
-        interval: "500ms",
-        heartbeat: "3s",
-        action_ttl: "10m",
-        caps: None,
-    });
+    // A 1 s node Lease: were it renewed on a timer (every third of it),
+    // the ~12 s below would take about 36 Lease writes.
+    let agent = Agent::start_with(
+        &AgentOptions {
+            kubeconfig: &kubeconfig,
+            node: &node,
+            host_root: host.root.path(),
+            interval: "500ms",
+            heartbeat: "3s",
+            action_ttl: "10m",
+            caps: None,
+        },
+        &[("NODEMEDIC_LEASE_DURATION", "1s")],
+    );
     wait_report(
         &node,
         Duration::from_secs(15),
@@ -1134,6 +1139,18 @@ async fn with_nothing_changing_only_heartbeats_are_written() {
         (2.0..=5.0).contains(&heartbeats),
         "{heartbeats} heartbeats in ~11 s at 3 s"
     );
+    // The holder renews its Lease only to act: at most once per report
+    // write (the first creates it), never while idle between them.
+    let lease_writes = agent
+        .metric("nodemedic_agent_node_lease_writes_total")
+        .await;
+    let report_writes = changes + heartbeats;
+    assert!(
+        (1.0..=report_writes).contains(&lease_writes),
+        "{lease_writes} Lease writes for {report_writes} report writes\n{}",
+        agent.log()
+    );
+    assert_eq!(agent.metric("nodemedic_agent_node_lease_held ").await, 1.0);
     assert_eq!(agent.get("/livez").await.map(|(c, _)| c), Some(200));
 }
 
@@ -1601,12 +1618,13 @@ async fn two_agents_on_one_node_act_once_and_the_survivor_takes_over() {
 }
 
 /// The holder renews its Lease as it last wrote it, without reading it
-/// first (a round trip saved every renewal); a write by anyone else in
-/// between must still end its acting at its next renewal: the renewal's
-/// resourceVersion precondition fails and the agent reads and decides.
+/// first (a round trip saved every renewal), and only when it is about to
+/// act; a write by anyone else in between must still end its acting at its
+/// next renewal: the renewal's resourceVersion precondition fails, the
+/// agent reads and decides, and the request that made it renew is not run.
 #[tokio::test]
 async fn a_holder_whose_lease_another_writer_took_stops_acting_at_its_next_renewal() {
-    let Some((node, _policy, kubeconfig, host)) = setup("lease-taken", zombie_spec("1h")).await
+    let Some((node, policy, kubeconfig, host)) = setup("lease-taken", zombie_spec("1h")).await
     else {
         return;
     };
@@ -1632,8 +1650,7 @@ async fn a_holder_whose_lease_another_writer_took_stops_acting_at_its_next_renew
         assert!(Instant::now() < deadline, "never held:\n{}", agent.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Several renewals as holder (every 2 s).
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(agent.metric(held).await, 1.0, "{}", agent.log());
 
     // Another writer takes the Lease: a fresh renewal in its own name.
@@ -1655,7 +1672,18 @@ async fn a_holder_whose_lease_another_writer_took_stops_acting_at_its_next_renew
         )
         .await
         .expect("take the Lease");
-    // The next renewal (within 2 s) finds the write and stops acting.
+    // Past the holder's acting window (4.5 s of its 6 s Lease), a request:
+    // to run it, the holder must renew, which finds the other write.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes_before = agent
+        .metric("nodemedic_agent_report_writes_total{result=\"ok\",reason=\"change\"}")
+        .await;
+    request_actions(
+        &node,
+        serde_json::json!([{"id": "after-intruder", "action": "RequestReboot", "policy": policy,
+                            "requestedAt": Timestamp::now(), "reason": "test: lease taken"}]),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(6);
     while agent.metric(held).await != 0.0 {
         assert!(
@@ -1673,6 +1701,30 @@ async fn a_holder_whose_lease_another_writer_took_stops_acting_at_its_next_renew
     );
     assert!(
         agent.log().contains("node lease held by intruder_uid"),
+        "{}",
+        agent.log()
+    );
+    // Nothing accepted or written after the other writer took the Lease.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = report_status(&node).await.expect("report");
+    assert!(
+        result(&s, "after-intruder").is_none(),
+        "the request was handled without the Lease: {:?}",
+        result(&s, "after-intruder")
+    );
+    assert_eq!(
+        agent
+            .metric("nodemedic_agent_report_writes_total{result=\"ok\",reason=\"action\"}")
+            .await,
+        0.0,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent
+            .metric("nodemedic_agent_report_writes_total{result=\"ok\",reason=\"change\"}")
+            .await,
+        writes_before,
         "{}",
         agent.log()
     );

@@ -81,6 +81,11 @@ impl ActionBook {
         self.results.iter().any(|r| r.id == id)
     }
 
+    /// Whether any of `requests` has no result here yet.
+    pub fn has_unhandled(&self, requests: &[ActionRequest]) -> bool {
+        requests.iter().any(|r| !self.known(&r.id))
+    }
+
     /// Records every request not handled before: those this agent has seen
     /// for longer than `ttl` without executing them (e.g. while the
     /// InProgress write kept failing) are refused, the others marked

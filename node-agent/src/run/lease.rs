@@ -3,10 +3,13 @@
 //! read; a create that fails if another agent created it first), so of two
 //! agents deciding at once only one write succeeds. The holder acts only
 //! within [`acting_window`] of its last successful write, on its monotonic
-//! clock; a Lease it cannot renew makes it stop acting.
+//! clock; a Lease it cannot renew makes it stop acting. It renews only when
+//! it is about to act ([`renew_before_acting`]): an idle holder writes
+//! nothing and its Lease lapses, which [`super::neglect`] keeps other agents
+//! from mistaking for a dead holder.
 
 use super::node_lease::{
-    Decision, LEASE_NAMESPACE, LeaseView, acting_window, decide, lease_name, renew_every,
+    Decision, LEASE_NAMESPACE, LeaseView, acting_window, decide, lease_name, renew_before_acting,
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -44,6 +47,8 @@ pub struct NodeLease {
     written: Option<Lease>,
     /// Transitions the Lease had when last read.
     transitions: i32,
+    /// Successful writes (create, renewal, take-over).
+    writes: u64,
     /// A create or take-over succeeded since [`Self::take_acquired`] was
     /// last called: another agent may have acted since this one last did.
     acquired: bool,
@@ -60,6 +65,7 @@ impl NodeLease {
             written_rv: None,
             written: None,
             transitions: 0,
+            writes: 0,
             acquired: false,
         }
     }
@@ -78,9 +84,9 @@ impl NodeLease {
         std::mem::take(&mut self.acquired)
     }
 
-    /// How often [`Self::tick`] should run.
-    pub fn period(&self) -> Duration {
-        renew_every(self.duration)
+    /// Successful Lease writes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
     }
 
     /// Whether this agent may act now.
@@ -88,11 +94,22 @@ impl NodeLease {
         self.acting_until.is_some_and(|u| Instant::now() < u)
     }
 
-    /// Reads the Lease and creates, renews or takes it over as decided.
-    /// Every call is bounded by `budget`; on any error this agent stops
-    /// acting (the safe direction).
-    pub async fn tick(&mut self, budget: Duration) -> Standing {
-        match tokio::time::timeout(budget, self.try_tick()).await {
+    /// Whether this agent should renew before it acts: it does not hold the
+    /// Lease, or less than half its acting window is left.
+    pub fn renew_due(&self) -> bool {
+        let left = self.acting_until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        });
+        renew_before_acting(left, self.duration)
+    }
+
+    /// Creates, renews or takes over the Lease as decided from what it
+    /// reads (renewing as last written skips the read). A Lease another
+    /// agent let lapse is taken over only when `take_lapsed` (the node
+    /// lacks an actor, see [`super::neglect`]). Every call is bounded by
+    /// `budget`; on any error this agent stops acting (the safe direction).
+    pub async fn tick(&mut self, budget: Duration, take_lapsed: bool) -> Standing {
+        match tokio::time::timeout(budget, self.try_tick(take_lapsed)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 self.acting_until = None;
@@ -109,7 +126,7 @@ impl NodeLease {
         }
     }
 
-    async fn try_tick(&mut self) -> Result<Standing, kube::Error> {
+    async fn try_tick(&mut self, take_lapsed: bool) -> Result<Standing, kube::Error> {
         if let Some(standing) = self.try_renew_as_written().await? {
             return Ok(standing);
         }
@@ -131,9 +148,20 @@ impl NodeLease {
         let sent = Instant::now();
         let now = MicroTime(Timestamp::now());
         let secs = self.duration_seconds();
-        let acquiring = matches!(decision, Decision::Create | Decision::TakeOver);
+        let acquiring = matches!(
+            decision,
+            Decision::Create | Decision::TakeOver | Decision::Lapsed { .. }
+        );
         let written = match decision {
             Decision::HeldElsewhere { holder, .. } => {
+                self.acting_until = None;
+                self.written_rv = None;
+                self.written = None;
+                return Ok(Standing::Passive { holder });
+            }
+            // Its holder may only be idle: leave it unless the node lacks
+            // an actor.
+            Decision::Lapsed { holder } if !take_lapsed => {
                 self.acting_until = None;
                 self.written_rv = None;
                 self.written = None;
@@ -157,7 +185,7 @@ impl NodeLease {
                 };
                 self.api.create(&PostParams::default(), &lease).await
             }
-            Decision::Renew | Decision::TakeOver => {
+            Decision::Renew | Decision::TakeOver | Decision::Lapsed { .. } => {
                 // `current` is Some here; its resourceVersion is the
                 // precondition of the update.
                 let Some(lease) = current else {
@@ -165,7 +193,7 @@ impl NodeLease {
                         error: "the Lease vanished".to_owned(),
                     });
                 };
-                let lease = self.claimed(lease, now, decision == Decision::TakeOver);
+                let lease = self.claimed(lease, now, acquiring);
                 self.api
                     .replace(&self.name, &PostParams::default(), &lease)
                     .await
@@ -173,6 +201,7 @@ impl NodeLease {
         };
         match written {
             Ok(l) => {
+                self.writes += 1;
                 self.acquired |= acquiring;
                 self.acting_until = Some(sent + acting_window(self.duration));
                 self.written_rv = l.metadata.resource_version.clone();
@@ -212,15 +241,13 @@ impl NodeLease {
         i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX)
     }
 
-    /// While this agent holds the Lease (within its acting window): renews
-    /// the Lease as it last wrote it, with that resourceVersion as the
-    /// precondition. `None` when it does not hold it, or when another
-    /// writer came first (409): then the caller reads and decides.
+    /// Renews the Lease as this agent last wrote it, with that
+    /// resourceVersion as the precondition, whether or not its acting
+    /// window has ended: the write succeeds only if nobody has written the
+    /// Lease since, so nobody else can have taken it (and acted) meanwhile.
+    /// `None` when it has not written it, or when another writer came first
+    /// (409): then the caller reads and decides.
     async fn try_renew_as_written(&mut self) -> Result<Option<Standing>, kube::Error> {
-        if !self.holds() {
-            self.written = None;
-            return Ok(None);
-        }
         let Some(lease) = self.written.take() else {
             return Ok(None);
         };
@@ -232,6 +259,7 @@ impl NodeLease {
             .await
         {
             Ok(l) => {
+                self.writes += 1;
                 self.acting_until = Some(sent + acting_window(self.duration));
                 self.written_rv = l.metadata.resource_version.clone();
                 self.written = Some(l);
@@ -245,16 +273,15 @@ impl NodeLease {
         }
     }
 
-    /// Stops acting and clears the holder (if this agent still holds the
-    /// Lease as it last wrote it), so another agent takes over at once.
+    /// Stops acting and clears the holder (if the Lease is still as this
+    /// agent last wrote it, even lapsed), so another agent takes over at
+    /// once.
     pub async fn release(&mut self, budget: Duration) -> Result<bool, String> {
-        let was = self.acting_until.take().is_some();
+        self.acting_until = None;
+        self.written = None;
         let Some(rv) = self.written_rv.take() else {
             return Ok(false);
         };
-        if !was {
-            return Ok(false);
-        }
         let release = async {
             let Some(mut lease) = self.api.get_opt(&self.name).await? else {
                 return Ok(false);

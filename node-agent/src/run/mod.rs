@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod cluster;
 pub mod lease;
+pub mod neglect;
 pub mod node_lease;
 
 use crate::act::Signaller;
@@ -31,6 +32,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use lease::{NodeLease, Standing};
+use neglect::{Look, Vigil};
 use nodemedic_crds::conditions::ConditionStatus;
 use nodemedic_crds::report::{ActionRequest, ActionResult, PolicyCondition};
 use nodemedic_crds::thresholds::{NodePolicies, SelectedPolicy};
@@ -232,6 +234,9 @@ struct Agent {
     /// (which then publishes them with the previous holder's transition
     /// times); no acting until then.
     conditions_to_adopt: Option<Vec<PolicyCondition>>,
+    /// Whether the node lacks an actor: what lets this agent take over a
+    /// Lease another agent let lapse.
+    vigil: Vigil,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -313,6 +318,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         adopt_pending: true,
         startup_stale: false,
         conditions_to_adopt: None,
+        vigil: Vigil::new(Instant::now()),
         reports: Api::all_with(
             client.clone(),
             &kube::api::ApiResource::erase::<NodeHealthReport>(&()),
@@ -346,8 +352,8 @@ impl Agent {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        let mut lease_ticker = tokio::time::interval(self.lease.period());
-        lease_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // No timer for the Lease: it is renewed only before acting (a scan
+        // whose report is due, a new request, a retried write).
         loop {
             let retry = self.gate.retry_at();
             let retry_sleep = async move {
@@ -359,15 +365,14 @@ impl Agent {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                _ = lease_ticker.tick() => {
-                    self.lease_tick().await;
-                    self.handle_actions().await;
-                }
                 _ = ticker.tick() => {
                     self.scan_cycle(worker).await?;
                     self.handle_actions().await;
                 }
-                () = self.view.report_changed.notified() => self.handle_actions().await,
+                () = self.view.report_changed.notified() => {
+                    self.look_at_report();
+                    self.handle_actions().await;
+                }
                 () = retry_sleep => {
                     self.write_if_due(None).await;
                 }
@@ -390,13 +395,36 @@ impl Agent {
         Ok(())
     }
 
+    /// Records what the report shows against this agent's latest view.
+    fn look_at_report(&mut self) {
+        let report = self.view.own_report();
+        let look = Look::of(report.as_deref(), self.last_status.as_ref());
+        self.vigil.observe(look, Instant::now());
+    }
+
     /// Renews (or tries to take) the node's Lease; logs changes of standing.
     async fn lease_tick(&mut self) {
-        let standing = self.lease.tick(self.lease.period()).await;
-        let holds = self.lease.holds();
-        self.metrics.node_lease_held.set(i64::from(holds));
+        let neglect = self.vigil.neglected(
+            Instant::now(),
+            self.args.lease_duration,
+            self.args.heartbeat,
+        );
+        let writes = self.lease.writes();
+        let standing = self
+            .lease
+            .tick(self.write_budget(), neglect.is_some())
+            .await;
+        self.metrics
+            .node_lease_writes
+            .inc_by(self.lease.writes().saturating_sub(writes));
+        self.metrics
+            .node_lease_held
+            .set(i64::from(standing == Standing::Holder));
         if self.lease.take_acquired() {
             self.adopt_pending = true;
+            if let Some(why) = &neglect {
+                tracing::warn!(lease = %self.lease.name(), reason = %why, "took over a node lease its holder let lapse: {why}");
+            }
         }
         let changed = match (&self.standing, &standing) {
             (Some(Standing::Unknown { .. }), Standing::Unknown { .. }) => false,
@@ -409,7 +437,7 @@ impl Agent {
                     tracing::info!(lease = %self.lease.name(), "holding the node lease; acting on this node")
                 }
                 Standing::Passive { holder } => {
-                    tracing::warn!(lease = %self.lease.name(), %holder, "node lease held by {holder}; not acting (scanning goes on; this agent takes over when the lease is released or expires)");
+                    tracing::warn!(lease = %self.lease.name(), %holder, "node lease held by {holder}; not acting (scanning goes on; this agent takes over when the lease is released, or has lapsed while the node lacks an actor: a request without a result, a silent report, a firing condition not published)");
                 }
                 Standing::Unknown { error } => {
                     tracing::warn!(lease = %self.lease.name(), %error, "cannot hold the node lease; not acting until it can");
@@ -426,6 +454,9 @@ impl Agent {
     /// Whether this agent may execute requests and write the report now:
     /// it holds the Lease and knows the results of whoever held it before.
     async fn may_act(&mut self) -> bool {
+        if self.lease.renew_due() {
+            self.lease_tick().await;
+        }
         if !self.lease.holds() {
             return false;
         }
@@ -522,6 +553,7 @@ impl Agent {
         self.last_observation = Some(Arc::new(out.observation));
         self.last_zombie_facts = out.zombie_facts;
         self.health.scan_finished();
+        self.look_at_report();
         self.write_if_due(None).await;
         Ok(())
     }
@@ -575,19 +607,22 @@ impl Agent {
     /// Writes the current status if it is due (or `forced` for actions).
     /// Returns whether a write succeeded.
     async fn write_if_due(&mut self, forced: Option<WriteReason>) -> bool {
-        if self.last_status.is_none() || !self.may_act().await {
+        // Whether a write is due first: only then is the Lease renewed.
+        let due = |agent: &Self| {
+            let status = agent.current_status()?;
+            let sig = significant(&status);
+            let reason = match forced {
+                Some(r) => r,
+                None => agent.gate.due(&sig, Instant::now())?,
+            };
+            Some((status, sig, reason))
+        };
+        if due(self).is_none() || !self.may_act().await {
             return false;
         }
-        let Some(status) = self.current_status() else {
+        // Acquiring the Lease may have adopted another holder's results.
+        let Some((status, sig, reason)) = due(self) else {
             return false;
-        };
-        let sig = significant(&status);
-        let reason = match forced {
-            Some(r) => r,
-            None => match self.gate.due(&sig, Instant::now()) {
-                Some(r) => r,
-                None => return false,
-            },
         };
         if reason == WriteReason::Change
             && let Some(before) = self.gate.last_written()
@@ -637,7 +672,11 @@ impl Agent {
     /// in the report first (so a restart cannot repeat them), then carried
     /// out, then the results written.
     async fn handle_actions(&mut self) {
-        if self.last_status.is_none() || !self.may_act().await {
+        if self.last_status.is_none() {
+            return;
+        }
+        // Only a request this agent has not handled is worth the Lease.
+        if !self.book.has_unhandled(&self.requests()) || !self.may_act().await {
             return;
         }
         let requests = self.requests();

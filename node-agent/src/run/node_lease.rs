@@ -60,8 +60,13 @@ pub enum Decision {
     Create,
     /// It is ours: renew it.
     Renew,
-    /// Released, or its holder stopped renewing: take it over.
+    /// Released, or its holder never recorded a renewal: take it over.
     TakeOver,
+    /// Another agent held it and has not renewed it for its duration. A
+    /// holder renews only when it acts, so this is an idle holder as often
+    /// as a dead one: it may be taken over (the holder has stopped acting by
+    /// now), but only when the node needs an actor (see [`super::neglect`]).
+    Lapsed { holder: String },
     /// Another agent holds it until `until`.
     HeldElsewhere { holder: String, until: Timestamp },
 }
@@ -94,7 +99,9 @@ pub fn decide(
         .and_then(|d| renewed.checked_add(d).ok())
         .unwrap_or(Timestamp::MAX);
     if now >= until {
-        Decision::TakeOver
+        Decision::Lapsed {
+            holder: holder.clone(),
+        }
     } else {
         Decision::HeldElsewhere {
             holder: holder.clone(),
@@ -116,9 +123,12 @@ pub fn margin(duration: Duration) -> Duration {
     (duration / 4).max(Duration::from_millis(500)).min(duration)
 }
 
-/// How often the holder renews (and a passive agent looks again).
-pub fn renew_every(duration: Duration) -> Duration {
-    (duration / 3).max(Duration::from_millis(200))
+/// Whether a holder with `left` of its acting window renews before it acts:
+/// when less than half the window is left, so that what it starts (a
+/// report write, a request) has at least that long. A holder renews only
+/// when it is about to act; an idle holder lets its Lease lapse.
+pub fn renew_before_acting(left: Duration, duration: Duration) -> bool {
+    left < acting_window(duration) / 2
 }
 
 #[cfg(test)]
@@ -166,7 +176,9 @@ mod tests {
             (
                 Some(view(Some("other"), Some(0), Some(15))),
                 15,
-                Decision::TakeOver,
+                Decision::Lapsed {
+                    holder: "other".into(),
+                },
             ),
             // The holder's own duration counts, not ours.
             (
@@ -189,7 +201,9 @@ mod tests {
             (
                 Some(view(Some("other"), Some(0), None)),
                 16,
-                Decision::TakeOver,
+                Decision::Lapsed {
+                    holder: "other".into(),
+                },
             ),
             // A renewal in the future (the same clock: only if it jumped
             // back) holds until its end.
@@ -231,13 +245,29 @@ mod tests {
             let d = Duration::from_secs(secs);
             assert!(acting_window(d) < d);
             assert!(acting_window(d) > Duration::ZERO);
-            assert!(renew_every(d) < acting_window(d));
         }
+    }
+
+    #[test]
+    fn a_holder_renews_before_acting_only_when_half_its_window_is_gone() {
+        let d = Duration::from_secs(30);
+        let window = acting_window(d);
+        assert!(!renew_before_acting(window, d), "just written");
+        assert!(!renew_before_acting(window / 2, d));
+        assert!(renew_before_acting(
+            window / 2 - Duration::from_millis(1),
+            d
+        ));
+        assert!(renew_before_acting(Duration::ZERO, d), "lapsed");
     }
 
     // A model of two agents (and their restarts) contending through an API
     // server whose writes are compare-and-swap on the resourceVersion. Time
-    // is in milliseconds on the host's one clock.
+    // is in milliseconds on the host's one clock. Agents renew when they
+    // please (a holder renews only to act, so its Lease lapses while it is
+    // idle), renew as they last wrote without reading, and take over a
+    // lapsed Lease only when their neglect check says so: the model lets
+    // that check say anything, because the guarantee must not rest on it.
 
     #[derive(Debug, Clone)]
     struct Stored {
@@ -259,6 +289,9 @@ mod tests {
         generation: u32,
         /// What it read, and the resourceVersion it read it at.
         read: Option<(Option<Stored>, Timestamp)>,
+        /// The Lease as it last wrote it (resourceVersion), if it saw the
+        /// reply.
+        written: Option<Stored>,
         /// Until when it acts (milliseconds on the clock).
         acting_until: Option<i64>,
     }
@@ -270,8 +303,16 @@ mod tests {
         /// Agent i reads the Lease (GET).
         Read(usize),
         /// Agent i writes what it decided from its read; `lose_reply`: the
-        /// write happens but the agent sees an error.
-        Write { who: usize, lose_reply: bool },
+        /// write happens but the agent sees an error; `neglected`: what its
+        /// neglect check says about a lapsed Lease.
+        Write {
+            who: usize,
+            lose_reply: bool,
+            neglected: bool,
+        },
+        /// Agent i renews the Lease as it last wrote it, without reading
+        /// (whether or not its window has ended).
+        RenewAsWritten { who: usize, lose_reply: bool },
         /// Agent i is killed and starts again as a new process.
         Crash(usize),
         /// Agent i releases on SIGTERM (and restarts).
@@ -282,8 +323,10 @@ mod tests {
         prop_oneof![
             4 => (1u32..6000).prop_map(Step::Advance),
             4 => (0usize..2).prop_map(Step::Read),
-            4 => ((0usize..2), proptest::bool::weighted(0.2))
-                .prop_map(|(who, lose_reply)| Step::Write { who, lose_reply }),
+            4 => ((0usize..2), proptest::bool::weighted(0.2), proptest::bool::ANY)
+                .prop_map(|(who, lose_reply, neglected)| Step::Write { who, lose_reply, neglected }),
+            3 => ((0usize..2), proptest::bool::weighted(0.2))
+                .prop_map(|(who, lose_reply)| Step::RenewAsWritten { who, lose_reply }),
             1 => (0usize..2).prop_map(Step::Crash),
             1 => (0usize..2).prop_map(Step::Release),
         ]
@@ -293,12 +336,32 @@ mod tests {
         ts.as_millisecond()
     }
 
+    /// Applies a compare-and-swap write of `fresh` by `a`: `expected` is the
+    /// resourceVersion it sends (None: a create). Returns whether it stored.
+    fn cas(api: &mut Model, expected: Option<u64>, fresh: LeaseView) -> Option<Stored> {
+        let ok = match (&api.stored, expected) {
+            (None, None) => true,
+            (Some(cur), Some(rv)) => cur.rv == rv,
+            _ => false,
+        };
+        if !ok {
+            return None;
+        }
+        let stored = Stored {
+            view: fresh,
+            rv: api.next_rv,
+        };
+        api.next_rv += 1;
+        api.stored = Some(stored.clone());
+        Some(stored)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(3000))]
         #[test]
         fn two_agents_never_act_at_once(
             dur_s in 1u64..20,
-            steps in proptest::collection::vec(step(), 1..120),
+            steps in proptest::collection::vec(step(), 1..150),
         ) {
             let dur = Duration::from_secs(dur_s);
             let window = i64::try_from(acting_window(dur).as_millis()).unwrap_or(i64::MAX);
@@ -313,7 +376,7 @@ mod tests {
                         now = now.checked_add(SignedDuration::from_millis(i64::from(d))).expect("time");
                     }
                     Step::Read(i) => agents[i].read = Some((api.stored.clone(), now)),
-                    Step::Write { who, lose_reply } => {
+                    Step::Write { who, lose_reply, neglected } => {
                         let Some((read, _)) = agents[who].read.take() else { continue };
                         let a = &mut agents[who];
                         let decision = decide(read.as_ref().map(|s| &s.view), &a.identity, now, dur);
@@ -322,28 +385,63 @@ mod tests {
                             renewed: Some(now),
                             duration: Some(dur),
                         };
-                        let ok = match decision {
+                        let expected = match decision {
                             Decision::HeldElsewhere { .. } => {
                                 a.acting_until = None;
+                                a.written = None;
+                                continue;
+                            }
+                            Decision::Lapsed { .. } if !neglected => {
+                                a.acting_until = None;
+                                a.written = None;
                                 continue;
                             }
                             // Create: only if there is none (409 otherwise).
-                            Decision::Create => api.stored.is_none(),
+                            Decision::Create => None,
                             // Update with the rv read: 409 if it changed.
-                            Decision::Renew | Decision::TakeOver => match (&api.stored, &read) {
-                                (Some(cur), Some(r)) => cur.rv == r.rv,
-                                _ => false,
-                            },
+                            Decision::Renew | Decision::TakeOver | Decision::Lapsed { .. } => {
+                                match &read {
+                                    Some(r) => Some(r.rv),
+                                    None => continue,
+                                }
+                            }
                         };
-                        if ok {
-                            api.stored = Some(Stored { view: fresh, rv: api.next_rv });
-                            api.next_rv += 1;
-                        }
+                        let stored = cas(&mut api, expected, fresh);
                         // The agent's clock for acting starts when it sent the write.
-                        if ok && !lose_reply {
-                            a.acting_until = Some(ms(now) + window);
-                        } else if !ok {
-                            a.acting_until = None;
+                        match stored {
+                            Some(st) if !lose_reply => {
+                                a.acting_until = Some(ms(now) + window);
+                                a.written = Some(st);
+                            }
+                            Some(_) => {}
+                            None => {
+                                a.acting_until = None;
+                                a.written = None;
+                            }
+                        }
+                    }
+                    Step::RenewAsWritten { who, lose_reply } => {
+                        let a = &mut agents[who];
+                        let Some(w) = a.written.clone() else { continue };
+                        let fresh = LeaseView {
+                            holder: Some(a.identity.clone()),
+                            renewed: Some(now),
+                            duration: Some(dur),
+                        };
+                        match cas(&mut api, Some(w.rv), fresh) {
+                            Some(st) if !lose_reply => {
+                                a.acting_until = Some(ms(now) + window);
+                                a.written = Some(st);
+                            }
+                            // The reply is lost: it keeps acting only until
+                            // its old window ends, and its next renewal as
+                            // written fails (the rv moved on).
+                            Some(_) => {}
+                            // 409: it reads and decides next (here: stops).
+                            None => {
+                                a.acting_until = None;
+                                a.written = None;
+                            }
                         }
                     }
                     Step::Crash(i) => {
@@ -351,20 +449,18 @@ mod tests {
                         a.generation += 1;
                         a.identity = format!("agent-{i}-{}", a.generation);
                         a.read = None;
+                        a.written = None;
                         a.acting_until = None;
                     }
                     Step::Release(i) => {
                         let a = &mut agents[i];
                         // It stops acting first, then clears the holder with
-                        // the rv of its last read (if it still holds).
+                        // the rv it last wrote (if nobody wrote since).
                         a.acting_until = None;
-                        if let Some(cur) = &api.stored
-                            && cur.view.holder.as_deref() == Some(a.identity.as_str())
-                        {
-                            let mut v = cur.view.clone();
+                        if let Some(w) = a.written.take() {
+                            let mut v = w.view.clone();
                             v.holder = None;
-                            api.stored = Some(Stored { view: v, rv: api.next_rv });
-                            api.next_rv += 1;
+                            cas(&mut api, Some(w.rv), v);
                         }
                         a.generation += 1;
                         a.identity = format!("agent-{i}-{}", a.generation);
