@@ -157,10 +157,7 @@ async fn max_concurrent_actions_one_remediates_one_node_at_a_time() {
         nodes.push(n);
     }
     let mut op = w.operator("conc-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     for a in agents.iter_mut() {
         a.set(&policy, Detector::Zombies, true);
         a.write().await;
@@ -226,10 +223,7 @@ async fn cooldown_and_max_signals_per_hour_are_respected() {
     let mut agent = Agent::start(&w.client, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(777, 1234, "worker", None)];
     let mut op = w.operator("cool-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
 
@@ -331,10 +325,7 @@ async fn several_policies_share_one_cordon_and_the_longest_cooldown() {
     let node = w.node("multi").await;
     let mut agent = Agent::start(&w.client, &node).await;
     let mut op = w.operator("multi-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&a, Detector::Zombies, true);
     agent.set(&b, Detector::Zombies, true);
     agent.write().await;

@@ -83,10 +83,7 @@ async fn a_pdb_that_allows_no_disruption_blocks_the_eviction_until_it_fails() {
         Some((&ns, "guarded", &pod.metadata.uid.clone().unwrap())),
     )];
     let mut op = w.operator("pdb-a").arg("--eviction-timeout=6s").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
 
@@ -265,10 +262,7 @@ async fn a_drain_cordons_and_evicts_every_evictable_pod() {
     .await;
     let mut agent = Agent::start(&w.client, &node).await;
     let mut op = w.operator("drain-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::HungTasks, true);
     agent.write().await;
     let s = eventually(T, "drain done", || async {

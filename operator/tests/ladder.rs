@@ -146,10 +146,7 @@ async fn enforce_runs_a_zombie_ladder_end_to_end() {
         Some((&ns, "php-0", &uid)),
     )];
     let mut op = w.operator("ladder-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     let since = agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
 
@@ -380,10 +377,7 @@ async fn taint_and_reboot_hand_off_then_untaint_when_healthy() {
     assert!(out.success, "{out}");
     let mut agent = Agent::start(&w.client, &node).await;
     let mut op = w.operator("taint-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::HungTasks, true);
     agent.write().await;
 

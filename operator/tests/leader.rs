@@ -114,10 +114,9 @@ async fn only_the_leader_acts_and_a_standby_takes_over_without_repeating() {
     // The leader dies (SIGKILL: no lease release) before the Cordon is due.
     lead.kill().await;
     let killed = Instant::now();
-    eventually(Duration::from_secs(15), "the standby leads", || async {
-        stand.is_leader().await.then_some(())
-    })
-    .await;
+    stand
+        .leads_as(Duration::from_secs(15), "the standby leads")
+        .await;
     let takeover = killed.elapsed();
     // Within the lease duration (4s) after the last renewal, plus the
     // lease manager's random wait (≤ 1s) and polling.
@@ -162,10 +161,7 @@ async fn an_operator_restarted_mid_ladder_neither_repeats_nor_skips_a_step() {
     let mut agent = Agent::start(&w.client, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
     let mut op = w.operator("restart-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     let since = agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
     let req = eventually(T, "signal requested", || async {
@@ -196,10 +192,7 @@ async fn an_operator_restarted_mid_ladder_neither_repeats_nor_skips_a_step() {
     .await;
     op.kill().await;
     let mut op = w.operator("restart-a").start();
-    eventually(T, "the restarted operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads_as(T, "the restarted operator leads").await;
     // The agent answers the request the first process made.
     agent.result(&req.id, ActionResultOutcome::Signalled);
     agent.write().await;
@@ -245,10 +238,7 @@ async fn a_leader_that_loses_its_lease_stops_acting_at_once() {
     let mut agent = Agent::start(&w.client, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
     let mut op = w.operator("stolen-a").lease_duration("6s").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
 
     // Another holder takes the Lease (as a partitioned leader would find
     // when it comes back): the fence closes as soon as the watch shows it.

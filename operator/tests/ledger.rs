@@ -55,10 +55,7 @@ async fn deleting_the_report_keeps_the_ledger_and_its_budgets() {
     let mut agent = Agent::start(&w.client, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(4242, 98_765, "php-fpm", None)];
     let mut op = w.operator("ledger-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
 
@@ -193,10 +190,7 @@ async fn a_ledger_kept_in_the_report_is_moved_to_its_own_object() {
     .await
     .unwrap();
     let mut op = w.operator("migrate-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
     eventually(T, "the ledger moved out of the report", || async {
@@ -354,10 +348,7 @@ async fn a_policy_created_again_under_the_same_name_gets_its_status() {
     });
     w.node("again").await;
     let mut op = w.operator("again-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     w.policy(&policy, spec.clone()).await;
     let first = eventually(T, "the first policy's status", || async {
         let p = w.get_policy(&policy).await;

@@ -65,10 +65,7 @@ async fn ladder_through(w: &World, outage: Outage) {
     agent.status.heartbeat_interval = Some("2s".into());
     agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
     let op = w.operator("outage-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
     let writing = Arc::new(AtomicBool::new(true));
@@ -97,10 +94,7 @@ async fn ladder_through(w: &World, outage: Outage) {
         cp.stop_apiserver().await.unwrap();
         tokio::time::sleep(away).await;
         cp.start_apiserver().await.unwrap();
-        eventually(T, "the operator leads again", || async {
-            op.is_leader().await.then_some(())
-        })
-        .await;
+        op.leads_as(T, "the operator leads again").await;
     }
     eventually(T, "the policy says the node's report is stale", || async {
         let p = Api::<NodeHealthPolicy>::all(w.client.clone())
@@ -243,10 +237,7 @@ spec:
     let mut agent = Agent::start(&w.client, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
     let op = w.operator("refused-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
     eventually(T, "the Event and Taint steps ran (ledger)", || async {

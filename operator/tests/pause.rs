@@ -85,10 +85,7 @@ async fn a_paused_ladder_stops_and_resumes_after() {
     let mut agent = Agent::start(&w.client, &node).await;
     agent.status.findings.zombies = vec![zombie_parent(4242, 987_654, "php-fpm", None)];
     let mut op = w.operator("pause-a").start();
-    eventually(T, "operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads(T).await;
     let since = agent.set(&policy, Detector::Zombies, true);
     agent.write().await;
 
@@ -163,10 +160,7 @@ async fn a_paused_ladder_stops_and_resumes_after() {
     // A restarted operator does not announce the pause again.
     op.terminate().await;
     let mut op = w.operator("pause-b").start();
-    eventually(T, "the new operator leads", || async {
-        op.is_leader().await.then_some(())
-    })
-    .await;
+    op.leads_as(T, "the new operator leads").await;
     stays(
         Duration::from_secs(3),
         "one Paused Event, no cordon, across a restart",

@@ -433,6 +433,19 @@ impl Operator {
     pub async fn is_leader(&self) -> bool {
         self.metric("nodemedic_operator_is_leader ").await == Some(1.0)
     }
+
+    /// Waits until this operator leads (panics after `timeout`).
+    pub async fn leads(&self, timeout: Duration) {
+        self.leads_as(timeout, "operator leads").await;
+    }
+
+    /// [`Self::leads`], named `what` in the panic.
+    pub async fn leads_as(&self, timeout: Duration, what: &str) {
+        eventually(timeout, what, || async {
+            self.is_leader().await.then_some(())
+        })
+        .await;
+    }
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout` with `what`
