@@ -147,16 +147,8 @@ impl Vigil {
             self.changed_at = now;
         }
         self.heartbeat = look.heartbeat;
-        self.unanswered_since
-            .retain(|id, _| look.unanswered.contains(id));
-        for id in look.unanswered {
-            self.unanswered_since.entry(id).or_insert(now);
-        }
-        self.unpublished_since
-            .retain(|c, _| look.unpublished.contains(c));
-        for c in look.unpublished {
-            self.unpublished_since.entry(c).or_insert(now);
-        }
+        track(&mut self.unanswered_since, look.unanswered, now);
+        track(&mut self.unpublished_since, look.unpublished, now);
     }
 
     /// Whether the node lacks an actor at `now`: the first sign that has
@@ -164,10 +156,7 @@ impl Vigil {
     /// plus `grace`).
     pub fn neglected(&self, now: Instant, grace: Duration, heartbeat: Duration) -> Option<Neglect> {
         let since = |t: &Instant| now.saturating_duration_since(*t);
-        if let Some((id, t)) = self
-            .unanswered_since
-            .iter()
-            .min_by_key(|(id, t)| (**t, (*id).clone()))
+        if let Some((id, t)) = oldest(&self.unanswered_since)
             && since(t) >= grace
         {
             return Some(Neglect::UnansweredRequest {
@@ -179,10 +168,7 @@ impl Vigil {
         if quiet >= self.heartbeat.unwrap_or(heartbeat).saturating_add(grace) {
             return Some(Neglect::Silent { quiet });
         }
-        if let Some((c, t)) = self
-            .unpublished_since
-            .iter()
-            .min_by_key(|(c, t)| (**t, (*c).clone()))
+        if let Some((c, t)) = oldest(&self.unpublished_since)
             && since(t) >= grace
         {
             return Some(Neglect::Unpublished {
@@ -192,6 +178,20 @@ impl Vigil {
         }
         None
     }
+}
+
+/// Keeps the first sighting of each sign still present, from `now` for new
+/// ones, and forgets those gone.
+fn track(since: &mut HashMap<String, Instant>, present: BTreeSet<String>, now: Instant) {
+    since.retain(|k, _| present.contains(k));
+    for k in present {
+        since.entry(k).or_insert(now);
+    }
+}
+
+/// The sign seen longest (ties by name, so the choice is stable).
+fn oldest(since: &HashMap<String, Instant>) -> Option<(&String, &Instant)> {
+    since.iter().min_by_key(|(k, t)| (**t, *k))
 }
 
 #[cfg(test)]

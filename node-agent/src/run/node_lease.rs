@@ -336,6 +336,36 @@ mod tests {
         ts.as_millisecond()
     }
 
+    impl Sim {
+        /// The Lease as this agent writes it at `now`.
+        fn fresh(&self, now: Timestamp, dur: Duration) -> LeaseView {
+            LeaseView {
+                holder: Some(self.identity.clone()),
+                renewed: Some(now),
+                duration: Some(dur),
+            }
+        }
+
+        /// What a write's outcome does to the agent: a stored write it saw
+        /// the reply of starts its acting window (timed from when it sent
+        /// it); a lost reply changes nothing it knows (it acts only until
+        /// its old window ends, and its next renewal as written fails: the
+        /// rv moved on); a 409 stops it (it reads and decides next).
+        fn wrote(&mut self, stored: Option<Stored>, lose_reply: bool, until: i64) {
+            match stored {
+                Some(st) if !lose_reply => {
+                    self.acting_until = Some(until);
+                    self.written = Some(st);
+                }
+                Some(_) => {}
+                None => {
+                    self.acting_until = None;
+                    self.written = None;
+                }
+            }
+        }
+    }
+
     /// Applies a compare-and-swap write of `fresh` by `a`: `expected` is the
     /// resourceVersion it sends (None: a create). Returns whether it stored.
     fn cas(api: &mut Model, expected: Option<u64>, fresh: LeaseView) -> Option<Stored> {
@@ -380,11 +410,7 @@ mod tests {
                         let Some((read, _)) = agents[who].read.take() else { continue };
                         let a = &mut agents[who];
                         let decision = decide(read.as_ref().map(|s| &s.view), &a.identity, now, dur);
-                        let fresh = LeaseView {
-                            holder: Some(a.identity.clone()),
-                            renewed: Some(now),
-                            duration: Some(dur),
-                        };
+                        let fresh = a.fresh(now, dur);
                         let expected = match decision {
                             Decision::HeldElsewhere { .. } => {
                                 a.acting_until = None;
@@ -406,43 +432,13 @@ mod tests {
                                 }
                             }
                         };
-                        let stored = cas(&mut api, expected, fresh);
-                        // The agent's clock for acting starts when it sent the write.
-                        match stored {
-                            Some(st) if !lose_reply => {
-                                a.acting_until = Some(ms(now) + window);
-                                a.written = Some(st);
-                            }
-                            Some(_) => {}
-                            None => {
-                                a.acting_until = None;
-                                a.written = None;
-                            }
-                        }
+                        a.wrote(cas(&mut api, expected, fresh), lose_reply, ms(now) + window);
                     }
                     Step::RenewAsWritten { who, lose_reply } => {
                         let a = &mut agents[who];
                         let Some(w) = a.written.clone() else { continue };
-                        let fresh = LeaseView {
-                            holder: Some(a.identity.clone()),
-                            renewed: Some(now),
-                            duration: Some(dur),
-                        };
-                        match cas(&mut api, Some(w.rv), fresh) {
-                            Some(st) if !lose_reply => {
-                                a.acting_until = Some(ms(now) + window);
-                                a.written = Some(st);
-                            }
-                            // The reply is lost: it keeps acting only until
-                            // its old window ends, and its next renewal as
-                            // written fails (the rv moved on).
-                            Some(_) => {}
-                            // 409: it reads and decides next (here: stops).
-                            None => {
-                                a.acting_until = None;
-                                a.written = None;
-                            }
-                        }
+                        let fresh = a.fresh(now, dur);
+                        a.wrote(cas(&mut api, Some(w.rv), fresh), lose_reply, ms(now) + window);
                     }
                     Step::Crash(i) => {
                         let a = &mut agents[i];
