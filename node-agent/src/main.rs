@@ -57,8 +57,9 @@ fn run() -> Result<u8> {
         Command::Run(args) => {
             // One thread for the API client, the Lease, the admin endpoint
             // and the action handling (all mostly waiting); the scan runs on
-            // a blocking thread. Worker threads handing wakeups to each
-            // other cost more CPU per interval than this work needs.
+            // a thread of its own with its own clock (run::scan_loop).
+            // Worker threads handing wakeups to each other cost more CPU per
+            // interval than this work needs.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

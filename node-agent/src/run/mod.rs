@@ -10,21 +10,19 @@ pub mod cluster;
 pub mod lease;
 pub mod neglect;
 pub mod node_lease;
+pub mod scan_loop;
 
 use crate::act::Signaller;
 use crate::act::request::{RequestContext, execute};
-use crate::act::verify::{AgentView, Placement, ZombieFacts, verify};
+use crate::act::verify::{AgentView, ZombieFacts, verify};
 use crate::admin::{self, Health, Metrics};
 use crate::cli::RunArgs;
-use crate::detect::hysteresis::Published;
-use crate::detect::pids::PidsAssessment;
-use crate::detect::{Engine, PolicyAssessment};
+use crate::detect::Engine;
 use crate::report::build::{self, AgentMeta};
 use crate::report::publish::{Publisher, WriteGate, WriteReason, error_reason};
 use crate::report::significance::significant;
-use crate::scan::enrich::{Enrichment, enrich, enrich_pids};
 use crate::scan::procfs::FdRecount;
-use crate::scan::{Observation, ScanError, ScanPlan, Scanner};
+use crate::scan::{Observation, ScanError, Scanner};
 use actions::ActionBook;
 use cluster::ClusterView;
 use k8s_openapi::api::core::v1::Node;
@@ -33,11 +31,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use lease::{NodeLease, Standing};
 use neglect::{Look, Vigil};
-use nodemedic_crds::conditions::ConditionStatus;
 use nodemedic_crds::report::{ActionRequest, ActionResult, PolicyCondition};
-use nodemedic_crds::thresholds::{NodePolicies, SelectedPolicy};
 use nodemedic_crds::{NodeHealthReport, NodeHealthReportStatus};
 use prometheus_client::registry::Registry;
+use scan_loop::{PolicySelection, ScanLoop, ScanOutput, ScanWorker, adopt_conditions};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,83 +67,8 @@ pub enum RunError {
     },
     #[error("the scan thread panicked")]
     ScanThread,
-}
-
-/// The blocking half: the scanner and the detection engine, moved onto a
-/// blocking thread for each scan.
-struct ScanWorker {
-    scanner: Scanner,
-    engine: Engine,
-}
-
-/// One scan's results.
-struct ScanOutput {
-    observation: Observation,
-    assessments: Vec<PolicyAssessment>,
-    enrichment: Enrichment,
-    /// Pid headroom of the node and its pods.
-    pids: PidsAssessment,
-    /// The zombie parents, for re-verifying SignalParent requests.
-    zombie_facts: ZombieFacts,
-}
-
-impl ScanWorker {
-    fn scan(&mut self, policies: &[SelectedPolicy]) -> ScanOutput {
-        let observation = self.scanner.observe(&ScanPlan::for_policies(policies));
-        let assessments = self.engine.assess(&observation, policies, Timestamp::now());
-        let mut enrichment = enrich(&mut self.scanner, &assessments);
-        enrich_pids(&mut self.scanner, &observation, &mut enrichment);
-        let pids = self
-            .engine
-            .assess_pids(&observation, &enrichment.zombies_by_pod);
-        let zombie_facts = self.zombie_facts(&observation, policies);
-        ScanOutput {
-            observation,
-            assessments,
-            enrichment,
-            pids,
-            zombie_facts,
-        }
-    }
-
-    /// Every zombie parent with its zombies' ages (measured as the zombies
-    /// detector measures them) and, for those big enough for some selecting
-    /// policy's perParentThreshold, the pod namespace.
-    fn zombie_facts(&mut self, obs: &Observation, policies: &[SelectedPolicy]) -> ZombieFacts {
-        let lookup_from = policies
-            .iter()
-            .filter_map(|p| p.thresholds.zombies.as_ref())
-            .map(|z| z.per_parent_threshold.max(1) as usize)
-            .min();
-        let history = self.engine.history();
-        let scanner = &mut self.scanner;
-        let mut counters = crate::scan::reader::ScanCounters::default();
-        ZombieFacts::collect(
-            obs,
-            |z| {
-                crate::detect::zombies::zombie_age(
-                    obs,
-                    history,
-                    z.pid,
-                    z.starttime,
-                    z.exec_start_ns,
-                    z.cpu,
-                    obs.clock_ticks,
-                )
-                .0
-            },
-            lookup_from,
-            |pid, start| {
-                let d = scanner.details(pid, start, &mut counters);
-                match d.attribution.pod_uid {
-                    None => Placement::Host,
-                    Some(_) => Placement::Pod {
-                        namespace: d.pod_namespace,
-                    },
-                }
-            },
-        )
-    }
+    #[error("starting the scan thread")]
+    ScanThreadStart(#[source] std::io::Error),
 }
 
 /// Looks the Node up, retrying while the API server cannot answer; a Node
@@ -208,9 +130,8 @@ struct Agent {
     last_observation: Option<Arc<Observation>>,
     /// The zombie parents of the latest scan.
     last_zombie_facts: ZombieFacts,
-    /// For logging changes only.
-    selected_names: Vec<String>,
-    rejected_lines: Vec<String>,
+    /// The scan thread: every interval's results arrive from it.
+    scans: ScanLoop,
     /// When a shutdown began: writes then get what is left of 4.5 s.
     stopping_since: Option<Instant>,
     /// The node's Lease: only its holder executes requests and writes the
@@ -230,10 +151,11 @@ struct Agent {
     /// Untyped: a report that does not decode must not keep the agent from
     /// acting (its decodable results are adopted).
     reports: Api<kube::api::DynamicObject>,
-    /// Conditions read on taking over the Lease, adopted by the next scan
-    /// (which then publishes them with the previous holder's transition
-    /// times); no acting until then.
-    conditions_to_adopt: Option<Vec<PolicyCondition>>,
+    /// Conditions read on taking over the Lease are adopted by the scan
+    /// thread before its next scan (which then publishes them with the
+    /// previous holder's transition times); no acting until a scan made
+    /// after this adoption (its number, and how many conditions) arrives.
+    awaiting_adoption: Option<(u64, usize)>,
     /// Whether the node lacks an actor: what lets this agent take over a
     /// Lease another agent let lapse.
     vigil: Vigil,
@@ -312,12 +234,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         duration = %nodemedic_crds::duration::format_duration(args.lease_duration),
         "only the holder of the node lease acts on this node"
     );
+    let scans = ScanLoop::start(
+        ScanWorker { scanner, engine },
+        PolicySelection::new(view.clone(), metrics.clone()),
+        args.interval,
+    )?;
     let mut agent = Agent {
+        scans,
         lease: node_lease,
         standing: None,
         adopt_pending: true,
         startup_stale: false,
-        conditions_to_adopt: None,
+        awaiting_adoption: None,
         vigil: Vigil::new(Instant::now()),
         reports: Api::all_with(
             client.clone(),
@@ -335,21 +263,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         last_status: None,
         last_observation: None,
         last_zombie_facts: ZombieFacts::default(),
-        selected_names: Vec::new(),
-        rejected_lines: Vec::new(),
         stopping_since: None,
     };
-    let mut worker = Some(ScanWorker { scanner, engine });
-    let result = agent.run_loop(&mut worker).await;
+    let result = agent.run_loop().await;
     let _ = stop_admin.send(());
     let _ = tokio::time::timeout(Duration::from_millis(500), admin_task).await;
     result
 }
 
 impl Agent {
-    async fn run_loop(&mut self, worker: &mut Option<ScanWorker>) -> Result<(), RunError> {
-        let mut ticker = tokio::time::interval(self.args.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    async fn run_loop(&mut self) -> Result<(), RunError> {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         // No timer for the Lease: it is renewed only before acting (a scan
@@ -365,8 +288,9 @@ impl Agent {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                _ = ticker.tick() => {
-                    self.scan_cycle(worker).await?;
+                out = self.scans.next() => {
+                    let out = out.ok_or(RunError::ScanThread)?;
+                    self.after_scan(out).await;
                     self.handle_actions().await;
                 }
                 () = self.view.report_changed.notified() => {
@@ -470,12 +394,12 @@ impl Agent {
                         .unwrap_or_default();
                     self.book = ActionBook::adopt(&results, Timestamp::now());
                     if self.startup_stale {
-                        self.conditions_to_adopt = Some(
-                            report
-                                .as_ref()
-                                .map(|r| decodable_conditions(&r.data))
-                                .unwrap_or_default(),
-                        );
+                        let conditions = report
+                            .as_ref()
+                            .map(|r| decodable_conditions(&r.data))
+                            .unwrap_or_default();
+                        let count = conditions.len();
+                        self.awaiting_adoption = Some((self.scans.adopt(conditions), count));
                     }
                     self.adopt_pending = false;
                 }
@@ -487,54 +411,26 @@ impl Agent {
             }
         }
         // The next scan adopts the conditions first.
-        if self.conditions_to_adopt.is_some() {
+        if self.awaiting_adoption.is_some() {
             return false;
         }
         self.startup_stale = true;
         true
     }
 
-    fn policies_for_node(&mut self) -> Vec<SelectedPolicy> {
-        let policies = self.view.policies();
-        let np =
-            NodePolicies::for_node(policies.iter().map(AsRef::as_ref), &self.view.node_labels());
-        let names: Vec<String> = np.selected.iter().map(|p| p.name.clone()).collect();
-        if names != self.selected_names {
-            tracing::info!(policies = ?names, "policies selecting this node changed");
-            self.selected_names = names;
-        }
-        let rejected: Vec<String> = np.rejected.iter().map(ToString::to_string).collect();
-        if rejected != self.rejected_lines {
-            for line in rejected.iter().filter(|l| !self.rejected_lines.contains(l)) {
-                tracing::warn!(problem = %line, "a policy cannot be evaluated on this node; the others are");
-            }
-            self.rejected_lines = rejected;
-        }
-        self.metrics.policies.set(np.selected.len() as i64);
-        self.metrics.policies_rejected.set(np.rejected.len() as i64);
-        np.selected
-    }
-
-    async fn scan_cycle(&mut self, worker: &mut Option<ScanWorker>) -> Result<(), RunError> {
-        let policies = self.policies_for_node();
-        let mut w = worker.take().ok_or(RunError::ScanThread)?;
-        if let Some(conditions) = self.conditions_to_adopt.take() {
-            adopt_conditions(&mut w.engine, &conditions, Timestamp::now());
+    /// Takes in a scan's results: the status to publish, metrics, follow-ups
+    /// of executed actions; writes the report if that is due.
+    async fn after_scan(&mut self, out: ScanOutput) {
+        if let Some((seq, conditions)) = self.awaiting_adoption
+            && out.adopted >= seq
+        {
+            self.awaiting_adoption = None;
             tracing::info!(
-                conditions = conditions.len(),
+                conditions,
                 results = self.book.results().len(),
                 "took over the node lease: adopted the conditions and action results of the report"
             );
         }
-        let scan_policies = policies.clone();
-        let (w, out) = tokio::task::spawn_blocking(move || {
-            let out = w.scan(&scan_policies);
-            (w, out)
-        })
-        .await
-        .map_err(|_| RunError::ScanThread)?;
-        *worker = Some(w);
-
         let now = Timestamp::now();
         let status = build::status(
             &out.observation,
@@ -555,7 +451,6 @@ impl Agent {
         self.health.scan_finished();
         self.look_at_report();
         self.write_if_due(None).await;
-        Ok(())
     }
 
     fn record_scan(&self, out: &ScanOutput, status: &NodeHealthReportStatus) {
@@ -792,25 +687,6 @@ impl Agent {
             completed_at: Time(Timestamp::now()),
             follow_up: None,
         })
-    }
-}
-
-/// Takes over the published state of conditions: firing ones keep their
-/// transition times.
-fn adopt_conditions(engine: &mut Engine, conditions: &[PolicyCondition], now: Timestamp) {
-    let mono = Instant::now();
-    for c in conditions {
-        engine.hysteresis_mut().adopt(
-            &c.policy,
-            c.type_.detector(),
-            Published {
-                firing: c.status == ConditionStatus::True,
-                last_transition: c.last_transition_time.0,
-                exceeded_since: c.exceeded_since.as_ref().map(|t| t.0),
-            },
-            mono,
-            now,
-        );
     }
 }
 
