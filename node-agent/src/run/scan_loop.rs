@@ -258,11 +258,8 @@ fn scan_thread(
             };
             match message {
                 Ok(a) => {
+                    // Logged by the async side once a scan shows it applied.
                     adopt_conditions(&mut worker.engine, &a.conditions, Timestamp::now());
-                    tracing::info!(
-                        conditions = a.conditions.len(),
-                        "took over the node lease: adopted the conditions of the report"
-                    );
                     adopted = a.seq;
                 }
                 Err(RecvTimeoutError::Timeout) => break,
