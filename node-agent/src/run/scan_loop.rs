@@ -301,9 +301,13 @@ mod tests {
     /// A scan loop over this machine's real `/proc`, and the metrics it
     /// holds (their count of owners tells whether its thread still runs).
     fn start(interval: Duration) -> (ScanLoop, Arc<Metrics>) {
+        start_on(std::path::Path::new("/"), interval)
+    }
+
+    fn start_on(host_root: &std::path::Path, interval: Duration) -> (ScanLoop, Arc<Metrics>) {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
-        let mut scanner = Scanner::new(std::path::Path::new("/")).expect("scanner on /proc");
+        let mut scanner = Scanner::new(host_root).expect("scanner on the host root's proc");
         scanner.set_fd_recount(FdRecount::default());
         let worker = ScanWorker {
             scanner,
@@ -363,5 +367,83 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A scan stuck in the kernel (here opening a FIFO nobody writes, as a
+    /// `/proc` read behind a hung task stalls) holds up only the scan
+    /// thread: the async side's timers run and adoptions are taken at once.
+    #[tokio::test]
+    async fn a_scan_stuck_in_the_kernel_holds_up_only_its_own_thread() {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let root = tempfile::tempdir().expect("temp dir");
+        let proc = root.path().join("proc");
+        std::fs::create_dir(&proc).expect("proc dir");
+        let loadavg = proc.join("loadavg");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &loadavg,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo proc/loadavg");
+        // The writer that ends the stall: at the test's word, or after 30 s
+        // so that a stall of the async side fails the test instead of
+        // hanging it.
+        let (release, released) = mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            let _ = released.recv_timeout(Duration::from_secs(30));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                // ENXIO until the scan thread has the FIFO open for reading.
+                match rustix::fs::open(
+                    &loadavg,
+                    OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => {
+                        rustix::io::write(&fd, b"0.50 0.40 0.30 2/345 6789\n")
+                            .expect("write loadavg");
+                        return true;
+                    }
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => return false,
+                }
+            }
+        });
+        let (mut scans, _) = start_on(root.path(), Duration::from_secs(3600));
+        // Without the test's word the writer waits 30 s: a timeout here means
+        // the async side ran its timer while the scan was stuck.
+        let stalled = tokio::time::timeout(Duration::from_millis(500), scans.next()).await;
+        assert!(
+            stalled.is_err(),
+            "the scan finished while its FIFO had no writer, or the async side stalled with it"
+        );
+        assert_eq!(
+            scans.adopt(Vec::new()),
+            1,
+            "an adoption is handed over during the stall"
+        );
+        release.send(()).expect("release the writer");
+        assert!(
+            writer.join().expect("writer thread"),
+            "the scan thread never opened proc/loadavg"
+        );
+        let out = tokio::time::timeout(Duration::from_secs(30), scans.next())
+            .await
+            .expect("the scan ends once its read is answered")
+            .expect("scan output");
+        let load = out
+            .observation
+            .node
+            .load
+            .expect("loadavg read from the FIFO");
+        assert_eq!(load.total_tasks, 345);
+        assert_eq!(
+            out.adopted, 0,
+            "the adoption came during this scan; the next one applies it"
+        );
     }
 }
