@@ -152,6 +152,81 @@ fn thread_cpu_seconds(pid: u32, comm: &str) -> f64 {
         / 1e9
 }
 
+/// Where the soak reads the CPU counters it compares: the agent and the bare
+/// scan each in a cpuacct group of its own (ns, exited threads included).
+struct CpuProbe {
+    agent_pid: u32,
+    agent_group: PathBuf,
+    agent_admin: SocketAddr,
+    bare_group: PathBuf,
+    bare_output: PathBuf,
+    operator_pid: u32,
+}
+
+/// The counters at one moment.
+#[derive(Clone, Copy)]
+struct CpuCounters {
+    at: Instant,
+    agent: f64,
+    agent_scan_thread: f64,
+    agent_scans: f64,
+    bare: f64,
+    bare_scans: f64,
+    operator: f64,
+}
+
+impl CpuProbe {
+    /// Reads every counter; one that cannot be read keeps its `earlier`
+    /// value (0 for the first reading), so it adds nothing to the window.
+    fn read(&self, earlier: Option<&CpuCounters>) -> CpuCounters {
+        let keep = |v: Option<f64>, f: fn(&CpuCounters) -> f64| {
+            v.unwrap_or_else(|| earlier.map_or(0.0, f))
+        };
+        CpuCounters {
+            at: Instant::now(),
+            agent: keep(cpuacct_seconds(&self.agent_group), |c| c.agent),
+            agent_scan_thread: thread_cpu_seconds(self.agent_pid, "scan"),
+            agent_scans: keep(
+                metric(self.agent_admin, "nodemedic_agent_scans_total"),
+                |c| c.agent_scans,
+            ),
+            bare: keep(cpuacct_seconds(&self.bare_group), |c| c.bare),
+            // Each bare scan writes one JSON line.
+            bare_scans: std::fs::read(&self.bare_output)
+                .map(|b| b.iter().filter(|&&c| c == b'\n').count() as f64)
+                .unwrap_or(0.0),
+            operator: keep(cpu_of(self.operator_pid), |c| c.operator),
+        }
+    }
+}
+
+impl CpuCounters {
+    /// The window from `self` to `end`, per interval and against the bare scan.
+    fn window_to(&self, end: &CpuCounters) -> Value {
+        let scans = end.agent_scans - self.agent_scans;
+        let bare_scans = end.bare_scans - self.bare_scans;
+        let agent_cpu = end.agent - self.agent;
+        let scan_thread_cpu = end.agent_scan_thread - self.agent_scan_thread;
+        let per_interval = |cpu: f64| cpu / scans.max(1.0);
+        let agent = per_interval(agent_cpu);
+        let bare = (end.bare - self.bare) / bare_scans.max(1.0);
+        json!({
+            "windowSeconds": end.at.duration_since(self.at).as_secs_f64(),
+            "agentScans": scans,
+            "agentCpuSeconds": agent_cpu,
+            "agentCpuPerIntervalMs": agent * 1e3,
+            "agentScanThreadCpuPerIntervalMs": per_interval(scan_thread_cpu) * 1e3,
+            "agentOtherThreadsCpuPerIntervalMs": per_interval(agent_cpu - scan_thread_cpu) * 1e3,
+            "bareScans": bare_scans,
+            "bareCpuSeconds": end.bare - self.bare,
+            "bareCpuPerScanMs": bare * 1e3,
+            "ratio": if bare > 0.0 { agent / bare } else { f64::NAN },
+            "operatorCpuSeconds": end.operator - self.operator,
+            "measuredWith": "cpuacct.usage (ns), one group each for the agent and the bare scan",
+        })
+    }
+}
+
 /// utime + stime of a process (all its threads), seconds; None when gone.
 fn cpu_of(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -1248,8 +1323,14 @@ async fn run(
     soak.children.push(("bare-scan".into(), scan_child));
     // Both measured the same way, to the nanosecond: /proc/PID/stat's
     // 10 ms ticks left the ratio ±3% uncertain over a 30-minute run.
-    let agent_cg = soak.cgroups.measure("agent", agent_pid)?;
-    let scan_cg = soak.cgroups.measure("bare-scan", scan_pid)?;
+    let cpu_probe = CpuProbe {
+        agent_pid,
+        agent_group: soak.cgroups.measure("agent", agent_pid)?,
+        agent_admin,
+        bare_group: soak.cgroups.measure("bare-scan", scan_pid)?,
+        bare_output: scan_out.clone(),
+        operator_pid,
+    };
 
     let ready_deadline = Instant::now() + Duration::from_secs(120);
     while http_get(agent_admin, "/readyz").is_none() {
@@ -1273,8 +1354,7 @@ async fn run(
     let events: Api<Event> = Api::all(client.clone());
     let t0 = Instant::now();
     let warmup = (o.duration / 5).min(Duration::from_secs(120));
-    // t, agent cpu, scans, bare cpu, bare scans, operator cpu, agent's scan thread cpu
-    let mut cpu_window: Option<(Instant, f64, f64, f64, f64, f64, f64)> = None;
+    let mut cpu_window: Option<CpuCounters> = None;
     let mut agg_reports = Agg::default();
     let mut report_versions = BTreeSet::new();
     let mut actions = Actions::default();
@@ -1295,12 +1375,6 @@ async fn run(
     let mut last_progress = Instant::now();
     let mut interrupted = false;
     let mut failure: Option<String> = None;
-    let bare_scans = |p: &Path| -> f64 {
-        std::fs::read(p)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count() as f64)
-            .unwrap_or(0.0)
-    };
-
     loop {
         let elapsed = t0.elapsed();
         if elapsed >= o.duration {
@@ -1322,15 +1396,7 @@ async fn run(
             break;
         }
         if cpu_window.is_none() && t0.elapsed() >= warmup {
-            cpu_window = Some((
-                Instant::now(),
-                cpuacct_seconds(&agent_cg).unwrap_or(0.0),
-                metric(agent_admin, "nodemedic_agent_scans_total").unwrap_or(0.0),
-                cpuacct_seconds(&scan_cg).unwrap_or(0.0),
-                bare_scans(&scan_out),
-                cpu_of(operator_pid).unwrap_or(0.0),
-                thread_cpu_seconds(agent_pid, "scan"),
-            ));
+            cpu_window = Some(cpu_probe.read(None));
         }
         match reports.get_opt(&node).await {
             Ok(Some(r)) => {
@@ -1408,30 +1474,7 @@ async fn run(
             )
         })
         .collect();
-    let cpu = cpu_window.map(|(t, a0, s0, b0, bs0, op0, st0)| {
-        let st1 = thread_cpu_seconds(agent_pid, "scan");
-        let a1 = cpuacct_seconds(&agent_cg).unwrap_or(a0);
-        let s1 = metric(agent_admin, "nodemedic_agent_scans_total").unwrap_or(s0);
-        let b1 = cpuacct_seconds(&scan_cg).unwrap_or(b0);
-        let bs1 = bare_scans(&scan_out);
-        let op1 = cpu_of(operator_pid).unwrap_or(op0);
-        let agent = (a1 - a0) / (s1 - s0).max(1.0);
-        let bare = (b1 - b0) / (bs1 - bs0).max(1.0);
-        json!({
-            "windowSeconds": t.elapsed().as_secs_f64(),
-            "agentScans": s1 - s0,
-            "agentCpuSeconds": a1 - a0,
-            "agentCpuPerIntervalMs": agent * 1e3,
-            "agentScanThreadCpuPerIntervalMs": (st1 - st0) / (s1 - s0).max(1.0) * 1e3,
-            "agentOtherThreadsCpuPerIntervalMs": ((a1 - a0) - (st1 - st0)) / (s1 - s0).max(1.0) * 1e3,
-            "bareScans": bs1 - bs0,
-            "bareCpuSeconds": b1 - b0,
-            "bareCpuPerScanMs": bare * 1e3,
-            "ratio": if bare > 0.0 { agent / bare } else { f64::NAN },
-            "operatorCpuSeconds": op1 - op0,
-            "measuredWith": "cpuacct.usage (ns), one group each for the agent and the bare scan",
-        })
-    });
+    let cpu = cpu_window.map(|start| start.window_to(&cpu_probe.read(Some(&start))));
     let (m_busy1, m_total1) = machine_cpu();
     let machine_busy = (m_busy1 - m_busy0) as f64 / (m_total1 - m_total0).max(1) as f64;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
